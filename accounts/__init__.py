@@ -1,0 +1,1 @@
+"""Accounts: login pages and the user's own API token."""

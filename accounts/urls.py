@@ -1,0 +1,4 @@
+"""Account pages beside Django's login/logout views."""
+
+app_name = "accounts"
+urlpatterns: list = []

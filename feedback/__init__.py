@@ -1,0 +1,1 @@
+"""Feedback: ground-truth labels and corrections for predictions."""

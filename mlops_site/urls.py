@@ -1,0 +1,28 @@
+"""Top-level URL map: pages, the API under /api/, admin, health and metrics."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from mlops_site import views
+
+api_patterns = [
+    path("", include("accounts.api_urls")),
+    path("", include("models_registry.api_urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/", include("accounts.urls")),
+    path("datasets/", include("models_registry.dataset_urls")),
+    path("api/", include(api_patterns)),
+    path("", include("monitoring.urls")),
+    path("", include("django_prometheus.urls")),
+]
+
+admin.site.site_header = "MLOps administration"
+admin.site.site_title = "MLOps admin"

@@ -1,0 +1,1 @@
+"""Datasets, training runs and the model registry."""

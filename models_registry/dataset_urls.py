@@ -1,0 +1,4 @@
+"""Dataset pages, mounted under /datasets/."""
+
+app_name = "datasets"
+urlpatterns: list = []

@@ -1,0 +1,1 @@
+"""Monitoring: health endpoints, worker heartbeats, metrics and charts."""

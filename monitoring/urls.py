@@ -1,0 +1,4 @@
+"""Health and status endpoints."""
+
+app_name = "monitoring"
+urlpatterns: list = []

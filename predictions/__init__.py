@@ -1,0 +1,1 @@
+"""Predictions: single rows from the page and the API, and batch CSV jobs."""
