@@ -129,6 +129,7 @@ else:
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 # ------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
+_celery_visibility_timeout = env_int("CELERY_VISIBILITY_TIMEOUT", 4 * 3600)
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL == "filesystem://":
     # The embedded broker: a queue folder on disk, so a real worker runs with no server at all.
@@ -141,7 +142,7 @@ if CELERY_BROKER_URL == "filesystem://":
     }
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Must exceed the longest task, or Redis redelivers a task that is still running.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 4 * 3600)}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _celery_visibility_timeout}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -165,6 +166,7 @@ AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL")
 AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME", "us-east-1")
 AWS_ACCESS_KEY_ID = env_secret("AWS_ACCESS_KEY_ID")
 AWS_SECRET_ACCESS_KEY = env_secret("AWS_SECRET_ACCESS_KEY")
+AWS_S3_ADDRESSING_STYLE = env_str("AWS_S3_ADDRESSING_STYLE", "path")
 MEDIA_ROOT = DATA_DIR / "media"
 if AWS_STORAGE_BUCKET_NAME:
     _default_storage = {
@@ -175,7 +177,7 @@ if AWS_STORAGE_BUCKET_NAME:
             "region_name": AWS_S3_REGION_NAME,
             "access_key": AWS_ACCESS_KEY_ID or None,
             "secret_key": AWS_SECRET_ACCESS_KEY or None,
-            "addressing_style": env_str("AWS_S3_ADDRESSING_STYLE", "path"),
+            "addressing_style": AWS_S3_ADDRESSING_STYLE,
             "signature_version": "s3v4",
             "file_overwrite": False,
             "default_acl": None,
