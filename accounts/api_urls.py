@@ -1,7 +1,10 @@
 """API routes of this app, mounted under /api/."""
 
-from rest_framework.routers import DefaultRouter
+from django.urls import path
 
-router = DefaultRouter(trailing_slash=True)
+from accounts import api
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("auth/token/", api.AuthTokenView.as_view(), name="api-auth-token"),
+    path("me/", api.MeView.as_view(), name="api-me"),
+]

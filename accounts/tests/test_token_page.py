@@ -1,0 +1,147 @@
+"""The API token page: create, regenerate and revoke, with the key shown once."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+
+pytestmark = pytest.mark.django_db
+
+URL = "/accounts/token/"
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+def assert_token_refused(response) -> None:
+    # 401 once TokenAuthentication comes first in DEFAULT_AUTHENTICATION_CLASSES, 403 while Session does.
+    assert response.status_code in (401, 403)
+    assert response.json()["detail"] == "Invalid token."
+
+
+def messages_of(response) -> list[str]:
+    return [str(message) for message in response.context["messages"]]
+
+
+def test_the_url_name_points_at_the_token_page():
+    assert reverse("accounts:token") == URL
+
+
+def test_it_requires_login(client):
+    response = client.get(URL)
+
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('login')}?next={URL}"
+
+
+def test_it_says_when_the_user_has_no_token(alice_client):
+    response = alice_client.get(URL)
+
+    assert response.status_code == 200
+    assert b"You have no API token" in response.content
+    assert b'value="create"' in response.content
+
+
+def test_creating_shows_the_key_once(alice_client, alice):
+    response = alice_client.post(URL, {"action": "create"})
+
+    key = Token.objects.get(user=alice).key
+    assert response.status_code == 200
+    assert key.encode() in response.content
+    assert "no-store" in response["Cache-Control"]
+
+    later = alice_client.get(URL)
+
+    assert key.encode() not in later.content
+    assert key[:6].encode() in later.content
+    assert b"Regenerate" in later.content
+
+
+def test_creating_a_second_token_is_refused_and_keeps_the_first(alice_client, alice):
+    alice_client.post(URL, {"action": "create"})
+    key = Token.objects.get(user=alice).key
+
+    response = alice_client.post(URL, {"action": "create"}, follow=True)
+
+    assert response.redirect_chain == [(URL, 302)]
+    assert any("already have an API token" in m for m in messages_of(response))
+    assert Token.objects.get(user=alice).key == key
+    assert key.encode() not in response.content
+
+
+def test_regenerating_invalidates_the_old_key(alice_client, alice, token_client):
+    alice_client.post(URL, {"action": "create"})
+    old_key = Token.objects.get(user=alice).key
+    assert token_client(old_key).get("/api/me/").status_code == 200
+
+    response = alice_client.post(URL, {"action": "regenerate"})
+
+    new_key = Token.objects.get(user=alice).key
+    assert new_key != old_key
+    assert new_key.encode() in response.content
+    assert old_key.encode() not in response.content
+    assert_token_refused(token_client(old_key).get("/api/me/"))
+    me = token_client(new_key).get("/api/me/")
+    assert me.status_code == 200
+    assert me.json()["username"] == "alice"
+
+
+def test_revoking_deletes_the_token_and_redirects(alice_client, alice, token_client):
+    alice_client.post(URL, {"action": "create"})
+    key = Token.objects.get(user=alice).key
+
+    response = alice_client.post(URL, {"action": "revoke"}, follow=True)
+
+    assert response.redirect_chain == [(URL, 302)]
+    assert any("revoked" in m for m in messages_of(response))
+    assert b"You have no API token" in response.content
+    assert not Token.objects.filter(user=alice).exists()
+    assert_token_refused(token_client(key).get("/api/me/"))
+
+
+def test_revoking_without_a_token_says_so(alice_client):
+    response = alice_client.post(URL, {"action": "revoke"}, follow=True)
+
+    assert any("no API token" in m for m in messages_of(response))
+
+
+def test_an_unknown_action_is_a_400_naming_it(alice_client, alice):
+    response = alice_client.post(URL, {"action": "<b>steal</b>"})
+
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/plain")
+    assert b"Unknown token action" in response.content
+    assert not Token.objects.filter(user=alice).exists()
+
+
+def test_a_missing_action_is_a_400(alice_client):
+    response = alice_client.post(URL, {})
+
+    assert response.status_code == 400
+    assert b"which token action" in response.content
+
+
+def test_actions_require_a_csrf_token(alice):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+
+    response = client.post(URL, {"action": "create"})
+
+    assert response.status_code == 403
+    assert not Token.objects.filter(user=alice).exists()
+
+
+def test_each_user_sees_only_their_own_token(client, alice, bob):
+    bobs = Token.objects.create(user=bob)
+    client.force_login(alice)
+
+    response = client.get(URL)
+
+    assert bobs.key[:6].encode() not in response.content
+    assert b"You have no API token" in response.content
