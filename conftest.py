@@ -16,7 +16,14 @@ def _isolated_data(settings, tmp_path):
             "default": {**settings.STORAGES["default"], "OPTIONS": {"location": str(tmp_path / "media")}},
         }
         settings.MEDIA_ROOT = tmp_path / "media"
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    if settings.CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    from django.core.cache import cache
+
+    # Throttle counters live in the cache: a test must not inherit another test's request count.
+    cache.clear()
+    # The default hasher costs ~0.35 s per user created; tests do not need its strength.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.MLFLOW_TRACKING_URI = f"sqlite:///{tmp_path / 'mlflow.db'}"
     settings.MLFLOW_ARTIFACT_ROOT = (tmp_path / "mlflow-artifacts").as_uri()
     settings.CELERY_TASK_ALWAYS_EAGER = True
@@ -73,9 +80,8 @@ def _missing_service(marker: str) -> str | None:
     elif marker == "s3":
         if not settings.AWS_STORAGE_BUCKET_NAME:
             return "S3 is not configured (set AWS_STORAGE_BUCKET_NAME and AWS_S3_ENDPOINT_URL)"
-    elif marker == "browser":
-        if not shutil.which("chromium"):
-            return "Debian's chromium is not installed (apt-get install chromium)"
+    elif marker == "browser" and not shutil.which("chromium"):
+        return "Debian's chromium is not installed (apt-get install chromium)"
     return None
 
 

@@ -28,8 +28,8 @@ if not SECRET_KEY:
             "SECRET_KEY is not set. Set SECRET_KEY (or SECRET_KEY_FILE) to a long random string; "
             "`make run` generates one for you under the data folder."
         )
-    SECRET_KEY = "insecure-development-only-key"
-elif not DEBUG and (len(SECRET_KEY) < 32 or SECRET_KEY.startswith("insecure") or SECRET_KEY == "changeme"):
+    SECRET_KEY = "insecure-development-only-key"  # noqa: S105 (only ever with DEBUG=True)
+elif not DEBUG and (len(SECRET_KEY) < 32 or SECRET_KEY.startswith(("insecure", "changeme"))):
     raise ImproperlyConfigured("SECRET_KEY is too weak for DEBUG=False: use at least 32 random characters.")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "models_registry",
     "predictions",
@@ -230,8 +231,9 @@ AUTH_PASSWORD_VALIDATORS = [
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        # Token first: a refused API call then gets 401 with `WWW-Authenticate: Token`, not 403.
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -244,6 +246,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_str("API_THROTTLE_ANON", "60/minute"),
         "user": env_str("API_THROTTLE_USER", "6000/minute"),
+        "auth": env_str("API_THROTTLE_AUTH", "10/minute"),
     },
     "EXCEPTION_HANDLER": "mlops_site.api.exception_handler",
 }
@@ -253,6 +256,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI and ReDoc from the drf-spectacular-sidecar package: no CDN at run time.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # ------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Top-level URL map: pages, the API under /api/, admin, health and metrics."""
 
+from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -16,6 +18,12 @@ api_patterns = [
 urlpatterns = [
     path("", views.home, name="home"),
     path("admin/", admin.site.urls),
+    # Django's LoginView would name the site after the request's host.
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(extra_context={"site_name": settings.SITE_NAME}),
+        name="login",
+    ),
     path("accounts/", include("django.contrib.auth.urls")),
     path("accounts/", include("accounts.urls")),
     path("datasets/", include("models_registry.dataset_urls")),

@@ -52,7 +52,7 @@ def test_logging_out_returns_to_the_login_page(logged_in_page, live_server, alic
     page.wait_for_url(f"{live_server.url}/accounts/login/?next=/accounts/token/")
 
 
-def test_the_api_docs_render_without_leaving_the_site(logged_in_page, live_server, alice, sidecar):
+def test_the_api_docs_render_without_leaving_the_site(logged_in_page, live_server, alice):
     page = logged_in_page(alice)
     outside: list[str] = []
 

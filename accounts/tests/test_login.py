@@ -87,11 +87,6 @@ def test_the_home_page_sends_anonymous_visitors_to_login(client):
     assert response["Location"] == f"{reverse('login')}?next=/"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LoginView puts the request's host into site_name, hiding SITE_NAME: needs the mlops_site/urls.py "
-    "change from the accounts report (drop this marker with it)",
-)
 def test_the_login_page_shows_the_site_name_not_the_host(client, settings):
     response = client.get(reverse("login"))
 

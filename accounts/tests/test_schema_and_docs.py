@@ -37,7 +37,7 @@ def test_the_token_endpoint_documents_its_input_and_needs_no_auth(client, alice)
     assert {"200", "400", "429"} <= set(post["responses"])
 
 
-def test_the_docs_page_uses_only_local_static_assets(client, alice, sidecar):
+def test_the_docs_page_uses_only_local_static_assets(client, alice):
     client.force_login(alice)
 
     response = client.get("/api/docs/")
@@ -53,7 +53,7 @@ def test_the_docs_page_uses_only_local_static_assets(client, alice, sidecar):
         assert finders.find(asset.removeprefix("/static/")), f"{asset} is not a collected static file"
 
 
-def test_the_docs_page_points_at_the_local_schema(client, alice, sidecar):
+def test_the_docs_page_points_at_the_local_schema(client, alice):
     client.force_login(alice)
 
     script = client.get("/api/docs/?script=").content.decode()
