@@ -1,0 +1,608 @@
+"""The only module that imports mlflow: training runs, the model registry and model loading."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import logging
+import os
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+# MLflow 3 phones home from a background thread unless told not to; this app is self-hosted and offline.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow
+import mlflow.sklearn
+import requests
+import sqlalchemy.exc
+import yaml
+from django.conf import settings
+from mlflow.entities import LoggedModelOutput, Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+
+logger = logging.getLogger(__name__)
+
+RUN_KEY_TAG = "mlops.training_run"
+MODEL_ID_TAG = "mlops.model_id"
+MODEL_ARTIFACT_NAME = "model"
+MODEL_CACHE_SIZE = 8
+INPUT_EXAMPLE_ROWS = 5
+PING_TIMEOUT_SECONDS = 3.0
+
+_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
+# Refusals that a retry cannot fix; every other MLflow error (5xx, connection, timeouts) is transient.
+_REFUSED_CODES = {
+    "INVALID_PARAMETER_VALUE",
+    "BAD_REQUEST",
+    "MALFORMED_REQUEST",
+    "INVALID_STATE",
+    "RESOURCE_ALREADY_EXISTS",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "CUSTOMER_UNAUTHORIZED",
+    "RESOURCE_LIMIT_EXCEEDED",
+}
+_PACKAGES_TO_PIN = ("scikit-learn", "skops", "numpy", "scipy", "pandas")
+
+
+class RegistryError(Exception):
+    """MLflow refused the request; retrying the same request will not help."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The tracking store or registry could not be reached or failed; retrying later may help."""
+
+
+class ModelNotFound(RegistryError):
+    """The registered model, model version or run does not exist."""
+
+
+class ModelRejected(RegistryError):
+    """The stored model is not loaded: not in skops format, unreadable, or it needs untrusted types."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    experiment_id: str
+    status: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    start_time_ms: int | None
+    end_time_ms: int | None
+    artifact_uri: str
+    model_id: str | None
+
+
+# ------------------------------------------------------------------------------
+# Plumbing: clients per URI and exception translation
+# ------------------------------------------------------------------------------
+def _tracking_uri() -> str:
+    return settings.MLFLOW_TRACKING_URI
+
+
+def _is_server(uri: str) -> bool:
+    return urllib.parse.urlparse(uri).scheme in ("http", "https")
+
+
+@functools.lru_cache(maxsize=16)
+def _client_for(uri: str) -> mlflow.MlflowClient:
+    # An explicit client per URI: the fluent API's global tracking URI would leak between threads and tests.
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _client() -> mlflow.MlflowClient:
+    return _client_for(_tracking_uri())
+
+
+def _error_for(exc: MlflowException, action: str) -> RegistryError:
+    code = exc.error_code
+    message = f"MLflow {action} failed: {exc.message}"
+    if code in _NOT_FOUND_CODES:
+        return ModelNotFound(message)
+    if code in _REFUSED_CODES:
+        return RegistryError(message)
+    return RegistryUnavailable(message)
+
+
+@contextlib.contextmanager
+def _translated(action: str) -> Iterator[None]:
+    try:
+        yield
+    except RegistryError:
+        raise
+    except MlflowException as exc:
+        raise _error_for(exc, action) from exc
+    except (requests.RequestException, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        raise RegistryUnavailable(f"MLflow {action} failed: {exc}") from exc
+
+
+def _quoted(value: str) -> str:
+    """Quote a value for an MLflow search filter, which has no escape for a single quote."""
+    if "'" in value:
+        raise ValueError(f"{value!r} must not contain a single quote")
+    return f"'{value}'"
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ------------------------------------------------------------------------------
+# Health and links
+# ------------------------------------------------------------------------------
+def ping() -> None:
+    """Raise RegistryUnavailable unless the tracking store answers.
+
+    A server is asked for /health with a short timeout: MLflow's own client would retry for minutes.
+    """
+    uri = _tracking_uri()
+    if _is_server(uri):
+        try:
+            response = requests.get(f"{uri.rstrip('/')}/health", timeout=PING_TIMEOUT_SECONDS)
+        except requests.RequestException as exc:
+            raise RegistryUnavailable(
+                f"MLflow server at {_without_credentials(uri)} is unreachable: {exc}"
+            ) from exc
+        if response.status_code != 200:
+            raise RegistryUnavailable(
+                f"MLflow server at {_without_credentials(uri)} answered /health with {response.status_code}"
+            )
+        return
+    try:
+        with _translated("ping"):
+            _client().search_experiments(max_results=1)
+    except RegistryError as exc:
+        raise RegistryUnavailable(str(exc)) from exc
+
+
+def _without_credentials(uri: str) -> str:
+    parts = urllib.parse.urlsplit(uri)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def tracking_ui_url(*, run_id: str) -> str | None:
+    """A link to the run in the MLflow UI, or None when the tracking store is local and has no UI."""
+    uri = _tracking_uri()
+    if not _is_server(uri):
+        return None
+    return f"{_without_credentials(uri)}/#/runs/{urllib.parse.quote(run_id)}"
+
+
+# ------------------------------------------------------------------------------
+# Experiments and training runs
+# ------------------------------------------------------------------------------
+def experiment_ensure(*, name: str | None = None) -> str:
+    """Return the id of the experiment, creating (or restoring) it on first use."""
+    name = name or settings.MLFLOW_EXPERIMENT_NAME
+    client = _client()
+    with _translated(f"lookup of experiment {name!r}"):
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        # A server chooses where artifacts go; only a local store needs to be told.
+        location = None if _is_server(_tracking_uri()) else settings.MLFLOW_ARTIFACT_ROOT
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            # Another process created it between our lookup and our create.
+            return client.get_experiment_by_name(name).experiment_id
+
+
+def training_run_log(
+    *,
+    run_key: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, Any],
+    artifacts: Mapping[str, bytes | str],
+    model: Any = None,
+    skops_trusted_types: Sequence[str] = (),
+    input_example: Any = None,
+    pip_requirements: Sequence[str] | None = None,
+    run_name: str | None = None,
+) -> str:
+    """Log one training run with its model to MLflow and return the run id.
+
+    Idempotent on `run_key` (our TrainingRun id): a FINISHED run with that key is returned as it is,
+    and an unfinished one left by a crash is deleted before a new run is logged. The run is marked
+    FINISHED only after everything was logged, so FINISHED means complete. The caller must hold the
+    claim on the TrainingRun: two concurrent calls with one key would both log a run.
+
+    `artifacts` maps relative file names to contents (str is written as UTF-8). The model is stored
+    with the sklearn flavor in skops format, never pickle; `input_example` is cut to a few rows.
+    """
+    _validate_run_key(run_key)
+    files = _artifact_files(artifacts)
+    rows = _run_rows(params=params, metrics=metrics, tags=tags)
+    client = _client()
+    experiment_id = experiment_ensure()
+    with _translated(f"lookup of training run {run_key!r}"):
+        finished = _runs_clean_up(client, experiment_id=experiment_id, run_key=run_key)
+    if finished is not None:
+        logger.info("training run %s already logged to MLflow as %s", run_key, finished)
+        return finished
+
+    with _translated(f"logging of training run {run_key!r}"):
+        run = client.create_run(experiment_id, tags={RUN_KEY_TAG: run_key}, run_name=run_name)
+    run_id = run.info.run_id
+    try:
+        with _translated(f"logging of training run {run_key!r}"):
+            _run_data_log(client, run_id=run_id, rows=rows)
+            if files:
+                _artifacts_log(client, run_id=run_id, files=files)
+            if model is not None:
+                _model_log(
+                    client,
+                    experiment_id=experiment_id,
+                    run_id=run_id,
+                    model=model,
+                    skops_trusted_types=skops_trusted_types,
+                    input_example=input_example,
+                    pip_requirements=pip_requirements,
+                )
+            client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        # Leave the run FAILED so a retry recognises it as a leftover and replaces it.
+        with contextlib.suppress(Exception):
+            client.set_terminated(run_id, "FAILED")
+        raise
+    logger.info("training run %s logged to MLflow as %s", run_key, run_id)
+    return run_id
+
+
+def _validate_run_key(run_key: str) -> None:
+    if not run_key or len(run_key) > 250 or not all(c.isalnum() or c in "-_.:" for c in run_key):
+        raise ValueError(f"run_key {run_key!r} must be 1-250 letters, digits, '-', '_', '.' or ':'")
+
+
+def _artifact_files(artifacts: Mapping[str, bytes | str]) -> dict[PurePosixPath, bytes]:
+    files: dict[PurePosixPath, bytes] = {}
+    for name, content in artifacts.items():
+        path = PurePosixPath(name)
+        escapes = path.is_absolute() or ".." in path.parts or not path.parts
+        if not name or "\\" in name or name.endswith("/") or escapes:
+            raise ValueError(f"artifact name {name!r} must be a relative file path without '..'")
+        if isinstance(content, str):
+            content = content.encode("utf-8")
+        if not isinstance(content, bytes):
+            raise TypeError(f"artifact {name!r} must be bytes or str, not {type(content).__name__}")
+        files[path] = content
+    return files
+
+
+def _runs_clean_up(client: mlflow.MlflowClient, *, experiment_id: str, run_key: str) -> str | None:
+    """Return the FINISHED run for the key; delete every unfinished run a crash left behind."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{RUN_KEY_TAG}` = {_quoted(run_key)}",
+        run_view_type=ViewType.ACTIVE_ONLY,
+        order_by=["attributes.start_time ASC"],
+    )
+    for run in runs:
+        if run.info.status == "FINISHED":
+            return run.info.run_id
+    for run in runs:
+        logger.warning("deleting unfinished MLflow run %s of training run %s", run.info.run_id, run_key)
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "FAILED")
+        model_id = run.data.tags.get(MODEL_ID_TAG)
+        if model_id:
+            with contextlib.suppress(MlflowException):
+                client.delete_logged_model(model_id)
+        client.delete_run(run.info.run_id)
+    return None
+
+
+def _run_rows(
+    *, params: Mapping[str, Any], metrics: Mapping[str, float], tags: Mapping[str, Any]
+) -> tuple[list[Param], list[Metric], list[RunTag]]:
+    now = int(time.time() * 1000)
+    metric_rows = []
+    for key, value in metrics.items():
+        try:
+            metric_rows.append(Metric(key, float(value), now, 0))
+        except (TypeError, ValueError):
+            raise ValueError(f"metric {key!r} must be a number, not {value!r}") from None
+    param_rows = [Param(key, str(value)) for key, value in params.items()]
+    if reserved := {RUN_KEY_TAG, MODEL_ID_TAG} & set(tags):
+        raise ValueError(f"tags {sorted(reserved)} are set by the gateway itself")
+    tag_rows = [RunTag(key, str(value)) for key, value in tags.items()]
+    return param_rows, metric_rows, tag_rows
+
+
+def _run_data_log(
+    client: mlflow.MlflowClient,
+    *,
+    run_id: str,
+    rows: tuple[list[Param], list[Metric], list[RunTag]],
+) -> None:
+    param_rows, metric_rows, tag_rows = rows
+    # MLflow caps one batch at 1000 metrics and 100 params or tags.
+    for chunk in _chunks(metric_rows, 1000):
+        client.log_batch(run_id, metrics=chunk, synchronous=True)
+    for chunk in _chunks(param_rows, 100):
+        client.log_batch(run_id, params=chunk, synchronous=True)
+    for chunk in _chunks(tag_rows, 100):
+        client.log_batch(run_id, tags=chunk, synchronous=True)
+
+
+def _artifacts_log(client: mlflow.MlflowClient, *, run_id: str, files: Mapping[PurePosixPath, bytes]) -> None:
+    with tempfile.TemporaryDirectory(prefix="mlflow-artifacts-") as folder:
+        for path, content in files.items():
+            target = Path(folder, *path.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        client.log_artifacts(run_id, folder)
+
+
+def _model_log(
+    client: mlflow.MlflowClient,
+    *,
+    experiment_id: str,
+    run_id: str,
+    model: Any,
+    skops_trusted_types: Sequence[str],
+    input_example: Any,
+    pip_requirements: Sequence[str] | None,
+) -> None:
+    # The client calls below replace mlflow.sklearn.log_model, which reads the global tracking URI.
+    logged = client.create_logged_model(experiment_id, name=MODEL_ARTIFACT_NAME, source_run_id=run_id)
+    client.set_tag(run_id, MODEL_ID_TAG, logged.model_id)
+    with tempfile.TemporaryDirectory(prefix="mlflow-model-") as folder:
+        local_path = os.path.join(folder, MODEL_ARTIFACT_NAME)
+        mlflow.sklearn.save_model(
+            model,
+            path=local_path,
+            mlflow_model=Model(
+                artifact_path=logged.artifact_location,
+                model_uuid=logged.model_id,
+                run_id=run_id,
+                model_id=logged.model_id,
+            ),
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=list(skops_trusted_types),
+            input_example=_input_example_head(input_example),
+            # Explicit requirements skip MLflow's inference, which loads the model in a subprocess.
+            pip_requirements=list(pip_requirements) if pip_requirements is not None else _pip_requirements(),
+        )
+        client.log_model_artifacts(logged.model_id, local_path)
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    client.finalize_logged_model(logged.model_id, "READY")
+
+
+def _input_example_head(input_example: Any) -> Any:
+    if input_example is None:
+        return None
+    if hasattr(input_example, "head"):
+        return input_example.head(INPUT_EXAMPLE_ROWS)
+    return input_example[:INPUT_EXAMPLE_ROWS]
+
+
+@functools.cache
+def _pip_requirements() -> list[str]:
+    pins = []
+    for package in _PACKAGES_TO_PIN:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            pins.append(f"{package}=={importlib.metadata.version(package)}")
+    return pins
+
+
+def run_get(*, run_id: str) -> RunSummary:
+    with _translated(f"lookup of run {run_id!r}"):
+        run = _client().get_run(run_id)
+    return RunSummary(
+        run_id=run.info.run_id,
+        experiment_id=run.info.experiment_id,
+        status=run.info.status,
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        tags=dict(run.data.tags),
+        start_time_ms=run.info.start_time,
+        end_time_ms=run.info.end_time,
+        artifact_uri=run.info.artifact_uri,
+        model_id=run.data.tags.get(MODEL_ID_TAG),
+    )
+
+
+def run_metrics_get(*, run_id: str) -> dict[str, float]:
+    return run_get(run_id=run_id).metrics
+
+
+# ------------------------------------------------------------------------------
+# Model registry
+# ------------------------------------------------------------------------------
+def model_register(
+    *, name: str, run_id: str, tags: Mapping[str, Any] | None = None, wait_seconds: int = 60
+) -> int:
+    """Register the model logged by `run_id` under `name` and return the MLflow version number.
+
+    Idempotent: a READY version of `name` from this run is returned instead of registering again.
+    A version that does not become READY is deleted, so a failure leaves no half-registered version.
+    """
+    client = _client()
+    with _translated(f"registration of run {run_id!r} as {name!r}"):
+        existing = client.search_model_versions(f"name = {_quoted(name)} and run_id = {_quoted(run_id)}")
+        for version in sorted(existing, key=lambda mv: int(mv.version)):
+            if version.status == "PENDING_REGISTRATION":
+                version = _version_wait(client, name=name, version=version.version, wait_seconds=wait_seconds)
+            if version.status == "READY":
+                return int(version.version)
+            client.delete_model_version(name, version.version)
+
+        run = client.get_run(run_id)
+        if run.info.status != "FINISHED":
+            raise RegistryError(
+                f"run {run_id} is {run.info.status}, not FINISHED: its model may be incomplete"
+            )
+        model_id = run.data.tags.get(MODEL_ID_TAG)
+        if not model_id:
+            raise ModelNotFound(f"run {run_id} logged no model")
+        source = client.get_logged_model(model_id).artifact_location
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        # The storage location, not models:/<id>: a SQL registry resolves that through the global client.
+        created = client.create_model_version(
+            name, source, run_id=run_id, tags=dict(tags or {}), model_id=model_id, await_creation_for=0
+        )
+    try:
+        with _translated(f"registration of run {run_id!r} as {name!r}"):
+            ready = _version_wait(client, name=name, version=created.version, wait_seconds=wait_seconds)
+            if ready.status != "READY":
+                raise RegistryUnavailable(
+                    f"model {name!r} version {created.version} ended as {ready.status}: "
+                    f"{ready.status_message}"
+                )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.delete_model_version(name, created.version)
+        raise
+    logger.info("registered run %s as model %s version %s", run_id, name, created.version)
+    return int(created.version)
+
+
+def _version_wait(client: mlflow.MlflowClient, *, name: str, version: str, wait_seconds: int) -> Any:
+    deadline = time.monotonic() + wait_seconds
+    current = client.get_model_version(name, version)
+    while current.status == "PENDING_REGISTRATION":
+        if time.monotonic() > deadline:
+            raise RegistryUnavailable(f"model {name!r} version {version} was not READY after {wait_seconds}s")
+        time.sleep(0.5)
+        current = client.get_model_version(name, version)
+    return current
+
+
+def model_version_delete(*, name: str, version: int) -> None:
+    """Delete the version (its aliases go with it); deleting a missing version does nothing."""
+    with contextlib.suppress(ModelNotFound), _translated(f"deletion of {name!r} version {version}"):
+        _client().delete_model_version(name, str(version))
+    _model_cache_evict(name=name, version=version)
+
+
+def alias_set(*, name: str, alias: str, version: int) -> None:
+    """Point the alias at the version, moving it away from whichever version held it."""
+    with _translated(f"setting alias {alias!r} of {name!r} to version {version}"):
+        _client().set_registered_model_alias(name, alias, str(version))
+
+
+def alias_delete(*, name: str, alias: str) -> None:
+    """Remove the alias; removing an alias that is not set does nothing."""
+    with _translated(f"removing alias {alias!r} of {name!r}"):
+        _client().delete_registered_model_alias(name, alias)
+
+
+def aliases_get(*, name: str) -> dict[str, int]:
+    with _translated(f"lookup of model {name!r}"):
+        registered = _client().get_registered_model(name)
+    return {alias: int(version) for alias, version in registered.aliases.items()}
+
+
+# ------------------------------------------------------------------------------
+# Loading models
+# ------------------------------------------------------------------------------
+_model_cache: OrderedDict[tuple[str, str, int, tuple[str, ...]], Any] = OrderedDict()
+_model_cache_lock = threading.Lock()
+
+
+def model_load(*, name: str, version: int, skops_trusted_types: Sequence[str] = ()) -> Any:
+    """Return the fitted estimator of a pinned model version, cached per process.
+
+    The cache is keyed by version number, never by alias, because aliases move. Only skops files
+    are read, and only with the types the caller trusts: the trusted types written in the model's
+    own MLmodel file are ignored, since an artifact cannot vouch for itself.
+    """
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TypeError(f"version must be a pinned version number, not {version!r}")
+    trusted = tuple(sorted(set(skops_trusted_types)))
+    key = (_tracking_uri(), name, version, trusted)
+    with _model_cache_lock:
+        if key in _model_cache:
+            _model_cache.move_to_end(key)
+            return _model_cache[key]
+    estimator = _model_fetch(name=name, version=version, skops_trusted_types=trusted)
+    with _model_cache_lock:
+        _model_cache[key] = estimator
+        _model_cache.move_to_end(key)
+        while len(_model_cache) > MODEL_CACHE_SIZE:
+            _model_cache.popitem(last=False)
+    return estimator
+
+
+def model_cache_clear() -> None:
+    with _model_cache_lock:
+        _model_cache.clear()
+
+
+def _model_cache_evict(*, name: str, version: int) -> None:
+    with _model_cache_lock:
+        for key in [key for key in _model_cache if key[1:3] == (name, version)]:
+            del _model_cache[key]
+
+
+def _model_fetch(*, name: str, version: int, skops_trusted_types: Sequence[str]) -> Any:
+    # skops lists every scikit-learn estimator when imported (seconds): paid on first load, not at startup.
+    import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    uri = _tracking_uri()
+    with (
+        _translated(f"download of {name!r} version {version}"),
+        tempfile.TemporaryDirectory(prefix="mlflow-load-") as folder,
+    ):
+        source = _client().get_model_version_download_uri(name, str(version))
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=folder, tracking_uri=uri)
+        )
+        model_file = _skops_file(local, name=name, version=version)
+        try:
+            return skops.io.load(model_file, trusted=list(skops_trusted_types))
+        except UntrustedTypesFoundException as exc:
+            raise ModelRejected(
+                f"model {name!r} version {version} needs types nobody trusted: {exc}"
+            ) from exc
+        except Exception as exc:  # zipfile, json, numpy: a damaged file fails in many ways
+            raise ModelRejected(f"model {name!r} version {version} could not be read: {exc}") from exc
+
+
+def _skops_file(local: Path, *, name: str, version: int) -> Path:
+    """Find the skops file from the MLmodel metadata, refusing every other serialization format."""
+    try:
+        metadata = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
+        flavor = metadata["flavors"]["sklearn"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise ModelRejected(
+            f"model {name!r} version {version} is not an MLflow sklearn model: {exc}"
+        ) from exc
+    serialization = flavor.get("serialization_format", "pickle")
+    if serialization != mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS:
+        raise ModelRejected(
+            f"model {name!r} version {version} is stored as {serialization!r}; only 'skops' is loaded, "
+            "because unpickling can run arbitrary code"
+        )
+    model_file = (local / str(flavor.get("pickled_model", ""))).resolve()
+    if local.resolve() not in model_file.parents or not model_file.is_file():
+        raise ModelRejected(f"model {name!r} version {version} names no model file inside its artifacts")
+    return model_file

@@ -1,0 +1,362 @@
+"""The MLflow gateway against a real SQLite tracking store and registry in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+import mlflow
+import mlflow.sklearn
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from models_registry import mlflow_gateway
+
+SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+@pytest.fixture(scope="session")
+def _template_store(tmp_path_factory) -> Path:
+    """An initialised MLflow database: creating the schema takes a second, copying it does not."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _fresh_store(_isolated_data, _template_store, settings):
+    shutil.copyfile(_template_store, settings.MLFLOW_TRACKING_URI.removeprefix("sqlite:///"))
+    mlflow_gateway.model_cache_clear()
+    yield
+    mlflow_gateway.model_cache_clear()
+
+
+@pytest.fixture(scope="module")
+def data():
+    features, target = load_breast_cancer(return_X_y=True, as_frame=True)
+    return features.iloc[:200], target.iloc[:200]
+
+
+@pytest.fixture(scope="module")
+def pipeline(data) -> Pipeline:
+    features, target = data
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(features, target)
+
+
+def _client() -> mlflow.MlflowClient:
+    from django.conf import settings
+
+    return mlflow.MlflowClient(
+        tracking_uri=settings.MLFLOW_TRACKING_URI, registry_uri=settings.MLFLOW_TRACKING_URI
+    )
+
+
+def _log(run_key: str, model, **overrides) -> str:
+    arguments = {
+        "run_key": run_key,
+        "params": {"algorithm": "logistic_regression", "C": 1.0},
+        "metrics": {"accuracy": 0.93, "f1": 0.91},
+        "tags": {"dataset.sha256": SHA},
+        "artifacts": {"reports/confusion.json": '{"tp": 3}', "model.onnx": b"\x08\x01onnx"},
+        "model": model,
+        **overrides,
+    }
+    return mlflow_gateway.training_run_log(**arguments)
+
+
+def _runs_with_key(run_key: str) -> list:
+    experiment = _client().get_experiment_by_name("mlops-site")
+    if experiment is None:
+        return []
+    return _client().search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlops.training_run` = '{run_key}'"
+    )
+
+
+def _double(values):
+    return values * 2
+
+
+class _Tripwire:
+    """Pickles into a call of _trip, so unpickling it is visible."""
+
+    def predict(self, features):
+        return np.zeros(len(features))
+
+    def __reduce__(self):
+        return (_trip, ())
+
+
+_tripped: list[bool] = []
+
+
+def _trip():
+    _tripped.append(True)
+    return LogisticRegression()
+
+
+def test_it_logs_params_metrics_tags_artifacts_and_the_model_of_a_training_run(pipeline, data):
+    run_id = _log("run-1", pipeline, input_example=data[0])
+
+    run = mlflow_gateway.run_get(run_id=run_id)
+    assert run.status == "FINISHED"
+    assert run.params == {"algorithm": "logistic_regression", "C": "1.0"}
+    assert run.metrics == {"accuracy": 0.93, "f1": 0.91}
+    assert mlflow_gateway.run_metrics_get(run_id=run_id) == {"accuracy": 0.93, "f1": 0.91}
+    assert run.tags["dataset.sha256"] == SHA
+    assert run.tags["mlops.training_run"] == "run-1"
+    assert run.model_id
+    folder = Path(tempfile.mkdtemp(dir=Path(run.artifact_uri.removeprefix("file://")).parent))
+    downloaded = Path(_client().download_artifacts(run_id, "", str(folder)))
+    assert (downloaded / "reports" / "confusion.json").read_text() == '{"tp": 3}'
+    assert (downloaded / "model.onnx").read_bytes() == b"\x08\x01onnx"
+    logged = _client().get_logged_model(run.model_id)
+    assert logged.source_run_id == run_id
+    assert str(logged.status) == "READY"
+    model_folder = Path(logged.artifact_location.removeprefix("file://"))
+    assert (model_folder / "model.skops").is_file()
+    assert not list(model_folder.glob("*.pkl"))
+    assert len(json.loads((model_folder / "input_example.json").read_text())["data"]) == 5
+
+
+def test_it_creates_the_experiment_in_the_artifact_root_of_a_local_store(settings):
+    experiment_id = mlflow_gateway.experiment_ensure()
+
+    experiment = _client().get_experiment(experiment_id)
+    assert experiment.name == settings.MLFLOW_EXPERIMENT_NAME
+    assert experiment.artifact_location == settings.MLFLOW_ARTIFACT_ROOT
+    assert mlflow_gateway.experiment_ensure() == experiment_id
+
+
+def test_it_returns_the_finished_run_when_the_same_run_key_is_logged_again(pipeline):
+    first = _log("run-2", pipeline)
+
+    again = _log("run-2", pipeline, metrics={"accuracy": 0.5})
+
+    assert again == first
+    assert [run.info.run_id for run in _runs_with_key("run-2")] == [first]
+    assert mlflow_gateway.run_metrics_get(run_id=first)["accuracy"] == 0.93
+
+
+def test_it_replaces_an_unfinished_run_left_by_a_crash(pipeline):
+    with (
+        mock.patch.object(mlflow_gateway, "_model_log", side_effect=RuntimeError("worker killed")),
+        pytest.raises(RuntimeError),
+    ):
+        _log("run-3", pipeline)
+    (crashed,) = _runs_with_key("run-3")
+    assert crashed.info.status == "FAILED"
+    with pytest.raises(mlflow_gateway.RegistryError, match="not FINISHED"):
+        mlflow_gateway.model_register(name="churn", run_id=crashed.info.run_id)
+
+    retried = _log("run-3", pipeline)
+
+    assert retried != crashed.info.run_id
+    assert [run.info.run_id for run in _runs_with_key("run-3")] == [retried]
+    assert _client().get_run(crashed.info.run_id).info.lifecycle_stage == "deleted"
+    assert mlflow_gateway.run_get(run_id=retried).status == "FINISHED"
+
+
+def test_it_logs_a_model_without_inferring_requirements_from_the_network(pipeline):
+    with mock.patch("mlflow.models.infer_pip_requirements", side_effect=AssertionError("inferred")):
+        run_id = _log("run-4", pipeline)
+
+    logged = _client().get_logged_model(mlflow_gateway.run_get(run_id=run_id).model_id)
+    requirements = Path(logged.artifact_location.removeprefix("file://"), "requirements.txt").read_text()
+    assert "scikit-learn==" in requirements
+    assert "skops==" in requirements
+
+
+def test_it_rejects_bad_input_before_creating_a_run(pipeline):
+    for name in ("../evil.txt", "/etc/passwd", "a/../../b", "", ".", "reports/"):
+        with pytest.raises(ValueError, match="artifact name"):
+            _log("run-5", pipeline, artifacts={name: b"x"})
+    with pytest.raises(ValueError, match="metric 'accuracy' must be a number"):
+        _log("run-5", pipeline, metrics={"accuracy": "high"})
+    with pytest.raises(ValueError, match="set by the gateway"):
+        _log("run-5", pipeline, tags={"mlops.training_run": "other"})
+    with pytest.raises(ValueError, match="run_key"):
+        _log("run-5'; drop", pipeline)
+    assert _runs_with_key("run-5") == []
+
+
+def test_it_registers_a_run_once_however_often_it_is_asked(pipeline):
+    run_id = _log("run-6", pipeline)
+
+    first = mlflow_gateway.model_register(name="churn", run_id=run_id)
+    second = mlflow_gateway.model_register(name="churn", run_id=run_id)
+
+    assert first == second == 1
+    assert [mv.version for mv in _client().search_model_versions("name = 'churn'")] == [1]
+    other = mlflow_gateway.model_register(name="churn", run_id=_log("run-7", pipeline))
+    assert other == 2
+
+
+def test_it_deletes_a_version_that_never_becomes_ready(pipeline):
+    run_id = _log("run-8", pipeline)
+    stuck = mlflow_gateway.RegistryUnavailable("not READY after 60s")
+
+    with (
+        mock.patch.object(mlflow_gateway, "_version_wait", side_effect=stuck),
+        pytest.raises(mlflow_gateway.RegistryUnavailable),
+    ):
+        mlflow_gateway.model_register(name="churn", run_id=run_id)
+
+    assert list(_client().search_model_versions("name = 'churn'")) == []
+    assert mlflow_gateway.model_register(name="churn", run_id=run_id) == 2
+
+
+def test_aliases_are_set_moved_and_deleted(pipeline):
+    one = mlflow_gateway.model_register(name="churn", run_id=_log("run-9", pipeline))
+    two = mlflow_gateway.model_register(name="churn", run_id=_log("run-10", pipeline))
+
+    mlflow_gateway.alias_set(name="churn", alias="production", version=one)
+    mlflow_gateway.alias_set(name="churn", alias="staging", version=two)
+    assert mlflow_gateway.aliases_get(name="churn") == {"production": one, "staging": two}
+
+    mlflow_gateway.alias_set(name="churn", alias="production", version=two)
+    mlflow_gateway.alias_set(name="churn", alias=f"archived-v{one}", version=one)
+    mlflow_gateway.alias_delete(name="churn", alias="staging")
+    mlflow_gateway.alias_delete(name="churn", alias="staging")
+    assert mlflow_gateway.aliases_get(name="churn") == {"production": two, "archived-v1": one}
+
+    with pytest.raises(mlflow_gateway.ModelNotFound):
+        mlflow_gateway.alias_set(name="churn", alias="staging", version=99)
+    with pytest.raises(mlflow_gateway.RegistryError):
+        mlflow_gateway.alias_set(name="churn", alias="latest", version=one)
+
+
+def test_deleting_a_version_removes_it_and_its_aliases(pipeline):
+    version = mlflow_gateway.model_register(name="churn", run_id=_log("run-11", pipeline))
+    mlflow_gateway.alias_set(name="churn", alias="staging", version=version)
+
+    mlflow_gateway.model_version_delete(name="churn", version=version)
+    mlflow_gateway.model_version_delete(name="churn", version=version)
+
+    assert mlflow_gateway.aliases_get(name="churn") == {}
+    with pytest.raises(mlflow_gateway.ModelNotFound):
+        mlflow_gateway.model_load(name="churn", version=version)
+
+
+def test_it_loads_a_pinned_version_that_predicts_like_the_original(pipeline, data):
+    version = mlflow_gateway.model_register(name="churn", run_id=_log("run-12", pipeline))
+
+    loaded = mlflow_gateway.model_load(name="churn", version=version)
+
+    assert isinstance(loaded, Pipeline)
+    np.testing.assert_array_equal(loaded.predict(data[0]), pipeline.predict(data[0]))
+    np.testing.assert_array_equal(loaded.predict_proba(data[0]), pipeline.predict_proba(data[0]))
+
+
+def test_it_caches_loaded_models_by_version_not_by_alias(pipeline, data):
+    one = mlflow_gateway.model_register(name="churn", run_id=_log("run-13", pipeline))
+    other = make_pipeline(StandardScaler(), LogisticRegression(C=0.001)).fit(*data)
+    two = mlflow_gateway.model_register(name="churn", run_id=_log("run-14", other))
+    mlflow_gateway.alias_set(name="churn", alias="production", version=one)
+
+    with mock.patch.object(mlflow_gateway, "_model_fetch", wraps=mlflow_gateway._model_fetch) as fetch:
+        first = mlflow_gateway.model_load(name="churn", version=one)
+        assert mlflow_gateway.model_load(name="churn", version=one) is first
+        assert fetch.call_count == 1
+        mlflow_gateway.alias_set(name="churn", alias="production", version=two)
+        pinned = mlflow_gateway.aliases_get(name="churn")["production"]
+        second = mlflow_gateway.model_load(name="churn", version=pinned)
+        assert fetch.call_count == 2
+
+    np.testing.assert_array_equal(second.predict_proba(data[0]), other.predict_proba(data[0]))
+    with pytest.raises(TypeError, match="pinned version"):
+        mlflow_gateway.model_load(name="churn", version="production")
+
+
+def test_it_refuses_a_pickled_model_without_unpickling_it(tmp_path):
+    client = _client()
+    experiment_id = mlflow_gateway.experiment_ensure()
+    run_id = client.create_run(experiment_id).info.run_id
+    logged = client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
+    mlflow.sklearn.save_model(
+        _Tripwire(), path=tmp_path / "model", serialization_format="pickle", pip_requirements=["scikit-learn"]
+    )
+    client.log_model_artifacts(logged.model_id, str(tmp_path / "model"))
+    client.set_tag(run_id, mlflow_gateway.MODEL_ID_TAG, logged.model_id)
+    client.set_terminated(run_id, "FINISHED")
+    version = mlflow_gateway.model_register(name="churn", run_id=run_id)
+
+    with pytest.raises(mlflow_gateway.ModelRejected, match="'pickle'"):
+        mlflow_gateway.model_load(name="churn", version=version)
+
+    assert _tripped == []
+    with (tmp_path / "model" / "model.pkl").open("rb") as handle:
+        pickle.load(handle)  # noqa: S301 - proves the artifact really runs code when unpickled
+    assert _tripped == [True]
+
+
+def test_it_ignores_the_trusted_types_written_in_the_artifact(data):
+    doubling = make_pipeline(FunctionTransformer(_double), LogisticRegression(max_iter=500)).fit(*data)
+    trusted = [f"{__name__}._double"]
+    run_id = _log("run-15", doubling, skops_trusted_types=trusted)
+    version = mlflow_gateway.model_register(name="doubling", run_id=run_id)
+
+    with pytest.raises(mlflow_gateway.ModelRejected, match="_double"):
+        mlflow_gateway.model_load(name="doubling", version=version)
+
+    loaded = mlflow_gateway.model_load(name="doubling", version=version, skops_trusted_types=trusted)
+    np.testing.assert_array_equal(loaded.predict(data[0]), doubling.predict(data[0]))
+
+
+def test_unknown_models_and_runs_raise_model_not_found():
+    with pytest.raises(mlflow_gateway.ModelNotFound):
+        mlflow_gateway.model_load(name="nothing", version=1)
+    with pytest.raises(mlflow_gateway.ModelNotFound):
+        mlflow_gateway.aliases_get(name="nothing")
+    with pytest.raises(mlflow_gateway.ModelNotFound):
+        mlflow_gateway.run_get(run_id="0123456789abcdef0123456789abcdef")
+
+
+def test_a_run_without_a_model_cannot_be_registered():
+    run_id = _log("run-16", None)
+
+    with pytest.raises(mlflow_gateway.ModelNotFound, match="logged no model"):
+        mlflow_gateway.model_register(name="churn", run_id=run_id)
+
+
+def test_an_unreachable_server_raises_registry_unavailable_quickly(settings, monkeypatch, pipeline):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.MLFLOW_TRACKING_URI = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+
+    with pytest.raises(mlflow_gateway.RegistryUnavailable):
+        mlflow_gateway.ping()
+    with pytest.raises(mlflow_gateway.RegistryUnavailable):
+        mlflow_gateway.aliases_get(name="churn")
+    with pytest.raises(mlflow_gateway.RegistryUnavailable):
+        mlflow_gateway.model_load(name="churn", version=1)
+    with pytest.raises(mlflow_gateway.RegistryUnavailable):
+        _log("run-17", pipeline)
+
+    assert time.monotonic() - started < 10
+
+
+def test_ping_passes_for_a_reachable_local_store():
+    mlflow_gateway.ping()
+
+
+def test_tracking_ui_url_links_runs_only_on_a_server(settings):
+    assert mlflow_gateway.tracking_ui_url(run_id="abc") is None
+
+    settings.MLFLOW_TRACKING_URI = "https://robot:s3cret@mlflow.example.org/"
+
+    assert mlflow_gateway.tracking_ui_url(run_id="abc") == "https://mlflow.example.org/#/runs/abc"
