@@ -1,0 +1,1 @@
+"""Pure training core: catalogue, pipeline, metrics, artifacts and predictors, with no Django imports."""
