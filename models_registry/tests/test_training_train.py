@@ -364,6 +364,7 @@ def test_it_refuses_when_only_text_columns_remain():
         ({"seed": -1}, "seed must be a whole number"),
         ({"seed": "7"}, "seed"),
         ({"test_size": 1.5}, "between 0 and 1"),
+        ({"threads": 0}, "thread count"),
     ],
 )
 def test_it_refuses_a_bad_seed_or_holdout_fraction(kwargs, message):

@@ -184,6 +184,8 @@ def model_train(
         raise TrainingInputError(
             f"The holdout fraction must be between 0 and 1 (for example 0.2); got {test_size!r}."
         )
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise TrainingInputError(f"The thread count must be a whole number of at least 1; got {threads!r}.")
     if target_column not in frame.columns:
         raise TrainingInputError(
             f"The target column '{target_column}' is not in the dataset. "
