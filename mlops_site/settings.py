@@ -198,6 +198,11 @@ STORAGES = {
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "mlops_site.staticfinders.PlotlyFinder",
+]
 
 # ------------------------------------------------------------------------------
 # MLflow: MLFLOW_TRACKING_URI, or a SQLite tracking store with artifacts in DATA_DIR
