@@ -69,7 +69,7 @@ def dataset_upload(request: HttpRequest) -> HttpResponse:
     form = DatasetUploadForm(request.POST, request.FILES)
     if not form.is_valid():
         errors = [
-            f"{form.fields[field].label or field}: {message}"
+            f"{form[field].label}: {message}" if field in form.fields else message
             for field, items in form.errors.items()
             for message in items
         ]

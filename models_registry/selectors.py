@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
+from mlops_site import storage
 from models_registry.models import Dataset, DatasetVersion
 
 
@@ -46,6 +48,17 @@ def dataset_version_get(*, dataset_name: str, version: int) -> DatasetVersion:
     if found is None:
         raise Http404(f"Dataset {dataset_name!r} has no version {version}.")
     return found
+
+
+def dataset_version_frame(*, version: DatasetVersion) -> pd.DataFrame:
+    """The stored CSV of a version as a DataFrame, parsed the way the upload was profiled.
+
+    Raises FileNotFoundError when the object is missing and storage.StorageError when storage fails.
+    """
+    frame = storage.read_csv(version.object_key, encoding="utf-8-sig", low_memory=False)
+    if frame is None:
+        raise FileNotFoundError(version.object_key)
+    return frame
 
 
 def uploader_get(*, username: str | None) -> AbstractBaseUser | None:
