@@ -11,7 +11,7 @@ from typing import IO, BinaryIO
 
 import pandas as pd
 from django.core.files.base import File
-from django.core.files.storage import default_storage
+from django.core.files.storage import default_storage, storages
 
 logger = logging.getLogger(__name__)
 
@@ -131,4 +131,4 @@ def check() -> None:
 
 
 def backend_name() -> str:
-    return type(default_storage).__name__
+    return type(storages["default"]).__name__
