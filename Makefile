@@ -1,6 +1,46 @@
 # Two commands: `make run` starts everything, `make test` runs every test.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --no-input
+# Installs are skipped while the requirement files are unchanged: the stamp names carry their hash.
+RUN_STAMP := $(VENV)/.stamp-run-$(shell cat requirements.txt | sha256sum | cut -c1-16)
+DEV_STAMP := $(VENV)/.stamp-dev-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
+# The embedded test run must not reach a server configured in the caller's environment.
+SERVICE_VARIABLES := DATABASE_URL REDIS_URL CELERY_BROKER_URL AWS_STORAGE_BUCKET_NAME AWS_S3_ENDPOINT_URL \
+	AWS_ACCESS_KEY_ID AWS_ACCESS_KEY_ID_FILE AWS_SECRET_ACCESS_KEY AWS_SECRET_ACCESS_KEY_FILE \
+	MLFLOW_TRACKING_URI MLFLOW_ARTIFACT_ROOT
+# Extra pytest options for both runs, e.g. make test PYTEST_ARGS="-x -k heartbeat".
+PYTEST_ARGS ?=
 
 .PHONY: run test lint
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is needed, not " + sys.version.split()[0] + ": make PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): | $(BIN)/python
+	$(PIP) install --quiet --progress-bar off -r requirements.txt
+	@rm -f $(VENV)/.stamp-run-* && touch $@
+
+$(DEV_STAMP): | $(BIN)/python
+	$(PIP) install --quiet --progress-bar off -r requirements-dev.txt
+	@rm -f $(VENV)/.stamp-run-* $(VENV)/.stamp-dev-* && touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
+	exec $(BIN)/python deploy/run.py
+
+test: $(DEV_STAMP)
+	@echo "== make test 1/2: embedded run (SQLite, local files, filesystem broker)"; \
+	env $(addprefix -u ,$(SERVICE_VARIABLES)) $(BIN)/pytest -m "not postgres and not redis and not s3" $(PYTEST_ARGS); \
+	embedded=$$?; \
+	echo "== make test 2/2: service run (PostgreSQL, Redis, S3 where they can be started)"; \
+	$(BIN)/python deploy/test_services.py -- $(BIN)/pytest -m "postgres or redis or s3" $(PYTEST_ARGS); \
+	services=$$?; \
+	if [ $$embedded -ne 0 ] || [ $$services -ne 0 ]; then \
+		echo "== make test failed: embedded run exit code $$embedded, service run exit code $$services"; exit 1; \
+	fi
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
+from django.core.files.storage import default_storage, storages
 from django.db import connection
 from django.utils import timezone
 from kombu import Connection
@@ -83,7 +83,8 @@ def _storage_check() -> str:
             folder = folder.parent
         if not os.access(folder, os.W_OK):
             raise storage.StorageError(f"folder {location} is not writable")
-    return storage.backend_name()
+    # storage.backend_name() names the lazy wrapper (DefaultStorage), not the backend behind it.
+    return type(storages["default"]).__name__
 
 
 CHECKS = {"database": _database_check, "broker": _broker_check, "storage": _storage_check}

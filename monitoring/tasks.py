@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from celery import Task, shared_task
+from celery.signals import worker_ready
 
 from monitoring import services
 
@@ -14,3 +16,10 @@ def worker_heartbeat_task(self: Task) -> None:
     # Eagerly run tasks have no worker name; the host name is the closest thing.
     hostname = self.request.hostname or socket.gethostname()
     services.worker_heartbeat_record(hostname=hostname)
+
+
+@worker_ready.connect
+def worker_heartbeat_on_ready(sender: Any = None, **kwargs: Any) -> None:
+    # Beat's first heartbeat comes a minute after start; /readyz should list a new worker at once.
+    # Called directly, not queued: a queued task could be picked up by another worker and name it instead.
+    services.worker_heartbeat_record(hostname=sender.hostname)

@@ -54,6 +54,7 @@ def test_readyz_reports_every_part_ready(client, embedded_broker_folders):
     assert body["status"] == "ready"
     assert set(body["checks"]) == {"database", "broker", "storage"}
     assert all(check["status"] == "ok" for check in body["checks"].values())
+    assert body["checks"]["storage"]["backend"] in ("FileSystemStorage", "S3Storage")
     assert "Set-Cookie" not in response.headers
     assert "no-cache" in response["Cache-Control"]
 

@@ -1,0 +1,259 @@
+"""`make run`: prepare the data folder and database, then supervise gunicorn, a Celery worker and beat.
+
+Run with the project's virtualenv Python from the project folder. Ctrl-C (SIGINT) or SIGTERM stops
+all three; if one of them dies, the others are stopped too and the exit code is non-zero.
+
+Variables read here (besides everything settings.py reads): HOST (default 127.0.0.1), PORT (8000),
+WEB_CONCURRENCY (gunicorn workers, 2), WORKER_CONCURRENCY (Celery worker processes, 2),
+DJANGO_ADMIN_USERNAME / DJANGO_ADMIN_PASSWORD / DJANGO_ADMIN_EMAIL (the first admin account).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+#: Seconds the three processes get to finish their current request or task after Ctrl-C.
+STOP_GRACE = 30
+#: Seconds gunicorn may take to import the project and answer /healthz.
+START_TIMEOUT = 120
+
+
+def say(message: str) -> None:
+    print(f"[run] {message}", flush=True)
+
+
+def env_positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        sys.exit(f"[run] {name} must be a whole number of at least 1, not {raw!r}")
+    return value
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("DATA_DIR") or BASE_DIR / "data").resolve()
+
+
+def prepare_folders(data: Path) -> None:
+    # SQLite does not create its folder, and the filesystem broker does not create its queue folders.
+    for folder in (
+        data,
+        data / "celery" / "queue",
+        data / "celery" / "processed",
+        data / "celery" / "control",
+    ):
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def ensure_secret_key(data: Path) -> None:
+    """Generate SECRET_KEY once into DATA_DIR/secret_key, unless SECRET_KEY or SECRET_KEY_FILE is given."""
+    if os.environ.get("SECRET_KEY") or os.environ.get("SECRET_KEY_FILE"):
+        return
+    key_file = data / "secret_key"
+    if not key_file.exists():
+        # O_EXCL: two starts at once must not both write a key, each using a different one.
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(50))
+            say(f"generated a SECRET_KEY in {key_file}")
+    os.environ["SECRET_KEY_FILE"] = str(key_file)
+
+
+def manage(*args: str, capture: bool = False) -> str:
+    say("manage.py " + " ".join(args))
+    result = subprocess.run(
+        [PYTHON, "manage.py", *args],
+        cwd=BASE_DIR,
+        stdout=subprocess.PIPE if capture else None,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        if capture and result.stdout:
+            print(result.stdout, end="")
+        sys.exit(f"[run] manage.py {' '.join(args)} failed with exit code {result.returncode}")
+    return result.stdout or ""
+
+
+def set_parent_death_signal() -> None:
+    """Runs in the child before exec: if this supervisor is killed outright, the child gets SIGTERM."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.pumps: list[threading.Thread] = []
+        self.stopping = False
+
+    def start(self, name: str, argv: list[str]) -> None:
+        # Each in a session of its own: Ctrl-C reaches only us, and we stop them in order, with a grace.
+        self.processes[name] = subprocess.Popen(
+            argv,
+            cwd=BASE_DIR,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=set_parent_death_signal,  # fork-unsafe with threads: pump threads start after
+        )
+
+    def pump_output(self) -> None:
+        """Prefix each line with the process name; call after the last start() (preexec_fn vs threads)."""
+        width = max(len(name) for name in self.processes)
+        for name, process in self.processes.items():
+            assert process.stdout is not None
+            thread = threading.Thread(target=_pump, args=(f"{name:<{width}} | ", process.stdout), daemon=True)
+            thread.start()
+            self.pumps.append(thread)
+
+    def first_exited(self) -> tuple[str, int] | None:
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        running = {name: p for name, p in self.processes.items() if p.poll() is None}
+        if running:
+            say("stopping " + ", ".join(running))
+        for process in running.values():
+            # Only the main processes: gunicorn lets its workers finish their requests and Celery its pool
+            # children their tasks (warm shutdown); beat saves its schedule.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for process in running.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for name, process in self.processes.items():
+            # Whatever is left of each group (a gunicorn worker, a Celery pool child) goes too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            if process.poll() is None:
+                say(f"{name} did not stop within {STOP_GRACE}s and was killed")
+            process.wait()
+        for thread in self.pumps:
+            thread.join(timeout=2)
+
+
+def _pump(prefix: str, stream: IO[bytes]) -> None:
+    for raw in iter(stream.readline, b""):
+        sys.stdout.write(prefix + raw.decode(errors="replace"))
+        sys.stdout.flush()
+
+
+def wait_until_serving(url: str, supervisor: Supervisor) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if supervisor.first_exited() is not None:
+            return False
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(url, timeout=2) as response,  # noqa: S310 - our own loopback URL
+        ):
+            if response.status == 200:
+                return True
+        time.sleep(0.5)
+    return False
+
+
+def install_stop_handlers() -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Explicit for SIGINT too: a shell that starts us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main() -> int:
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = env_positive_int("PORT", 8000)
+    web_workers = env_positive_int("WEB_CONCURRENCY", 2)
+    task_workers = env_positive_int("WORKER_CONCURRENCY", 2)
+    data = data_dir()
+    supervisor = Supervisor()
+    install_stop_handlers()
+    try:
+        prepare_folders(data)
+        ensure_secret_key(data)
+        manage("migrate", "--noinput")
+        manage("collectstatic", "--noinput", "-v", "0")
+        admin_lines = manage("ensure_admin", capture=True).strip().splitlines()
+        manage("load_demo_datasets")
+
+        supervisor.start(
+            "web",
+            [PYTHON, "-m", "gunicorn", "mlops_site.wsgi:application",
+             "--bind", f"{host}:{port}", "--workers", str(web_workers),
+             "--timeout", "120", "--graceful-timeout", "20", "--access-logfile", "-",
+             # The default control socket is one path per user: a second checkout could not start.
+             "--no-control-socket"],
+        )  # fmt: skip
+        supervisor.start(
+            "worker",
+            [PYTHON, "-m", "celery", "-A", "mlops_site", "worker", "--loglevel=INFO",
+             f"--concurrency={task_workers}", "-n", "worker@%h"],
+        )  # fmt: skip
+        supervisor.start("beat", [PYTHON, "-m", "celery", "-A", "mlops_site", "beat", "--loglevel=INFO"])
+        supervisor.pump_output()
+
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - a name to show
+        url = f"http://{shown_host}:{port}/"
+        if not wait_until_serving(url + "healthz", supervisor):
+            say("gunicorn did not start serving; stopping")
+            return 1
+        banner = [
+            "",
+            f"MLOps is running at {url}",
+            *admin_lines,
+            f"Health: {url}readyz   Admin: {url}admin/   API docs: {url}api/docs/",
+            "Ctrl-C stops the web server, the worker and beat.",
+            "",
+        ]
+        say(("\n" + "[run] ").join(banner))
+
+        while True:
+            exited = supervisor.first_exited()
+            if exited is not None:
+                name, code = exited
+                say(f"{name} exited with code {code}; stopping the others")
+                return code if code > 0 else 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        # Ctrl-C during the shutdown itself must not leave orphans behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.stop()
+        if supervisor.processes:
+            say("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
