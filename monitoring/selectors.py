@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage, storages
+from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 from kombu import Connection
@@ -83,8 +83,7 @@ def _storage_check() -> str:
             folder = folder.parent
         if not os.access(folder, os.W_OK):
             raise storage.StorageError(f"folder {location} is not writable")
-    # storage.backend_name() names the lazy wrapper (DefaultStorage), not the backend behind it.
-    return type(storages["default"]).__name__
+    return storage.backend_name()
 
 
 CHECKS = {"database": _database_check, "broker": _broker_check, "storage": _storage_check}
