@@ -1,0 +1,148 @@
+"""The per-process cache of loaded predictors, keyed by model version (never by stage, which moves)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from mlops_site import storage
+from models_registry.training import predictor as predictor_module
+from models_registry.training.errors import ArtifactError
+
+logger = logging.getLogger(__name__)
+
+#: Loaded models kept per process; the least recently used one is dropped beyond this.
+MAX_LOADED_MODELS = 16
+
+Predictor = predictor_module.SklearnPredictor | predictor_module.OnnxPredictor
+
+
+class ModelUnavailable(Exception):
+    """The version's model file is missing or damaged, so it cannot predict; the message says which."""
+
+
+@dataclass(frozen=True)
+class ModelArtifacts:
+    """What loading one version needs: its id, schema, classes and artifact keys with their checksums."""
+
+    version_id: int
+    label: str
+    feature_schema: list[dict[str, Any]]
+    classes: list[Any] | None
+    skops_key: str = ""
+    skops_sha256: str = ""
+    onnx_key: str = ""
+    onnx_sha256: str = ""
+    onnx_available: bool = False
+
+    @classmethod
+    def of_version(cls, version: Any) -> ModelArtifacts:
+        """From a models_registry ModelVersion (with registered_model joined)."""
+        return cls(
+            version_id=version.pk,
+            label=f"{version.registered_model.name} v{version.version}",
+            feature_schema=version.feature_schema,
+            classes=version.classes,
+            skops_key=version.skops_key,
+            skops_sha256=version.skops_sha256,
+            onnx_key=version.onnx_key,
+            onnx_sha256=version.onnx_sha256,
+            onnx_available=version.has_onnx,
+        )
+
+    @property
+    def cache_key(self) -> tuple[int, str, str]:
+        # The checksums make the key safe even if an id were reused (test databases roll back sequences).
+        return (self.version_id, self.onnx_sha256 if self.onnx_available else "", self.skops_sha256)
+
+
+def _read(key: str, label: str, kind: str) -> bytes:
+    data = storage.read_bytes(key)
+    if data is None:
+        raise ModelUnavailable(f"The {kind} file of {label} is missing from storage ({key}).")
+    return data
+
+
+def predictor_load(artifacts: ModelArtifacts) -> Predictor:
+    """Read, verify and open the model: onnxruntime when a verified ONNX exists, else scikit-learn (skops).
+
+    A damaged or missing ONNX file falls back to the skops file when there is one. StorageError propagates:
+    an outage is not a property of the model.
+    """
+    label = artifacts.label
+    if artifacts.onnx_available and artifacts.onnx_key:
+        try:
+            return predictor_module.predictor_from_artifacts(
+                feature_schema=artifacts.feature_schema,
+                onnx_bytes=_read(artifacts.onnx_key, label, "ONNX"),
+                onnx_sha256=artifacts.onnx_sha256,
+                classes=artifacts.classes,
+            )
+        except (ArtifactError, ModelUnavailable) as exc:
+            if not artifacts.skops_key:
+                raise ModelUnavailable(f"{label} cannot predict: {exc}") from exc
+            logger.warning("%s: ONNX model unusable (%s); using the skops model", label, exc)
+    if not artifacts.skops_key:
+        raise ModelUnavailable(f"{label} has no model file to predict with.")
+    try:
+        return predictor_module.predictor_from_artifacts(
+            feature_schema=artifacts.feature_schema,
+            skops_bytes=_read(artifacts.skops_key, label, "skops"),
+            skops_sha256=artifacts.skops_sha256,
+        )
+    except ArtifactError as exc:
+        raise ModelUnavailable(f"{label} cannot predict: {exc}") from exc
+
+
+class PredictorCache:
+    """A bounded LRU of predictors; concurrent first requests for one version load it once."""
+
+    def __init__(self, *, max_size: int = MAX_LOADED_MODELS) -> None:
+        self.max_size = max_size
+        self.loads = 0
+        self._entries: OrderedDict[tuple[int, str, str], Predictor] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[tuple[int, str, str], threading.Lock] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, artifacts: ModelArtifacts) -> bool:
+        return artifacts.cache_key in self._entries
+
+    def get(self, artifacts: ModelArtifacts) -> Predictor:
+        key = artifacts.cache_key
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        # Loading takes a while (reading from S3, opening a session): only this version's requests wait.
+        with key_lock:
+            with self._lock:
+                found = self._entries.get(key)
+            if found is not None:
+                return found
+            loaded = predictor_load(artifacts)
+            with self._lock:
+                self.loads += 1
+                self._entries[key] = loaded
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.max_size:
+                    self._entries.popitem(last=False)
+                self._loading.pop(key, None)
+            return loaded
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._loading.clear()
+            self.loads = 0
+
+
+#: The process-wide cache used by the prediction service.
+predictors = PredictorCache()

@@ -1,0 +1,238 @@
+"""Input rows checked against a version's feature schema, per row and field, and turned into model arrays."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models_registry.training.pipeline import NUMERIC, category_text
+
+# Error codes: the request is refused and nothing is stored.
+NO_ROWS = "no_rows"
+TOO_MANY_ROWS = "too_many_rows"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_FEATURE = "missing_feature"
+UNKNOWN_FIELD = "unknown_field"
+WRONG_TYPE = "wrong_type"
+NOT_FINITE = "not_finite"
+# Warning codes: the row is predicted and the warning is stored with it.
+MISSING_VALUE = "missing_value"
+UNKNOWN_CATEGORY = "unknown_category"
+OUT_OF_RANGE = "out_of_range"
+
+_NOT_FINITE_TEXT = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+@dataclass(frozen=True)
+class ValidatedRows:
+    """Model-ready arrays (one per feature, schema order) plus what is stored for each row."""
+
+    columns: dict[str, np.ndarray]
+    # Per row: the features as stored (numbers as float, categories as canonical text, None if missing).
+    inputs: list[dict[str, Any]]
+    warnings: list[list[dict[str, str]]]
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.inputs)
+
+
+@dataclass
+class RowsInvalid(Exception):
+    """The rows were refused; `errors` lists every problem as {row, field, code, message}."""
+
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "; ".join(e["message"] for e in self.errors[:5])
+
+
+def _issue(row: int | None, name: str | None, code: str, message: str) -> dict[str, Any]:
+    return {"row": row, "field": name, "code": code, "message": message}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _number(value: Any) -> float:
+    """The float for a numeric input; raises TypeError (wrong type) or ValueError (NaN, infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in _NOT_FINITE_TEXT:
+            raise ValueError
+        try:
+            number = float(text)
+        except ValueError:
+            raise TypeError from None
+    else:
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ValueError from None
+    if not math.isfinite(number):
+        raise ValueError
+    return number
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    return f"{low:g} to {high:g}"
+
+
+def rows_validate(*, rows: Any, feature_schema: list[dict[str, Any]], max_rows: int) -> ValidatedRows:
+    """Check every row and field; raise RowsInvalid listing all problems, or return the model's arrays.
+
+    A feature given as null (or an empty string) is missing: the pipeline imputes it, and the row gets a
+    warning. An absent feature is an error, because a misspelt key would otherwise be silently imputed.
+    """
+    if not isinstance(rows, list):
+        raise RowsInvalid([_issue(None, None, NOT_AN_OBJECT, "Send the rows as a list of objects.")])
+    if not rows:
+        raise RowsInvalid([_issue(None, None, NO_ROWS, "Send at least one row.")])
+    if len(rows) > max_rows:
+        raise RowsInvalid(
+            [
+                _issue(
+                    None,
+                    None,
+                    TOO_MANY_ROWS,
+                    f"{len(rows)} rows were sent; at most {max_rows} rows are accepted per request. "
+                    "Split the rows over several requests or use a batch job.",
+                )
+            ]
+        )
+    names = [column["name"] for column in feature_schema]
+    known = set(names)
+    n = len(rows)
+    errors: list[dict[str, Any]] = []
+    inputs: list[dict[str, Any]] = [{} for _ in range(n)]
+    warnings: list[list[dict[str, str]]] = [[] for _ in range(n)]
+    columns: dict[str, np.ndarray] = {}
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            errors.append(
+                _issue(
+                    index,
+                    None,
+                    NOT_AN_OBJECT,
+                    f"Each row must be an object of features; got {_describe(row)}.",
+                )
+            )
+            continue
+        for key in row:
+            if key not in known:
+                errors.append(
+                    _issue(
+                        index,
+                        str(key),
+                        UNKNOWN_FIELD,
+                        f"'{key}' is not a feature of this model. The features are: {', '.join(names)}.",
+                    )
+                )
+    for column in feature_schema:
+        name = column["name"]
+        is_numeric = column["kind"] == NUMERIC
+        values = np.empty(n, dtype="float64" if is_numeric else object)
+        low, high = column.get("min"), column.get("max")
+        categories = column.get("categories")
+        seen = set(categories) if categories else None
+        for index, row in enumerate(rows):
+            if not isinstance(row, dict):
+                continue
+            if name not in row:
+                errors.append(_issue(index, name, MISSING_FEATURE, f"'{name}' is missing."))
+                continue
+            value = row[name]
+            if value is None or (isinstance(value, str) and not value.strip()):
+                values[index] = math.nan if is_numeric else ""
+                inputs[index][name] = None
+                warnings[index].append(
+                    {
+                        "field": name,
+                        "code": MISSING_VALUE,
+                        "message": f"'{name}' is empty; the model filled it in as it did for missing "
+                        "training values.",
+                    }
+                )
+                continue
+            if is_numeric:
+                try:
+                    number = _number(value)
+                except TypeError:
+                    errors.append(
+                        _issue(index, name, WRONG_TYPE, f"'{name}' must be a number; got {_describe(value)}.")
+                    )
+                    continue
+                except ValueError:
+                    errors.append(
+                        _issue(
+                            index,
+                            name,
+                            NOT_FINITE,
+                            f"'{name}' must be a finite number; got {_describe(value)}. "
+                            "Send null for a missing value.",
+                        )
+                    )
+                    continue
+                values[index] = number
+                inputs[index][name] = number
+                if (low is not None and number < low) or (high is not None and number > high):
+                    warnings[index].append(
+                        {
+                            "field": name,
+                            "code": OUT_OF_RANGE,
+                            "message": f"'{name}' = {number:g} is outside the training range "
+                            f"({_range_text(low, high)}); the prediction is an extrapolation.",
+                        }
+                    )
+            else:
+                if isinstance(value, bool) or not isinstance(value, str | int | float):
+                    errors.append(
+                        _issue(
+                            index,
+                            name,
+                            WRONG_TYPE,
+                            f"'{name}' must be a text or number category; got {_describe(value)}.",
+                        )
+                    )
+                    continue
+                if isinstance(value, float) and not math.isfinite(value):
+                    errors.append(
+                        _issue(
+                            index,
+                            name,
+                            NOT_FINITE,
+                            f"'{name}' must be a category; got {_describe(value)}. "
+                            "Send null for a missing value.",
+                        )
+                    )
+                    continue
+                text = category_text(value)
+                values[index] = text
+                inputs[index][name] = text
+                if seen is not None and text not in seen:
+                    warnings[index].append(
+                        {
+                            "field": name,
+                            "code": UNKNOWN_CATEGORY,
+                            "message": f"'{name}' = '{text}' was not seen in training; the model treats it "
+                            "as none of the known categories.",
+                        }
+                    )
+        columns[name] = values
+    if errors:
+        errors.sort(key=lambda e: e["row"] if e["row"] is not None else -1)
+        raise RowsInvalid(errors)
+    return ValidatedRows(columns=columns, inputs=inputs, warnings=warnings)
