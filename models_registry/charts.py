@@ -1,0 +1,154 @@
+"""Plotly figure builders for the registry pages: plain figure dicts, rendered in the page by plotly.js."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from models_registry.training import metrics as training_metrics
+
+METRIC_LABELS = {
+    "accuracy": "Accuracy",
+    "balanced_accuracy": "Balanced accuracy",
+    "f1_macro": "F1 (macro)",
+    "roc_auc": "ROC AUC",
+    "log_loss": "Log loss",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "r2": "R²",
+}
+LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
+STAGE_COLOURS = {
+    "production": "#067647",
+    "staging": "#2457d6",
+    "archived": "#98a2b3",
+    "none": "#7a5af8",
+}
+COLUMNS = 3
+TEMPLATE = training_metrics.FIGURE_TEMPLATE
+
+
+class VersionLike(Protocol):
+    version: int
+    stage: str
+    metrics: dict[str, float]
+
+
+def metric_label(name: str) -> str:
+    return METRIC_LABELS.get(name, name.replace("_", " "))
+
+
+def metric_names(versions: Sequence[VersionLike]) -> list[str]:
+    """Metrics any version has, in the catalogue's order first, then any others alphabetically."""
+    present = {name for version in versions for name in (version.metrics or {})}
+    known = [name for name in METRIC_LABELS if name in present]
+    return known + sorted(present - set(known))
+
+
+def _figure_dict(figure: go.Figure) -> dict[str, Any]:
+    return json.loads(figure.to_json())
+
+
+def versions_metrics_figure(
+    *, versions: Sequence[VersionLike], thresholds: Mapping[str, Mapping[str, float]] | None = None
+) -> dict[str, Any]:
+    """One small bar panel per metric, one bar per version coloured by stage.
+
+    Panels keep each metric on its own scale (log loss and RMSE are not 0 to 1). `thresholds` maps a metric
+    to {"min": x} or {"max": x}; the quality gate's limit is drawn as a dashed line in that panel.
+    """
+    ordered = sorted(versions, key=lambda v: v.version)
+    names = metric_names(ordered)
+    thresholds = thresholds or {}
+    if not ordered or not names:
+        figure = go.Figure()
+        figure.update_layout(
+            template=TEMPLATE,
+            height=160,
+            xaxis_visible=False,
+            yaxis_visible=False,
+            annotations=[{"text": "No metrics to compare yet", "showarrow": False, "font": {"size": 14}}],
+        )
+        return _figure_dict(figure)
+
+    rows = math.ceil(len(names) / COLUMNS)
+    columns = min(COLUMNS, len(names))
+    titles = [
+        metric_label(name) + (" (lower is better)" if name in LOWER_IS_BETTER else "") for name in names
+    ]
+    figure = make_subplots(
+        rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.08, vertical_spacing=0.5 / rows
+    )
+    labels = [f"v{version.version}" for version in ordered]
+    for index, name in enumerate(names):
+        row, column = divmod(index, COLUMNS)
+        values = [(version.metrics or {}).get(name) for version in ordered]
+        figure.add_trace(
+            go.Bar(
+                x=labels,
+                y=values,
+                marker_color=[STAGE_COLOURS.get(version.stage, STAGE_COLOURS["none"]) for version in ordered],
+                text=["—" if value is None else f"{value:.3g}" for value in values],
+                textposition="outside",
+                cliponaxis=False,
+                customdata=[version.stage for version in ordered],
+                hovertemplate=f"{metric_label(name)} %{{x}} (%{{customdata}}): %{{y:.4g}}<extra></extra>",
+                showlegend=False,
+            ),
+            row=row + 1,
+            col=column + 1,
+        )
+        limit = thresholds.get(name) or {}
+        for kind in ("min", "max"):
+            if kind in limit:
+                figure.add_hline(
+                    y=limit[kind],
+                    line_dash="dash",
+                    line_color="#b42318",
+                    annotation_text=f"gate {kind} {limit[kind]:g}",
+                    annotation_font_size=10,
+                    row=row + 1,
+                    col=column + 1,
+                )
+        figure.update_xaxes(type="category", row=row + 1, col=column + 1)
+    # One legend entry per stage that occurs, explaining the bar colours.
+    for stage in dict.fromkeys(version.stage for version in ordered):
+        figure.add_trace(
+            go.Bar(
+                x=[None], y=[None], name=stage, marker_color=STAGE_COLOURS.get(stage, STAGE_COLOURS["none"])
+            ),
+            row=1,
+            col=1,
+        )
+    figure.update_layout(
+        template=TEMPLATE,
+        height=260 * rows + 40,
+        margin={"t": 60, "b": 30, "l": 40, "r": 20},
+        legend={"orientation": "h", "y": 1.0 + 0.25 / rows, "x": 1, "xanchor": "right", "title": "Stage"},
+        bargap=0.35,
+    )
+    return _figure_dict(figure)
+
+
+def version_figures(*, artifacts: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Figures of one version's holdout artifacts (confusion matrix or residuals, feature importances).
+
+    Rebuilt from the stored data rather than stored figures, so every version looks alike. Uploaded
+    models have no artifacts and get no figures.
+    """
+    artifacts = artifacts or {}
+    figures: dict[str, dict[str, Any]] = {}
+    if artifacts.get("confusion_matrix"):
+        figures["confusion_matrix"] = training_metrics.confusion_matrix_figure(artifacts["confusion_matrix"])
+    if artifacts.get("residuals"):
+        figures["residuals"] = training_metrics.residuals_figure(artifacts["residuals"])
+    if (artifacts.get("feature_importances") or {}).get("features"):
+        figures["feature_importances"] = training_metrics.feature_importances_figure(
+            artifacts["feature_importances"]
+        )
+    return figures
