@@ -101,3 +101,38 @@ def trained_model(name: str, *, algorithm: str = "random_forest", seed: int = 0)
         onnx_sha256=conversion.sha256,
         sample_rows=[{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in sample],
     )
+
+
+def make_model_version(
+    *,
+    trained: TrainedModel,
+    name: str = "cancer",
+    version: int = 1,
+    stage: str = "production",
+    onnx: bool = True,
+) -> Any:
+    """A registered model's version pointing at the stored files of `trained`."""
+    from models_registry.models import ModelVersion, RegisteredModel
+
+    registered, _ = RegisteredModel.objects.get_or_create(
+        name=name, defaults={"task": trained.task, "target_column": trained.target_column}
+    )
+    trained.store()
+    has_onnx = onnx and trained.onnx_bytes is not None
+    return ModelVersion.objects.create(
+        registered_model=registered,
+        version=version,
+        source=ModelVersion.Source.TRAINED,
+        task=trained.task,
+        algorithm=trained.algorithm,
+        feature_schema=trained.feature_schema,
+        target_column=trained.target_column,
+        classes=trained.classes,
+        metrics=trained.metrics,
+        skops_key=trained.skops_key,
+        skops_sha256=trained.skops_sha256,
+        onnx_key=trained.onnx_key if has_onnx else "",
+        onnx_sha256=(trained.onnx_sha256 or "") if has_onnx else "",
+        onnx_status=ModelVersion.OnnxStatus.AVAILABLE if has_onnx else ModelVersion.OnnxStatus.UNAVAILABLE,
+        stage=stage,
+    )

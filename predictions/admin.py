@@ -1,0 +1,47 @@
+"""Read-only admin for stored predictions: they are records of what a model answered, never edited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from predictions.models import Prediction, PredictionRequest
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(PredictionRequest)
+class PredictionRequestAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "request_id",
+        "model_version",
+        "user",
+        "channel",
+        "stage",
+        "n_rows",
+        "latency_ms",
+        "created_at",
+    ]
+    list_filter = ["channel", "created_at"]
+    list_select_related = ["model_version__registered_model", "user"]
+    search_fields = ["request_id", "user__username", "model_version__registered_model__name"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(Prediction)
+class PredictionAdmin(ReadOnlyAdmin):
+    list_display = ["id", "model_version", "user", "channel", "prediction", "created_at"]
+    list_filter = ["channel", "created_at"]
+    list_select_related = ["model_version__registered_model", "user"]
+    search_fields = ["request__request_id", "user__username", "model_version__registered_model__name"]
+    raw_id_fields = ["request", "user", "model_version"]
+    date_hierarchy = "created_at"

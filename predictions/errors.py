@@ -1,0 +1,11 @@
+"""Exceptions of the prediction service, each mapped to one HTTP status by the page and API views."""
+
+from __future__ import annotations
+
+
+class ModelNotFound(Exception):
+    """No registered model, or no version, by the name or number asked for (404)."""
+
+
+class NoVersionInStage(Exception):
+    """The model exists but has no version in the stage asked for (409)."""

@@ -1,0 +1,100 @@
+"""Reads for predictions: version resolution, the models one can predict with, and scoped prediction lists."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import Http404
+from django.utils import timezone
+
+from models_registry.models import ModelVersion, RegisteredModel, Stage
+from predictions.errors import ModelNotFound, NoVersionInStage
+from predictions.models import Prediction
+
+#: Stages a client may ask for instead of pinning a version.
+SERVABLE_STAGES = (Stage.PRODUCTION.value, Stage.STAGING.value)
+
+
+def model_version_resolve(
+    *, registered_model_name: str, version: int | None = None, stage: str = Stage.PRODUCTION
+) -> ModelVersion:
+    """The pinned version, or the version now in `stage` (the newest one, should staging hold several).
+
+    One indexed query on success, never cached: a promotion or rollback is seen by the very next request
+    in every process. Raises ModelNotFound or NoVersionInStage.
+    """
+    versions = ModelVersion.objects.select_related("registered_model").filter(
+        registered_model__name=registered_model_name
+    )
+    if version is not None:
+        found = versions.filter(version=version).first()
+        if found is None:
+            if not RegisteredModel.objects.filter(name=registered_model_name).exists():
+                raise ModelNotFound(f"There is no registered model named '{registered_model_name}'.")
+            raise ModelNotFound(f"Model '{registered_model_name}' has no version {version}.")
+        return found
+    found = versions.filter(stage=stage).order_by("-version").first()
+    if found is None:
+        if not RegisteredModel.objects.filter(name=registered_model_name).exists():
+            raise ModelNotFound(f"There is no registered model named '{registered_model_name}'.")
+        raise NoVersionInStage(
+            f"Model '{registered_model_name}' has no {stage} version yet, so it cannot predict. "
+            f"Promote a version to {stage}, or pin a version."
+        )
+    return found
+
+
+def production_version_list() -> list[ModelVersion]:
+    """The production version of every registered model that has one, by model name."""
+    return list(
+        ModelVersion.objects.select_related("registered_model")
+        .filter(stage=Stage.PRODUCTION)
+        .order_by("registered_model__name")
+    )
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
+
+
+def prediction_list(
+    *,
+    user: Any,
+    model: str | None = None,
+    created_after: dt.date | dt.datetime | None = None,
+    created_before: dt.date | dt.datetime | None = None,
+) -> QuerySet[Prediction]:
+    """The predictions `user` may see (their own; staff: everyone's), newest first.
+
+    A date bound covers whole days: created_after=2024-05-01 starts at its midnight, created_before=2024-05-03
+    includes all of May 3rd. A datetime bound is used as it is (after: >=, before: <).
+    """
+    predictions = Prediction.objects.select_related("model_version__registered_model", "user", "request")
+    if not user.is_staff:
+        predictions = predictions.filter(user=user)
+    if model:
+        predictions = predictions.filter(model_version__registered_model__name=model)
+    if created_after is not None:
+        if not isinstance(created_after, dt.datetime):
+            created_after = _day_start(created_after)
+        predictions = predictions.filter(created_at__gte=created_after)
+    if created_before is not None:
+        if not isinstance(created_before, dt.datetime):
+            created_before = _day_start(created_before + dt.timedelta(days=1))
+        predictions = predictions.filter(created_at__lt=created_before)
+    return predictions.order_by("-created_at", "-id")
+
+
+def prediction_get(*, user: Any, prediction_id: int) -> Prediction:
+    """One prediction `user` may see; else Http404, so guessing ids of others' predictions reveals nothing."""
+    found = prediction_list(user=user).filter(pk=prediction_id).first()
+    if found is None:
+        raise Http404("No such prediction.")
+    return found
+
+
+def model_name_list() -> list[str]:
+    """Every registered model's name, for the history filter."""
+    return list(RegisteredModel.objects.order_by("name").values_list("name", flat=True))

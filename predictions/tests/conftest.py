@@ -1,0 +1,27 @@
+"""Fixtures of the predictions tests: a fresh predictor cache per test and registered model versions."""
+
+from __future__ import annotations
+
+import pytest
+
+from predictions import model_cache
+from predictions.tests.helpers import make_model_version, trained_model
+
+
+@pytest.fixture(autouse=True)
+def _empty_predictor_cache():
+    model_cache.predictors.clear()
+    yield
+    model_cache.predictors.clear()
+
+
+@pytest.fixture
+def cancer_v1(db):
+    """Version 1 of 'cancer' in production, with a verified ONNX file."""
+    return make_model_version(trained=trained_model("cancer"), name="cancer", version=1)
+
+
+@pytest.fixture
+def mixed_v1(db):
+    """Version 1 of 'mixed' (numeric and categorical features) in production."""
+    return make_model_version(trained=trained_model("mixed"), name="mixed", version=1)

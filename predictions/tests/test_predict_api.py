@@ -1,0 +1,264 @@
+"""Tests of POST /api/models/{name}/predict/: shapes, options, refusals as 400/404/409, nothing stored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+from rest_framework.throttling import UserRateThrottle
+
+from mlops_site import storage
+from predictions.models import Prediction, PredictionRequest
+from predictions.tests.helpers import make_model_version, trained_model
+
+pytestmark = pytest.mark.urls("predictions.tests.urls")
+
+CANCER = trained_model("cancer")
+ROW = CANCER.sample_rows[0]
+URL = "/api/models/cancer/predict/"
+
+
+@pytest.fixture
+def client(alice):
+    client = APIClient()
+    client.force_authenticate(alice)
+    return client
+
+
+def post(client, body, url=URL, **extra):
+    return client.post(url, json.dumps(body), content_type="application/json", **extra)
+
+
+def assert_nothing_stored():
+    assert PredictionRequest.objects.count() == 0
+    assert Prediction.objects.count() == 0
+
+
+def test_one_row_as_inputs_gets_a_prediction_with_its_id_and_version(client, alice, cancer_v1):
+    response = post(client, {"inputs": ROW})
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    stored = Prediction.objects.get()
+    assert body["model"] == "cancer"
+    assert body["model_version"] == 1
+    assert body["stage"] == "production"
+    assert body["request_id"] == stored.request.request_id
+    assert body["predictions"] == [
+        {
+            "id": stored.pk,
+            "prediction": stored.prediction,
+            "probabilities": stored.probabilities,
+            "warnings": [],
+        }
+    ]
+    assert stored.user == alice
+    assert stored.channel == "api"
+
+
+def test_a_list_of_rows_gets_one_prediction_per_row_in_order(client, cancer_v1):
+    response = post(client, {"rows": CANCER.sample_rows})
+
+    assert response.status_code == 200
+    ids = [p["id"] for p in response.json()["predictions"]]
+    assert (
+        list(Prediction.objects.filter(pk__in=ids).order_by("row_index").values_list("pk", flat=True)) == ids
+    )
+    assert PredictionRequest.objects.get().n_rows == 3
+
+
+def test_a_token_authenticates_and_no_credentials_get_401(alice, cancer_v1):
+    token = Token.objects.create(user=alice)
+    client = APIClient()
+
+    assert post(client, {"inputs": ROW}).status_code == 401
+    response = post(client, {"inputs": ROW}, HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert response.status_code == 200
+    assert Prediction.objects.get().user == alice
+
+
+def test_the_request_id_header_is_stored(client, cancer_v1):
+    response = post(client, {"inputs": ROW}, HTTP_X_REQUEST_ID="trace-abc.1")
+
+    assert response.json()["request_id"] == "trace-abc.1"
+    assert PredictionRequest.objects.get().request_id == "trace-abc.1"
+
+
+def test_a_pinned_version_answers(client, cancer_v1):
+    make_model_version(
+        trained=trained_model("cancer", algorithm="logistic_regression"), version=2, stage="none"
+    )
+
+    response = post(client, {"inputs": ROW, "version": 2})
+
+    assert response.status_code == 200
+    assert (response.json()["model_version"], response.json()["stage"]) == (2, "none")
+    assert Prediction.objects.get().model_version.version == 2
+
+
+def test_stage_staging_answers_with_the_staging_version(client, cancer_v1):
+    make_model_version(trained=CANCER, version=2, stage="staging")
+
+    response = post(client, {"rows": [ROW], "stage": "staging"})
+
+    assert response.status_code == 200
+    assert (response.json()["model_version"], response.json()["stage"]) == (2, "staging")
+
+
+def test_an_unknown_model_is_404(client, cancer_v1):
+    response = post(client, {"inputs": ROW}, url="/api/models/unknown/predict/")
+
+    assert response.status_code == 404
+    assert "unknown" in response.json()["detail"]
+    assert_nothing_stored()
+
+
+def test_an_unknown_version_is_404(client, cancer_v1):
+    response = post(client, {"inputs": ROW, "version": 9})
+
+    assert response.status_code == 404
+    assert response.json()["detail"] == "Model 'cancer' has no version 9."
+
+
+def test_no_production_version_is_a_clear_409(client, db):
+    make_model_version(trained=CANCER, stage="staging")
+
+    response = post(client, {"inputs": ROW})
+
+    assert response.status_code == 409
+    assert "no production version" in response.json()["detail"]
+    assert_nothing_stored()
+
+
+def test_a_missing_model_file_is_503_not_500(client, cancer_v1):
+    storage.delete(cancer_v1.onnx_key)
+    storage.delete(cancer_v1.skops_key)
+
+    response = post(client, {"inputs": ROW})
+
+    assert response.status_code == 503
+    assert "missing from storage" in response.json()["detail"]
+    assert_nothing_stored()
+
+
+def refused(response):
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert "nothing was stored" in body["detail"]
+    assert_nothing_stored()
+    return [(e["row"], e["field"], e["code"]) for e in body["errors"]]
+
+
+def test_a_missing_feature_is_400_naming_row_and_field(client, cancer_v1):
+    row = {k: v for k, v in ROW.items() if k != "mean area"}
+
+    assert refused(post(client, {"rows": [ROW, row]})) == [(1, "mean area", "missing_feature")]
+
+
+def test_an_unknown_field_is_400(client, cancer_v1):
+    assert refused(post(client, {"inputs": {**ROW, "colour": "red"}})) == [(0, "colour", "unknown_field")]
+
+
+def test_a_wrong_type_is_400(client, cancer_v1):
+    body = {
+        "rows": [
+            {**ROW, "mean radius": "large"},
+            {**ROW, "mean texture": {"v": 1}},
+            {**ROW, "mean area": True},
+        ]
+    }
+
+    assert refused(post(client, body)) == [
+        (0, "mean radius", "wrong_type"),
+        (1, "mean texture", "wrong_type"),
+        (2, "mean area", "wrong_type"),
+    ]
+
+
+def test_json_nan_and_infinity_literals_are_400_naming_the_field(client, cancer_v1):
+    rows = [dict(ROW), dict(ROW)]
+    raw = json.dumps({"rows": rows})
+    # Python's json writes NaN/Infinity literals, as many clients do.
+    raw = raw.replace(json.dumps(ROW["mean radius"]), "NaN", 1)
+    raw = raw.replace(json.dumps(ROW["mean texture"]), "-Infinity", 2)
+
+    response = client.post(URL, raw, content_type="application/json")
+
+    assert refused(response) == [
+        (0, "mean radius", "not_finite"),
+        (0, "mean texture", "not_finite"),
+        (1, "mean texture", "not_finite"),
+    ]
+
+
+def test_nan_and_infinity_as_text_are_400(client, cancer_v1):
+    body = {"rows": [{**ROW, "mean radius": "nan"}, {**ROW, "mean radius": "Infinity"}]}
+
+    assert refused(post(client, body)) == [(0, "mean radius", "not_finite"), (1, "mean radius", "not_finite")]
+
+
+def test_more_rows_than_the_limit_is_400_naming_the_limit(client, cancer_v1, settings):
+    settings.PREDICTION_MAX_ROWS = 5
+
+    response = post(client, {"rows": [ROW] * 6})
+
+    assert refused(response) == [(None, None, "too_many_rows")]
+    assert "at most 5 rows" in response.json()["errors"][0]["message"]
+
+
+def test_an_unknown_category_is_accepted_with_a_warning(client, mixed_v1):
+    row = {"age": 30, "income": 52_000, "city": "Lisbon"}
+
+    response = post(client, {"inputs": row}, url="/api/models/mixed/predict/")
+
+    assert response.status_code == 200
+    (prediction,) = response.json()["predictions"]
+    assert [(w["field"], w["code"]) for w in prediction["warnings"]] == [("city", "unknown_category")]
+    assert Prediction.objects.get().warnings == prediction["warnings"]
+
+
+def test_an_out_of_range_value_is_accepted_and_flagged(client, cancer_v1):
+    response = post(client, {"inputs": {**ROW, "mean radius": 99.5}})
+
+    assert response.status_code == 200
+    (warning,) = response.json()["predictions"][0]["warnings"]
+    assert (warning["field"], warning["code"]) == ("mean radius", "out_of_range")
+    assert "99.5" in warning["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ([ROW], None),
+        ({"rows": [ROW], "inputs": ROW}, None),
+        ({}, None),
+        ({"inputs": [ROW]}, "inputs"),
+        ({"rows": [ROW], "modle": "x"}, "modle"),
+        ({"rows": [ROW], "version": 1, "stage": "staging"}, "stage"),
+        ({"rows": [ROW], "stage": "archived"}, "stage"),
+        ({"rows": [ROW], "version": "one"}, "version"),
+        ({"rows": "not a list"}, None),
+    ],
+)
+def test_a_badly_shaped_body_is_400(client, cancer_v1, body, field):
+    errors = refused(post(client, body))
+
+    assert errors[0][1] == field
+
+
+def test_malformed_json_is_400(client, cancer_v1):
+    response = client.post(URL, "{rows: oops", content_type="application/json")
+
+    assert response.status_code == 400
+    assert_nothing_stored()
+
+
+def test_predictions_are_throttled_by_the_user_rate(client, cancer_v1, monkeypatch):
+    monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "2/minute", "anon": "2/minute"})
+
+    codes = [post(client, {"inputs": ROW}).status_code for _ in range(3)]
+
+    assert codes == [200, 200, 429]
+    assert Prediction.objects.count() == 2

@@ -1,0 +1,268 @@
+"""Tests of prediction_make: version resolution, validation before storage, one bulk insert, the cache."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models_registry.models import ModelVersion, RegisteredModel
+from models_registry.training import artifacts
+from models_registry.training.predictor import OnnxPredictor, SklearnPredictor
+from predictions import model_cache, services
+from predictions.errors import ModelNotFound, NoVersionInStage
+from predictions.models import Channel, Prediction, PredictionRequest
+from predictions.tests.helpers import make_model_version, trained_model
+from predictions.validation import RowsInvalid
+
+CANCER = trained_model("cancer")
+CANCER_ROW = CANCER.sample_rows[0]
+
+
+def predict(rows, user, **options):
+    return services.prediction_make(
+        registered_model_name=options.pop("name", "cancer"),
+        rows=rows,
+        user=user,
+        channel=Channel.API,
+        **options,
+    )
+
+
+def assert_nothing_stored():
+    assert PredictionRequest.objects.count() == 0
+    assert Prediction.objects.count() == 0
+
+
+def test_it_predicts_one_row_with_the_production_version_and_stores_it(alice, cancer_v1):
+    outcome = predict([CANCER_ROW], alice, request_id="client-42")
+
+    (prediction,) = outcome.predictions
+    stored = Prediction.objects.get()
+    assert stored.pk == prediction.pk
+    assert stored.model_version == cancer_v1
+    assert stored.user == alice
+    assert stored.channel == "api"
+    assert stored.row_index == 0
+    assert stored.inputs == {name: float(value) for name, value in CANCER_ROW.items()}
+    assert stored.prediction in CANCER.classes
+    assert set(stored.probabilities) == set(CANCER.classes)
+    assert math.isclose(sum(stored.probabilities.values()), 1.0, rel_tol=1e-5)
+    assert stored.warnings == []
+    request = PredictionRequest.objects.get()
+    assert (request.request_id, request.n_rows, request.stage, request.user) == (
+        "client-42",
+        1,
+        "production",
+        alice,
+    )
+    assert request.latency_ms > 0
+    assert stored.created_at == request.created_at
+
+
+def test_its_predictions_match_the_scikit_learn_pipeline(alice, cancer_v1):
+    rows = [*CANCER.sample_rows, {**CANCER_ROW, "mean radius": 9.0}]
+
+    outcome = predict(rows, alice)
+
+    pipeline = artifacts.skops_load(CANCER.skops_bytes, sha256=CANCER.skops_sha256)
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    expected_labels = pipeline.predict(frame).tolist()
+    expected_proba = pipeline.predict_proba(frame)
+    assert [p.prediction for p in outcome.predictions] == expected_labels
+    got = [[p.probabilities[str(c)] for c in CANCER.classes] for p in outcome.predictions]
+    np.testing.assert_allclose(got, expected_proba, atol=1e-4)
+    assert [p.row_index for p in outcome.predictions] == [0, 1, 2, 3]
+
+
+def test_it_uses_onnxruntime_for_a_version_with_a_verified_onnx(alice, cancer_v1):
+    predict([CANCER_ROW], alice)
+
+    (predictor,) = model_cache.predictors._entries.values()
+    assert isinstance(predictor, OnnxPredictor)
+
+
+def test_it_uses_scikit_learn_for_a_version_without_onnx(alice, db):
+    make_model_version(trained=CANCER, name="cancer", onnx=False)
+
+    predict([CANCER_ROW], alice)
+
+    (predictor,) = model_cache.predictors._entries.values()
+    assert isinstance(predictor, SklearnPredictor)
+
+
+def test_it_inserts_all_rows_of_a_request_in_one_bulk_insert(alice, cancer_v1, django_assert_num_queries):
+    predict([CANCER_ROW], alice)  # load the model first: its loading reads no database rows anyway
+
+    # One read (the version), the request row, one INSERT for all predictions, and the savepoint pair.
+    with django_assert_num_queries(5) as captured:
+        predict(CANCER.sample_rows * 10, alice)
+
+    inserts = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 2
+    assert "predictions_prediction" in inserts[1]
+    assert Prediction.objects.count() == 31
+
+
+def test_it_loads_the_model_once_for_many_requests(alice, cancer_v1):
+    for _ in range(5):
+        predict([CANCER_ROW], alice)
+
+    assert model_cache.predictors.loads == 1
+
+
+def test_a_pinned_version_is_used_whatever_its_stage(alice, cancer_v1):
+    other = make_model_version(
+        trained=trained_model("cancer", algorithm="logistic_regression"),
+        name="cancer",
+        version=2,
+        stage="none",
+    )
+
+    outcome = predict([CANCER_ROW], alice, version=2)
+
+    assert outcome.model_version == other
+    assert outcome.request.stage == ""
+    assert Prediction.objects.get().model_version == other
+
+
+def test_stage_staging_uses_the_newest_staging_version(alice, cancer_v1):
+    make_model_version(trained=CANCER, name="cancer", version=2, stage="staging")
+    newest = make_model_version(trained=CANCER, name="cancer", version=3, stage="staging", onnx=False)
+
+    outcome = predict([CANCER_ROW], alice, stage="staging")
+
+    assert outcome.model_version == newest
+    assert outcome.request.stage == "staging"
+
+
+def test_a_promotion_is_seen_by_the_next_request_and_each_version_keeps_its_own_predictor(alice, cancer_v1):
+    candidate = make_model_version(
+        trained=trained_model("cancer", algorithm="logistic_regression"),
+        name="cancer",
+        version=2,
+        stage="staging",
+    )
+    assert predict([CANCER_ROW], alice).model_version == cancer_v1
+
+    ModelVersion.objects.filter(pk=cancer_v1.pk).update(stage="archived")
+    ModelVersion.objects.filter(pk=candidate.pk).update(stage="production")
+
+    assert predict([CANCER_ROW], alice).model_version == candidate
+    assert model_cache.predictors.loads == 2
+
+
+def test_an_unknown_model_is_not_found(alice, cancer_v1):
+    with pytest.raises(ModelNotFound, match="no registered model named 'nope'"):
+        predict([CANCER_ROW], alice, name="nope")
+    assert_nothing_stored()
+
+
+def test_an_unknown_version_is_not_found(alice, cancer_v1):
+    with pytest.raises(ModelNotFound, match="has no version 7"):
+        predict([CANCER_ROW], alice, version=7)
+
+
+def test_a_model_without_a_production_version_says_so(alice, db):
+    make_model_version(trained=CANCER, name="cancer", stage="staging")
+
+    with pytest.raises(NoVersionInStage, match="no production version"):
+        predict([CANCER_ROW], alice)
+    assert_nothing_stored()
+
+
+def test_a_model_without_any_version_has_no_production_version(alice, db):
+    RegisteredModel.objects.create(name="cancer")
+
+    with pytest.raises(NoVersionInStage):
+        predict([CANCER_ROW], alice)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"stage": "archived"}, "stage"),
+        ({"stage": "none"}, "stage"),
+        ({"version": 0}, "version"),
+        ({"version": "2"}, "version"),
+        ({"version": True}, "version"),
+        ({"request_id": "has spaces"}, "request_id"),
+        ({"request_id": "x" * 65}, "request_id"),
+    ],
+)
+def test_it_refuses_bad_options_and_stores_nothing(alice, cancer_v1, options, field):
+    with pytest.raises(RowsInvalid) as caught:
+        predict([CANCER_ROW], alice, **options)
+
+    assert caught.value.errors[0]["field"] == field
+    assert_nothing_stored()
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"mean radius": "big"}, "wrong_type"),
+        ({"mean radius": math.nan}, "not_finite"),
+        ({"mean radius": "inf"}, "not_finite"),
+        ({"radius": 3.0}, "unknown_field"),
+        ({"mean radius": None, "mean texture": True}, "wrong_type"),
+    ],
+)
+def test_an_invalid_row_among_valid_ones_stores_nothing(alice, cancer_v1, change, code):
+    rows = [CANCER_ROW, {**CANCER_ROW, **change}]
+
+    with pytest.raises(RowsInvalid) as caught:
+        predict(rows, alice)
+
+    assert [(e["row"], e["code"]) for e in caught.value.errors] == [(1, code)]
+    assert_nothing_stored()
+
+
+def test_a_row_missing_a_feature_stores_nothing(alice, cancer_v1):
+    row = dict(CANCER_ROW)
+    del row["mean area"]
+
+    with pytest.raises(RowsInvalid) as caught:
+        predict([row], alice)
+
+    assert caught.value.errors == [
+        {"row": 0, "field": "mean area", "code": "missing_feature", "message": "'mean area' is missing."}
+    ]
+    assert_nothing_stored()
+
+
+def test_it_refuses_more_rows_than_the_setting_allows(alice, cancer_v1, settings):
+    settings.PREDICTION_MAX_ROWS = 2
+
+    with pytest.raises(RowsInvalid, match="at most 2 rows"):
+        predict([CANCER_ROW] * 3, alice)
+    assert_nothing_stored()
+    assert len(predict([CANCER_ROW] * 2, alice).predictions) == 2
+
+
+def test_it_stores_warnings_for_unknown_categories_and_out_of_range_values(alice, mixed_v1):
+    rows = [{"age": 150, "income": 50_000, "city": "Atlantis"}, {"age": 40, "income": 50_000, "city": "Rome"}]
+
+    outcome = predict(rows, alice, name="mixed")
+
+    first, second = (p.warnings for p in outcome.predictions)
+    assert [(w["field"], w["code"]) for w in first] == [("age", "out_of_range"), ("city", "unknown_category")]
+    assert second == []
+    assert Prediction.objects.get(row_index=0).warnings == first
+    assert Prediction.objects.get(row_index=0).inputs == {
+        "age": 150.0,
+        "income": 50_000.0,
+        "city": "Atlantis",
+    }
+
+
+def test_a_page_prediction_records_its_channel(alice, cancer_v1):
+    services.prediction_make(
+        registered_model_name="cancer", rows=[CANCER_ROW], user=alice, channel=Channel.PAGE
+    )
+
+    assert Prediction.objects.get().channel == "page"
+    assert PredictionRequest.objects.get().channel == "page"

@@ -1,0 +1,159 @@
+"""Prediction pages: the models one can predict with, the predict form, and the history of predictions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from mlops_site.storage import StorageError
+from models_registry.models import ModelVersion
+from predictions import model_cache, selectors, services
+from predictions.errors import ModelNotFound, NoVersionInStage
+from predictions.forms import PredictForm, PredictionFilterForm
+from predictions.models import Channel, Prediction
+from predictions.validation import RowsInvalid
+
+logger = logging.getLogger(__name__)
+
+HISTORY_PAGE_SIZE = 25
+
+
+def _chart_data(prediction: Prediction) -> dict[str, Any] | None:
+    """Classes and probabilities for the plotly bar chart, in the version's class order."""
+    if not prediction.probabilities:
+        return None
+    classes = [str(c) for c in (prediction.model_version.classes or prediction.probabilities)]
+    classes = [c for c in classes if c in prediction.probabilities]
+    return {
+        "classes": classes,
+        "probabilities": [prediction.probabilities[c] for c in classes],
+        "predicted": str(prediction.prediction),
+    }
+
+
+@require_GET
+@login_required
+def predict_index(request: HttpRequest) -> HttpResponse:
+    return render(
+        request, "predictions/predict_index.html", {"versions": selectors.production_version_list()}
+    )
+
+
+def _render_predict(
+    request: HttpRequest,
+    *,
+    name: str,
+    version: ModelVersion | None,
+    form: PredictForm | None,
+    result: Prediction | None = None,
+    problem: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    return render(
+        request,
+        "predictions/predict.html",
+        {
+            "model_name": name,
+            "version": version,
+            "form": form,
+            "result": result,
+            "chart": _chart_data(result) if result is not None else None,
+            "problem": problem,
+        },
+        status=status,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def predict(request: HttpRequest, name: str) -> HttpResponse:
+    """The form of the production version's features; a POST predicts one row and shows the result."""
+    try:
+        version = selectors.model_version_resolve(registered_model_name=name)
+    except ModelNotFound as exc:
+        raise Http404(str(exc)) from exc
+    except NoVersionInStage as exc:
+        return _render_predict(request, name=name, version=None, form=None, problem=str(exc), status=409)
+    form = PredictForm(request.POST or None, feature_schema=version.feature_schema)
+    if request.method == "GET" or not form.is_valid():
+        return _render_predict(request, name=name, version=version, form=form)
+    try:
+        outcome = services.prediction_make(
+            registered_model_name=name, rows=[form.row()], user=request.user, channel=Channel.PAGE
+        )
+    except RowsInvalid as exc:
+        form.errors_add(exc.errors)
+        return _render_predict(request, name=name, version=version, form=form, status=400)
+    except NoVersionInStage as exc:
+        # Demoted between loading the form and submitting it.
+        return _render_predict(request, name=name, version=None, form=None, problem=str(exc), status=409)
+    except (model_cache.ModelUnavailable, StorageError) as exc:
+        logger.warning("prediction with %s failed: %s", name, exc)
+        return _render_predict(
+            request,
+            name=name,
+            version=version,
+            form=form,
+            problem=f"The model cannot predict right now: {exc}",
+            status=503,
+        )
+    (result,) = outcome.predictions
+    return _render_predict(request, name=name, version=outcome.model_version, form=form, result=result)
+
+
+@require_GET
+@login_required
+def prediction_list(request: HttpRequest) -> HttpResponse:
+    """Your predictions (staff: everyone's), filtered by model and date, newest first."""
+    form = PredictionFilterForm(request.GET or None, model_names=selectors.model_name_list())
+    valid = form.is_valid() if form.is_bound else True
+    filters = form.filters() if form.is_bound and valid else {}
+    paginator = Paginator(selectors.prediction_list(user=request.user, **filters), HISTORY_PAGE_SIZE)
+    page = paginator.get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "predictions/prediction_list.html",
+        {
+            "form": form,
+            "page": page,
+            "predictions": list(page.object_list),
+            "querystring": query.urlencode(),
+            "show_user": request.user.is_staff,
+        },
+        status=200 if valid else 400,
+    )
+
+
+@require_GET
+@login_required
+def prediction_detail(request: HttpRequest, prediction_id: int) -> HttpResponse:
+    """One prediction; someone else's is a 404 (staff see all), so guessing ids reveals nothing."""
+    prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+    warnings_of: dict[str, list[str]] = {}
+    for warning in prediction.warnings:
+        warnings_of.setdefault(warning.get("field") or "", []).append(warning["message"])
+    schema_names = [c["name"] for c in prediction.model_version.feature_schema]
+    names = schema_names + [n for n in prediction.inputs if n not in schema_names]
+    inputs = [
+        {"name": n, "value": prediction.inputs.get(n), "warnings": warnings_of.get(n, [])}
+        for n in names
+        if n in prediction.inputs
+    ]
+    return render(
+        request,
+        "predictions/prediction_detail.html",
+        {
+            "prediction": prediction,
+            "inputs": inputs,
+            "chart": _chart_data(prediction),
+            "show_user": request.user.is_staff,
+        },
+    )
