@@ -1,0 +1,19 @@
+# MLflow tracking server: PostgreSQL backend store, artifacts proxied to MinIO (S3).
+# Built with the project folder as context, so requirements.txt pins mlflow, psycopg and boto3 to the
+# versions the app itself uses.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+COPY requirements.txt /tmp/requirements.txt
+RUN pip install --constraint /tmp/requirements.txt mlflow psycopg psycopg-binary boto3 \
+    && rm /tmp/requirements.txt \
+    && groupadd --system --gid 10001 mlflow \
+    && useradd --system --uid 10001 --gid mlflow --home-dir /home/mlflow --create-home mlflow
+
+USER mlflow
+WORKDIR /home/mlflow
+EXPOSE 5000
+
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/health', timeout=5)"]

@@ -1,0 +1,241 @@
+"""Tests of the scripts behind `make run`, `make test` and the container health check."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SERVICE_VARIABLES = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "AWS_STORAGE_BUCKET_NAME",
+    "AWS_S3_ENDPOINT_URL",
+    "MLFLOW_TRACKING_URI",
+    "SECRET_KEY",
+    "DJANGO_ADMIN_USERNAME",
+    "DJANGO_ADMIN_PASSWORD",
+)
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"deploy_{name}", ROOT / "deploy" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.add(child)
+            pending.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our own http:// URL
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.mark.worker
+def test_run_serves_the_site_with_a_worker_and_leaves_no_process_behind_on_sigterm(tmp_path):
+    port = _free_port()
+    environment = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
+    environment.update(
+        {
+            "DATA_DIR": str(tmp_path / "data"),
+            "PORT": str(port),
+            "WEB_CONCURRENCY": "1",
+            "WORKER_CONCURRENCY": "1",
+            "DEBUG": "False",
+        }
+    )
+    process = subprocess.Popen(
+        [sys.executable, "deploy/run.py"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
+    reader.start()
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 180
+        while not any("is running at" in line for line in lines):
+            assert process.poll() is None, "".join(lines)[-4000:]
+            assert time.monotonic() < deadline, "".join(lines)[-4000:]
+            time.sleep(0.3)
+        output = "".join(lines)
+        assert f"http://127.0.0.1:{port}/" in output
+        assert re.search(r"Admin login: admin / \S+", output)
+        assert (tmp_path / "data" / "secret_key").stat().st_mode & 0o077 == 0
+
+        assert _get(f"http://127.0.0.1:{port}/accounts/login/")[0] == 200
+        assert _get(f"http://127.0.0.1:{port}/static/css/site.css")[0] == 200
+        deadline = time.monotonic() + 60
+        while True:
+            status, body = _get(f"http://127.0.0.1:{port}/readyz")
+            ready = json.loads(body)
+            if status == 200 and ready["workers"]:
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.5)
+        assert ready["workers"][0]["hostname"].startswith("worker@")
+        children = _descendants(process.pid)
+        assert len(children) >= 4  # gunicorn master and worker, the Celery worker and its pool child, beat
+    finally:
+        children |= _descendants(process.pid)
+        process.send_signal(signal.SIGTERM)
+        try:
+            exit_code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    reader.join(timeout=5)
+
+    assert exit_code == 0, "".join(lines)[-4000:]
+    assert [pid for pid in children if _alive(pid)] == []
+
+
+def test_test_services_uses_services_already_in_the_environment_and_returns_the_command_s_code():
+    environment = {
+        **os.environ,
+        "DATABASE_URL": "postgres://given@127.0.0.1:1/given",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "AWS_STORAGE_BUCKET_NAME": "given-bucket",
+    }
+    environment.pop("CELERY_BROKER_URL", None)
+    show = "import os, sys; print(os.environ['CELERY_BROKER_URL'], os.environ['DATABASE_URL']); sys.exit(7)"
+
+    result = subprocess.run(
+        [sys.executable, "deploy/test_services.py", "--", sys.executable, "-c", show],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 7
+    assert "redis://127.0.0.1:1/0 postgres://given@127.0.0.1:1/given" in result.stdout
+    for name in ("postgres", "redis", "s3"):
+        assert re.search(rf"test_services: {name} +used: \w+ is set in the environment", result.stdout)
+
+
+def test_test_services_needs_a_command():
+    result = subprocess.run(
+        [sys.executable, "deploy/test_services.py", "--"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert "give the command to run" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "role"),
+    [
+        (["gunicorn", "mlops_site.wsgi:application", "--bind", "0.0.0.0:8000"], "web"),
+        (
+            ["/usr/local/bin/python", "/usr/local/bin/celery", "-A", "mlops_site", "worker", "-n", "w@%h"],
+            "worker",
+        ),
+        (["celery", "-A", "mlops_site", "beat", "--loglevel=INFO"], "beat"),
+        (["sh", "-c", "sleep 1"], "unknown"),
+    ],
+)
+def test_the_container_health_check_recognises_what_the_container_runs(cmdline, role):
+    assert _load("healthcheck").role(cmdline) == role
+
+
+def test_the_beat_health_check_wants_a_recently_saved_schedule(tmp_path, monkeypatch):
+    healthcheck = _load("healthcheck")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    (tmp_path / "celery").mkdir()
+
+    assert healthcheck.beat_healthy() is False
+    schedule = tmp_path / "celery" / "beat-schedule.db"
+    schedule.write_bytes(b"")
+    assert healthcheck.beat_healthy() is True
+    old = time.time() - healthcheck.BEAT_STALE_AFTER - 60
+    os.utime(schedule, (old, old))
+    assert healthcheck.beat_healthy() is False
+
+
+def test_run_generates_the_secret_key_once_and_keeps_it_private(tmp_path, monkeypatch):
+    run = _load("run")
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    # setenv, not delenv: monkeypatch then also removes the value ensure_secret_key sets.
+    monkeypatch.setenv("SECRET_KEY_FILE", "")
+
+    run.ensure_secret_key(tmp_path)
+    first = (tmp_path / "secret_key").read_text()
+    run.ensure_secret_key(tmp_path)
+
+    assert (tmp_path / "secret_key").read_text() == first
+    assert len(first) >= 50
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert os.environ["SECRET_KEY_FILE"] == str(tmp_path / "secret_key")
+
+
+def test_run_leaves_a_given_secret_key_alone(tmp_path, monkeypatch):
+    run = _load("run")
+    monkeypatch.setenv("SECRET_KEY", "x" * 50)
+    monkeypatch.setenv("SECRET_KEY_FILE", "")
+
+    run.ensure_secret_key(tmp_path)
+
+    assert not (tmp_path / "secret_key").exists()
+    assert os.environ["SECRET_KEY_FILE"] == ""

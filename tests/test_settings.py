@@ -1,0 +1,168 @@
+"""Settings: production refuses weak secrets, and each variable switches its integration on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from mlops_site import env
+
+ROOT = Path(__file__).resolve().parent.parent
+STRONG_KEY = "k" * 20 + "-strong-enough-for-the-test-0123456789"
+SHOW = (
+    "import json, mlops_site.settings as s; print(json.dumps({"
+    "'engine': s.DATABASES['default']['ENGINE'], 'db_name': str(s.DATABASES['default']['NAME']),"
+    "'cache': s.CACHES['default']['BACKEND'], 'broker': s.CELERY_BROKER_URL,"
+    "'storage': s.STORAGES['default']['BACKEND'], 'storage_options': s.STORAGES['default']['OPTIONS'],"
+    "'mlflow': s.MLFLOW_TRACKING_URI, 'debug': s.DEBUG, 'secret_key': s.SECRET_KEY}, default=str))"
+)
+
+
+@pytest.fixture(autouse=True)
+def _untouched_read_variables(monkeypatch):
+    """The made-up variables read here must not leak into the README and compose checks."""
+    monkeypatch.setattr(env, "READ_VARIABLES", set(env.READ_VARIABLES))
+
+
+def _settings_in_subprocess(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    """Import the settings in a fresh interpreter with only the given variables (plus PATH)."""
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DATA_DIR": str(tmp_path / "data")}
+    environment.update(variables)
+    return subprocess.run(
+        [sys.executable, "-c", SHOW], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+
+
+def _settings(tmp_path: Path, **variables: str) -> dict[str, object]:
+    result = _settings_in_subprocess(tmp_path, **{"SECRET_KEY": STRONG_KEY, **variables})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
+    result = _settings_in_subprocess(tmp_path, DEBUG="False")
+
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+@pytest.mark.parametrize("weak", ["changeme", "short-key", "insecure-" + "x" * 40])
+def test_production_settings_refuse_a_weak_secret_key(tmp_path, weak):
+    result = _settings_in_subprocess(tmp_path, DEBUG="False", SECRET_KEY=weak)
+
+    assert result.returncode != 0
+    assert "SECRET_KEY is too weak" in result.stderr
+
+
+def test_debug_settings_start_without_a_secret_key(tmp_path):
+    shown = _settings(tmp_path, DEBUG="True", SECRET_KEY="")
+
+    assert shown["debug"] is True
+
+
+def test_the_secret_key_can_come_from_a_file(tmp_path):
+    key_file = tmp_path / "secret_key"
+    key_file.write_text(STRONG_KEY + "-from-file\n")
+
+    result = _settings_in_subprocess(tmp_path, DEBUG="False", SECRET_KEY_FILE=str(key_file))
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["secret_key"] == STRONG_KEY + "-from-file"
+
+
+def test_a_missing_secret_key_file_is_named_in_the_error(tmp_path):
+    result = _settings_in_subprocess(tmp_path, SECRET_KEY_FILE=str(tmp_path / "nope"))
+
+    assert result.returncode != 0
+    assert "SECRET_KEY_FILE points at" in result.stderr
+    assert "nope" in result.stderr
+
+
+def test_debug_accepts_only_true_or_false(tmp_path):
+    result = _settings_in_subprocess(tmp_path, DEBUG="yes", SECRET_KEY=STRONG_KEY)
+
+    assert result.returncode != 0
+    assert "DEBUG must be True or False, not 'yes'" in result.stderr
+
+
+@pytest.mark.parametrize("raw", ["true", "1", "", "FALSE"])
+def test_env_bool_rejects_anything_but_true_or_false(monkeypatch, raw):
+    monkeypatch.setenv("SOME_FLAG", raw)
+
+    with pytest.raises(ImproperlyConfigured, match="SOME_FLAG must be True or False"):
+        env.env_bool("SOME_FLAG", False)
+
+
+def test_env_bool_reads_true_false_and_the_default(monkeypatch):
+    monkeypatch.setenv("SOME_FLAG", "True")
+    assert env.env_bool("SOME_FLAG", False) is True
+    monkeypatch.setenv("SOME_FLAG", "False")
+    assert env.env_bool("SOME_FLAG", True) is False
+    monkeypatch.delenv("SOME_FLAG")
+    assert env.env_bool("SOME_FLAG", True) is True
+
+
+def test_env_int_names_the_variable_it_cannot_read(monkeypatch):
+    monkeypatch.setenv("SOME_NUMBER", "ten")
+
+    with pytest.raises(ImproperlyConfigured, match="SOME_NUMBER must be an integer, not 'ten'"):
+        env.env_int("SOME_NUMBER", 1)
+
+
+def test_with_no_variables_everything_is_embedded(tmp_path):
+    shown = _settings(tmp_path)
+
+    assert shown["engine"] == "django.db.backends.sqlite3"
+    assert shown["db_name"] == str(tmp_path / "data" / "db.sqlite3")
+    assert shown["cache"].endswith("FileBasedCache")
+    assert shown["broker"] == "filesystem://"
+    assert shown["storage"] == "django.core.files.storage.FileSystemStorage"
+    assert shown["mlflow"] == f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}"
+    assert shown["debug"] is False
+
+
+def test_database_url_selects_postgresql(tmp_path):
+    shown = _settings(tmp_path, DATABASE_URL="postgres://u:p@db.example:5432/mlops")
+
+    assert shown["engine"] == "django.db.backends.postgresql"
+    assert shown["db_name"] == "mlops"
+
+
+def test_redis_url_selects_the_redis_cache_and_broker(tmp_path):
+    shown = _settings(tmp_path, REDIS_URL="redis://cache.example:6379/0")
+
+    assert shown["cache"] == "django.core.cache.backends.redis.RedisCache"
+    assert shown["broker"] == "redis://cache.example:6379/0"
+
+
+def test_celery_broker_url_wins_over_redis_url(tmp_path):
+    shown = _settings(tmp_path, REDIS_URL="redis://a:6379/0", CELERY_BROKER_URL="redis://b:6379/1")
+
+    assert shown["broker"] == "redis://b:6379/1"
+
+
+def test_a_bucket_name_selects_s3_storage_with_its_endpoint_and_keys(tmp_path):
+    shown = _settings(
+        tmp_path,
+        AWS_STORAGE_BUCKET_NAME="datasets",
+        AWS_S3_ENDPOINT_URL="http://s3.example:9000",
+        AWS_ACCESS_KEY_ID="key-id",
+        AWS_SECRET_ACCESS_KEY="secret",
+    )
+
+    assert shown["storage"] == "storages.backends.s3.S3Storage"
+    assert shown["storage_options"]["bucket_name"] == "datasets"
+    assert shown["storage_options"]["endpoint_url"] == "http://s3.example:9000"
+    assert shown["storage_options"]["access_key"] == "key-id"
+
+
+def test_mlflow_tracking_uri_selects_a_tracking_server(tmp_path):
+    shown = _settings(tmp_path, MLFLOW_TRACKING_URI="http://mlflow.example:5000")
+
+    assert shown["mlflow"] == "http://mlflow.example:5000"
