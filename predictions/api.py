@@ -9,6 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -198,6 +199,12 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
         ]
 
 
+class PredictionPagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
 @extend_schema_view(
     list=extend_schema(
         parameters=[
@@ -217,6 +224,7 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     """Your own predictions (staff: everyone's); another user's id answers 404, as if it did not exist."""
 
     serializer_class = PredictionOutputSerializer
+    pagination_class = PredictionPagination
     # Digits only (at most 18, within a bigint): anything else is a 404 from the router, not a 500.
     lookup_value_regex = r"[0-9]{1,18}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from django import forms
@@ -10,6 +11,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from models_registry.training.pipeline import NUMERIC
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 
 
 def _number_text(value: float | None) -> str:
@@ -76,18 +79,19 @@ class DateOrDateTimeField(forms.CharField):
         text = super().to_python(value).strip()
         if not text:
             return None
+        # A bare date means the whole day; parse_datetime would read it as midnight.
+        parse = parse_date if _DATE_ONLY.match(text) else parse_datetime
         try:
-            moment = parse_datetime(text)
-            if moment is not None:
-                return moment if timezone.is_aware(moment) else timezone.make_aware(moment)
-            day = parse_date(text)
+            parsed = parse(text)
         except ValueError:
-            day = None
-        if day is None:
+            parsed = None
+        if parsed is None:
             raise forms.ValidationError(
                 f"'{text}' is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM:SS).", code="invalid"
             )
-        return day
+        if isinstance(parsed, dt.datetime) and not timezone.is_aware(parsed):
+            return timezone.make_aware(parsed)
+        return parsed
 
 
 class PredictionFilterForm(forms.Form):

@@ -136,3 +136,12 @@ def make_model_version(
         onnx_status=ModelVersion.OnnxStatus.AVAILABLE if has_onnx else ModelVersion.OnnxStatus.UNAVAILABLE,
         stage=stage,
     )
+
+
+def make_predictions(*, user: Any, count: int = 1, name: str = "cancer", channel: str = "api") -> list[Any]:
+    """`count` stored predictions by `user` with the production version of `name`, through the service."""
+    from predictions import services
+
+    rows = (trained_model(name).sample_rows * count)[:count]
+    outcome = services.prediction_make(registered_model_name=name, rows=rows, user=user, channel=channel)
+    return outcome.predictions
