@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -138,6 +139,17 @@ class ModelPredictView(APIView):
         tags=["predictions"],
     )
     def post(self, request: Request, name: str) -> Response:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if limit is not None and length > limit:
+            # DRF parses the raw stream, so Django's own body-size check never runs for JSON bodies.
+            return Response(
+                {"detail": f"The request body is {length} bytes; at most {limit} bytes are accepted."},
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            )
         try:
             arguments = predict_body_parse(request.data)
             if arguments["request_id"] is None and request.headers.get(REQUEST_ID_HEADER):

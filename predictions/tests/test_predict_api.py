@@ -262,3 +262,13 @@ def test_predictions_are_throttled_by_the_user_rate(client, cancer_v1, monkeypat
 
     assert codes == [200, 200, 429]
     assert Prediction.objects.count() == 2
+
+
+def test_a_body_over_the_upload_limit_is_413(client, cancer_v1, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+
+    response = post(client, {"rows": [ROW] * 10})
+
+    assert response.status_code == 413
+    assert "at most 1000 bytes" in response.json()["detail"]
+    assert_nothing_stored()

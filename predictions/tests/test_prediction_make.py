@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from models_registry.models import ModelVersion, RegisteredModel
@@ -67,8 +68,6 @@ def test_its_predictions_match_the_scikit_learn_pipeline(alice, cancer_v1):
     outcome = predict(rows, alice)
 
     pipeline = artifacts.skops_load(CANCER.skops_bytes, sha256=CANCER.skops_sha256)
-    import pandas as pd
-
     frame = pd.DataFrame(rows)
     expected_labels = pipeline.predict(frame).tolist()
     expected_proba = pipeline.predict_proba(frame)
@@ -266,3 +265,20 @@ def test_a_page_prediction_records_its_channel(alice, cancer_v1):
 
     assert Prediction.objects.get().channel == "page"
     assert PredictionRequest.objects.get().channel == "page"
+
+
+def test_a_single_row_with_a_verified_onnx_builds_no_dataframe(alice, cancer_v1, monkeypatch):
+    predict([CANCER_ROW], alice)  # the first call loads the model
+    built: list[int] = []
+    original_init = pd.DataFrame.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "__init__", counting_init)
+
+    outcome = predict([CANCER_ROW], alice)
+
+    assert outcome.predictions[0].prediction in CANCER.classes
+    assert built == []
