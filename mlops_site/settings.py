@@ -139,6 +139,8 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_in": _queue_dir,
         "data_folder_out": _queue_dir,
         "processed_folder": str(DATA_DIR / "celery" / "processed"),
+        # kombu's default is ./control, relative to whatever folder the worker started in.
+        "control_folder": str(DATA_DIR / "celery" / "control"),
         "store_processed": False,
     }
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
