@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models_registry.models import ModelVersion, RegisteredModel
+from models_registry import mlflow_gateway, registry_services
+from models_registry.models import RegisteredModel
 from models_registry.training import artifacts
 from models_registry.training.predictor import OnnxPredictor, SklearnPredictor
 from predictions import model_cache, services
@@ -138,19 +139,33 @@ def test_stage_staging_uses_the_newest_staging_version(alice, cancer_v1):
     assert outcome.request.stage == "staging"
 
 
-def test_a_promotion_is_seen_by_the_next_request_and_each_version_keeps_its_own_predictor(alice, cancer_v1):
+@pytest.fixture
+def no_mlflow(monkeypatch):
+    """These versions are not in MLflow: the alias sync after a transition finds no model there."""
+
+    def not_found(**kwargs):
+        raise mlflow_gateway.ModelNotFound()
+
+    monkeypatch.setattr(mlflow_gateway, "aliases_get", not_found)
+
+
+def test_a_promotion_and_a_rollback_are_seen_by_the_next_request(alice, staff, db, no_mlflow):
+    current = make_model_version(trained=CANCER, name="cancer", version=1, stage="none")
     candidate = make_model_version(
         trained=trained_model("cancer", algorithm="logistic_regression"),
         name="cancer",
         version=2,
         stage="staging",
     )
-    assert predict([CANCER_ROW], alice).model_version == cancer_v1
+    registry_services.model_version_transition(model_version=current, to_stage="production", user=staff)
+    assert predict([CANCER_ROW], alice).model_version == current
 
-    ModelVersion.objects.filter(pk=cancer_v1.pk).update(stage="archived")
-    ModelVersion.objects.filter(pk=candidate.pk).update(stage="production")
-
+    registry_services.model_version_transition(model_version=candidate, to_stage="production", user=staff)
     assert predict([CANCER_ROW], alice).model_version == candidate
+
+    registry_services.model_version_rollback(registered_model=current.registered_model, user=staff)
+    assert predict([CANCER_ROW], alice).model_version == current
+    # Each version was loaded once; the rollback found version 1 still in the cache.
     assert model_cache.predictors.loads == 2
 
 

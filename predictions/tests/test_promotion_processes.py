@@ -1,0 +1,205 @@
+"""A promotion and a rollback reach every gunicorn worker process within one second, without a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from rest_framework.authtoken.models import Token
+
+from models_registry import mlflow_gateway, registry_services
+from predictions.models import Prediction
+from predictions.tests.helpers import make_model_version, trained_model
+from tests.factories import make_user
+
+#: Seconds gunicorn may take to import the project in both workers.
+START_TIMEOUT = 60
+WORKERS = 2
+ROW = trained_model("cancer").sample_rows[0]
+
+
+def _database_url_for_other_processes() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        if connection.is_in_memory_db():
+            pytest.fail(
+                "the SQLite test database is in memory, so gunicorn cannot open it: "
+                "settings.py must give DATABASES['default']['TEST'] a file NAME",
+                pytrace=False,
+            )
+        return f"sqlite:///{db['NAME']}"
+    if "postgresql" in db["ENGINE"]:
+        credentials = quote(db["USER"] or "", safe="")
+        if db["PASSWORD"]:
+            credentials += ":" + quote(db["PASSWORD"], safe="")
+        host = db["HOST"] or "localhost"
+        port = f":{db['PORT']}" if db["PORT"] else ""
+        return f"postgres://{credentials}@{host}{port}/{quote(db['NAME'], safe='')}"
+    pytest.fail(f"no multi-process test support for database engine {db['ENGINE']}", pytrace=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Answer:
+    pid: int
+    version: int
+    received_at: float
+
+
+@dataclass
+class Server:
+    url: str
+    token: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def predict(self) -> Answer:
+        request = urllib.request.Request(  # noqa: S310 (our own local server)
+            f"{self.url}/api/models/cancer/predict/",
+            data=json.dumps({"inputs": ROW}).encode(),
+            headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (our own local server)
+            body = json.loads(response.read())
+            pid = int(response.headers["X-Worker-Pid"])
+        return Answer(pid=pid, version=body["model_version"], received_at=time.monotonic())
+
+    def predict_concurrently(self, count: int) -> list[Answer]:
+        # Sync workers serve one request at a time, so concurrent requests spread over both workers.
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            return list(pool.map(lambda _: self.predict(), range(count)))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def gunicorn_server(transactional_db, tmp_path) -> Iterator[callable]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(token: str) -> Server:
+        port = _free_port()
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "mlops_site.settings",
+            "DATABASE_URL": _database_url_for_other_processes(),
+            # The same media folder as this test's storage (the root conftest puts it under tmp_path).
+            "DATA_DIR": str(tmp_path),
+            "PYTHONPATH": str(settings.BASE_DIR),
+        }
+        assert (
+            Path(settings.STORAGES["default"]["OPTIONS"].get("location", tmp_path / "media"))
+            == tmp_path / "media"
+        )
+        log_path = tmp_path / "gunicorn.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "gunicorn", "predictions.tests.wsgi_probe:application",
+                    "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}", "--timeout", "60",
+                    "--log-level", "warning",
+                ],
+                env=env,
+                cwd=settings.BASE_DIR,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        started.append(process)
+        server = Server(url=f"http://127.0.0.1:{port}", token=token, log_path=log_path, process=process)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                with urllib.request.urlopen(f"{server.url}/healthz", timeout=5):  # noqa: S310
+                    return server
+            except OSError:  # refused, reset or timed out while the workers start
+                if process.poll() is not None:
+                    pytest.fail(f"gunicorn exited with {process.returncode}:\n{server.log()[-3000:]}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"gunicorn did not answer in {START_TIMEOUT}s:\n{server.log()[-3000:]}")
+                time.sleep(0.2)
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+
+
+def _answers_until_every_worker_says(server: Server, version: int, *, timeout: float) -> list[Answer]:
+    answers: list[Answer] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answers += server.predict_concurrently(4)
+        workers = {a.pid for a in answers if a.version == version}
+        if len(workers) == WORKERS:
+            return answers
+    pytest.fail(f"not every worker answered with version {version}: {answers}")
+
+
+def test_a_promotion_and_a_rollback_reach_every_worker_within_one_second(gunicorn_server, monkeypatch):
+    user = make_user("client")
+    staff = make_user("release-manager", staff=True)
+    current = make_model_version(trained=trained_model("cancer"), name="cancer", version=1, stage="none")
+    candidate = make_model_version(
+        trained=trained_model("cancer", algorithm="logistic_regression"),
+        name="cancer",
+        version=2,
+        stage="staging",
+    )
+    # These versions are not in MLflow; the alias sync after commit must not cost seconds in this process.
+    monkeypatch.setattr(
+        mlflow_gateway, "aliases_get", lambda **kwargs: (_ for _ in ()).throw(mlflow_gateway.ModelNotFound())
+    )
+    registry_services.model_version_transition(model_version=current, to_stage="production", user=staff)
+    server = gunicorn_server(Token.objects.create(user=user).key)
+    # Both workers have loaded version 1 and serve it from their caches.
+    before = _answers_until_every_worker_says(server, 1, timeout=30)
+    assert {a.version for a in before} == {1}
+
+    promoted_at = time.monotonic()
+    registry_services.model_version_transition(
+        model_version=candidate, to_stage="production", user=staff, reason="better recall"
+    )
+    after = _answers_until_every_worker_says(server, 2, timeout=5)
+
+    # The service returned after its commit, so every request sent since must see the new version.
+    assert {a.version for a in after} == {2}
+    first_seen = {pid: min(a.received_at for a in after if a.pid == pid) for pid in {a.pid for a in after}}
+    assert len(first_seen) == WORKERS
+    assert max(first_seen.values()) - promoted_at < 1.0
+    assert {a.pid for a in before} == set(first_seen), "the same two worker processes, never restarted"
+
+    rolled_back_at = time.monotonic()
+    registry_services.model_version_rollback(registered_model=current.registered_model, user=staff)
+    back = _answers_until_every_worker_says(server, 1, timeout=5)
+
+    assert {a.version for a in back} == {1}
+    assert max(min(a.received_at for a in back if a.pid == pid) for pid in first_seen) - rolled_back_at < 1.0
+    stored = Prediction.objects.filter(user=user)
+    assert stored.count() == len(before) + len(after) + len(back)
+    assert stored.filter(model_version=candidate).count() == len(after)
