@@ -225,3 +225,19 @@ def test_another_users_prediction_page_is_404_and_staff_see_it(alice, charlie, c
     assert client_for(charlie).get(f"/predictions/{prediction.pk}/").status_code == 404
     assert client_for(alice).get(f"/predictions/{prediction.pk}/").status_code == 200
     assert client_for(staff).get(f"/predictions/{prediction.pk}/").status_code == 200
+
+
+def test_a_model_file_that_cannot_be_read_is_a_503_page_and_nothing_is_stored(alice, mixed_v1, monkeypatch):
+    from mlops_site import storage
+
+    client = client_for(alice)
+    form = client.get("/predict/mixed/").context["form"]
+    monkeypatch.setattr(storage, "read_bytes", lambda key: None)
+
+    response = client.post(
+        "/predict/mixed/", form_data(form, {"age": "30", "income": "50000", "city": "Rome"})
+    )
+
+    assert response.status_code == 503
+    assert "missing from storage" in response.content.decode()
+    assert Prediction.objects.count() == 0

@@ -272,3 +272,25 @@ def test_a_body_over_the_upload_limit_is_413(client, cancer_v1, settings):
     assert response.status_code == 413
     assert "at most 1000 bytes" in response.json()["detail"]
     assert_nothing_stored()
+
+
+def test_a_storage_outage_while_loading_the_model_is_a_retryable_503(client, cancer_v1, monkeypatch):
+    def unavailable(key):
+        raise storage.StorageError(f"storage read of {key!r} failed: connection refused")
+
+    monkeypatch.setattr(storage, "read_bytes", unavailable)
+
+    response = post(client, {"inputs": ROW})
+
+    assert response.status_code == 503
+    assert response["Retry-After"]
+    assert_nothing_stored()
+
+
+def test_the_api_schema_documents_the_prediction_endpoints(client):
+    response = client.get("/api/schema/", {"format": "json"})
+
+    assert response.status_code == 200
+    paths = json.loads(response.content)["paths"]
+    assert "post" in paths["/api/models/{name}/predict/"]
+    assert {"/api/predictions/", "/api/predictions/{id}/"} <= set(paths)
