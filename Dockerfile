@@ -18,7 +18,8 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 
-COPY --chown=app:app . .
+# The code stays root-owned: the app user can write only to its data folder.
+COPY . .
 # collectstatic imports the settings, which refuse to load without a strong key; this one exists only
 # for this build step and is not kept in the image.
 RUN SECRET_KEY=collectstatic-at-build-time-only-$(date +%s%N)-not-a-runtime-key \

@@ -18,8 +18,18 @@ from pathlib import Path
 BEAT_STALE_AFTER = 600
 
 
+def allowed_host() -> str:
+    """A Host header Django accepts: ALLOWED_HOSTS may name only the public host."""
+    for host in os.environ.get("ALLOWED_HOSTS", "").split(","):
+        host = host.strip().lstrip(".")
+        if host and host != "*":
+            return host
+    return "localhost"
+
+
 def web_healthy() -> bool:
-    with urllib.request.urlopen("http://127.0.0.1:8000/healthz", timeout=5) as response:
+    request = urllib.request.Request("http://127.0.0.1:8000/healthz", headers={"Host": allowed_host()})
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - a fixed http:// URL
         return response.status == 200
 
 

@@ -200,6 +200,21 @@ def test_the_container_health_check_recognises_what_the_container_runs(cmdline, 
     assert _load("healthcheck").role(cmdline) == role
 
 
+@pytest.mark.parametrize(
+    ("allowed", "host"),
+    [
+        ("mlops.example.com,web", "mlops.example.com"),
+        (".example.com", "example.com"),
+        ("*", "localhost"),
+        ("", "localhost"),
+    ],
+)
+def test_the_web_health_check_sends_a_host_django_accepts(monkeypatch, allowed, host):
+    monkeypatch.setenv("ALLOWED_HOSTS", allowed)
+
+    assert _load("healthcheck").allowed_host() == host
+
+
 def test_the_beat_health_check_wants_a_recently_saved_schedule(tmp_path, monkeypatch):
     healthcheck = _load("healthcheck")
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
