@@ -139,3 +139,568 @@ class DatasetVersionAdmin(admin.ModelAdmin):
             "<tbody>{}</tbody></table>",
             rows,
         )
+
+
+# ------------------------------------------------------------------------------
+# Registry, training and webhooks: every state change goes through a service
+# ------------------------------------------------------------------------------
+import secrets  # noqa: E402
+
+from django import forms  # noqa: E402
+from django.contrib import messages  # noqa: E402
+from django.core.exceptions import ValidationError  # noqa: E402
+from django.db.models import OuterRef, Q, Subquery  # noqa: E402
+from django.http import HttpResponse  # noqa: E402
+from django.template.response import TemplateResponse  # noqa: E402
+
+from models_registry import registry_services, training_services, webhook_services  # noqa: E402
+from models_registry.models import (  # noqa: E402
+    ModelVersion,
+    RegisteredModel,
+    Stage,
+    StageTransition,
+    TrainingRun,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEvent,
+)
+from models_registry.registry_forms import algorithm_choices  # noqa: E402
+
+WEBHOOK_SECRET_MIN_LENGTH = 16
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class ModelVersionInline(ReadOnlyInline):
+    model = ModelVersion
+    fk_name = "registered_model"
+    fields = [
+        "version",
+        "stage",
+        "source",
+        "algorithm",
+        "metric_summary",
+        "onnx_status",
+        "created_by",
+        "created_at",
+    ]
+    readonly_fields = fields
+    show_change_link = True
+    ordering = ["-version"]
+
+    @admin.display(description="Metrics")
+    def metric_summary(self, obj: ModelVersion) -> str:
+        return _metric_summary(obj.metrics)
+
+
+def _metric_summary(metrics: dict | None) -> str:
+    return ", ".join(f"{name} {value:.4g}" for name, value in sorted((metrics or {}).items())) or "—"
+
+
+class WebhookAdminForm(forms.ModelForm):
+    """The secret is write-only: never shown again, and an empty field keeps the stored one."""
+
+    url = forms.URLField(max_length=500, assume_scheme="https", help_text="http:// or https:// only.")
+    events = forms.MultipleChoiceField(choices=WebhookEvent.choices, widget=forms.CheckboxSelectMultiple)
+    secret = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=(
+            "Shared with the receiver to check the X-MLOps-Signature header "
+            f"(at least {WEBHOOK_SECRET_MIN_LENGTH} "
+            "characters). Leave empty to keep the current secret; on a new webhook, empty generates one."
+        ),
+    )
+
+    class Meta:
+        model = Webhook
+        fields = ["url", "events", "secret", "is_active"]
+
+    def clean_secret(self) -> str:
+        secret = self.cleaned_data.get("secret") or ""
+        if not secret:
+            return self.instance.secret if self.instance.pk else secrets.token_urlsafe(32)
+        if len(secret) < WEBHOOK_SECRET_MIN_LENGTH:
+            raise ValidationError(f"Use at least {WEBHOOK_SECRET_MIN_LENGTH} characters.")
+        return secret
+
+
+class WebhookInline(admin.StackedInline):
+    model = Webhook
+    form = WebhookAdminForm
+    extra = 0
+    fields = ["url", "events", "secret", "is_active", "deliveries_link"]
+    readonly_fields = ["deliveries_link"]
+
+    @admin.display(description="Deliveries")
+    def deliveries_link(self, obj: Webhook) -> SafeString | str:
+        if not obj.pk:
+            return "—"
+        url = reverse("admin:models_registry_webhookdelivery_changelist") + f"?webhook__id__exact={obj.pk}"
+        return format_html('<a href="{}">Deliveries and attempts</a>', url)
+
+
+class RegisteredModelAdminForm(forms.ModelForm):
+    class Meta:
+        model = RegisteredModel
+        fields = ["name", "description", "task", "target_column", "min_metrics"]
+        help_texts = {
+            "min_metrics": 'Quality gate, for example {"accuracy": 0.8, "log_loss": 0.5}: '
+            "a minimum for scores, "
+            "a maximum for error metrics (rmse, mae, log_loss).",
+        }
+
+
+@admin.register(RegisteredModel)
+class RegisteredModelAdmin(admin.ModelAdmin):
+    form = RegisteredModelAdminForm
+    list_display = [
+        "name",
+        "task",
+        "target_column",
+        "version_count",
+        "production",
+        "created_by",
+        "created_at",
+    ]
+    list_select_related = ["created_by"]
+    search_fields = ["name", "description"]
+    inlines = [ModelVersionInline, WebhookInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RegisteredModel]:
+        production = ModelVersion.objects.filter(registered_model=OuterRef("pk"), stage=Stage.PRODUCTION)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                version_total=Count("versions"), production_version=Subquery(production.values("version")[:1])
+            )
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: RegisteredModel | None = None) -> list[str]:
+        # The name is MLflow's registered model name; task and target are fixed by the first version.
+        return ["name", "task", "target_column", "created_by", "created_at"] if obj else []
+
+    def get_fields(self, request: HttpRequest, obj: RegisteredModel | None = None) -> list[str]:
+        fields = ["name", "description", "task", "target_column", "min_metrics"]
+        return [*fields, "created_by", "created_at"] if obj else fields
+
+    def save_model(
+        self, request: HttpRequest, obj: RegisteredModel, form: forms.ModelForm, change: bool
+    ) -> None:
+        if not change:
+            created = registry_services.registered_model_create(
+                name=obj.name,
+                created_by=request.user,
+                task=obj.task,
+                target_column=obj.target_column,
+                description=obj.description,
+                min_metrics=obj.min_metrics,
+            )
+            # The admin goes on with `obj` (inlines, log entry): make it the row the service created.
+            obj.pk, obj.created_at, obj.created_by = created.pk, created.created_at, created.created_by
+            obj._state.adding = False
+            obj._state.db = created._state.db
+            return
+        registry_services.registered_model_thresholds_set(registered_model=obj, min_metrics=obj.min_metrics)
+        if "description" in form.changed_data:
+            obj.save(update_fields=["description"])
+
+    @admin.display(description="Versions", ordering="version_total")
+    def version_count(self, obj: RegisteredModel) -> int:
+        return obj.version_total
+
+    @admin.display(description="Production", ordering="production_version")
+    def production(self, obj: RegisteredModel) -> str:
+        return f"v{obj.production_version}" if obj.production_version else "—"
+
+
+class StageTransitionInline(ReadOnlyInline):
+    model = StageTransition
+    fields = ["created_at", "from_stage", "to_stage", "action", "forced", "user", "reason"]
+    readonly_fields = fields
+    ordering = ["-created_at", "-id"]
+
+
+def _transition_action(to_stage: str, label: str) -> object:
+    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        for version in queryset.select_related("registered_model").order_by(
+            "registered_model__name", "version"
+        ):
+            try:
+                registry_services.model_version_transition(
+                    model_version=version, to_stage=to_stage, user=request.user
+                )
+            except registry_services.QualityGateError as exc:
+                modeladmin.message_user(
+                    request,
+                    f"{version}: refused by the quality gate ({'; '.join(exc.reasons)}). "
+                    "A staff member can force it with a written reason on the version's page.",
+                    messages.ERROR,
+                )
+            except ValidationError as exc:
+                modeladmin.message_user(request, f"{version}: {' '.join(exc.messages)}", messages.ERROR)
+            else:
+                modeladmin.message_user(request, f"{version}: {label.lower()}.", messages.SUCCESS)
+
+    action.__name__ = f"transition_to_{to_stage}"
+    return admin.action(description=f"{label}")(action)
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "registered_model",
+        "version",
+        "stage",
+        "source",
+        "algorithm",
+        "metric_summary",
+        "onnx_status",
+        "created_by",
+        "created_at",
+    ]
+    list_select_related = ["registered_model", "created_by"]
+    list_filter = ["stage", "source", "registered_model"]
+    search_fields = ["registered_model__name", "algorithm", "mlflow_run_id"]
+    ordering = ["registered_model__name", "-version"]
+    fields = [
+        "registered_model",
+        "version",
+        "stage",
+        "source",
+        "task",
+        "algorithm",
+        "params",
+        "seed",
+        "target_column",
+        "classes",
+        "metrics",
+        "dataset_version",
+        "training_run",
+        "mlflow_run_id",
+        "mlflow_version",
+        "skops_key",
+        "skops_sha256",
+        "onnx_status",
+        "onnx_reason",
+        "onnx_key",
+        "onnx_sha256",
+        "created_by",
+        "created_at",
+        "page_link",
+    ]
+    readonly_fields = fields
+    inlines = [StageTransitionInline]
+    actions = [
+        _transition_action(Stage.STAGING, "Promote to staging"),
+        _transition_action(Stage.PRODUCTION, "Promote to production"),
+        _transition_action(Stage.ARCHIVED, "Archive"),
+        "roll_back",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ModelVersion | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ModelVersion | None = None) -> bool:
+        return False
+
+    @admin.display(description="Metrics")
+    def metric_summary(self, obj: ModelVersion) -> str:
+        return _metric_summary(obj.metrics)
+
+    @admin.display(description="Page")
+    def page_link(self, obj: ModelVersion) -> SafeString:
+        url = reverse("registry:version-detail", args=[obj.registered_model.name, obj.version])
+        return format_html('<a href="{}">Open the version page</a>', url)
+
+    @admin.action(description="Roll back their models to the previous production version")
+    def roll_back(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        models = RegisteredModel.objects.filter(pk__in=queryset.values("registered_model")).order_by("name")
+        for registered in models:
+            try:
+                restored = registry_services.model_version_rollback(
+                    registered_model=registered, user=request.user
+                )
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            else:
+                self.message_user(request, f"{restored} is in production again.", messages.SUCCESS)
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "registered_model",
+        "dataset_version",
+        "algorithm",
+        "status",
+        "progress",
+        "created_by",
+        "created_at",
+        "duration_text",
+    ]
+    list_select_related = ["registered_model", "dataset_version__dataset", "created_by"]
+    list_filter = ["status", "algorithm", "registered_model"]
+    search_fields = ["registered_model__name", "error_message", "=id"]
+    fields = [
+        "registered_model",
+        "dataset_version",
+        "target_column",
+        "task",
+        "algorithm",
+        "params",
+        "seed",
+        "test_size",
+        "status",
+        "progress",
+        "progress_message",
+        "error_message",
+        "attempts",
+        "mlflow_run_id",
+        "key",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "duration_text",
+        "page_link",
+    ]
+    readonly_fields = fields
+    actions = ["retry_failed_runs"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TrainingRun | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: TrainingRun | None = None) -> bool:
+        return False
+
+    @admin.display(description="Duration")
+    def duration_text(self, obj: TrainingRun) -> str:
+        return f"{obj.duration.total_seconds():.1f} s" if obj.duration is not None else "—"
+
+    @admin.display(description="Page")
+    def page_link(self, obj: TrainingRun) -> SafeString:
+        return format_html(
+            '<a href="{}">Open the run page</a>', reverse("registry:training-detail", args=[obj.pk])
+        )
+
+    @admin.action(description="Retry failed runs (as new runs)")
+    def retry_failed_runs(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:
+        for run in queryset.select_related("registered_model", "dataset_version").order_by("pk"):
+            try:
+                retried = training_services.training_run_retry(training_run=run, created_by=request.user)
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            else:
+                self.message_user(
+                    request, f"Run {run.pk} queued again as run {retried.pk}.", messages.SUCCESS
+                )
+
+
+class TrainOnVersionsForm(forms.Form):
+    model_name = forms.CharField(max_length=64, help_text="A new name registers a new model.")
+    algorithm = forms.ChoiceField(choices=algorithm_choices)
+
+
+@admin.action(description="Train a model on the selected versions")
+def train_on_dataset_versions(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[DatasetVersion]
+) -> HttpResponse | None:
+    """First an intermediate page asks for the model name and algorithm; then one run per version."""
+    versions = list(queryset.select_related("dataset").order_by("dataset__name", "version"))
+    form = TrainOnVersionsForm(request.POST if "apply" in request.POST else None)
+    if "apply" in request.POST and form.is_valid():
+        task, _, algorithm = form.cleaned_data["algorithm"].partition(":")
+        for version in versions:
+            try:
+                run = training_services.training_run_create(
+                    dataset_version=version,
+                    model_name=form.cleaned_data["model_name"],
+                    algorithm=algorithm,
+                    params={},
+                    created_by=request.user,
+                    task=None if task == "infer" else task,
+                )
+            except ValidationError as exc:
+                modeladmin.message_user(request, f"{version}: {' '.join(exc.messages)}", messages.ERROR)
+            else:
+                url = reverse("registry:training-detail", args=[run.pk])
+                modeladmin.message_user(
+                    request, format_html('{}: <a href="{}">training run {}</a> queued.', version, url, run.pk)
+                )
+        return None
+    return TemplateResponse(
+        request,
+        "models_registry/admin_train_form.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": "Train a model on dataset versions",
+            "opts": modeladmin.model._meta,
+            "form": form,
+            "versions": versions,
+            "action_name": "train_on_dataset_versions",
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        },
+    )
+
+
+DatasetVersionAdmin.actions = [*(DatasetVersionAdmin.actions or []), train_on_dataset_versions]
+
+
+RECENT_DELIVERIES = 20
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    form = WebhookAdminForm
+    list_display = ["registered_model", "url", "event_list", "is_active", "failed_deliveries", "created_at"]
+    list_select_related = ["registered_model"]
+    list_filter = ["is_active", "registered_model"]
+    search_fields = ["url", "registered_model__name"]
+    readonly_fields = ["recent_deliveries"]
+
+    def get_fields(self, request: HttpRequest, obj: Webhook | None = None) -> list[str]:
+        fields = ["registered_model", "url", "events", "secret", "is_active"]
+        return [*fields, "recent_deliveries"] if obj else fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Webhook]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                failed_total=Count("deliveries", filter=Q(deliveries__status=WebhookDelivery.Status.FAILED))
+            )
+        )
+
+    def get_form(
+        self, request: HttpRequest, obj: Webhook | None = None, **kwargs: object
+    ) -> type[forms.ModelForm]:
+        kwargs["fields"] = ["registered_model", "url", "events", "secret", "is_active"]
+        return super().get_form(request, obj, **kwargs)
+
+    @admin.display(description="Recent deliveries")
+    def recent_deliveries(self, obj: Webhook) -> SafeString:
+        deliveries = obj.deliveries.order_by("-created_at", "-id")[:RECENT_DELIVERIES]
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:models_registry_webhookdelivery_change", args=[d.pk]),
+                    d.event,
+                    d.status,
+                    d.attempts,
+                    d.last_status_code or "—",
+                    d.last_error or "—",
+                    d.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                )
+                for d in deliveries
+            ),
+        )
+        everything = (
+            reverse("admin:models_registry_webhookdelivery_changelist") + f"?webhook__id__exact={obj.pk}"
+        )
+        return format_html(
+            "<table><thead><tr><th>Event</th><th>Status</th><th>Attempts</th><th>Last HTTP status</th>"
+            "<th>Last error</th><th>Created</th></tr></thead><tbody>{}</tbody></table>"
+            '<a href="{}">All deliveries</a>',
+            rows,
+            everything,
+        )
+
+    @admin.display(description="Events")
+    def event_list(self, obj: Webhook) -> str:
+        return ", ".join(obj.events or [])
+
+    @admin.display(description="Failed deliveries", ordering="failed_total")
+    def failed_deliveries(self, obj: Webhook) -> int:
+        return obj.failed_total
+
+
+class WebhookAttemptInline(ReadOnlyInline):
+    model = WebhookAttempt
+    fields = ["number", "status_code", "error", "duration_ms", "created_at"]
+    readonly_fields = fields
+    ordering = ["number"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = [
+        "event",
+        "webhook",
+        "status",
+        "attempts",
+        "last_status_code",
+        "created_at",
+        "delivered_at",
+    ]
+    list_select_related = ["webhook__registered_model"]
+    list_filter = ["status", "event", "webhook__registered_model"]
+    search_fields = ["=event_id", "webhook__url"]
+    fields = [
+        "webhook",
+        "event",
+        "event_id",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "created_at",
+        "delivered_at",
+        "payload_json",
+    ]
+    readonly_fields = fields
+    inlines = [WebhookAttemptInline]
+    actions = ["send_again"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
+        return False
+
+    @admin.display(description="Payload")
+    def payload_json(self, obj: WebhookDelivery) -> SafeString:
+        import json
+
+        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, sort_keys=True))
+
+    @admin.action(description="Send failed deliveries again (one more attempt)")
+    def send_again(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        failed = [d for d in queryset if d.status == WebhookDelivery.Status.FAILED]
+        for delivery in failed:
+            webhook_services.webhook_delivery_resend(delivery=delivery)
+        skipped = queryset.count() - len(failed)
+        self.message_user(request, f"{len(failed)} failed deliveries sent again.", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request, f"{skipped} deliveries were not failed and were left alone.", messages.WARNING
+            )

@@ -1,0 +1,354 @@
+"""Registry and training pages: models and versions for every user, transitions and training for staff."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET, require_POST
+
+from mlops_site import storage
+from models_registry import charts, mlflow_gateway, registry_selectors, registry_services, training_services
+from models_registry.models import ModelVersion, RegisteredModel, TrainingRun
+from models_registry.registry_forms import RollbackForm, TrainingRunForm, TransitionForm
+
+logger = logging.getLogger(__name__)
+
+TRAINING_LIST_LIMIT = 100
+TRANSITION_LABELS = {"staging": "To staging", "production": "To production", "archived": "Archive"}
+FILE_KINDS = {"skops": ("skops_key", "skops_sha256"), "onnx": ("onnx_key", "onnx_sha256")}
+
+
+def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Anonymous visitors go to the login page; logged-in users without staff status get a 403."""
+
+    @wraps(view)
+    @login_required
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_staff:
+            raise PermissionDenied("Training and registry changes are available to staff members only.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+# ------------------------------------------------------------------------------
+# Models and versions
+# ------------------------------------------------------------------------------
+@require_GET
+@login_required
+def model_list(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "models_registry/model_list.html",
+        {"models": list(registry_selectors.registered_model_list())},
+    )
+
+
+def _version_rows(versions: list[ModelVersion], metric_names: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for version in versions:
+        rows.append(
+            {
+                "version": version,
+                "metrics": [(version.metrics or {}).get(name) for name in metric_names],
+                "gate_failures": registry_services.quality_gate_check(model_version=version),
+                "transitions": [
+                    (stage, TRANSITION_LABELS[stage])
+                    for stage, sources in registry_services.ALLOWED_SOURCES.items()
+                    if version.stage in sources
+                ],
+            }
+        )
+    return rows
+
+
+def _model_detail_context(registered: RegisteredModel) -> dict[str, Any]:
+    versions = list(registry_selectors.model_version_list(model_name=registered.name))
+    metric_names = charts.metric_names(versions)
+    return {
+        "model": registered,
+        "versions": versions,
+        "rows": _version_rows(versions, metric_names),
+        "metric_labels": [charts.metric_label(name) for name in metric_names],
+        "thresholds": [
+            (
+                charts.metric_label(metric),
+                "at least" if "min" in bound else "at most",
+                next(iter(bound.values())),
+            )
+            for metric, bound in sorted((registered.min_metrics or {}).items())
+        ],
+        "comparison_figure": charts.versions_metrics_figure(
+            versions=versions, thresholds=registered.min_metrics
+        ),
+        "rollback_target": registry_services.rollback_target(registered_model=registered),
+        "transitions": list(registry_selectors.stage_transition_list(registered_model=registered)[:20]),
+        "rollback_form": RollbackForm(),
+    }
+
+
+@require_GET
+@login_required
+def model_detail(request: HttpRequest, name: str) -> HttpResponse:
+    registered = registry_selectors.registered_model_get(name=name)
+    return render(request, "models_registry/model_detail.html", _model_detail_context(registered))
+
+
+def _version_detail_context(version: ModelVersion) -> dict[str, Any]:
+    metric_names = charts.metric_names([version])
+    return {
+        "model": version.registered_model,
+        "version": version,
+        "metrics": [(charts.metric_label(name), version.metrics[name]) for name in metric_names],
+        "omitted_metrics": sorted((version.training_summary or {}).get("metrics_omitted", {}).items()),
+        "gate_failures": registry_services.quality_gate_check(model_version=version),
+        "transition_choices": [
+            (stage, TRANSITION_LABELS[stage])
+            for stage, sources in registry_services.ALLOWED_SOURCES.items()
+            if version.stage in sources
+        ],
+        "figures": charts.version_figures(artifacts=version.artifacts),
+        "transitions": list(registry_selectors.stage_transition_list(model_version=version)),
+        "mlflow_run_url": mlflow_gateway.tracking_ui_url(run_id=version.mlflow_run_id)
+        if version.mlflow_run_id
+        else None,
+        "params": sorted((version.params or {}).items()),
+    }
+
+
+@require_GET
+@login_required
+def version_detail(request: HttpRequest, name: str, version: int) -> HttpResponse:
+    found = registry_selectors.model_version_get(model_name=name, version=version)
+    return render(request, "models_registry/version_detail.html", _version_detail_context(found))
+
+
+@require_POST
+@staff_required
+def version_transition(request: HttpRequest, name: str, version: int) -> HttpResponse:
+    found = registry_selectors.model_version_get(model_name=name, version=version)
+    back_to_version = request.POST.get("next") == "version"
+    back = (
+        reverse("registry:version-detail", args=[name, version])
+        if back_to_version
+        else reverse("registry:model-detail", args=[name])
+    )
+    form = TransitionForm(request.POST)
+    if not form.is_valid():
+        for message in _form_messages(form):
+            messages.error(request, message)
+        return redirect(back)
+    to_stage = form.cleaned_data["to_stage"]
+    try:
+        registry_services.model_version_transition(
+            model_version=found,
+            to_stage=to_stage,
+            user=request.user,
+            reason=form.cleaned_data["reason"],
+            force=form.cleaned_data["force"],
+        )
+    except registry_services.QualityGateError as exc:
+        # The same page again, with the reasons and a form to force the promotion with a written reason.
+        refused = {
+            "version": found,
+            "reasons": exc.reasons,
+            "form": TransitionForm(initial={"to_stage": to_stage}),
+        }
+        if back_to_version:
+            context = _version_detail_context(found)
+            template = "models_registry/version_detail.html"
+        else:
+            context = _model_detail_context(registry_selectors.registered_model_get(name=name))
+            template = "models_registry/model_detail.html"
+        return render(request, template, {**context, "refused": refused}, status=409)
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+        return redirect(back)
+    stage_label = "archived" if to_stage == "archived" else f"promoted to {to_stage}"
+    messages.success(request, f"{name} v{version} {stage_label}.")
+    return redirect(back)
+
+
+@require_POST
+@staff_required
+def model_rollback(request: HttpRequest, name: str) -> HttpResponse:
+    registered = registry_selectors.registered_model_get(name=name)
+    form = RollbackForm(request.POST)
+    if form.is_valid():
+        try:
+            target = registry_services.model_version_rollback(
+                registered_model=registered, user=request.user, reason=form.cleaned_data["reason"]
+            )
+        except ValidationError as exc:
+            for message in exc.messages:
+                messages.error(request, message)
+        else:
+            messages.success(request, f"Rolled back: {name} v{target.version} is in production again.")
+    else:
+        for message in _form_messages(form):
+            messages.error(request, message)
+    return redirect("registry:model-detail", name=name)
+
+
+@require_GET
+@staff_required
+def version_download(request: HttpRequest, name: str, version: int, kind: str) -> HttpResponse:
+    found = registry_selectors.model_version_get(model_name=name, version=version)
+    if kind not in FILE_KINDS:
+        raise Http404(f"Unknown file kind {kind!r}.")
+    key_field, sha_field = FILE_KINDS[kind]
+    key = getattr(found, key_field)
+    if not key:
+        raise Http404(f"{found} has no {kind} file.")
+    chunks = storage.iter_chunks(key)
+    try:
+        first = next(chunks, b"")
+    except FileNotFoundError:
+        logger.error("%s: stored %s file %s is missing", found, kind, key)
+        raise Http404(f"The stored {kind} file of {found} is missing.") from None
+    except storage.StorageError:
+        logger.exception("model download failed: storage unavailable")
+        return render(
+            request,
+            "models_registry/storage_unavailable.html",
+            {"message": "Object storage is unavailable, so the file cannot be downloaded right now."},
+            status=503,
+        )
+    response = StreamingHttpResponse(_chain(first, chunks), content_type="application/octet-stream")
+    response["Content-Disposition"] = content_disposition_header(
+        as_attachment=True, filename=f"{name}-v{version}.{kind}"
+    )
+    response["X-Checksum-SHA256"] = getattr(found, sha_field)
+    return response
+
+
+def _chain(first: bytes, rest: Any) -> Any:
+    try:
+        yield first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
+
+
+# ------------------------------------------------------------------------------
+# Training runs
+# ------------------------------------------------------------------------------
+def _render_training_list(request: HttpRequest, form: TrainingRunForm, *, status: int = 200) -> HttpResponse:
+    return render(
+        request,
+        "models_registry/training_list.html",
+        {
+            "form": form,
+            "runs": list(registry_selectors.training_run_list()[:TRAINING_LIST_LIMIT]),
+            "model_names": list(registry_selectors.registered_model_list().values_list("name", flat=True)),
+        },
+        status=status,
+    )
+
+
+@require_GET
+@staff_required
+def training_list(request: HttpRequest) -> HttpResponse:
+    initial = {key: request.GET[key] for key in ("dataset_version", "model_name") if request.GET.get(key)}
+    return _render_training_list(request, TrainingRunForm(initial=initial))
+
+
+@require_POST
+@staff_required
+def training_create(request: HttpRequest) -> HttpResponse:
+    form = TrainingRunForm(request.POST)
+    if not form.is_valid():
+        return _render_training_list(request, form, status=400)
+    data = form.cleaned_data
+    task, algorithm = data["algorithm"]
+    try:
+        run = training_services.training_run_create(
+            dataset_version=data["dataset_version"],
+            model_name=data["model_name"],
+            algorithm=algorithm,
+            params=data["params"],
+            created_by=request.user,
+            target_column=data["target_column"] or None,
+            task=task,
+            seed=data["seed"],
+            test_size=data["test_size"],
+        )
+    except ValidationError as exc:
+        for message in exc.messages:
+            form.add_error(None, message)
+        return _render_training_list(request, form, status=400)
+    messages.success(request, f"Training run {run.pk} is queued.")
+    return redirect("registry:training-detail", run_id=run.pk)
+
+
+@require_GET
+@staff_required
+def training_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = registry_selectors.training_run_get(run_id=run_id)
+    return render(request, "models_registry/training_detail.html", {"run": run, "state": _run_state(run)})
+
+
+@require_GET
+@staff_required
+def training_status(request: HttpRequest, run_id: int) -> JsonResponse:
+    run = registry_selectors.training_run_get(run_id=run_id)
+    response = JsonResponse(_run_state(run))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _run_state(run: TrainingRun) -> dict[str, Any]:
+    version = _run_version(run)
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "status_label": run.get_status_display(),
+        "progress": run.progress,
+        "progress_message": run.progress_message,
+        "error_message": run.error_message,
+        "is_terminal": run.is_terminal,
+        "duration": _duration_text(run),
+        "version_url": reverse("registry:version-detail", args=[run.registered_model.name, version.version])
+        if version
+        else None,
+        "version_label": f"{run.registered_model.name} v{version.version}" if version else None,
+    }
+
+
+def _run_version(run: TrainingRun) -> ModelVersion | None:
+    try:
+        return run.model_version
+    except ModelVersion.DoesNotExist:
+        return None
+
+
+def _duration_text(run: TrainingRun) -> str:
+    duration = run.duration
+    if duration is None:
+        return ""
+    seconds = duration.total_seconds()
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes} min {seconds} s"
+
+
+def _form_messages(form: Any) -> list[str]:
+    return [
+        f"{form[field].label}: {message}" if field in form.fields else message
+        for field, items in form.errors.items()
+        for message in items
+    ]

@@ -1,0 +1,394 @@
+"""Django admin for the registry: actions call the services, refusals come back as messages."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.urls import reverse
+
+from models_registry import registry_services
+from models_registry.models import ModelVersion, RegisteredModel, StageTransition, TrainingRun, Webhook
+from models_registry.tests.registry_helpers import make_model, make_version, registry_urls  # noqa: F401
+from models_registry.tests.training_helpers import cancer_frame, dataset_upload
+
+pytestmark = pytest.mark.django_db
+
+
+def run_action(client, model: str, action: str, ids, **extra):
+    url = reverse(f"admin:models_registry_{model}_changelist")
+    return client.post(
+        url, {"action": action, ACTION_CHECKBOX_NAME: [str(i) for i in ids], **extra}, follow=True
+    )
+
+
+def messages_of(response) -> list[str]:
+    return [str(message) for message in response.context["messages"]]
+
+
+@pytest.fixture
+def churn(admin_user):
+    registered = make_model("churn", min_metrics={"accuracy": {"min": 0.8}})
+    make_version(registered, 1, metrics={"accuracy": 0.9})
+    make_version(registered, 2, metrics={"accuracy": 0.7})
+    return registered
+
+
+def test_the_version_actions_promote_and_archive_through_the_service(client, admin_user, churn):
+    client.force_login(admin_user)
+    v1 = churn.versions.get(version=1)
+
+    staged = run_action(client, "modelversion", "transition_to_staging", [v1.pk])
+    produced = run_action(client, "modelversion", "transition_to_production", [v1.pk])
+
+    assert messages_of(staged) == ["churn v1: promote to staging."]
+    assert messages_of(produced) == ["churn v1: promote to production."]
+    v1.refresh_from_db()
+    assert v1.stage == "production"
+    recorded = list(StageTransition.objects.order_by("id").values_list("to_stage", "user__username"))
+    assert recorded == [("staging", "root-admin"), ("production", "root-admin")]
+
+    archived = run_action(client, "modelversion", "transition_to_archived", [v1.pk])
+
+    assert messages_of(archived) == ["churn v1: archive."]
+    v1.refresh_from_db()
+    assert v1.stage == "archived"
+
+
+def test_a_promotion_refused_by_the_quality_gate_is_shown_as_an_error(client, admin_user, churn):
+    client.force_login(admin_user)
+    v2 = churn.versions.get(version=2)
+
+    response = run_action(client, "modelversion", "transition_to_production", [v2.pk])
+
+    [message] = messages_of(response)
+    assert message.startswith(
+        "churn v2: refused by the quality gate (accuracy is 0.7, below the minimum 0.8)."
+    )
+    assert [m.level_tag for m in response.context["messages"]] == ["error"]
+    v2.refresh_from_db()
+    assert v2.stage == "none"
+
+
+def test_one_action_on_several_versions_reports_each(client, admin_user, churn):
+    client.force_login(admin_user)
+    ids = list(churn.versions.values_list("pk", flat=True))
+
+    response = run_action(client, "modelversion", "transition_to_production", ids)
+
+    assert messages_of(response)[0] == "churn v1: promote to production."
+    assert messages_of(response)[1].startswith("churn v2: refused by the quality gate")
+    assert dict(ModelVersion.objects.values_list("version", "stage")) == {1: "production", 2: "none"}
+
+
+def test_the_rollback_action_restores_the_previous_production_version(client, admin_user, churn):
+    client.force_login(admin_user)
+    v1, v2 = churn.versions.order_by("version")
+    registry_services.model_version_transition(model_version=v1, to_stage="production", user=admin_user)
+    registry_services.model_version_transition(
+        model_version=v2, to_stage="production", user=admin_user, force=True, reason="testing"
+    )
+
+    response = run_action(client, "modelversion", "roll_back", [v2.pk])
+
+    assert messages_of(response) == ["churn v1 is in production again."]
+    assert dict(ModelVersion.objects.values_list("version", "stage")) == {1: "production", 2: "archived"}
+
+
+def test_a_rollback_without_history_is_refused_with_a_message(client, admin_user, churn):
+    client.force_login(admin_user)
+
+    response = run_action(client, "modelversion", "roll_back", [churn.versions.first().pk])
+
+    assert messages_of(response) == ["Model 'churn' has no earlier production version to roll back to."]
+
+
+def test_versions_are_read_only_in_admin(client, admin_user, churn):
+    client.force_login(admin_user)
+    v1 = churn.versions.get(version=1)
+
+    page = client.get(reverse("admin:models_registry_modelversion_change", args=[v1.pk]))
+
+    assert page.status_code == 200
+    assert 'name="_save"' not in page.content.decode()
+    assert client.get(reverse("admin:models_registry_modelversion_add")).status_code == 403
+    assert (
+        client.post(
+            reverse("admin:models_registry_modelversion_change", args=[v1.pk]), {"stage": "production"}
+        ).status_code
+        == 403
+    )
+
+
+def test_a_registered_model_is_created_with_thresholds_through_the_service(client, admin_user):
+    client.force_login(admin_user)
+
+    response = client.post(
+        reverse("admin:models_registry_registeredmodel_add"),
+        {
+            "name": "fraud",
+            "description": "Card fraud",
+            "task": "classification",
+            "target_column": "is_fraud",
+            "min_metrics": '{"roc_auc": 0.9, "log_loss": 0.4}',
+            **inline_management("versions"),
+            **inline_management("webhooks"),
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    created = RegisteredModel.objects.get(name="fraud")
+    assert created.min_metrics == {"roc_auc": {"min": 0.9}, "log_loss": {"max": 0.4}}
+    assert created.created_by == admin_user
+
+
+def test_bad_thresholds_are_shown_on_the_form(client, admin_user):
+    client.force_login(admin_user)
+
+    response = client.post(
+        reverse("admin:models_registry_registeredmodel_add"),
+        {
+            "name": "fraud",
+            "task": "classification",
+            "min_metrics": '{"rmse": 3}',
+            **inline_management("versions"),
+            **inline_management("webhooks"),
+        },
+    )
+
+    assert response.status_code == 200
+    assert "Unknown metric &#x27;rmse&#x27; for classification" in response.content.decode()
+    assert not RegisteredModel.objects.exists()
+
+
+def inline_management(prefix: str, total: int = 0, initial: int = 0) -> dict[str, str]:
+    return {
+        f"{prefix}-TOTAL_FORMS": str(total),
+        f"{prefix}-INITIAL_FORMS": str(initial),
+        f"{prefix}-MIN_NUM_FORMS": "0",
+        f"{prefix}-MAX_NUM_FORMS": "1000",
+    }
+
+
+def test_a_webhook_is_added_inline_and_its_secret_is_never_shown_again(client, admin_user, churn):
+    client.force_login(admin_user)
+    url = reverse("admin:models_registry_registeredmodel_change", args=[churn.pk])
+    versions = list(churn.versions.order_by("-version"))
+
+    response = client.post(
+        url,
+        {
+            "description": "",
+            "min_metrics": '{"accuracy": 0.8}',
+            **inline_management("versions", total=len(versions), initial=len(versions)),
+            **{f"versions-{i}-id": str(v.pk) for i, v in enumerate(versions)},
+            **{f"versions-{i}-registered_model": str(churn.pk) for i, v in enumerate(versions)},
+            **inline_management("webhooks", total=1),
+            "webhooks-0-url": "https://hooks.example.com/registry",
+            "webhooks-0-events": ["version_promoted", "version_rolled_back"],
+            "webhooks-0-secret": "a-long-enough-shared-secret",
+            "webhooks-0-is_active": "on",
+        },
+    )
+
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    webhook = Webhook.objects.get()
+    assert webhook.events == ["version_promoted", "version_rolled_back"]
+    assert webhook.secret == "a-long-enough-shared-secret"
+    page = client.get(reverse("admin:models_registry_webhook_change", args=[webhook.pk])).content.decode()
+    assert "a-long-enough-shared-secret" not in page
+    assert "a-long-enough-shared-secret" not in client.get(url).content.decode()
+
+
+def test_a_webhook_url_must_be_http_or_https(client, admin_user, churn):
+    client.force_login(admin_user)
+
+    response = client.post(
+        reverse("admin:models_registry_webhook_add"),
+        {
+            "registered_model": churn.pk,
+            "url": "ftp://hooks.example.com/a",
+            "events": ["version_promoted"],
+            "secret": "",
+            "is_active": "on",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "Enter a valid URL." in response.content.decode()
+    assert not Webhook.objects.exists()
+
+
+def test_an_empty_secret_keeps_the_stored_one_and_a_short_one_is_refused(client, admin_user, churn):
+    webhook = Webhook.objects.create(
+        registered_model=churn,
+        url="https://hooks.example.com/a",
+        secret="original-secret-value",
+        events=["version_promoted"],
+    )
+    client.force_login(admin_user)
+    url = reverse("admin:models_registry_webhook_change", args=[webhook.pk])
+    data = {
+        "registered_model": churn.pk,
+        "url": webhook.url,
+        "events": ["version_archived"],
+        "is_active": "on",
+    }
+
+    short = client.post(url, {**data, "secret": "short"})
+    kept = client.post(url, {**data, "secret": ""})
+
+    assert short.status_code == 200
+    assert "Use at least 16 characters." in short.content.decode()
+    assert kept.status_code == 302
+    webhook.refresh_from_db()
+    assert webhook.secret == "original-secret-value"
+    assert webhook.events == ["version_archived"]
+
+
+def test_deliveries_and_their_attempts_are_visible_read_only(client, admin_user, churn):
+    from models_registry.models import WebhookAttempt, WebhookDelivery
+
+    webhook = Webhook.objects.create(
+        registered_model=churn,
+        url="https://hooks.example.com/a",
+        secret="x" * 20,
+        events=["version_promoted"],
+    )
+    delivery = WebhookDelivery.objects.create(
+        webhook=webhook,
+        event="version_promoted",
+        payload={"data": {"version": 1}},
+        status="failed",
+        attempts=1,
+        last_status_code=500,
+        last_error="HTTP 500 Internal Server Error",
+    )
+    WebhookAttempt.objects.create(
+        delivery=delivery, number=1, status_code=500, error="HTTP 500 Internal Server Error", duration_ms=12
+    )
+    client.force_login(admin_user)
+
+    webhook_page = client.get(
+        reverse("admin:models_registry_webhook_change", args=[webhook.pk])
+    ).content.decode()
+    delivery_page = client.get(reverse("admin:models_registry_webhookdelivery_change", args=[delivery.pk]))
+
+    assert "HTTP 500 Internal Server Error" in webhook_page
+    assert reverse("admin:models_registry_webhookdelivery_change", args=[delivery.pk]) in webhook_page
+    html = delivery_page.content.decode()
+    assert delivery_page.status_code == 200
+    assert 'name="_save"' not in html
+    assert "HTTP 500 Internal Server Error" in html
+    assert "&quot;version&quot;: 1" in html
+
+
+def test_the_retry_action_queues_failed_runs_again_and_refuses_others(
+    client, admin_user, django_capture_on_commit_callbacks
+):
+    from models_registry import training_services
+
+    dataset = dataset_upload(cancer_frame(40), name="cancer", target="diagnosis")
+    with django_capture_on_commit_callbacks(execute=False):
+        failed = training_services.training_run_create(
+            dataset_version=dataset,
+            model_name="cancer",
+            algorithm="random_forest",
+            params={},
+            created_by=None,
+        )
+        queued = training_services.training_run_create(
+            dataset_version=dataset,
+            model_name="cancer",
+            algorithm="random_forest",
+            params={},
+            created_by=None,
+        )
+    TrainingRun.objects.filter(pk=failed.pk).update(status="failed", error_message="boom")
+    client.force_login(admin_user)
+
+    with django_capture_on_commit_callbacks(execute=False):
+        response = run_action(client, "trainingrun", "retry_failed_runs", [failed.pk, queued.pk])
+
+    retried = TrainingRun.objects.exclude(pk__in=[failed.pk, queued.pk]).get()
+    assert messages_of(response) == [
+        f"Run {failed.pk} queued again as run {retried.pk}.",
+        f"Only failed runs can be retried; run {queued.pk} is queued.",
+    ]
+    assert retried.created_by == admin_user
+    assert retried.status == "queued"
+
+
+def test_training_runs_are_read_only_in_admin(client, admin_user, django_capture_on_commit_callbacks):
+    from models_registry import training_services
+
+    dataset = dataset_upload(cancer_frame(40), name="cancer", target="diagnosis")
+    with django_capture_on_commit_callbacks(execute=False):
+        run = training_services.training_run_create(
+            dataset_version=dataset,
+            model_name="cancer",
+            algorithm="random_forest",
+            params={},
+            created_by=None,
+        )
+    client.force_login(admin_user)
+
+    page = client.get(reverse("admin:models_registry_trainingrun_change", args=[run.pk]))
+
+    assert page.status_code == 200
+    assert 'name="_save"' not in page.content.decode()
+    assert client.get(reverse("admin:models_registry_trainingrun_changelist")).status_code == 200
+
+
+def test_the_dataset_version_action_asks_for_a_model_and_algorithm_then_queues_runs(
+    client, admin_user, django_capture_on_commit_callbacks
+):
+    first = dataset_upload(cancer_frame(40), name="cancer", target="diagnosis")
+    second = dataset_upload(cancer_frame(50), name="cancer", target="diagnosis")
+    client.force_login(admin_user)
+
+    form = run_action(client, "datasetversion", "train_on_dataset_versions", [first.pk, second.pk])
+
+    html = form.content.decode()
+    assert "Train a model on dataset versions" in html
+    assert 'name="model_name"' in html
+    assert '<optgroup label="Classification">' in html
+    assert TrainingRun.objects.count() == 0
+
+    with django_capture_on_commit_callbacks(execute=False):
+        done = run_action(
+            client,
+            "datasetversion",
+            "train_on_dataset_versions",
+            [first.pk, second.pk],
+            apply="1",
+            model_name="cancer-model",
+            algorithm="classification:logistic_regression",
+        )
+
+    runs = list(TrainingRun.objects.order_by("dataset_version__version"))
+    assert [(r.dataset_version_id, r.algorithm, r.task, r.registered_model.name) for r in runs] == [
+        (first.pk, "logistic_regression", "classification", "cancer-model"),
+        (second.pk, "logistic_regression", "classification", "cancer-model"),
+    ]
+    assert all(r.created_by == admin_user for r in runs)
+    assert [m.endswith("queued.") for m in messages_of(done)] == [True, True]
+
+
+def test_the_dataset_version_action_shows_form_errors_and_queues_nothing(client, admin_user):
+    version = dataset_upload(cancer_frame(40), name="cancer", target="diagnosis")
+    client.force_login(admin_user)
+
+    response = run_action(
+        client,
+        "datasetversion",
+        "train_on_dataset_versions",
+        [version.pk],
+        apply="1",
+        model_name="",
+        algorithm="nope",
+    )
+
+    html = response.content.decode()
+    assert "This field is required." in html
+    assert "Select a valid choice." in html
+    assert TrainingRun.objects.count() == 0

@@ -1,0 +1,495 @@
+"""The registry and training pages: who may see and act, versions side by side, transitions and training."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from mlops_site import storage
+from models_registry import registry_services
+from models_registry.models import ModelVersion, StageTransition, TrainingRun
+from models_registry.tests.registry_helpers import make_model, make_version, registry_urls  # noqa: F401
+from models_registry.tests.training_helpers import cancer_frame, dataset_upload, run_train, version_of
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def churn(staff):
+    """v1 was in production, v2 replaced it, v3 is new and misses the accuracy gate."""
+    registered = make_model("churn", created_by=staff)
+    first = make_version(registered, 1, metrics={"accuracy": 0.81, "roc_auc": 0.88})
+    second = make_version(registered, 2, metrics={"accuracy": 0.86, "roc_auc": 0.91})
+    make_version(registered, 3, metrics={"accuracy": 0.74, "roc_auc": 0.93}, created_by=staff)
+    for version in (first, second):
+        registry_services.model_version_transition(model_version=version, to_stage="production", user=staff)
+    registry_services.registered_model_thresholds_set(
+        registered_model=registered, min_metrics={"accuracy": 0.8}
+    )
+    StageTransition.objects.update(created_at=timezone.now() - dt.timedelta(days=1))
+    return registered
+
+
+@pytest.fixture
+def trained(staff):
+    """A real version trained on a small slice of the breast cancer data."""
+    dataset = dataset_upload(cancer_frame(80), name="cancer", target="diagnosis", user=staff)
+    run = run_train(dataset, model_name="cancer", user=staff)
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error_message
+    return version_of(run)
+
+
+def view_urls(name="churn", version=2):
+    return [
+        reverse("registry:model-list"),
+        reverse("registry:model-detail", args=[name]),
+        reverse("registry:version-detail", args=[name, version]),
+    ]
+
+
+def staff_urls(run_id=1, name="churn", version=2):
+    return [
+        reverse("registry:training-list"),
+        reverse("registry:training-detail", args=[run_id]),
+        reverse("registry:training-status", args=[run_id]),
+        reverse("registry:version-download", args=[name, version, "skops"]),
+    ]
+
+
+def transition(client, name, version, to_stage, **data):
+    url = reverse("registry:version-transition", args=[name, version])
+    return client.post(url, {"to_stage": to_stage, **data})
+
+
+# ------------------------------------------------------------------------------
+# Access
+# ------------------------------------------------------------------------------
+def test_anonymous_visitors_are_sent_to_the_login_page(client, churn):
+    posts = [
+        reverse("registry:version-transition", args=["churn", 3]),
+        reverse("registry:model-rollback", args=["churn"]),
+        reverse("registry:training-create"),
+    ]
+    for url in [*view_urls(), *staff_urls()]:
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert response.url.startswith(reverse("login")), url
+    for url in posts:
+        response = client.post(url, {"to_stage": "staging"})
+        assert response.status_code == 302, url
+        assert response.url.startswith(reverse("login")), url
+    assert StageTransition.objects.filter(model_version__version=3).count() == 0
+
+
+def test_users_without_staff_status_may_view_models_but_not_act_or_train(client, alice, churn):
+    client.force_login(alice)
+
+    for url in view_urls():
+        assert client.get(url).status_code == 200, url
+    for url in staff_urls():
+        assert client.get(url).status_code == 403, url
+    assert transition(client, "churn", 3, "staging").status_code == 403
+    assert client.post(reverse("registry:model-rollback", args=["churn"])).status_code == 403
+    assert client.post(reverse("registry:training-create"), {}).status_code == 403
+    assert ModelVersion.objects.get(version=3).stage == "none"
+
+
+def test_ordinary_users_see_no_action_buttons(client, alice, churn):
+    client.force_login(alice)
+
+    html = client.get(reverse("registry:model-detail", args=["churn"])).content.decode()
+
+    assert "data-action=" not in html
+    assert "Roll back" not in html
+    assert "Train a new version" not in html
+
+
+def test_an_unknown_model_or_version_is_a_404(client, alice, churn):
+    client.force_login(alice)
+
+    assert client.get(reverse("registry:model-detail", args=["nope"])).status_code == 404
+    assert client.get(reverse("registry:version-detail", args=["churn", 9])).status_code == 404
+
+
+# ------------------------------------------------------------------------------
+# What the pages show
+# ------------------------------------------------------------------------------
+def test_the_list_shows_each_model_with_its_production_and_latest_version(client, alice, churn):
+    make_model("empty-model")
+    client.force_login(alice)
+
+    html = client.get(reverse("registry:model-list")).content.decode()
+
+    assert 'href="/models/churn/"' in html
+    assert 'class="badge stage-production" href="/models/churn/versions/2/">v2</a>' in html
+    assert 'href="/models/churn/versions/3/">v3</a>' in html
+    assert 'href="/models/empty-model/"' in html
+
+
+def test_the_model_page_shows_versions_side_by_side_with_metrics_and_stage(client, staff, churn):
+    client.force_login(staff)
+
+    response = client.get(reverse("registry:model-detail", args=["churn"]))
+
+    html = response.content.decode()
+    rows = re.findall(r'<tr class="[^"]*" data-version="(\d+)">', html)
+    assert rows == ["3", "2", "1"]
+    assert '<th class="num">Accuracy</th><th class="num">ROC AUC</th>' in html
+    assert '<td class="num">0.8600</td>' in html
+    assert '<span class="badge stage-production">Production</span>' in html
+    assert "Accuracy at least <strong>0.8</strong>" in html
+    # v3 misses the gate; the archived v1 can come back through a rollback from v2.
+    assert 'title="accuracy is 0.74, below the minimum 0.8">fails</span>' in html
+    assert "Roll back to v1" in html
+
+
+def test_the_comparison_chart_holds_every_versions_metrics_and_loads_plotly_once(client, alice, churn):
+    client.force_login(alice)
+
+    response = client.get(reverse("registry:model-detail", args=["churn"]))
+
+    html = response.content.decode()
+    figure = json.loads(
+        re.search(r'<script id="comparison-figure" type="application/json">(.*?)</script>', html).group(1)
+    )
+    bars = [trace for trace in figure["data"] if trace["type"] == "bar" and trace.get("showlegend") is False]
+    assert [(trace["x"], trace["y"]) for trace in bars] == [
+        (["v1", "v2", "v3"], [0.81, 0.86, 0.74]),
+        (["v1", "v2", "v3"], [0.88, 0.91, 0.93]),
+    ]
+    titles = [annotation["text"] for annotation in figure["layout"]["annotations"]]
+    assert {"Accuracy", "ROC AUC"} <= set(titles)
+    assert any(shape.get("y0") == 0.8 for shape in figure["layout"]["shapes"])
+    assert html.count("plotly/plotly.min.js") == 1
+    assert "cdn" not in html.lower()
+    assert 'data-figure="comparison-figure"' in html
+
+
+def test_plotly_is_served_locally_from_the_installed_package(client, alice, churn):
+    from django.contrib.staticfiles import finders
+
+    found = finders.find("plotly/plotly.min.js")
+
+    assert found.endswith("plotly/package_data/plotly.min.js")
+    assert finders.find("plotly/widgetbundle.js") is None
+
+
+def test_the_version_page_shows_artifacts_lineage_and_holdout_charts(client, staff, trained):
+    client.force_login(staff)
+
+    response = client.get(reverse("registry:version-detail", args=["cancer", trained.version]))
+
+    html = response.content.decode()
+    assert f'<code class="skops-sha256">{trained.skops_sha256}</code>' in html
+    assert 'href="/datasets/cancer/versions/1/">cancer v1</a>' in html
+    assert f'href="/training/{trained.training_run_id}/">run {trained.training_run_id}</a>' in html
+    assert trained.mlflow_run_id in html
+    assert 'id="figure-confusion_matrix"' in html
+    assert 'id="figure-feature_importances"' in html
+    assert html.count("plotly/plotly.min.js") == 1
+    assert f'href="/models/cancer/versions/{trained.version}/files/skops"' in html
+
+
+def test_staff_download_the_skops_file_with_its_checksum(client, staff, trained):
+    client.force_login(staff)
+
+    response = client.get(reverse("registry:version-download", args=["cancer", trained.version, "skops"]))
+
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content)
+    assert body == storage.read_bytes(trained.skops_key)
+    assert response["X-Checksum-SHA256"] == trained.skops_sha256
+    assert 'filename="cancer-v1.skops"' in response["Content-Disposition"]
+    assert client.get(reverse("registry:version-download", args=["cancer", 1, "pickle"])).status_code == 404
+
+
+# ------------------------------------------------------------------------------
+# Transitions
+# ------------------------------------------------------------------------------
+def test_staff_promote_a_version_to_staging_and_the_transition_is_recorded(client, staff, churn):
+    client.force_login(staff)
+
+    response = transition(client, "churn", 3, "staging", reason="try it")
+
+    assert response.status_code == 302
+    assert response.url == reverse("registry:model-detail", args=["churn"])
+    [recorded] = StageTransition.objects.filter(model_version__version=3)
+    assert (recorded.from_stage, recorded.to_stage, recorded.user, recorded.reason) == (
+        "none",
+        "staging",
+        staff,
+        "try it",
+    )
+    page = client.get(response.url).content.decode()
+    assert "churn v3 promoted to staging." in page
+
+
+def test_promoting_to_production_archives_the_previous_version(client, staff, churn):
+    registry_services.registered_model_thresholds_set(registered_model=churn, min_metrics={})
+    client.force_login(staff)
+
+    transition(client, "churn", 3, "production", next="version")
+
+    stages = dict(ModelVersion.objects.values_list("version", "stage"))
+    assert stages == {1: "archived", 2: "archived", 3: "production"}
+
+
+def test_a_refused_quality_gate_shows_the_reasons_and_a_force_form(client, staff, churn):
+    client.force_login(staff)
+
+    response = transition(client, "churn", 3, "production")
+
+    assert response.status_code == 409
+    html = response.content.decode()
+    assert "The quality gate refused churn v3 for production" in html
+    assert "<li>accuracy is 0.74, below the minimum 0.8</li>" in html
+    assert 'name="force" value="on"' in html
+    assert ModelVersion.objects.get(version=3).stage == "none"
+
+
+def test_staff_force_a_refused_promotion_with_a_written_reason(client, staff, churn):
+    client.force_login(staff)
+
+    without_reason = transition(client, "churn", 3, "production", force="on", reason=" ")
+    assert without_reason.status_code == 302
+    assert ModelVersion.objects.get(version=3).stage == "none"
+
+    response = transition(client, "churn", 3, "production", force="on", reason="Hotfix for the outage")
+
+    assert response.status_code == 302
+    assert ModelVersion.objects.get(version=3).stage == "production"
+    forced = StageTransition.objects.get(model_version__version=3)
+    assert forced.forced
+    assert forced.reason.startswith("Hotfix for the outage")
+    page = client.get(response.url).content.decode()
+    assert '<span class="badge forced">forced</span>' in page
+
+
+def test_a_refused_transition_is_shown_as_a_message(client, staff, churn):
+    client.force_login(staff)
+
+    response = transition(client, "churn", 2, "production", next="version")
+
+    assert response.url == reverse("registry:version-detail", args=["churn", 2])
+    page = client.get(response.url).content.decode()
+    assert "churn v2 is already in production." in page
+
+
+def test_an_unknown_stage_is_refused_with_a_message(client, staff, churn):
+    client.force_login(staff)
+
+    response = transition(client, "churn", 3, "deleted")
+
+    page = client.get(response.url).content.decode()
+    assert "Select a valid choice. deleted is not one of the available choices." in page
+    assert StageTransition.objects.filter(model_version__version=3).count() == 0
+
+
+def test_staff_roll_back_to_the_previous_production_version(client, staff, churn):
+    client.force_login(staff)
+
+    response = client.post(reverse("registry:model-rollback", args=["churn"]), {"reason": "v2 misbehaves"})
+
+    stages = dict(ModelVersion.objects.values_list("version", "stage"))
+    assert stages == {1: "production", 2: "archived", 3: "none"}
+    page = client.get(response.url).content.decode()
+    assert "Rolled back: churn v1 is in production again." in page
+    assert "v2 misbehaves" in page
+
+
+def test_a_rollback_without_history_is_refused_with_a_message(client, staff):
+    make_version(make_model("fresh"), 1)
+    client.force_login(staff)
+
+    response = client.post(reverse("registry:model-rollback", args=["fresh"]))
+
+    page = client.get(response.url).content.decode()
+    assert "Model &#x27;fresh&#x27; has no earlier production version to roll back to." in page
+    assert "No earlier production version to roll back to." in page
+
+
+# ------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------
+@pytest.fixture
+def cancer_dataset(staff):
+    return dataset_upload(cancer_frame(80), name="cancer", target="diagnosis", user=staff)
+
+
+def test_staff_start_a_training_run_from_the_page_and_land_on_its_progress(
+    client, staff, cancer_dataset, django_capture_on_commit_callbacks
+):
+    client.force_login(staff)
+    form = client.get(reverse("registry:training-list")).content.decode()
+    assert f'<option value="{cancer_dataset.pk}">cancer v1 · 80 rows · target diagnosis</option>' in form
+    assert '<optgroup label="Classification">' in form
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("registry:training-create"),
+            {
+                "dataset_version": cancer_dataset.pk,
+                "model_name": "cancer",
+                "algorithm": "classification:random_forest",
+                "params": '{"n_estimators": 10, "max_depth": 3}',
+                "seed": 7,
+                "test_size": 0.25,
+            },
+        )
+
+    run = TrainingRun.objects.get()
+    assert response.status_code == 302
+    assert response.url == reverse("registry:training-detail", args=[run.pk])
+    assert (run.task, run.algorithm, run.params, run.seed, run.test_size, run.created_by) == (
+        "classification",
+        "random_forest",
+        {"n_estimators": 10, "max_depth": 3},
+        7,
+        0.25,
+        staff,
+    )
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error_message
+    page = client.get(response.url).content.decode()
+    assert 'data-terminal="true"' in page
+    assert 'href="/models/cancer/versions/1/">Open cancer v1</a>' in page
+    status = client.get(reverse("registry:training-status", args=[run.pk])).json()
+    assert status["status"] == "succeeded"
+    assert status["progress"] == 100
+    assert status["is_terminal"] is True
+    assert status["version_url"] == "/models/cancer/versions/1/"
+
+
+def test_the_task_is_inferred_when_the_algorithm_is_chosen_without_one(
+    client, staff, cancer_dataset, django_capture_on_commit_callbacks
+):
+    client.force_login(staff)
+
+    with django_capture_on_commit_callbacks(execute=False):
+        client.post(
+            reverse("registry:training-create"),
+            {
+                "dataset_version": cancer_dataset.pk,
+                "model_name": "cancer",
+                "algorithm": "infer:hist_gradient_boosting",
+                "params": "",
+                "seed": 42,
+                "test_size": 0.2,
+            },
+        )
+
+    run = TrainingRun.objects.get()
+    assert (run.task, run.algorithm, run.params, run.status) == ("", "hist_gradient_boosting", {}, "queued")
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ("[1, 2]", "Hyperparameters must be a JSON object"),
+        ("{max_depth: 3}", "This is not valid JSON"),
+    ],
+)
+def test_malformed_hyperparameters_are_shown_on_the_form(client, staff, cancer_dataset, params, problem):
+    client.force_login(staff)
+
+    response = client.post(
+        reverse("registry:training-create"),
+        {
+            "dataset_version": cancer_dataset.pk,
+            "model_name": "cancer",
+            "algorithm": "classification:random_forest",
+            "params": params,
+            "seed": 1,
+            "test_size": 0.2,
+        },
+    )
+
+    assert response.status_code == 400
+    assert problem in response.content.decode()
+    assert TrainingRun.objects.count() == 0
+
+
+def test_a_service_refusal_is_shown_on_the_form(client, staff, cancer_dataset):
+    client.force_login(staff)
+
+    response = client.post(
+        reverse("registry:training-create"),
+        {
+            "dataset_version": cancer_dataset.pk,
+            "model_name": "Not A Valid Name",
+            "algorithm": "classification:random_forest",
+            "params": "{}",
+            "seed": 1,
+            "test_size": 0.2,
+        },
+    )
+
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert 'class="errorlist run-problems"' in html
+    assert "Model name &#x27;Not A Valid Name&#x27; is not valid." in html
+    assert TrainingRun.objects.count() == 0
+
+
+def test_a_failed_run_shows_its_reason(client, staff, cancer_dataset, django_capture_on_commit_callbacks):
+    client.force_login(staff)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("registry:training-create"),
+            {
+                "dataset_version": cancer_dataset.pk,
+                "model_name": "cancer",
+                "algorithm": "classification:random_forest",
+                "params": '{"n_estimators": "many"}',
+                "target_column": "diagnosis",
+                "seed": 1,
+                "test_size": 0.2,
+            },
+        )
+
+    run = TrainingRun.objects.get()
+    assert run.status == TrainingRun.Status.FAILED
+    page = client.get(response.url).content.decode()
+    assert "n_estimators" in page
+    assert 'class="badge status-failed"' in page
+    assert client.get(reverse("registry:training-status", args=[run.pk])).json()["error_message"] == (
+        run.error_message
+    )
+    listing = client.get(reverse("registry:training-list")).content.decode()
+    assert f'data-run="{run.pk}"' in listing
+
+
+def test_the_training_list_queries_do_not_grow_with_the_number_of_runs(
+    client, staff, cancer_dataset, django_assert_max_num_queries, django_capture_on_commit_callbacks
+):
+    from models_registry import training_services
+
+    client.force_login(staff)
+    with django_capture_on_commit_callbacks(execute=False):
+        for _ in range(6):
+            training_services.training_run_create(
+                dataset_version=cancer_dataset,
+                model_name="cancer",
+                algorithm="random_forest",
+                params={},
+                created_by=staff,
+            )
+
+    with django_assert_max_num_queries(8):
+        assert client.get(reverse("registry:training-list")).status_code == 200
+
+
+def test_the_model_page_queries_do_not_grow_with_the_number_of_versions(
+    client, staff, churn, django_assert_max_num_queries
+):
+    for number in range(4, 12):
+        make_version(churn, number, created_by=staff)
+    client.force_login(staff)
+
+    with django_assert_max_num_queries(10):
+        assert client.get(reverse("registry:model-detail", args=["churn"])).status_code == 200
