@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
 from models_registry import dataset_services, training_services
-from models_registry.models import DatasetVersion, ModelVersion, TrainingRun
+from models_registry.models import DatasetVersion, ModelVersion, RegisteredModel, TrainingRun
 from tests.factories import make_csv_bytes
 
 FAST_FOREST = {"n_estimators": 10, "max_depth": 4}
@@ -73,3 +73,26 @@ def run_train(
 
 def version_of(run: TrainingRun) -> ModelVersion:
     return ModelVersion.objects.select_related("registered_model").get(training_run=run)
+
+
+def model_make(name: str = "churn", *, task: str = "classification", **fields: Any) -> RegisteredModel:
+    return RegisteredModel.objects.create(name=name, task=task, target_column="label", **fields)
+
+
+def version_make(
+    registered: RegisteredModel, number: int, *, metrics: dict[str, float] | None = None, stage: str = "none"
+) -> ModelVersion:
+    """A version row without files, for transition tests that never load the model."""
+    return ModelVersion.objects.create(
+        registered_model=registered,
+        version=number,
+        task=registered.task,
+        algorithm="random_forest",
+        feature_schema=[{"name": "age", "kind": "numeric", "dtype": "float64", "min": 18.0, "max": 80.0}],
+        target_column=registered.target_column,
+        classes=["no", "yes"] if registered.task == "classification" else None,
+        metrics=metrics if metrics is not None else {"accuracy": 0.9},
+        skops_key=f"models/sha256/00/{'0' * 63}{number}.skops",
+        skops_sha256=f"{'0' * 63}{number}",
+        stage=stage,
+    )
