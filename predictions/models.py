@@ -81,6 +81,13 @@ class Prediction(models.Model):
         return f"Prediction {self.pk}"
 
     @property
+    def prediction_text(self) -> str:
+        """The prediction for display: regression values to six significant digits."""
+        if isinstance(self.prediction, float):
+            return f"{self.prediction:.6g}"
+        return str(self.prediction)
+
+    @property
     def top_probability(self) -> float | None:
         if not self.probabilities:
             return None

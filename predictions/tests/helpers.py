@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sklearn.datasets import load_breast_cancer, load_iris
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
 from mlops_site import storage
 from models_registry.training import artifacts
@@ -47,9 +47,11 @@ class TrainedModel:
 def _frame(name: str) -> tuple[pd.DataFrame, str]:
     if name == "mixed":
         return make_classification_frame(rows=80, seed=1), "label"
-    loader = {"cancer": load_breast_cancer, "iris": load_iris}[name]
+    loader = {"cancer": load_breast_cancer, "iris": load_iris, "diabetes": load_diabetes}[name]
     bunch = loader(as_frame=True)
     frame = bunch.frame.copy()
+    if name == "diabetes":
+        return frame, "target"
     frame["target"] = [str(bunch.target_names[i]) for i in bunch.target]
     if name == "cancer":
         # Ten features keep training and ONNX conversion fast; the page and API do not care about width.
@@ -59,14 +61,16 @@ def _frame(name: str) -> tuple[pd.DataFrame, str]:
 
 @functools.cache
 def trained_model(name: str, *, algorithm: str = "random_forest", seed: int = 0) -> TrainedModel:
-    """Train once per session: 'mixed' (numeric + categorical), 'cancer' (binary) or 'iris' (3 classes)."""
+    """Train once per session: 'mixed' (numeric + categorical), 'cancer' (binary), 'iris' (3 classes) or
+    'diabetes' (regression)."""
     frame, target = _frame(name)
+    task = "regression" if name == "diabetes" else "classification"
     schema = [
         {"name": column, "kind": "numeric" if pd.api.types.is_numeric_dtype(frame[column]) else "categorical"}
         for column in frame.columns
     ]
     for column in schema:
-        if column["name"] == target:
+        if column["name"] == target and task == "classification":
             column["kind"] = "categorical"
     params = {"n_estimators": 10} if algorithm == "random_forest" else {}
     result = model_train(
@@ -75,7 +79,7 @@ def trained_model(name: str, *, algorithm: str = "random_forest", seed: int = 0)
         target_column=target,
         algorithm=algorithm,
         params=params,
-        task="classification",
+        task=task,
         seed=seed,
     )
     data = artifacts.skops_dump(result.pipeline)

@@ -241,3 +241,19 @@ def test_a_model_file_that_cannot_be_read_is_a_503_page_and_nothing_is_stored(al
     assert response.status_code == 503
     assert "missing from storage" in response.content.decode()
     assert Prediction.objects.count() == 0
+
+
+def test_a_regression_result_shows_the_number_and_no_chart(alice, db):
+    diabetes = trained_model("diabetes", algorithm="ridge")
+    make_model_version(trained=diabetes, name="diabetes")
+    client = client_for(alice)
+    form = client.get("/predict/diabetes/").context["form"]
+
+    response = client.post("/predict/diabetes/", form_data(form, diabetes.sample_rows[0]))
+
+    assert response.status_code == 200
+    assert response.context["chart"] is None
+    assert b"probability-chart-data" not in response.content
+    stored = Prediction.objects.get()
+    assert isinstance(stored.prediction, float)
+    assert f'id="predicted-value">{stored.prediction:.6g}</p>' in response.content.decode()

@@ -297,3 +297,15 @@ def test_a_single_row_with_a_verified_onnx_builds_no_dataframe(alice, cancer_v1,
 
     assert outcome.predictions[0].prediction in CANCER.classes
     assert built == []
+
+
+def test_a_regression_model_predicts_numbers_without_probabilities(alice, db):
+    diabetes = trained_model("diabetes", algorithm="ridge")
+    make_model_version(trained=diabetes, name="diabetes")
+
+    outcome = predict(diabetes.sample_rows, alice, name="diabetes")
+
+    pipeline = artifacts.skops_load(diabetes.skops_bytes, sha256=diabetes.skops_sha256)
+    expected = pipeline.predict(pd.DataFrame(diabetes.sample_rows)).tolist()
+    np.testing.assert_allclose([p.prediction for p in outcome.predictions], expected, rtol=1e-4)
+    assert all(p.probabilities is None for p in Prediction.objects.all())
