@@ -173,7 +173,8 @@ def wait_until_serving(url: str, supervisor: Supervisor) -> bool:
             return False
         with (
             contextlib.suppress(urllib.error.URLError, OSError),
-            urllib.request.urlopen(url, timeout=2) as response,  # noqa: S310 - our own loopback URL
+            # Generous: the first request imports every view module, which takes seconds.
+            urllib.request.urlopen(url, timeout=30) as response,  # noqa: S310 - our own loopback URL
         ):
             if response.status == 200:
                 return True
