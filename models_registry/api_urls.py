@@ -13,3 +13,16 @@ router.register(
 )
 
 urlpatterns = router.urls
+
+# ------------------------------------------------------------------------------
+# The registry and training runs
+# ------------------------------------------------------------------------------
+from models_registry import registry_api  # noqa: E402
+
+router.register("models", registry_api.RegisteredModelViewSet, basename="registered-model")
+router.register(
+    r"models/(?P<model_name>[^/.]+)/versions", registry_api.ModelVersionViewSet, basename="model-version"
+)
+router.register("training-runs", registry_api.TrainingRunViewSet, basename="training-run")
+
+urlpatterns = router.urls

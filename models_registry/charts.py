@@ -30,6 +30,7 @@ STAGE_COLOURS = {
     "none": "#7a5af8",
 }
 COLUMNS = 3
+TOP_FEATURES = 20
 TEMPLATE = training_metrics.FIGURE_TEMPLATE
 
 
@@ -94,8 +95,7 @@ def versions_metrics_figure(
                 y=values,
                 marker_color=[STAGE_COLOURS.get(version.stage, STAGE_COLOURS["none"]) for version in ordered],
                 text=["—" if value is None else f"{value:.3g}" for value in values],
-                textposition="outside",
-                cliponaxis=False,
+                textposition="auto",
                 customdata=[version.stage for version in ordered],
                 hovertemplate=f"{metric_label(name)} %{{x}} (%{{customdata}}): %{{y:.4g}}<extra></extra>",
                 showlegend=False,
@@ -110,11 +110,17 @@ def versions_metrics_figure(
                     y=limit[kind],
                     line_dash="dash",
                     line_color="#b42318",
-                    annotation_text=f"gate {kind} {limit[kind]:g}",
+                    annotation_text=f"gate: {kind} {limit[kind]:g}",
+                    annotation_position="top left",
                     annotation_font_size=10,
+                    annotation_font_color="#b42318",
                     row=row + 1,
                     col=column + 1,
                 )
+        # Headroom above the tallest bar or gate line, so the gate's label never sits on a bar.
+        heights = [value for value in values if value is not None] + list(limit.values())
+        if heights and min(heights) >= 0:
+            figure.update_yaxes(range=[0, max(heights) * 1.18 or 1], row=row + 1, col=column + 1)
         figure.update_xaxes(type="category", row=row + 1, col=column + 1)
     # One legend entry per stage that occurs, explaining the bar colours.
     for stage in dict.fromkeys(version.stage for version in ordered):
@@ -147,8 +153,23 @@ def version_figures(*, artifacts: Mapping[str, Any] | None) -> dict[str, dict[st
         figures["confusion_matrix"] = training_metrics.confusion_matrix_figure(artifacts["confusion_matrix"])
     if artifacts.get("residuals"):
         figures["residuals"] = training_metrics.residuals_figure(artifacts["residuals"])
-    if (artifacts.get("feature_importances") or {}).get("features"):
-        figures["feature_importances"] = training_metrics.feature_importances_figure(
-            artifacts["feature_importances"]
-        )
+    importances = artifacts.get("feature_importances") or {}
+    if importances.get("features"):
+        figures["feature_importances"] = feature_importances_figure(importances=importances)
     return figures
+
+
+def feature_importances_figure(*, importances: Mapping[str, Any], top: int = TOP_FEATURES) -> dict[str, Any]:
+    """The most important `top` columns, tall enough for every label to show."""
+    features = list(importances["features"])
+    shown = features[:top]
+    figure = training_metrics.feature_importances_figure({**importances, "features": shown})
+    layout = figure.setdefault("layout", {})
+    if len(shown) < len(features):
+        title = layout.get("title", {})
+        title["text"] = f"{title.get('text', 'Feature importance')}, top {len(shown)} of {len(features)}"
+        layout["title"] = title
+    layout["height"] = max(300, 22 * len(shown) + 140)
+    layout["margin"] = {**layout.get("margin", {}), "l": 10}
+    layout.setdefault("yaxis", {})["automargin"] = True
+    return figure

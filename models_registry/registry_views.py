@@ -298,7 +298,11 @@ def training_create(request: HttpRequest) -> HttpResponse:
 @staff_required
 def training_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = registry_selectors.training_run_get(run_id=run_id)
-    return render(request, "models_registry/training_detail.html", {"run": run, "state": _run_state(run)})
+    return render(
+        request,
+        "models_registry/training_detail.html",
+        {"run": run, "state": _run_state(run), "params": sorted((run.params or {}).items())},
+    )
 
 
 @require_GET

@@ -19,9 +19,6 @@ def registry_urls(settings):
         reverse("registry:model-list")
     except NoReverseMatch:
         settings.ROOT_URLCONF = "models_registry.tests.registry_urlconf"
-    finders = list(settings.STATICFILES_FINDERS)
-    if "models_registry.static_finders.PlotlyJsFinder" not in finders:
-        settings.STATICFILES_FINDERS = [*finders, "models_registry.static_finders.PlotlyJsFinder"]
 
 
 def make_model(name: str = "churn", *, task: str = "classification", **fields: Any) -> RegisteredModel:

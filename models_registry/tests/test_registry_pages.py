@@ -139,7 +139,7 @@ def test_the_model_page_shows_versions_side_by_side_with_metrics_and_stage(clien
     html = response.content.decode()
     rows = re.findall(r'<tr class="[^"]*" data-version="(\d+)">', html)
     assert rows == ["3", "2", "1"]
-    assert '<th class="num">Accuracy</th><th class="num">ROC AUC</th>' in html
+    assert '<th class="num metric">Accuracy</th><th class="num metric">ROC AUC</th>' in html
     assert '<td class="num">0.8600</td>' in html
     assert '<span class="badge stage-production">Production</span>' in html
     assert "Accuracy at least <strong>0.8</strong>" in html

@@ -1,0 +1,483 @@
+"""The registry and training API: token access, reads for users, writes for staff, and 400/404/409 answers."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from models_registry import registry_services
+from models_registry.models import ModelVersion, RegisteredModel, StageTransition, TrainingRun
+from models_registry.tests.registry_helpers import make_model, make_version, registry_urls  # noqa: F401
+from models_registry.tests.training_helpers import FAST_FOREST, cancer_frame, dataset_upload
+
+pytestmark = pytest.mark.django_db
+
+
+def api_for(user) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def churn(staff):
+    registered = make_model("churn", created_by=staff, min_metrics={"accuracy": {"min": 0.8}})
+    make_version(registered, 1, metrics={"accuracy": 0.9}, created_by=staff)
+    make_version(registered, 2, metrics={"accuracy": 0.7})
+    return registered
+
+
+# ------------------------------------------------------------------------------
+# Access
+# ------------------------------------------------------------------------------
+def test_without_a_token_every_endpoint_answers_401(churn):
+    client = APIClient()
+
+    for url in ["/api/models/", "/api/models/churn/", "/api/models/churn/versions/", "/api/training-runs/"]:
+        response = client.get(url)
+        assert response.status_code == 401, url
+        assert response["WWW-Authenticate"] == "Token"
+    assert client.post("/api/models/churn/versions/1/transition/", {"to_stage": "staging"}).status_code == 401
+
+
+def test_a_bad_token_is_refused(churn):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+
+    assert client.get("/api/models/").status_code == 401
+
+
+def test_users_read_models_and_versions_but_may_not_change_them_or_see_training(alice, churn):
+    api = api_for(alice)
+
+    assert api.get("/api/models/").status_code == 200
+    assert api.get("/api/models/churn/versions/1/").status_code == 200
+    assert api.post("/api/models/churn/versions/1/transition/", {"to_stage": "staging"}).status_code == 403
+    assert api.post("/api/models/churn/rollback/", {}).status_code == 403
+    assert api.post("/api/models/", {"name": "x"}, format="json").status_code == 403
+    assert api.get("/api/training-runs/").status_code == 403
+    assert api.post("/api/training-runs/", {}, format="json").status_code == 403
+    assert StageTransition.objects.count() == 0
+
+
+# ------------------------------------------------------------------------------
+# Models and versions
+# ------------------------------------------------------------------------------
+def test_the_model_list_shows_counts_and_thresholds(alice, churn):
+    body = api_for(alice).get("/api/models/").json()
+
+    assert body["count"] == 1
+    [model] = body["results"]
+    assert model["name"] == "churn"
+    assert model["min_metrics"] == {"accuracy": {"min": 0.8}}
+    assert (model["version_count"], model["latest_version"], model["production_version"]) == (2, 2, None)
+    assert model["created_by"] == "sam-staff"
+    assert model["versions_url"] == "http://testserver/api/models/churn/versions/"
+
+
+def test_the_model_list_needs_the_same_queries_for_many_models(alice, django_assert_num_queries):
+    for name in ("a1", "b2", "c3", "d4", "e5"):
+        make_version(make_model(name), 1)
+    api = api_for(alice)
+
+    # token lookup with its user, the page count, the page
+    with django_assert_num_queries(3):
+        assert len(api.get("/api/models/").json()["results"]) == 5
+
+
+def test_the_version_list_needs_the_same_queries_for_many_versions(alice, churn, django_assert_num_queries):
+    for number in range(3, 12):
+        make_version(churn, number)
+    api = api_for(alice)
+
+    # token, the 404 check on the model, the page count, the page
+    with django_assert_num_queries(4):
+        body = api.get("/api/models/churn/versions/").json()
+    assert [v["version"] for v in body["results"]] == list(range(11, 0, -1))
+
+
+def test_a_version_shows_its_lineage_metrics_and_checksums(alice, churn):
+    body = api_for(alice).get("/api/models/churn/versions/1/").json()
+
+    assert body["model"] == "churn"
+    assert body["version"] == 1
+    assert body["stage"] == "none"
+    assert body["metrics"] == {"accuracy": 0.9}
+    assert body["skops_sha256"] == "0" * 63 + "1"
+    assert body["dataset_version"] is None
+    assert body["feature_schema"][0]["name"] == "age"
+    assert body["url"] == "http://testserver/api/models/churn/versions/1/"
+
+
+def test_unknown_models_and_versions_are_404(alice, staff, churn):
+    api = api_for(alice)
+
+    assert api.get("/api/models/nope/").status_code == 404
+    assert api.get("/api/models/nope/versions/").status_code == 404
+    assert api.get("/api/models/churn/versions/9/").status_code == 404
+    staff_api = api_for(staff)
+    assert (
+        staff_api.post("/api/models/churn/versions/9/transition/", {"to_stage": "staging"}).status_code == 404
+    )
+    assert staff_api.post("/api/models/nope/rollback/", {}).status_code == 404
+
+
+def test_staff_register_a_model_with_thresholds(staff):
+    response = api_for(staff).post(
+        "/api/models/",
+        {
+            "name": "fraud",
+            "task": "classification",
+            "target_column": "is_fraud",
+            "min_metrics": {"roc_auc": 0.9},
+        },
+        format="json",
+    )
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["min_metrics"] == {"roc_auc": {"min": 0.9}}
+    assert RegisteredModel.objects.get(name="fraud").created_by == staff
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "problem"),
+    [
+        ({"name": "Bad Name"}, None, "is not valid"),
+        (
+            {"name": "fraud", "task": "classification", "min_metrics": {"rmse": 3}},
+            None,
+            "Unknown metric 'rmse'",
+        ),
+        ({"name": "fraud", "task": "clustering"}, "task", "is not a valid choice"),
+        ({"name": "churn"}, None, "already exists"),
+    ],
+)
+def test_a_bad_model_registration_is_a_400_naming_the_problem(staff, churn, data, field, problem):
+    response = api_for(staff).post("/api/models/", data, format="json")
+
+    assert response.status_code == 400
+    body = response.json()
+    messages = body[field] if field else body
+    assert any(problem in message for message in messages), body
+
+
+# ------------------------------------------------------------------------------
+# Transitions and rollback
+# ------------------------------------------------------------------------------
+def test_staff_promote_a_version_and_get_it_back(staff, churn):
+    api = api_for(staff)
+
+    response = api.post(
+        "/api/models/churn/versions/1/transition/",
+        {"to_stage": "production", "reason": "best"},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["stage"] == "production"
+    recorded = StageTransition.objects.get()
+    assert (recorded.to_stage, recorded.user, recorded.reason) == ("production", staff, "best")
+    assert api.get("/api/models/churn/").json()["production_version"] == 1
+
+
+def test_a_version_below_the_gate_is_a_409_with_the_reasons(staff, churn):
+    response = api_for(staff).post("/api/models/churn/versions/2/transition/", {"to_stage": "production"})
+
+    assert response.status_code == 409
+    body = response.json()
+    assert body["reasons"] == ["accuracy is 0.7, below the minimum 0.8"]
+    assert "quality gate" in body["detail"]
+    assert ModelVersion.objects.get(version=2).stage == "none"
+
+
+def test_staff_force_past_the_gate_with_a_reason_but_not_without(staff, churn):
+    api = api_for(staff)
+
+    refused = api.post(
+        "/api/models/churn/versions/2/transition/", {"to_stage": "production", "force": True}, format="json"
+    )
+    forced = api.post(
+        "/api/models/churn/versions/2/transition/",
+        {"to_stage": "production", "force": True, "reason": "Known data drift; accepted"},
+        format="json",
+    )
+
+    assert refused.status_code == 400
+    assert refused.json() == ["Forcing a promotion past the quality gate needs a written reason."]
+    assert forced.status_code == 200
+    assert StageTransition.objects.get().forced
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "problem"),
+    [
+        ({"to_stage": "deleted"}, 400, '"deleted" is not a valid choice.'),
+        ({}, 400, "This field is required."),
+        ({"to_stage": "staging", "force": "perhaps"}, 400, "Must be a valid boolean."),
+    ],
+)
+def test_a_malformed_transition_is_a_400(staff, churn, data, status, problem):
+    response = api_for(staff).post("/api/models/churn/versions/1/transition/", data, format="json")
+
+    assert response.status_code == status
+    assert problem in str(response.json())
+
+
+def test_a_transition_the_service_refuses_is_a_400(staff, churn):
+    api = api_for(staff)
+    api.post("/api/models/churn/versions/1/transition/", {"to_stage": "staging"})
+
+    response = api.post("/api/models/churn/versions/1/transition/", {"to_stage": "staging"})
+
+    assert response.status_code == 400
+    assert response.json() == ["churn v1 is already in staging."]
+
+
+def test_staff_roll_back_and_get_the_restored_version(staff, churn):
+    v1, v2 = churn.versions.order_by("version")
+    registry_services.model_version_transition(model_version=v1, to_stage="production", user=staff)
+    registry_services.model_version_transition(
+        model_version=v2, to_stage="production", user=staff, force=True, reason="try"
+    )
+
+    response = api_for(staff).post("/api/models/churn/rollback/", {"reason": "v2 is worse"}, format="json")
+
+    assert response.status_code == 200
+    assert (response.json()["version"], response.json()["stage"]) == (1, "production")
+    assert ModelVersion.objects.get(version=2).stage == "archived"
+
+
+def test_a_rollback_without_history_is_a_400(staff, churn):
+    response = api_for(staff).post("/api/models/churn/rollback/", {}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == ["Model 'churn' has no earlier production version to roll back to."]
+
+
+# ------------------------------------------------------------------------------
+# Uploading an external model
+# ------------------------------------------------------------------------------
+def skops_file_of_a_small_pipeline() -> bytes:
+    import numpy as np
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from models_registry.training import artifacts
+
+    frame = pd.DataFrame({"age": np.arange(40, dtype=float), "city": ["Paris", "Rome"] * 20})
+    labels = np.array(["no", "yes"] * 20)
+    pipeline = Pipeline(
+        [
+            (
+                "prepare",
+                ColumnTransformer(
+                    [
+                        ("num", "passthrough", ["age"]),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+                    ]
+                ),
+            ),
+            ("model", LogisticRegression()),
+        ]
+    ).fit(frame, labels)
+    return artifacts.skops_dump(pipeline)
+
+
+SCHEMA = (
+    '[{"name": "age", "kind": "numeric", "min": 0, "max": 39}, '
+    '{"name": "city", "kind": "categorical", "categories": ["Paris", "Rome"]}]'
+)
+
+
+def test_staff_upload_a_skops_model_as_a_new_version(staff):
+    upload = io.BytesIO(skops_file_of_a_small_pipeline())
+    upload.name = "external.skops"
+
+    response = api_for(staff).post(
+        "/api/models/external/versions/upload/",
+        {"file": upload, "task": "classification", "feature_schema": SCHEMA, "metrics": '{"accuracy": 0.75}'},
+        format="multipart",
+    )
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["model"], body["version"], body["source"]) == ("external", 1, "uploaded")
+    assert body["classes"] == ["no", "yes"]
+    assert body["metrics"] == {"accuracy": 0.75}
+    assert len(body["skops_sha256"]) == 64
+
+
+def test_a_pickle_upload_is_refused_with_a_400(staff):
+    import pickle
+
+    upload = io.BytesIO(pickle.dumps({"not": "a model"}))
+    upload.name = "model.pkl"
+
+    response = api_for(staff).post(
+        "/api/models/external/versions/upload/",
+        {"file": upload, "task": "classification", "feature_schema": SCHEMA},
+        format="multipart",
+    )
+
+    assert response.status_code == 400
+    assert "Nothing was stored." in str(response.json())
+    assert not ModelVersion.objects.exists()
+
+
+def test_an_upload_without_a_file_or_schema_names_the_missing_fields(staff):
+    response = api_for(staff).post(
+        "/api/models/external/versions/upload/", {"task": "regression"}, format="multipart"
+    )
+
+    assert response.status_code == 400
+    assert set(response.json()) == {"file", "feature_schema"}
+
+
+# ------------------------------------------------------------------------------
+# Training runs
+# ------------------------------------------------------------------------------
+@pytest.fixture
+def cancer(staff):
+    return dataset_upload(cancer_frame(60), name="cancer", target="diagnosis", user=staff)
+
+
+def test_staff_queue_a_training_run_and_follow_it_to_its_version(
+    staff, cancer, django_capture_on_commit_callbacks
+):
+    api = api_for(staff)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            "/api/training-runs/",
+            {
+                "dataset": "cancer",
+                "dataset_version": 1,
+                "model_name": "cancer",
+                "algorithm": "random_forest",
+                "params": FAST_FOREST,
+                "seed": 3,
+            },
+            format="json",
+        )
+
+    assert response.status_code == 201, response.json()
+    created = response.json()
+    assert (created["status"], created["model"], created["dataset"], created["seed"]) == (
+        "queued",
+        "cancer",
+        "cancer",
+        3,
+    )
+    run = api.get(f"/api/training-runs/{created['id']}/").json()
+    assert run["status"] == "succeeded", run["error_message"]
+    assert run["progress"] == 100
+    assert run["model_version"] == 1
+    assert run["duration_seconds"] > 0
+    assert api.get("/api/models/cancer/versions/1/").json()["training_run"] == created["id"]
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "problem"),
+    [
+        (
+            {"dataset": "cancer", "dataset_version": 7},
+            "dataset_version",
+            "Dataset 'cancer' has no version 7.",
+        ),
+        ({"dataset": "nope", "dataset_version": 1}, "dataset_version", "Dataset 'nope' has no version 1."),
+        ({"params": [1, 2]}, None, "must be a JSON object"),
+        ({"algorithm": "svm"}, None, "svm"),
+        ({"test_size": 1.5}, None, "between 0 and 1"),
+        ({"task": "clustering"}, "task", "is not a valid choice"),
+        ({"model_name": "Bad Name"}, None, "is not valid"),
+    ],
+)
+def test_a_malformed_training_request_is_a_400_and_queues_nothing(staff, cancer, data, field, problem):
+    request = {
+        "dataset": "cancer",
+        "dataset_version": 1,
+        "model_name": "cancer",
+        "algorithm": "random_forest",
+    }
+
+    response = api_for(staff).post("/api/training-runs/", {**request, **data}, format="json")
+
+    assert response.status_code == 400, response.json()
+    body = response.json()
+    messages = body[field] if field else body
+    assert any(problem in message for message in messages), body
+    assert TrainingRun.objects.count() == 0
+
+
+def test_a_bad_hyperparameter_value_fails_the_run_with_the_reason(
+    staff, cancer, django_capture_on_commit_callbacks
+):
+    api = api_for(staff)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        created = api.post(
+            "/api/training-runs/",
+            {
+                "dataset": "cancer",
+                "dataset_version": 1,
+                "model_name": "cancer",
+                "algorithm": "random_forest",
+                "params": {"max_depth": "deep"},
+            },
+            format="json",
+        ).json()
+
+    run = api.get(f"/api/training-runs/{created['id']}/").json()
+    assert run["status"] == "failed"
+    assert "max_depth" in run["error_message"]
+    assert run["model_version"] is None
+
+
+def test_the_run_list_needs_the_same_queries_for_many_runs(
+    staff, cancer, django_assert_num_queries, django_capture_on_commit_callbacks
+):
+    from models_registry import training_services
+
+    with django_capture_on_commit_callbacks(execute=False):
+        for _ in range(5):
+            training_services.training_run_create(
+                dataset_version=cancer,
+                model_name="cancer",
+                algorithm="random_forest",
+                params={},
+                created_by=staff,
+            )
+    api = api_for(staff)
+
+    # token lookup with its user, the page count, the page
+    with django_assert_num_queries(3):
+        assert len(api.get("/api/training-runs/").json()["results"]) == 5
+
+
+def test_the_schema_documents_the_registry_endpoints(staff):
+    from drf_spectacular.drainage import GENERATOR_STATS
+    from drf_spectacular.generators import SchemaGenerator
+
+    GENERATOR_STATS.reset()
+    with GENERATOR_STATS.silence():
+        schema = SchemaGenerator().get_schema(request=None, public=True)
+
+    problems = [*GENERATOR_STATS._warn_cache, *GENERATOR_STATS._error_cache]
+    assert [
+        m for m in problems if "registry" in m.lower() or "model" in m.lower() or "training" in m.lower()
+    ] == []
+    paths = schema["paths"]
+    assert set(paths["/api/models/"]) == {"get", "post"}
+    assert "409" in paths["/api/models/{model_name}/versions/{version}/transition/"]["post"]["responses"]
+    assert (
+        "multipart/form-data"
+        in paths["/api/models/{model_name}/versions/upload/"]["post"]["requestBody"]["content"]
+    )
+    assert set(paths["/api/training-runs/"]) == {"get", "post"}
