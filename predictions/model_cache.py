@@ -1,10 +1,12 @@
-"""The per-process cache of loaded predictors, keyed by model version (never by stage, which moves)."""
+"""Per-process caches: loaded predictors keyed by model version, and stage lookups kept at most 0.5 s."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,11 @@ logger = logging.getLogger(__name__)
 
 #: Loaded models kept per process; the least recently used one is dropped beyond this.
 MAX_LOADED_MODELS = 16
+#: Seconds this process reuses the answer to "which version is in production (or staging) now?".
+#: A promotion or rollback made in another process is therefore seen within this time (plus the first load
+#: of the new version); one made in this process is seen at once (see version_saved).
+RESOLUTION_TTL_SECONDS = 0.5
+MAX_RESOLUTIONS = 1024
 
 Predictor = predictor_module.SklearnPredictor | predictor_module.OnnxPredictor
 
@@ -144,5 +151,48 @@ class PredictorCache:
             self.loads = 0
 
 
-#: The process-wide cache used by the prediction service.
+class VersionResolutions:
+    """Resolved versions by (model name, pinned version or stage), each reused for at most `ttl` seconds.
+
+    Saves the version query (most of a single-row request's own time) on busy models. Failed lookups
+    (404, 409) are not kept, so a newly registered or promoted model answers at once.
+    """
+
+    def __init__(
+        self, *, ttl: float = RESOLUTION_TTL_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._entries: dict[tuple[str, int | None, str], tuple[float, Any]] = {}
+
+    def resolve(self, *, registered_model_name: str, version: int | None, stage: str) -> Any:
+        from predictions import selectors
+
+        key = (registered_model_name, version, "" if version is not None else str(stage))
+        now = self.clock()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = selectors.model_version_resolve(
+            registered_model_name=registered_model_name, version=version, stage=stage
+        )
+        if len(self._entries) >= MAX_RESOLUTIONS:
+            self._entries.clear()
+        self._entries[key] = (now + self.ttl, found)
+        return found
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+#: The process-wide caches used by the prediction service.
 predictors = PredictorCache()
+resolutions = VersionResolutions()
+
+
+def version_saved(**kwargs: Any) -> None:
+    """post_save of ModelVersion: forget resolutions now and at commit, so this process sees it at once."""
+    from django.db import transaction
+
+    resolutions.clear()
+    transaction.on_commit(resolutions.clear)

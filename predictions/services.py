@@ -78,7 +78,7 @@ def prediction_make(
         raise ValueError(f"unknown channel {channel!r}")
     _options_check(version=version, stage=stage, request_id=request_id)
     started = time.perf_counter()
-    model_version = selectors.model_version_resolve(
+    model_version = model_cache.resolutions.resolve(
         registered_model_name=registered_model_name, version=version, stage=stage
     )
     validated = rows_validate(rows=rows, feature_schema=model_version.feature_schema, max_rows=max_rows())

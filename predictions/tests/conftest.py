@@ -11,8 +11,10 @@ from predictions.tests.helpers import make_model_version, trained_model
 @pytest.fixture(autouse=True)
 def _empty_predictor_cache():
     model_cache.predictors.clear()
+    model_cache.resolutions.clear()
     yield
     model_cache.predictors.clear()
+    model_cache.resolutions.clear()
 
 
 @pytest.fixture

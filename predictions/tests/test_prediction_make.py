@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from models_registry import mlflow_gateway, registry_services
-from models_registry.models import RegisteredModel
+from models_registry.models import ModelVersion, RegisteredModel
 from models_registry.training import artifacts
 from models_registry.training.predictor import OnnxPredictor, SklearnPredictor
 from predictions import model_cache, services
@@ -95,14 +95,15 @@ def test_it_uses_scikit_learn_for_a_version_without_onnx(alice, db):
 
 
 def test_it_inserts_all_rows_of_a_request_in_one_bulk_insert(alice, cancer_v1, django_assert_num_queries):
-    predict([CANCER_ROW], alice)  # load the model first: its loading reads no database rows anyway
+    predict([CANCER_ROW], alice)  # load the model and resolve the version first
 
-    # One read (the version), the request row, one INSERT for all predictions, and the savepoint pair.
-    with django_assert_num_queries(5) as captured:
+    # The request row, one INSERT for all predictions, and the savepoint pair of the test's transaction.
+    with django_assert_num_queries(4) as captured:
         predict(CANCER.sample_rows * 10, alice)
 
     inserts = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("INSERT")]
     assert len(inserts) == 2
+    assert "predictions_predictionrequest" in inserts[0]
     assert "predictions_prediction" in inserts[1]
     assert Prediction.objects.count() == 31
 
@@ -309,3 +310,42 @@ def test_a_regression_model_predicts_numbers_without_probabilities(alice, db):
     expected = pipeline.predict(pd.DataFrame(diabetes.sample_rows)).tolist()
     np.testing.assert_allclose([p.prediction for p in outcome.predictions], expected, rtol=1e-4)
     assert all(p.probabilities is None for p in Prediction.objects.all())
+
+
+def test_the_production_version_is_looked_up_again_after_half_a_second(alice, cancer_v1, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(model_cache.resolutions, "clock", lambda: now[0])
+    other = make_model_version(trained=CANCER, name="cancer", version=2, stage="none")
+    assert predict([CANCER_ROW], alice).model_version == cancer_v1
+    # What another process does: change stages without this process's post_save signal.
+    ModelVersion.objects.filter(pk=cancer_v1.pk).update(stage="archived")
+    ModelVersion.objects.filter(pk=other.pk).update(stage="production")
+
+    now[0] += 0.4
+    assert predict([CANCER_ROW], alice).model_version == cancer_v1
+    now[0] += 0.11
+    assert predict([CANCER_ROW], alice).model_version == other
+
+
+def test_a_version_saved_in_this_process_is_seen_by_the_next_request(
+    alice, cancer_v1, django_assert_num_queries
+):
+    predict([CANCER_ROW], alice)
+    with django_assert_num_queries(4):
+        predict([CANCER_ROW], alice)
+
+    cancer_v1.stage = "archived"
+    cancer_v1.save(update_fields=["stage"])
+
+    with pytest.raises(NoVersionInStage):
+        predict([CANCER_ROW], alice)
+
+
+def test_a_failed_lookup_is_not_remembered(alice, db, monkeypatch):
+    with pytest.raises(ModelNotFound):
+        predict([CANCER_ROW], alice)
+    # As if the version were registered by another process: no signal clears this process's lookups.
+    monkeypatch.setattr(model_cache.resolutions, "clear", lambda: None)
+    make_model_version(trained=CANCER, name="cancer")
+
+    assert predict([CANCER_ROW], alice).model_version.version == 1

@@ -22,6 +22,7 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from models_registry import mlflow_gateway, registry_services
+from predictions import model_cache
 from predictions.models import Prediction
 from predictions.tests.helpers import make_model_version, trained_model
 from tests.factories import make_user
@@ -62,6 +63,7 @@ def _free_port() -> int:
 class Answer:
     pid: int
     version: int
+    sent_at: float
     received_at: float
 
 
@@ -79,10 +81,11 @@ class Server:
             headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"},
             method="POST",
         )
+        sent_at = time.monotonic()
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (our own local server)
             body = json.loads(response.read())
             pid = int(response.headers["X-Worker-Pid"])
-        return Answer(pid=pid, version=body["model_version"], received_at=time.monotonic())
+        return Answer(pid=pid, version=body["model_version"], sent_at=sent_at, received_at=time.monotonic())
 
     def predict_concurrently(self, count: int) -> list[Answer]:
         # Sync workers serve one request at a time, so concurrent requests spread over both workers.
@@ -161,6 +164,17 @@ def _answers_until_every_worker_says(server: Server, version: int, *, timeout: f
     pytest.fail(f"not every worker answered with version {version}: {answers}")
 
 
+def _switch_times(answers: list[Answer], version: int, *, since: float) -> dict[int, float]:
+    """Seconds from `since` until each worker first answered with `version`; it never went back after."""
+    first = {
+        pid: min(a.received_at for a in answers if a.pid == pid and a.version == version)
+        for pid in {a.pid for a in answers}
+    }
+    late_old = [a for a in answers if a.version != version and a.sent_at > first[a.pid]]
+    assert late_old == [], "a worker went back to the old version"
+    return {pid: moment - since for pid, moment in first.items()}
+
+
 def test_a_promotion_and_a_rollback_reach_every_worker_within_one_second(gunicorn_server, monkeypatch):
     user = make_user("client")
     staff = make_user("release-manager", staff=True)
@@ -180,26 +194,33 @@ def test_a_promotion_and_a_rollback_reach_every_worker_within_one_second(gunicor
     # Both workers have loaded version 1 and serve it from their caches.
     before = _answers_until_every_worker_says(server, 1, timeout=30)
     assert {a.version for a in before} == {1}
+    workers = {a.pid for a in before}
 
     promoted_at = time.monotonic()
     registry_services.model_version_transition(
         model_version=candidate, to_stage="production", user=staff, reason="better recall"
     )
     after = _answers_until_every_worker_says(server, 2, timeout=5)
+    after += server.predict_concurrently(4)
 
-    # The service returned after its commit, so every request sent since must see the new version.
-    assert {a.version for a in after} == {2}
-    first_seen = {pid: min(a.received_at for a in after if a.pid == pid) for pid in {a.pid for a in after}}
-    assert len(first_seen) == WORKERS
-    assert max(first_seen.values()) - promoted_at < 1.0
-    assert {a.pid for a in before} == set(first_seen), "the same two worker processes, never restarted"
+    switched = _switch_times(after, 2, since=promoted_at)
+    assert set(switched) == workers, "the same two worker processes, never restarted"
+    assert max(switched.values()) < 1.0, switched
+    # Stale answers only within the resolution TTL, never later.
+    late = [
+        a for a in after if a.version == 1 and a.sent_at - promoted_at > model_cache.RESOLUTION_TTL_SECONDS
+    ]
+    assert late == []
 
     rolled_back_at = time.monotonic()
     registry_services.model_version_rollback(registered_model=current.registered_model, user=staff)
     back = _answers_until_every_worker_says(server, 1, timeout=5)
+    back += server.predict_concurrently(4)
 
-    assert {a.version for a in back} == {1}
-    assert max(min(a.received_at for a in back if a.pid == pid) for pid in first_seen) - rolled_back_at < 1.0
+    switched_back = _switch_times(back, 1, since=rolled_back_at)
+    assert set(switched_back) == workers
+    assert max(switched_back.values()) < 1.0, switched_back
+    answers = before + after + back
     stored = Prediction.objects.filter(user=user)
-    assert stored.count() == len(before) + len(after) + len(back)
-    assert stored.filter(model_version=candidate).count() == len(after)
+    assert stored.count() == len(answers)
+    assert stored.filter(model_version=candidate).count() == sum(1 for a in answers if a.version == 2)
