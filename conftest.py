@@ -150,3 +150,16 @@ def logged_in_page(page, live_server):
         return page
 
     return log_in
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """A file, not memory, for the SQLite test database, so real worker processes can open it too.
+
+    A per-session temporary file rather than a fixed path: two pytest sessions may run at once.
+    """
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.getbasetemp() / "test-db.sqlite3")

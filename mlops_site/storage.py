@@ -126,8 +126,14 @@ def url_for(key: str) -> str:
 
 def check() -> None:
     """Raise StorageError unless storage answers; used by /readyz."""
-    with _translated("health check", ".readyz"):
-        default_storage.exists(".readyz")
+    backend = storages["default"]
+    bucket = getattr(backend, "bucket_name", None)
+    with _translated("health check", bucket or ".readyz"):
+        if bucket:
+            # A key lookup in a missing bucket answers "not found" like a missing key: ask for the bucket.
+            backend.connection.meta.client.head_bucket(Bucket=bucket)
+        else:
+            default_storage.exists(".readyz")
 
 
 def backend_name() -> str:

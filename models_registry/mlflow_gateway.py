@@ -19,6 +19,10 @@ from typing import Any
 
 # MLflow 3 phones home from a background thread unless told not to; this app is self-hosted and offline.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow's own defaults (7 retries with back-off, 120 s timeout) hold a request for minutes when the
+# tracking server is down; the operator may still override both.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 import mlflow
 import mlflow.sklearn

@@ -67,16 +67,8 @@ def _broker_check() -> str:
 
 def _storage_check() -> str:
     storage.check()
-    bucket_name = getattr(default_storage, "bucket_name", None)
-    if bucket_name:
-        # An S3 lookup of a key in a missing bucket answers "not found" like a missing key, so ask for
-        # the bucket itself.
-        try:
-            default_storage.connection.meta.client.head_bucket(Bucket=bucket_name)
-        except Exception as exc:  # botocore raises many unrelated classes for one outage
-            raise storage.StorageError(f"bucket {bucket_name!r} is not usable: {exc}") from exc
     location = getattr(default_storage, "location", None)
-    if location and not bucket_name:
+    if location and not getattr(default_storage, "bucket_name", None):
         folder = Path(location)
         # FileSystemStorage creates its folder on the first write; only the nearest existing parent matters.
         while not folder.exists() and folder.parent != folder:

@@ -36,4 +36,3 @@ def token_client():
 @pytest.fixture
 def alice_token(alice) -> Token:
     return Token.objects.create(user=alice)
-
