@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from unittest import mock
 
@@ -308,3 +309,38 @@ def test_stale_runs_are_sent_again(cancer, queued):
     assert requeued == 2
     assert sorted(call.args[0] for call in delay.call_args_list) == sorted([queued.pk, dead.pk])
     assert fresh.pk not in [call.args[0] for call in delay.call_args_list]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lease_is_renewed_while_a_long_step_runs(cancer, monkeypatch):
+    monkeypatch.setattr(training_services, "LEASE_SECONDS", 1)
+    monkeypatch.setattr(training_services, "LEASE_RENEW_SECONDS", 0.1)
+    # Committed at once here; the run is executed below, as the worker would, not by the eager hand-off.
+    with mock.patch.object(tasks.training_run_execute_task, "delay"):
+        run = training_services.training_run_create(
+            dataset_version=cancer,
+            model_name="cancer",
+            algorithm="random_forest",
+            params=FAST_FOREST,
+            created_by=None,
+        )
+    real_train = training_services.model_train
+    seen = {}
+
+    def slow_train(**kwargs):
+        claimed_until = TrainingRun.objects.get(pk=run.pk).lease_expires_at
+        time.sleep(1.5)
+        seen["renewed_until"] = TrainingRun.objects.get(pk=run.pk).lease_expires_at
+        seen["claimed_until"] = claimed_until
+        # Longer than the lease: only the heartbeat keeps another attempt from taking the run now.
+        seen["second_attempt"] = training_services.training_run_execute(run_id=run.pk).status
+        return real_train(**kwargs)
+
+    with mock.patch.object(training_services, "model_train", side_effect=slow_train):
+        outcome = training_services.training_run_execute(run_id=run.pk)
+
+    assert outcome.status == "succeeded"
+    assert seen["renewed_until"] > seen["claimed_until"] + timedelta(seconds=1)
+    assert seen["second_attempt"] == "busy"
+    run.refresh_from_db()
+    assert run.attempts == 1
