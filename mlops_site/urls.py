@@ -11,6 +11,7 @@ from mlops_site import views
 api_patterns = [
     path("", include("accounts.api_urls")),
     path("", include("models_registry.api_urls")),
+    path("", include("predictions.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]
@@ -27,6 +28,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("accounts/", include("accounts.urls")),
     path("datasets/", include("models_registry.dataset_urls")),
+    path("", include("predictions.urls")),
     path("api/", include(api_patterns)),
     path("", include("monitoring.urls")),
     path("", include("django_prometheus.urls")),

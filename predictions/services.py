@@ -17,12 +17,11 @@ from predictions import model_cache, selectors
 from predictions.models import Channel, Prediction, PredictionRequest
 from predictions.validation import RowsInvalid, rows_validate
 
-DEFAULT_MAX_ROWS = 1000
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 
 
 def max_rows() -> int:
-    return int(getattr(settings, "PREDICTION_MAX_ROWS", DEFAULT_MAX_ROWS))
+    return settings.PREDICTION_MAX_ROWS
 
 
 @dataclass(frozen=True)

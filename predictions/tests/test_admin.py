@@ -7,8 +7,6 @@ from django.test import Client
 
 from predictions.tests.helpers import make_predictions
 
-pytestmark = pytest.mark.urls("predictions.tests.urls")
-
 
 @pytest.fixture
 def admin_client_for(admin_user):

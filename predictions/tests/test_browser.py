@@ -11,7 +11,6 @@ from predictions.models import Prediction
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.urls("predictions.tests.urls"),
 ]
 
 

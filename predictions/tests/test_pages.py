@@ -5,15 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-import pytest
 from django.test import Client
 from django.utils import timezone
 
 from predictions.models import Prediction, PredictionRequest
 from predictions.tests.helpers import make_model_version, make_predictions, trained_model
 from tests.factories import make_user
-
-pytestmark = pytest.mark.urls("predictions.tests.urls")
 
 
 def client_for(user):

@@ -13,8 +13,6 @@ from mlops_site import storage
 from predictions.models import Prediction, PredictionRequest
 from predictions.tests.helpers import make_model_version, trained_model
 
-pytestmark = pytest.mark.urls("predictions.tests.urls")
-
 CANCER = trained_model("cancer")
 ROW = CANCER.sample_rows[0]
 URL = "/api/models/cancer/predict/"

@@ -11,8 +11,6 @@ from rest_framework.test import APIClient
 from predictions.models import Prediction
 from predictions.tests.helpers import make_predictions
 
-pytestmark = pytest.mark.urls("predictions.tests.urls")
-
 
 def client_for(user):
     client = APIClient()

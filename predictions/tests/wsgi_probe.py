@@ -1,4 +1,4 @@
-"""The project's WSGI app for multi-process tests: this app's URLs, and a header naming the worker process."""
+"""The project's WSGI app for multi-process tests, with a header naming the worker process."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mlops_site.settings")
 
-from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
 _django = get_wsgi_application()
-# Until mlops_site/urls.py includes the predictions URLs; Django reads this setting on every request.
-settings.ROOT_URLCONF = "predictions.tests.urls"
 
 WORKER_HEADER = "X-Worker-Pid"
 
