@@ -19,6 +19,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import F, Max, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from threadpoolctl import threadpool_limits
 
 from mlops_site import storage
 from models_registry import mlflow_gateway, registry_services, webhook_services
@@ -81,7 +82,9 @@ def _structural_problems(
         problems.append(
             f'Hyperparameters must be a JSON object such as {{"max_depth": 3}}; got {type(params).__name__}.'
         )
-    elif bad := [name for name in params if not isinstance(name, str) or not 0 < len(name) <= 100]:
+    elif bad := [
+        name for name in params if not isinstance(name, str) or not 0 < len(name) <= PARAM_NAME_MAX_LENGTH
+    ]:
         problems.append(
             f"Hyperparameter names must be text of 1-{PARAM_NAME_MAX_LENGTH} characters: {bad!r}."
         )
@@ -337,7 +340,10 @@ def training_run_execute(*, run_id: int) -> ExecuteOutcome:
     try:
         attempt.heartbeat_start()
         try:
-            _steps(attempt)
+            # One native thread, as in model_train: scikit-learn's OpenMP predict of histogram gradient
+            # boosting (the ONNX check, MLflow's signature) spun idle threads and ran several times slower.
+            with threadpool_limits(limits=1):
+                _steps(attempt)
         finally:
             # Stopped before any clean-up below, so the lease is not renewed after it is handed back.
             attempt.heartbeat_stop()
