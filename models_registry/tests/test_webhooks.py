@@ -528,3 +528,39 @@ def test_a_failed_delivery_resent_by_staff_gets_one_more_attempt(
     assert delivery.status == WebhookDelivery.Status.SUCCEEDED
     assert delivery.attempts == 7
     assert len(receiver.requests) == 1
+
+
+def test_a_promotion_through_the_registry_service_reaches_the_receiver_signed(
+    registered_model, receiver, staff, django_capture_on_commit_callbacks
+):
+    from unittest import mock
+
+    from models_registry import registry_services
+    from models_registry.models import ModelVersion, WebhookDelivery
+
+    make_webhook(registered_model, receiver.url)
+    version = ModelVersion.objects.create(
+        registered_model=registered_model,
+        version=1,
+        task="classification",
+        metrics={"accuracy": 0.9},
+        skops_key="models/sha256/aa/a.skops",
+        skops_sha256="a" * 64,
+    )
+
+    # The MLflow alias sync also runs on commit; this test is about the webhook only.
+    with (
+        mock.patch("models_registry.tasks.model_aliases_sync_task.delay"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        registry_services.model_version_transition(model_version=version, to_stage="production", user=staff)
+
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == WebhookDelivery.Status.SUCCEEDED
+    [received] = receiver.requests
+    assert_signed(received)
+    body = json.loads(received.body)
+    assert body["event"] == "version_promoted"
+    assert body["data"]["version"] == 1
+    assert body["data"]["transition"]["to_stage"] == "production"
+    assert body["data"]["transition"]["user"] == staff.username

@@ -37,7 +37,7 @@
         result.replaceChildren(link);
         result.hidden = false;
       }
-      panel.dataset.status = data.status;
+      panel.dataset.runStatus = data.status;
     }
 
     function poll() {
