@@ -158,6 +158,16 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celery" / "beat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # every minute: workers report that they are alive, shown on /readyz and the status page
     "worker-heartbeat": {"task": "monitoring.tasks.worker_heartbeat_task", "schedule": 60.0},
+    # every 5 minutes: re-send training runs whose message was lost or whose worker died
+    "training-runs-stale-requeue": {
+        "task": "models_registry.tasks.training_runs_stale_requeue_task",
+        "schedule": 300.0,
+    },
+    # hourly: repair MLflow aliases whose sync message was lost
+    "model-aliases-sync-all": {
+        "task": "models_registry.tasks.model_aliases_sync_all_task",
+        "schedule": 3600.0,
+    },
 }
 
 # ------------------------------------------------------------------------------
@@ -221,6 +231,11 @@ DATASET_MIN_ROWS = env_int("DATASET_MIN_ROWS", 10)
 # Django rejects larger request bodies before our own size check could name the limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+# ------------------------------------------------------------------------------
+# Models
+# ------------------------------------------------------------------------------
+MODEL_MAX_UPLOAD_MB = env_int("MODEL_MAX_UPLOAD_MB", 100)
 
 # ------------------------------------------------------------------------------
 # Predictions

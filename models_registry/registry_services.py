@@ -37,8 +37,6 @@ logger = logging.getLogger(__name__)
 
 PRODUCTION_ALIAS = "production"
 STAGING_ALIAS = "staging"
-# Until settings define MODEL_MAX_UPLOAD_MB, uploads are capped here: the whole file is read into memory.
-DEFAULT_MODEL_MAX_UPLOAD_MB = 100
 FEATURE_SCHEMA_MAX_COLUMNS = 2000
 CLASSES_MAX = 1000
 REASON_MAX_LENGTH = 2000
@@ -514,7 +512,8 @@ def model_aliases_sync(*, registered_model_id: int) -> dict[str, int | None]:
 # Uploading externally trained models
 # ------------------------------------------------------------------------------
 def model_max_upload_bytes() -> int:
-    return int(getattr(settings, "MODEL_MAX_UPLOAD_MB", DEFAULT_MODEL_MAX_UPLOAD_MB)) * 1024 * 1024
+    # The whole file is read into memory to be checked, hence a cap of its own.
+    return settings.MODEL_MAX_UPLOAD_MB * 1024 * 1024
 
 
 def _read_capped(file: IO[bytes], *, filename: str) -> bytes:
