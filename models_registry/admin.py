@@ -213,7 +213,12 @@ def _metric_summary(metrics: dict | None) -> str:
 class WebhookAdminForm(forms.ModelForm):
     """The secret is write-only: never shown again, and an empty field keeps the stored one."""
 
-    url = forms.URLField(max_length=500, assume_scheme="https", help_text="http:// or https:// only.")
+    url = forms.URLField(
+        max_length=500,
+        assume_scheme="https",
+        help_text="http:// or https:// only.",
+        widget=forms.URLInput(attrs={"size": 70}),
+    )
     events = forms.MultipleChoiceField(choices=WebhookEvent.choices, widget=forms.CheckboxSelectMultiple)
     secret = forms.CharField(
         required=False,
@@ -290,6 +295,10 @@ class RegisteredModelAdmin(admin.ModelAdmin):
                 version_total=Count("versions"), production_version=Subquery(production.values("version")[:1])
             )
         )
+
+    def has_delete_permission(self, request: HttpRequest, obj: RegisteredModel | None = None) -> bool:
+        # MLflow keeps the name's version history; a re-created model would number its versions anew.
+        return False
 
     def get_readonly_fields(self, request: HttpRequest, obj: RegisteredModel | None = None) -> list[str]:
         # The name is MLflow's registered model name; task and target are fixed by the first version.

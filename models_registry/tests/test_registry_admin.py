@@ -392,3 +392,29 @@ def test_the_dataset_version_action_shows_form_errors_and_queues_nothing(client,
     assert "This field is required." in html
     assert "Select a valid choice." in html
     assert TrainingRun.objects.count() == 0
+
+
+def test_registered_models_cannot_be_deleted_in_admin(client, admin_user, churn):
+    client.force_login(admin_user)
+
+    response = client.get(reverse("admin:models_registry_registeredmodel_delete", args=[churn.pk]))
+
+    assert response.status_code == 403
+    assert RegisteredModel.objects.filter(pk=churn.pk).exists()
+
+
+def test_a_new_webhook_without_a_secret_gets_a_generated_one(client, admin_user, churn):
+    client.force_login(admin_user)
+
+    response = client.post(
+        reverse("admin:models_registry_webhook_add"),
+        {
+            "registered_model": churn.pk,
+            "url": "https://hooks.example.com/a",
+            "events": ["version_promoted"],
+            "is_active": "on",
+        },
+    )
+
+    assert response.status_code == 302
+    assert len(Webhook.objects.get().secret) >= 32
