@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.celery_worker import start_celery_worker  # noqa: F401  (a fixture for every app's tests)
 from tests.factories import make_user
 
 

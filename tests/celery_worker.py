@@ -1,4 +1,4 @@
-"""Fixtures of the monitoring tests: a real Celery worker process on the current test database."""
+"""A real Celery worker process on the current test database, for any app's tests."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def start_celery_worker(transactional_db, tmp_path) -> Iterator[Callable[[str], WorkerProcess]]:
+def start_celery_worker(transactional_db, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
     """Returns a function that starts `celery worker` on the given broker URL and waits until it is ready.
 
     The worker writes to the current test database (committed data only, hence transactional_db) and is
@@ -74,7 +74,7 @@ def start_celery_worker(transactional_db, tmp_path) -> Iterator[Callable[[str], 
     """
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(broker_url: str) -> WorkerProcess:
+    def start(broker_url: str, *, extra_env: dict[str, str] | None = None) -> WorkerProcess:
         data_dir = tmp_path / "worker-data"
         transport_options: dict[str, object] = {}
         if broker_url == "filesystem://":
@@ -100,6 +100,10 @@ def start_celery_worker(transactional_db, tmp_path) -> Iterator[Callable[[str], 
             "CELERY_BROKER_URL": broker_url,
             "CELERY_TASK_ALWAYS_EAGER": "False",
             "PYTHONPATH": str(settings.BASE_DIR),
+            # The same MLflow store as the test process, which the root conftest puts in tmp_path.
+            "MLFLOW_TRACKING_URI": settings.MLFLOW_TRACKING_URI,
+            "MLFLOW_ARTIFACT_ROOT": settings.MLFLOW_ARTIFACT_ROOT,
+            **(extra_env or {}),
         }
         log_path = tmp_path / f"{nodename}.log"
         with log_path.open("wb") as log:
