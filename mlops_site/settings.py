@@ -163,6 +163,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "models_registry.tasks.training_runs_stale_requeue_task",
         "schedule": 300.0,
     },
+    # every 5 minutes: re-send webhook deliveries whose retry message was lost
+    "webhook-deliveries-sweep": {
+        "task": "models_registry.webhook_tasks.webhook_deliveries_sweep_task",
+        "schedule": 300.0,
+    },
     # hourly: repair MLflow aliases whose sync message was lost
     "model-aliases-sync-all": {
         "task": "models_registry.tasks.model_aliases_sync_all_task",

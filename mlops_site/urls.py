@@ -28,6 +28,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("accounts/", include("accounts.urls")),
     path("datasets/", include("models_registry.dataset_urls")),
+    path("", include("models_registry.registry_urls")),
     path("", include("predictions.urls")),
     path("api/", include(api_patterns)),
     path("", include("monitoring.urls")),

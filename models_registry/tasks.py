@@ -66,3 +66,7 @@ def model_aliases_sync_all_task() -> int:
     for registered_model_id in ids:
         model_aliases_sync_task.delay(registered_model_id)
     return len(ids)
+
+
+# Celery's autodiscovery imports only <app>.tasks; the webhook tasks live in their own module.
+from models_registry.webhook_tasks import webhook_deliveries_sweep_task, webhook_delivery_send_task  # noqa: E402,F401

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-from django.urls import NoReverseMatch, reverse
-
 from models_registry.models import ModelVersion, RegisteredModel
 
 CLASSIFICATION_METRICS = {"accuracy": 0.91, "balanced_accuracy": 0.9, "f1_macro": 0.89, "roc_auc": 0.95}
-
-
-@pytest.fixture(autouse=True)
-def registry_urls(settings):
-    """The registry pages under /models/ and /training/, whether or not the site's urls include them yet."""
-    try:
-        reverse("registry:model-list")
-    except NoReverseMatch:
-        settings.ROOT_URLCONF = "models_registry.tests.registry_urlconf"
 
 
 def make_model(name: str = "churn", *, task: str = "classification", **fields: Any) -> RegisteredModel:

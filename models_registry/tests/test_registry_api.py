@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from models_registry import registry_services
 from models_registry.models import ModelVersion, RegisteredModel, StageTransition, TrainingRun
-from models_registry.tests.registry_helpers import make_model, make_version, registry_urls  # noqa: F401
+from models_registry.tests.registry_helpers import make_model, make_version
 from models_registry.tests.training_helpers import FAST_FOREST, cancer_frame, dataset_upload
 
 pytestmark = pytest.mark.django_db

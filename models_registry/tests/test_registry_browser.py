@@ -10,7 +10,6 @@ from playwright.sync_api import expect
 
 from models_registry.models import ModelVersion, StageTransition, TrainingRun
 from models_registry.tasks import training_run_execute_task
-from models_registry.tests.registry_helpers import registry_urls  # noqa: F401
 from models_registry.tests.training_helpers import cancer_frame, dataset_upload
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -13,7 +13,7 @@ from django.utils import timezone
 from mlops_site import storage
 from models_registry import registry_services
 from models_registry.models import ModelVersion, StageTransition, TrainingRun
-from models_registry.tests.registry_helpers import make_model, make_version, registry_urls  # noqa: F401
+from models_registry.tests.registry_helpers import make_model, make_version
 from models_registry.tests.training_helpers import cancer_frame, dataset_upload, run_train, version_of
 
 pytestmark = pytest.mark.django_db
