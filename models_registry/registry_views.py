@@ -325,6 +325,7 @@ def _run_state(run: TrainingRun) -> dict[str, Any]:
         "error_message": run.error_message,
         "is_terminal": run.is_terminal,
         "duration": _duration_text(run),
+        "attempts": run.attempts,
         "version_url": reverse("registry:version-detail", args=[run.registered_model.name, version.version])
         if version
         else None,

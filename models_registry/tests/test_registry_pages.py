@@ -362,6 +362,8 @@ def test_staff_start_a_training_run_from_the_page_and_land_on_its_progress(
     assert status["progress"] == 100
     assert status["is_terminal"] is True
     assert status["version_url"] == "/models/cancer/versions/1/"
+    assert status["attempts"] == 1
+    assert status["duration"].endswith(" s")
 
 
 def test_the_task_is_inferred_when_the_algorithm_is_chosen_without_one(

@@ -13,7 +13,9 @@
     var message = panel.querySelector("[data-progress-message]");
     var error = panel.querySelector("[data-error]");
     var result = panel.querySelector("[data-result]");
-    var duration = panel.querySelector("[data-duration]");
+    // The run's facts sit in a panel of their own, below the progress panel.
+    var duration = document.querySelector("[data-duration]");
+    var attempts = document.querySelector("[data-attempts]");
     var delay = INTERVAL_MS;
 
     function show(data) {
@@ -25,6 +27,9 @@
       message.textContent = data.progress_message || "";
       if (duration && data.duration) {
         duration.textContent = data.duration;
+      }
+      if (attempts) {
+        attempts.textContent = data.attempts;
       }
       if (data.error_message) {
         error.textContent = data.error_message;
