@@ -30,7 +30,7 @@ import requests
 import sqlalchemy.exc
 import yaml
 from django.conf import settings
-from mlflow.entities import LoggedModelOutput, Metric, Param, RunTag, ViewType
+from mlflow.entities import LoggedModel, LoggedModelOutput, Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
@@ -252,13 +252,21 @@ def training_run_log(
     run_id = run.info.run_id
     try:
         with _translated(f"logging of training run {run_key!r}"):
+            logged = None
+            if model is not None:
+                # Created before the run's data so that one batch also records the model's id.
+                logged = client.create_logged_model(
+                    experiment_id, name=MODEL_ARTIFACT_NAME, source_run_id=run_id
+                )
+                param_rows, metric_rows, tag_rows = rows
+                rows = (param_rows, metric_rows, [*tag_rows, RunTag(MODEL_ID_TAG, logged.model_id)])
             _run_data_log(client, run_id=run_id, rows=rows)
             if files:
                 _artifacts_log(client, run_id=run_id, files=files)
-            if model is not None:
+            if logged is not None:
                 _model_log(
                     client,
-                    experiment_id=experiment_id,
+                    logged=logged,
                     run_id=run_id,
                     model=model,
                     skops_trusted_types=skops_trusted_types,
@@ -342,13 +350,14 @@ def _run_data_log(
     rows: tuple[list[Param], list[Metric], list[RunTag]],
 ) -> None:
     param_rows, metric_rows, tag_rows = rows
-    # MLflow caps one batch at 1000 metrics and 100 params or tags.
-    for chunk in _chunks(metric_rows, 1000):
-        client.log_batch(run_id, metrics=chunk, synchronous=True)
-    for chunk in _chunks(param_rows, 100):
-        client.log_batch(run_id, params=chunk, synchronous=True)
-    for chunk in _chunks(tag_rows, 100):
-        client.log_batch(run_id, tags=chunk, synchronous=True)
+    # As few batches as MLflow's limits allow (1000 entries, of which at most 100 params and 100 tags):
+    # each batch is one transaction, or one request to a server.
+    while param_rows or metric_rows or tag_rows:
+        params, param_rows = param_rows[:100], param_rows[100:]
+        tags, tag_rows = tag_rows[:100], tag_rows[100:]
+        room = 1000 - len(params) - len(tags)
+        metrics, metric_rows = metric_rows[:room], metric_rows[room:]
+        client.log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
 
 
 def _artifacts_log(client: mlflow.MlflowClient, *, run_id: str, files: Mapping[PurePosixPath, bytes]) -> None:
@@ -363,16 +372,15 @@ def _artifacts_log(client: mlflow.MlflowClient, *, run_id: str, files: Mapping[P
 def _model_log(
     client: mlflow.MlflowClient,
     *,
-    experiment_id: str,
+    logged: LoggedModel,
     run_id: str,
     model: Any,
     skops_trusted_types: Sequence[str],
     input_example: Any,
     pip_requirements: Sequence[str] | None,
 ) -> None:
-    # The client calls below replace mlflow.sklearn.log_model, which reads the global tracking URI.
-    logged = client.create_logged_model(experiment_id, name=MODEL_ARTIFACT_NAME, source_run_id=run_id)
-    client.set_tag(run_id, MODEL_ID_TAG, logged.model_id)
+    # These client calls and create_logged_model replace mlflow.sklearn.log_model, which reads the
+    # global tracking URI.
     with tempfile.TemporaryDirectory(prefix="mlflow-model-") as folder:
         local_path = os.path.join(folder, MODEL_ARTIFACT_NAME)
         mlflow.sklearn.save_model(

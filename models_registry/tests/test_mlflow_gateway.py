@@ -129,6 +129,32 @@ def test_it_logs_params_metrics_tags_artifacts_and_the_model_of_a_training_run(p
     assert len(json.loads((model_folder / "input_example.json").read_text())["data"]) == 5
 
 
+def test_it_logs_run_data_in_as_few_batches_as_mlflow_limits_allow(pipeline):
+    params = {f"p{i}": i for i in range(150)}
+    metrics = {f"m{i}": float(i) for i in range(1200)}
+    tags = {f"t{i}": i for i in range(120)}
+    batches = []
+    log_batch = mlflow.MlflowClient.log_batch
+
+    def counted(self, run_id, metrics=(), params=(), tags=(), **kwargs):
+        batches.append((len(metrics), len(params), len(tags)))
+        return log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+    with mock.patch.object(mlflow.MlflowClient, "log_batch", counted):
+        run_id = _log("run-batches", pipeline, params=params, metrics=metrics, tags=tags)
+        _log("run-one-batch", pipeline)
+
+    run = mlflow_gateway.run_get(run_id=run_id)
+    assert run.params == {name: str(value) for name, value in params.items()}
+    assert run.metrics == metrics
+    assert {name: value for name, value in run.tags.items() if name[0] == "t"} == {
+        name: str(value) for name, value in tags.items()
+    }
+    assert _client().get_logged_model(run.model_id).source_run_id == run_id
+    # 100 params and 100 tags at most per batch, 1000 entries in all; the model's id is one more tag.
+    assert batches == [(800, 100, 100), (400, 50, 21), (2, 2, 2)]
+
+
 def test_it_creates_the_experiment_in_the_artifact_root_of_a_local_store(settings):
     experiment_id = mlflow_gateway.experiment_ensure()
 

@@ -261,3 +261,40 @@ def test_an_onnx_model_whose_inputs_do_not_match_the_schema_is_refused(trained):
     schema = [{"name": "height", "kind": "numeric"}, {"name": "city", "kind": "categorical"}]
     with pytest.raises(ArtifactError, match="do not match the feature schema"):
         OnnxPredictor(conversion.data, sha256=conversion.sha256, feature_schema=schema)
+
+
+def test_the_onnx_check_compares_with_the_predictions_model_train_kept(trained):
+    result, conversion = trained[("classification", "hist_gradient_boosting")]
+    given = onnx_convert(
+        pipeline=result.pipeline,
+        feature_schema=result.feature_schema,
+        X_holdout=result.X_holdout,
+        classes=result.classes,
+        sklearn_predictions=result.holdout_predictions,
+        sklearn_probabilities=result.holdout_probabilities,
+    )
+    assert given == conversion
+
+    # Predictions that are not scikit-learn's must fail the check, so the given ones are what it compares.
+    wrong = np.array(result.holdout_predictions, dtype=object)
+    wrong[0] = next(c for c in result.classes if c != wrong[0])
+    refused = onnx_convert(
+        pipeline=result.pipeline,
+        feature_schema=result.feature_schema,
+        X_holdout=result.X_holdout,
+        classes=result.classes,
+        sklearn_predictions=wrong,
+        sklearn_probabilities=result.holdout_probabilities,
+    )
+    assert refused.data is None
+    assert refused.reason == (
+        f"ONNX labels differ from scikit-learn on 1 of {len(result.X_holdout)} holdout rows."
+    )
+    with pytest.raises(ValueError, match="predictions for"):
+        onnx_convert(
+            pipeline=result.pipeline,
+            feature_schema=result.feature_schema,
+            X_holdout=result.X_holdout,
+            classes=result.classes,
+            sklearn_predictions=result.holdout_predictions[:-1],
+        )

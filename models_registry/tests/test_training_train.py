@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
+from sklearn import metrics as skm
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.inspection import permutation_importance
+from sklearn.pipeline import Pipeline
 
 from models_registry.training import metrics
 from models_registry.training.errors import TrainingInputError
+from models_registry.training.pipeline import category_text, frame_prepare, pipeline_build
 from models_registry.training.train import TrainingResult, minimum_rows, model_train
 from tests.factories import make_classification_frame
 
@@ -160,6 +167,94 @@ def test_one_hot_importances_are_summed_back_to_their_column():
     assert ranked[0]["name"] == "city"
     native = result.pipeline.named_steps["model"].feature_importances_
     assert sum(f["importance"] for f in ranked) == pytest.approx(float(native.sum()))
+
+
+def _permutation_case(task: str, estimator: Any = None) -> tuple[Pipeline, pd.DataFrame, np.ndarray]:
+    """A fitted HGB pipeline over numeric and categorical inputs with gaps, and held-out rows."""
+    frame = mixed_frame(rows=160, seed=4)
+    frame["zone"] = np.random.default_rng(4).choice(["a", "b", "c", "d"], len(frame))
+    features = [c for c in schema_of(frame) if c["name"] != "label"]
+    X = frame_prepare(frame, features)
+    if task == "classification":
+        y = frame["label"].to_numpy(dtype=object)
+        estimator = estimator or HistGradientBoostingClassifier(max_iter=20, random_state=0)
+    else:
+        y = X["income"].fillna(0).to_numpy() / 1000 + (X["city"] == "Rome").to_numpy() * 5.0
+        estimator = estimator or HistGradientBoostingRegressor(max_iter=20, random_state=0)
+    pipeline = pipeline_build(feature_columns=features, estimator=estimator, scale_numeric=False)
+    pipeline.fit(X.iloc[:100], y[:100])
+    return pipeline, X.iloc[100:], y[100:]
+
+
+def _importances_against_scikit_learn(
+    pipeline: Pipeline, X_holdout: pd.DataFrame, y_holdout: np.ndarray, *, seed: int, rows: int
+) -> tuple[dict[str, Any], dict[str, float]]:
+    ours = metrics.feature_importances_compute(
+        pipeline=pipeline, X_holdout=X_holdout, y_holdout=y_holdout, seed=seed
+    )
+    keep = np.arange(len(X_holdout))
+    if rows < len(keep):
+        keep = np.sort(np.random.default_rng(seed).choice(len(keep), rows, replace=False))
+    reference = permutation_importance(
+        pipeline,
+        X_holdout.iloc[keep],
+        y_holdout[keep],
+        n_repeats=metrics.PERMUTATION_REPEATS,
+        random_state=seed,
+    )
+    return ours, dict(zip(X_holdout.columns, reference.importances_mean.tolist(), strict=True))
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_permutation_importance_on_the_transformed_holdout_equals_scikit_learns_on_the_pipeline(
+    task, monkeypatch
+):
+    pipeline, X_holdout, y_holdout = _permutation_case(task)
+    if task == "classification":
+        # A holdout label the model never saw only ever counts as a miss, in both computations.
+        y_holdout = y_holdout.copy()
+        y_holdout[3] = "maybe"
+    # Fewer rows than the holdout, so the seeded sample is exercised too.
+    monkeypatch.setattr(metrics, "PERMUTATION_MAX_ROWS", 45)
+
+    ours, expected = _importances_against_scikit_learn(pipeline, X_holdout, y_holdout, seed=7, rows=45)
+
+    assert ours["method"] == "permutation"
+    got = {f["name"]: f["importance"] for f in ours["features"]}
+    assert got == pytest.approx(expected, rel=0, abs=1e-12)
+    # Not a vacuous match: shuffling the columns the target depends on must cost score.
+    assert max(expected.values()) > 0.05
+    transformed = pipeline[:-1].transform(X_holdout)
+    given = metrics.feature_importances_compute(
+        pipeline=pipeline, X_holdout=X_holdout, y_holdout=y_holdout, seed=7, X_transformed=transformed
+    )
+    assert given == ours
+
+
+class _BalancedScoring(HistGradientBoostingClassifier):
+    def score(self, X, y, sample_weight=None):
+        return skm.balanced_accuracy_score(y, self.predict(X))
+
+
+def test_permutation_importance_uses_a_model_s_own_score_when_it_has_one():
+    estimator = _BalancedScoring(max_iter=20, random_state=0)
+    pipeline, X_holdout, y_holdout = _permutation_case("classification", estimator)
+
+    ours, expected = _importances_against_scikit_learn(pipeline, X_holdout, y_holdout, seed=2, rows=60)
+
+    got = {f["name"]: f["importance"] for f in ours["features"]}
+    assert got == pytest.approx(expected, rel=0, abs=1e-12)
+
+
+def test_model_train_keeps_the_pipeline_s_predictions_on_the_holdout(iris, diabetes):
+    classified = train(iris, "target", "hist_gradient_boosting")
+    assert np.array_equal(classified.holdout_predictions, classified.pipeline.predict(classified.X_holdout))
+    assert np.array_equal(
+        classified.holdout_probabilities, classified.pipeline.predict_proba(classified.X_holdout)
+    )
+    regressed = train(diabetes, "target", "ridge")
+    assert np.array_equal(regressed.holdout_predictions, regressed.pipeline.predict(regressed.X_holdout))
+    assert regressed.holdout_probabilities is None
 
 
 def test_artifacts_and_figures_are_plain_json(iris, diabetes):
@@ -450,3 +545,70 @@ def test_probability_metrics_are_omitted_when_the_holdout_has_an_unseen_label():
     assert values["accuracy"] == pytest.approx(2 / 3)
     assert omitted["log_loss"] == "the holdout has label(s) the model never saw in training: maybe"
     assert "roc_auc" in omitted
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_classification_metrics_equal_scikit_learns_on_the_text_labels(n_classes):
+    rng = np.random.default_rng(n_classes)
+    classes = ["cat", "dog", "emu"][:n_classes]
+    proba = rng.dirichlet(np.ones(n_classes), 500)
+    y_pred = np.array(classes, dtype=object)[proba.argmax(axis=1)]
+    y_true = np.where(rng.random(500) < 0.8, y_pred, rng.choice(classes, 500)).astype(object)
+
+    values, omitted = metrics.classification_metrics_compute(
+        y_true=pd.Series(y_true), y_pred=y_pred, proba=proba, classes=classes
+    )
+
+    roc_auc = (
+        skm.roc_auc_score(y_true == classes[1], proba[:, 1])
+        if n_classes == 2
+        else skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=classes)
+    )
+    assert omitted == {}
+    assert values == {
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred),
+        "f1_macro": skm.f1_score(y_true, y_pred, average="macro", zero_division=0),
+        "roc_auc": roc_auc,
+        "log_loss": skm.log_loss(y_true, proba, labels=classes),
+    }
+    confusion = metrics.confusion_matrix_build(y_true=y_true, y_pred=y_pred, classes=classes)
+    assert confusion["matrix"] == skm.confusion_matrix(y_true, y_pred, labels=classes).tolist()
+
+
+def test_classification_metrics_equal_scikit_learns_when_the_holdout_has_a_label_the_model_never_saw():
+    y_true = ["b", "a", "c", "b", "b", "a"]
+    y_pred = ["b", "a", "a", "c", "b", "a"]
+    values, _ = metrics.classification_metrics_compute(
+        y_true=y_true, y_pred=y_pred, proba=None, classes=["a", "c"]
+    )
+    assert values["balanced_accuracy"] == skm.balanced_accuracy_score(y_true, y_pred)
+    assert values["f1_macro"] == skm.f1_score(y_true, y_pred, average="macro", zero_division=0)
+
+
+def test_prepared_categories_are_the_canonical_text_of_each_value_whatever_the_column_type():
+    columns = {
+        "text": pd.Series(["a", None, "b", "a", np.nan], dtype=object),
+        "str": pd.Series(["a", None, "b", "a", "c"], dtype="str"),
+        "floats": pd.Series([1.0, 2.5, np.nan, -0.0, 3.0]),
+        "ints": pd.Series([3, 1, 3, 2, 1]),
+        "nullable": pd.Series([1, None, 2, 2, 1], dtype="Int64"),
+        "bools": pd.Series([True, False, True, True, False]),
+        "category": pd.Series(pd.Categorical(["x", None, "y", "x", "y"])),
+        # Equal but not alike: one distinct value for pandas, three texts for category_text.
+        "mixed": pd.Series([1, True, 1.0, "1", None], dtype=object),
+        "dates": pd.Series(pd.to_datetime(["2024-01-02", None, "2024-01-02", "2024-03-04", None])),
+    }
+    frame = pd.DataFrame(columns)
+    prepared = frame_prepare(frame, [{"name": name, "kind": "categorical"} for name in columns])
+    for name in columns:
+        assert prepared[name].dtype == object
+        assert prepared[name].tolist() == [category_text(v) for v in frame[name].tolist()], name
+    assert prepared["mixed"].tolist() == ["1", "True", "1", "1", ""]
+
+
+def test_figures_carry_plotly_s_own_white_template(iris):
+    figure = train(iris, "target", "logistic_regression").artifacts["figures"]["confusion_matrix"]
+    reference = go.Figure(layout={"template": metrics.FIGURE_TEMPLATE}).to_json()
+    assert figure["layout"]["template"] == json.loads(reference)["layout"]["template"]
+    assert figure["layout"]["title"]["text"] == "Confusion matrix (holdout)"

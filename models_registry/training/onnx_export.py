@@ -72,11 +72,16 @@ def onnx_convert(
     feature_schema: list[dict[str, Any]],
     X_holdout: pd.DataFrame,
     classes: list[Any] | None = None,
+    sklearn_predictions: Any = None,
+    sklearn_probabilities: np.ndarray | None = None,
 ) -> OnnxConversion:
     """Convert with one input per column, then check onnxruntime against scikit-learn on the holdout.
 
     Numeric inputs are float32 (onnxruntime's Imputer has no double kernel); categoricals are strings.
     Any failure, in conversion or in agreement, gives data=None and the reason, never an exception.
+    `sklearn_predictions` and `sklearn_probabilities` are the pipeline's predict and predict_proba on
+    X_holdout when the caller already has them (TrainingResult.holdout_predictions and
+    holdout_probabilities); whatever is not given is computed here.
     """
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
@@ -116,7 +121,11 @@ def onnx_convert(
         onnx_labels, onnx_proba = predictor.predict_columns(columns_from_frame(X_holdout, feature_schema))
     except Exception as exc:  # onnxruntime raises its own unexported exception types
         return OnnxConversion(None, None, f"The converted ONNX model does not run: {_first_line(exc)}")
-    sk_labels = np.asarray(pipeline.predict(X_holdout)).ravel().tolist()
+    if sklearn_predictions is None:
+        sklearn_predictions = pipeline.predict(X_holdout)
+    sk_labels = np.asarray(sklearn_predictions).ravel().tolist()
+    if len(sk_labels) != len(X_holdout):
+        raise ValueError(f"{len(sk_labels)} scikit-learn predictions for {len(X_holdout)} holdout rows")
     if not is_classifier:
         diff = float(np.max(np.abs(np.asarray(onnx_labels) - np.asarray(sk_labels)), initial=0.0))
         if not np.allclose(onnx_labels, sk_labels, rtol=REGRESSION_RTOL, atol=REGRESSION_ATOL):
@@ -128,7 +137,11 @@ def onnx_convert(
             )
         return OnnxConversion(data, sha256, None, max_value_diff=diff)
     mismatched = sum(1 for a, b in zip(onnx_labels, sk_labels, strict=True) if a != b)
-    sk_proba = np.asarray(pipeline.predict_proba(X_holdout), dtype=float)
+    if sklearn_probabilities is None:
+        sklearn_probabilities = pipeline.predict_proba(X_holdout)
+    sk_proba = np.asarray(sklearn_probabilities, dtype=float)
+    if sk_proba.shape != (len(X_holdout), len(classes or ())):
+        raise ValueError(f"scikit-learn probabilities of shape {sk_proba.shape} for {len(X_holdout)} rows")
     diff = float(np.max(np.abs(np.asarray(onnx_proba, dtype=float) - sk_proba), initial=0.0))
     if mismatched:
         return OnnxConversion(

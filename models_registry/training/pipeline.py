@@ -123,8 +123,33 @@ def frame_prepare(frame: pd.DataFrame, feature_columns: list[dict[str, str]]) ->
                 ) from exc
             prepared[name] = numbers.where(np.isfinite(numbers), np.nan).to_numpy(dtype="float64")
         else:
-            prepared[name] = np.array([category_text(v) for v in series.tolist()], dtype=object)
+            # Kept as object: pandas would infer its str dtype, which scikit-learn converts back to an
+            # object array in every validation, fit and transform.
+            prepared[name] = pd.Series(category_texts(series), index=frame.index, dtype=object)
     return pd.DataFrame(prepared, index=frame.index)
+
+
+def _distinct_values_keep_types(series: pd.Series) -> bool:
+    """Whether values that compare equal also have one category_text, so each distinct value maps once.
+
+    Not so for mixed Python objects: True, 1 and 1.0 are equal (one hash bucket) but read "True", "1", "1".
+    """
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return True
+    if not pd.api.types.is_object_dtype(dtype):
+        return pd.api.types.is_string_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype)
+    return pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty")
+
+
+def category_texts(series: pd.Series) -> np.ndarray:
+    """category_text of every value (an object array), computed once per distinct value when that is safe."""
+    if not _distinct_values_keep_types(series):
+        return np.array([category_text(v) for v in series.tolist()], dtype=object)
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    # Missing values get code -1, which picks the last entry.
+    texts = np.array([category_text(v) for v in uniques.tolist()] + [MISSING_CATEGORY], dtype=object)
+    return texts[codes]
 
 
 def columns_from_rows(
@@ -235,7 +260,7 @@ def feature_schema_build(frame: pd.DataFrame, feature_columns: list[dict[str, st
             entry["min"] = float(present.min()) if len(present) else None
             entry["max"] = float(present.max()) if len(present) else None
         else:
-            entry["categories"] = sorted({v for v in series.tolist() if v != MISSING_CATEGORY})
+            entry["categories"] = sorted(v for v in pd.unique(series.to_numpy()) if v != MISSING_CATEGORY)
         entry["missing_count"] = int(
             (series == MISSING_CATEGORY).sum() if kind != NUMERIC else series.isna().sum()
         )

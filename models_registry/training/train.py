@@ -53,6 +53,9 @@ class TrainingResult:
     holdout_sha256: str
     fit_seconds: float
     warnings: list[str] = field(default_factory=list)
+    # scikit-learn's predictions on X_holdout (and class probabilities), for checks such as the ONNX one.
+    holdout_predictions: np.ndarray | None = None
+    holdout_probabilities: np.ndarray | None = None
 
     @property
     def split(self) -> dict[str, Any]:
@@ -128,15 +131,30 @@ def _fit(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series, *, label: str) -> tu
     return time.perf_counter() - started, sorted({f"{w.category.__name__}: {w.message}" for w in caught})
 
 
+@dataclass
+class _Evaluation:
+    metrics: dict[str, float]
+    omitted: dict[str, str]
+    artifacts: dict[str, Any]
+    classes: list[Any] | None
+    predictions: np.ndarray
+    probabilities: np.ndarray | None
+
+
 def _evaluate(
     pipeline: Pipeline, X_test: pd.DataFrame, y_test: pd.Series, *, task: str, seed: int
-) -> tuple[dict[str, float], dict[str, str], dict[str, Any], list[Any] | None]:
-    predicted = pipeline.predict(X_test)
+) -> _Evaluation:
+    # Pipeline.predict and predict_proba would each preprocess the holdout again; the fitted model fed the
+    # preprocessing's output once is exactly what they compute.
+    transformed = pipeline[:-1].transform(X_test)
+    model = pipeline[-1]
+    predicted = model.predict(transformed)
+    proba: np.ndarray | None = None
     artifacts: dict[str, Any] = {"figures": {}}
     classes: list[Any] | None = None
     if task == catalogue.CLASSIFICATION:
         classes = np.asarray(pipeline.classes_).tolist()
-        proba = pipeline.predict_proba(X_test) if hasattr(pipeline, "predict_proba") else None
+        proba = model.predict_proba(transformed) if hasattr(pipeline, "predict_proba") else None
         values, omitted = metrics.classification_metrics_compute(
             y_true=y_test, y_pred=predicted, proba=proba, classes=classes
         )
@@ -149,11 +167,11 @@ def _evaluate(
         artifacts["residuals"] = residuals
         artifacts["figures"]["residuals"] = metrics.residuals_figure(residuals)
     importances = metrics.feature_importances_compute(
-        pipeline=pipeline, X_holdout=X_test, y_holdout=y_test, seed=seed
+        pipeline=pipeline, X_holdout=X_test, y_holdout=y_test, seed=seed, X_transformed=transformed
     )
     artifacts["feature_importances"] = importances
     artifacts["figures"]["feature_importances"] = metrics.feature_importances_figure(importances)
-    return values, omitted, artifacts, classes
+    return _Evaluation(values, omitted, artifacts, classes, predicted, proba)
 
 
 def model_train(
@@ -255,7 +273,7 @@ def model_train(
     pipeline = pipeline_build(feature_columns=features, estimator=estimator, scale_numeric=spec.scale_numeric)
     with threadpool_limits(limits=threads):
         fit_seconds, fit_warnings = _fit(pipeline, X_train, y_train, label=spec.label)
-        values, omitted, artifacts, classes = _evaluate(pipeline, X_test, y_test, task=task, seed=seed)
+        evaluation = _evaluate(pipeline, X_test, y_test, task=task, seed=seed)
 
     return TrainingResult(
         pipeline=pipeline,
@@ -264,12 +282,12 @@ def model_train(
         params=full_params,
         seed=seed,
         test_size=float(test_size),
-        metrics=values,
-        metrics_omitted=omitted,
-        artifacts=artifacts,
+        metrics=evaluation.metrics,
+        metrics_omitted=evaluation.omitted,
+        artifacts=evaluation.artifacts,
         feature_schema=feature_schema_build(X_train, features),
         excluded_columns=excluded,
-        classes=classes,
+        classes=evaluation.classes,
         X_holdout=X_test,
         y_holdout=y_test,
         n_train=len(X_train),
@@ -279,4 +297,6 @@ def model_train(
         holdout_sha256=_holdout_fingerprint(X_test.index),
         fit_seconds=fit_seconds,
         warnings=fit_warnings,
+        holdout_predictions=evaluation.predictions,
+        holdout_probabilities=evaluation.probabilities,
     )
