@@ -1,4 +1,4 @@
-"""Read-only admin for stored predictions: they are records of what a model answered, never edited."""
+"""Read-only admin for stored predictions and batch jobs: records of what a model answered, never edited."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from predictions.models import Prediction, PredictionRequest
+from predictions.models import BatchPredictionJob, Prediction, PredictionRequest
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -44,4 +44,25 @@ class PredictionAdmin(ReadOnlyAdmin):
     list_select_related = ["model_version__registered_model", "user"]
     search_fields = ["request__request_id", "user__username", "model_version__registered_model__name"]
     raw_id_fields = ["request", "user", "model_version"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(BatchPredictionJob)
+class BatchPredictionJobAdmin(ReadOnlyAdmin):
+    list_display = [
+        "uuid",
+        "original_filename",
+        "model_version",
+        "user",
+        "status",
+        "rows_done",
+        "rows_failed",
+        "attempts",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "created_at"]
+    list_select_related = ["model_version__registered_model", "user"]
+    search_fields = ["uuid", "original_filename", "user__username", "model_version__registered_model__name"]
+    raw_id_fields = ["user", "registered_model", "model_version", "prediction_request"]
     date_hierarchy = "created_at"

@@ -9,3 +9,11 @@ class ModelNotFound(Exception):
 
 class NoVersionInStage(Exception):
     """The model exists but has no version in the stage asked for (409)."""
+
+
+class BatchUploadInvalid(Exception):
+    """A batch upload was refused (400); `problems` names every problem found. Nothing was stored."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems

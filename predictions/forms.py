@@ -127,3 +127,32 @@ class PredictionFilterForm(forms.Form):
 
 def _as_date(value: dt.date | dt.datetime) -> dt.date:
     return timezone.localtime(value).date() if isinstance(value, dt.datetime) else value
+
+
+class BatchUploadForm(forms.Form):
+    """A CSV file to predict, with the version to use: a stage's current version or a pinned one."""
+
+    file = forms.FileField(
+        label="CSV file",
+        help_text="Comma-separated, UTF-8, with a header row naming every feature. "
+        "Other columns are copied to the result.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
+    )
+    version = forms.ChoiceField(label="Model version", required=False)
+
+    def __init__(self, *args: Any, versions: list[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        stages = {v.stage: v for v in versions if v.stage in ("production", "staging")}
+        choices = []
+        for stage in ("production", "staging"):
+            if stage in stages:
+                choices.append((stage, f"{stage.capitalize()} (now v{stages[stage].version})"))
+        choices.extend((str(v.version), f"v{v.version} (pinned)") for v in versions)
+        self.fields["version"].choices = choices
+
+    def target(self) -> dict[str, Any]:
+        """The service's version/stage arguments (call after is_valid())."""
+        chosen = self.cleaned_data.get("version") or "production"
+        if chosen in ("production", "staging"):
+            return {"version": None, "stage": chosen}
+        return {"version": int(chosen), "stage": "production"}

@@ -1,8 +1,9 @@
-"""Reads for predictions: version resolution, the models one can predict with, and scoped prediction lists."""
+"""Reads for predictions: version resolution, servable models, scoped predictions and batch jobs."""
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 from django.db.models import QuerySet
@@ -11,7 +12,7 @@ from django.utils import timezone
 
 from models_registry.models import ModelVersion, RegisteredModel, Stage
 from predictions.errors import ModelNotFound, NoVersionInStage
-from predictions.models import Prediction
+from predictions.models import BatchPredictionJob, Prediction
 
 #: Stages a client may ask for instead of pinning a version.
 SERVABLE_STAGES = (Stage.PRODUCTION.value, Stage.STAGING.value)
@@ -89,7 +90,7 @@ def prediction_list(
 
 def prediction_get(*, user: Any, prediction_id: int) -> Prediction:
     """One prediction `user` may see; else Http404, so guessing ids of others' predictions reveals nothing."""
-    found = prediction_list(user=user).filter(pk=prediction_id).first()
+    found = prediction_list(user=user).select_related("batch_job").filter(pk=prediction_id).first()
     if found is None:
         raise Http404("No such prediction.")
     return found
@@ -98,3 +99,36 @@ def prediction_get(*, user: Any, prediction_id: int) -> Prediction:
 def model_name_list() -> list[str]:
     """Every registered model's name, for the history filter."""
     return list(RegisteredModel.objects.order_by("name").values_list("name", flat=True))
+
+
+def batch_job_list(*, user: Any) -> QuerySet[BatchPredictionJob]:
+    """The batch jobs `user` may see (their own; staff: everyone's), newest first."""
+    jobs = BatchPredictionJob.objects.select_related("model_version__registered_model", "user")
+    if not user.is_staff:
+        jobs = jobs.filter(user=user)
+    return jobs.order_by("-created_at", "-id")
+
+
+def batch_job_get(*, user: Any, job_uuid: Any) -> BatchPredictionJob:
+    """One batch job `user` may see; else Http404, so another user's job looks like no job at all."""
+    try:
+        job_uuid = uuid.UUID(str(job_uuid))
+    except ValueError:
+        raise Http404("No such batch job.") from None
+    found = batch_job_list(user=user).filter(uuid=job_uuid).first()
+    if found is None:
+        raise Http404("No such batch job.")
+    return found
+
+
+def model_versions_servable(*, registered_model_name: str) -> list[ModelVersion]:
+    """The versions of a model, newest first, for pinning one in the batch upload form."""
+    return list(
+        ModelVersion.objects.select_related("registered_model")
+        .filter(registered_model__name=registered_model_name)
+        .order_by("-version")
+    )
+
+
+def registered_model_exists(*, name: str) -> bool:
+    return RegisteredModel.objects.filter(name=name).exists()

@@ -27,3 +27,9 @@ def cancer_v1(db):
 def mixed_v1(db):
     """Version 1 of 'mixed' (numeric and categorical features) in production."""
     return make_model_version(trained=trained_model("mixed"), name="mixed", version=1)
+
+
+@pytest.fixture(autouse=True)
+def _small_batch_chunks(settings):
+    """Batch jobs cut files into chunks of 10 rows, so small test files still span several chunks."""
+    settings.BATCH_CHUNK_ROWS = 10

@@ -1,0 +1,444 @@
+"""Tests of batch_prediction_run: results in order, the errors file, checkpoints, retries and leases."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+
+import pytest
+from django.utils import timezone
+
+from mlops_site import storage
+from predictions import batch_services
+from predictions.models import BatchPredictionJob, Prediction, PredictionRequest
+from predictions.tests.batch_helpers import (
+    cancer_rows,
+    csv_bytes,
+    expected_predictions,
+    job_run,
+    job_start,
+    storage_keys,
+    stored_csv,
+)
+from predictions.tests.helpers import make_model_version, trained_model
+
+FEATURES = [c["name"] for c in trained_model("cancer").feature_schema]
+
+
+class Killed(BaseException):
+    """The worker dying mid-job: not an Exception, so the service neither catches nor records it."""
+
+
+def crash_once(monkeypatch, name: str, *, when) -> dict[str, int]:
+    """Make batch_services.<name> raise Killed the first time `when(*args, **kwargs)` holds."""
+    original = getattr(batch_services, name)
+    state = {"crashed": 0}
+
+    def wrapper(*args, **kwargs):
+        if not state["crashed"] and when(*args, **kwargs):
+            state["crashed"] += 1
+            raise Killed(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(batch_services, name, wrapper)
+    return state
+
+
+def lease_expire(job: BatchPredictionJob) -> None:
+    BatchPredictionJob.objects.filter(pk=job.pk).update(
+        lease_expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+
+
+def result_without_ids(job: BatchPredictionJob) -> list[dict[str, str]]:
+    return [{k: v for k, v in row.items() if k != "prediction_id"} for row in stored_csv(job.result_key)]
+
+
+def test_the_result_repeats_every_row_in_order_with_predictions_and_probabilities(alice, cancer_v1):
+    rows = cancer_rows(25)
+    job = job_run(job_start(alice, csv_bytes(rows)))
+
+    assert job.status == "succeeded"
+    assert (job.rows_total, job.rows_done, job.rows_failed, job.chunks_done) == (25, 25, 0, 3)
+    result = stored_csv(job.result_key)
+    classes = trained_model("cancer").classes
+    assert list(result[0]) == [
+        "id",
+        *FEATURES,
+        "prediction",
+        *(f"probability_{c}" for c in classes),
+        "prediction_id",
+        "row",
+        "warnings",
+    ]
+    # Input values come back exactly as written, in the file's order.
+    assert [r["id"] for r in result] == [r["id"] for r in rows]
+    assert [r[FEATURES[0]] for r in result] == [r[FEATURES[0]] for r in rows]
+    assert [r["row"] for r in result] == [str(i) for i in range(1, 26)]
+    labels, probabilities = expected_predictions(job, rows)
+    assert [r["prediction"] for r in result] == labels
+    for row, expected in zip(result, probabilities, strict=True):
+        assert [float(row[f"probability_{c}"]) for c in classes] == pytest.approx(expected)
+
+
+def test_every_predicted_row_is_stored_once_with_its_job_row_and_version(alice, cancer_v1):
+    job = job_run(job_start(alice, csv_bytes(cancer_rows(12))))
+
+    stored = list(Prediction.objects.filter(batch_job=job).order_by("row_index"))
+    assert [p.row_index for p in stored] == list(range(12))
+    assert {(p.channel, p.user_id, p.model_version_id, p.request_id) for p in stored} == {
+        ("batch", alice.pk, cancer_v1.pk, job.prediction_request_id)
+    }
+    result = stored_csv(job.result_key)
+    assert [int(r["prediction_id"]) for r in result] == [p.pk for p in stored]
+    assert [r["prediction"] for r in result] == [p.prediction for p in stored]
+    classes = trained_model("cancer").classes
+    first = stored[0]
+    assert set(first.probabilities) == set(classes)
+    assert first.probabilities[classes[0]] == pytest.approx(float(result[0][f"probability_{classes[0]}"]))
+    assert first.inputs == {}
+    request = PredictionRequest.objects.get(pk=job.prediction_request_id)
+    assert (request.channel, request.n_rows) == ("batch", 12)
+    assert request.latency_ms > 0
+
+
+def test_rows_that_fail_validation_are_reported_by_row_number_and_the_rest_predicted(alice, cancer_v1):
+    rows = cancer_rows(14)
+    rows[2][FEATURES[0]] = "abc"
+    rows[11][FEATURES[1]] = "inf"
+    rows[11][FEATURES[2]] = "nan"
+    rows[5][FEATURES[3]] = ""  # missing: imputed, with a warning
+    job = job_run(job_start(alice, csv_bytes(rows)))
+
+    assert (job.status, job.rows_done, job.rows_failed) == ("succeeded", 14, 2)
+    errors = stored_csv(job.errors_key)
+    assert [(e["row"], e["field"], e["code"]) for e in errors] == [
+        ("3", FEATURES[0], "wrong_type"),
+        ("12", FEATURES[1], "not_finite"),
+        ("12", FEATURES[2], "not_finite"),
+    ]
+    assert errors[0]["message"] == f"'{FEATURES[0]}' must be a number; got 'abc'."
+    assert errors[0]["value"] == "abc"
+    result = stored_csv(job.result_key)
+    assert len(result) == 14
+    failed = [r for r in result if not r["prediction"]]
+    assert [r["row"] for r in failed] == ["3", "12"]
+    assert all(r["prediction_id"] == "" for r in failed)
+    assert result[5]["warnings"] == f"{FEATURES[3]}: missing_value"
+    assert Prediction.objects.filter(batch_job=job).count() == 12
+    missing = Prediction.objects.get(batch_job=job, row_index=5)
+    assert [w["code"] for w in missing.warnings] == ["missing_value"]
+    valid = [r for i, r in enumerate(rows) if i not in (2, 11)]
+    labels, _ = expected_predictions(job, [{**r, FEATURES[3]: r[FEATURES[3]] or "nan"} for r in valid])
+    assert [r["prediction"] for r in result if r["prediction"]] == labels
+
+
+def test_rows_with_the_wrong_number_of_fields_are_reported_and_do_not_shift_row_numbers(alice, cancer_v1):
+    data = csv_bytes(cancer_rows(12)).decode().split("\n")
+    # Line 4 (row 3) loses its last field, line 9 (row 8) gains one; a blank line sits between.
+    data[3] = data[3].rsplit(",", 1)[0]
+    data[8] = data[8] + ",extra"
+    data.insert(6, "")
+    job = job_run(job_start(alice, "\n".join(data).encode()))
+
+    assert (job.rows_done, job.rows_failed) == (12, 2)
+    errors = stored_csv(job.errors_key)
+    assert [(e["row"], e["code"]) for e in errors] == [("3", "wrong_field_count"), ("8", "wrong_field_count")]
+    assert errors[0]["message"].startswith(
+        f"Row 3 has {len(FEATURES)} fields; the header has {len(FEATURES) + 1}."
+    )
+    result = stored_csv(job.result_key)
+    assert [r["row"] for r in result] == ["1", "2", "4", "5", "6", "7", "9", "10", "11", "12"]
+    assert [r["id"] for r in result] == [f"p-{int(r['row']) - 1}" for r in result]
+    assert sorted(Prediction.objects.filter(batch_job=job).values_list("row_index", flat=True)) == [
+        int(r["row"]) - 1 for r in result
+    ]
+
+
+def test_quoted_values_with_commas_and_line_breaks_come_back_intact(alice, cancer_v1):
+    rows = cancer_rows(3)
+    rows[1]["id"] = 'Doe, "Jane"\nsecond line'
+    job = job_run(job_start(alice, csv_bytes(rows, newline="\r\n")))
+
+    result = stored_csv(job.result_key)
+    assert [r["id"] for r in result] == [r["id"] for r in rows]
+    assert [r["row"] for r in result] == ["1", "2", "3"]
+
+
+def test_a_regression_model_gets_a_prediction_column_and_no_probabilities(alice, db):
+    diabetes = trained_model("diabetes")
+    make_model_version(trained=diabetes, name="diabetes")
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True).frame.head(8)
+    rows = [{k: repr(float(v)) for k, v in row.items() if k != "target"} for row in frame.to_dict("records")]
+    job = job_run(job_start(alice, csv_bytes(rows), name="diabetes"))
+
+    result = stored_csv(job.result_key)
+    assert list(result[0])[-4:] == ["prediction", "prediction_id", "row", "warnings"]
+    labels, probabilities = expected_predictions(job, rows)
+    assert probabilities is None
+    assert [float(r["prediction"]) for r in result] == pytest.approx(labels)
+    stored = Prediction.objects.filter(batch_job=job).order_by("row_index")
+    assert [p.probabilities for p in stored] == [None] * 8
+    assert [p.prediction for p in stored] == pytest.approx(labels)
+
+
+def test_categories_and_unknown_categories_are_read_as_training_read_them(alice, mixed_v1):
+    rows = [
+        {"age": "41", "income": "61000.5", "city": "Paris"},
+        {"age": "35", "income": "52000", "city": "Lisbon"},
+        {"age": "", "income": "48000", "city": "NA"},
+    ]
+    job = job_run(job_start(alice, csv_bytes(rows), name="mixed"))
+
+    assert job.rows_failed == 0
+    result = stored_csv(job.result_key)
+    assert [r["warnings"] for r in result] == [
+        "",
+        "city: unknown_category",
+        "age: missing_value; city: missing_value",
+    ]
+    stored = list(Prediction.objects.filter(batch_job=job).order_by("row_index"))
+    assert stored[1].warnings[0]["message"] == (
+        "'city' = 'Lisbon' was not seen in training; the model treats it as none of the known categories."
+    )
+    from predictions import model_cache
+
+    predictor = model_cache.predictors.get(model_cache.ModelArtifacts.of_version(job.model_version))
+    labels, _ = predictor.predict(
+        [
+            {"age": 41.0, "income": 61000.5, "city": "Paris"},
+            {"age": 35.0, "income": 52000.0, "city": "Lisbon"},
+            {"age": None, "income": 48000.0, "city": None},
+        ]
+    )
+    assert [p.prediction for p in stored] == labels
+
+
+def test_a_file_without_one_valid_row_still_gets_a_result_and_an_errors_file(alice, cancer_v1):
+    rows = cancer_rows(3)
+    for row in rows:
+        row[FEATURES[0]] = "n/a?"
+    job = job_run(job_start(alice, csv_bytes(rows)))
+
+    assert (job.status, job.rows_done, job.rows_failed) == ("succeeded", 3, 3)
+    assert [r["prediction"] for r in stored_csv(job.result_key)] == ["", "", ""]
+    assert len(stored_csv(job.errors_key)) == 3
+    assert not Prediction.objects.filter(batch_job=job).exists()
+
+
+def test_the_parts_are_removed_once_the_files_are_assembled(alice, cancer_v1):
+    job = job_run(job_start(alice, csv_bytes(cancer_rows(25))))
+
+    assert storage_keys() == sorted([job.input_key, job.result_key, job.errors_key])
+    assert stored_csv(job.errors_key) == []
+
+
+def test_the_version_resolved_at_submission_predicts_even_after_a_promotion(alice, cancer_v1):
+    job = job_start(alice, csv_bytes(cancer_rows(4)))
+    cancer_v1.stage = "archived"
+    cancer_v1.save()
+    make_model_version(trained=trained_model("cancer"), name="cancer", version=2)
+
+    job_run(job)
+
+    assert set(Prediction.objects.filter(batch_job=job).values_list("model_version__version", flat=True)) == {
+        1
+    }
+
+
+# ------------------------------------------------------------------------------
+# Crashes, retries, leases
+# ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("step", "when"),
+    [
+        # Killed after chunk 1 committed, before chunk 2 was read into the model.
+        ("_chunk_compute", lambda attempt, model, *, chunk: chunk.index == 2),
+        # Killed inside chunk 1's transaction, after its rows were inserted: the transaction never commits.
+        ("_ids_read", lambda job, *, row_indexes: row_indexes[0] == 10),
+        # Killed while writing chunk 1's result part, inside its transaction.
+        ("_object_replace", lambda key, content: key.endswith("result-000001.csv")),
+        # Killed while assembling the files, after every chunk committed.
+        ("_concatenate", lambda attempt, *, key, header, parts: True),
+    ],
+)
+def test_a_job_killed_midway_resumes_after_its_last_committed_chunk(
+    alice, cancer_v1, monkeypatch, step, when
+):
+    rows = cancer_rows(27)
+    rows[13][FEATURES[0]] = "oops"
+    data = csv_bytes(rows)
+    reference = job_run(job_start(alice, data))
+    crash = crash_once(monkeypatch, step, when=when)
+    job = job_start(alice, data)
+
+    with pytest.raises(Killed):
+        batch_services.batch_prediction_run(job_id=job.pk)
+    assert crash["crashed"] == 1
+    job.refresh_from_db()
+    assert job.status == "running"
+    done_before = job.chunks_done
+    lease_expire(job)
+    job = job_run(job)
+
+    assert (job.status, job.attempts) == ("succeeded", 2)
+    assert job.chunks_done == 3
+    assert done_before in (1, 2, 3)
+    assert (job.rows_done, job.rows_failed) == (27, 1)
+    stored = Prediction.objects.filter(batch_job=job)
+    assert stored.count() == 26
+    assert len(set(stored.values_list("row_index", flat=True))) == 26
+    assert result_without_ids(job) == result_without_ids(reference)
+    assert stored_csv(job.errors_key) == stored_csv(reference.errors_key)
+    assert sorted(
+        int(r["prediction_id"]) for r in stored_csv(job.result_key) if r["prediction_id"]
+    ) == sorted(stored.values_list("pk", flat=True))
+
+
+def test_a_transient_storage_error_hands_the_job_back_for_a_retry_that_resumes(alice, cancer_v1, monkeypatch):
+    original = batch_services._object_replace
+    calls = {"n": 0}
+
+    def flaky(key, content):
+        if key.endswith("result-000002.csv") and not calls["n"]:
+            calls["n"] += 1
+            raise storage.StorageError("storage write of part failed: timeout")
+        return original(key, content)
+
+    monkeypatch.setattr(batch_services, "_object_replace", flaky)
+    job = job_start(alice, csv_bytes(cancer_rows(25)))
+
+    with pytest.raises(storage.StorageError):
+        batch_services.batch_prediction_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.chunks_done, job.attempts) == ("running", 2, 0)
+    assert job.lease_expires_at <= timezone.now()
+
+    job = job_run(job)
+    assert (job.status, job.rows_done, job.attempts) == ("succeeded", 25, 1)
+    assert Prediction.objects.filter(batch_job=job).count() == 25
+
+
+def test_running_a_finished_job_again_changes_nothing(alice, cancer_v1):
+    job = job_run(job_start(alice, csv_bytes(cancer_rows(12))))
+    result = storage.read_bytes(job.result_key)
+
+    outcome = batch_services.batch_prediction_run(job_id=job.pk)
+
+    assert outcome.status == "skipped"
+    assert Prediction.objects.filter(batch_job=job).count() == 12
+    assert storage.read_bytes(job.result_key) == result
+    job.refresh_from_db()
+    assert job.attempts == 1
+
+
+def test_a_job_held_by_a_live_lease_is_not_run_a_second_time(alice, cancer_v1):
+    job = job_start(alice, csv_bytes(cancer_rows(5)))
+    lease = timezone.now() + dt.timedelta(seconds=60)
+    BatchPredictionJob.objects.filter(pk=job.pk).update(status="running", attempts=1, lease_expires_at=lease)
+
+    outcome = batch_services.batch_prediction_run(job_id=job.pk)
+
+    assert outcome.status == "busy"
+    assert 60 <= outcome.retry_in <= 66
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.rows_done) == ("running", 1, 0)
+    assert not Prediction.objects.filter(batch_job=job).exists()
+
+
+def test_an_attempt_whose_lease_was_taken_stops_without_committing_its_chunk(alice, cancer_v1, monkeypatch):
+    original = batch_services._chunk_compute
+
+    def taken_over(attempt, model, *, chunk):
+        if chunk.index == 1:
+            # Another worker claimed the job meanwhile (this attempt's lease had run out).
+            BatchPredictionJob.objects.filter(pk=attempt.job.pk).update(attempts=attempt.token + 1)
+        return original(attempt, model, chunk=chunk)
+
+    monkeypatch.setattr(batch_services, "_chunk_compute", taken_over)
+    job = job_start(alice, csv_bytes(cancer_rows(25)))
+
+    outcome = batch_services.batch_prediction_run(job_id=job.pk)
+
+    assert outcome.status == "lost"
+    job.refresh_from_db()
+    assert (job.status, job.chunks_done, job.rows_done) == ("running", 1, 10)
+    assert Prediction.objects.filter(batch_job=job).count() == 10
+
+
+def test_a_job_interrupted_too_often_is_given_up(alice, cancer_v1):
+    job = job_start(alice, csv_bytes(cancer_rows(5)))
+    BatchPredictionJob.objects.filter(pk=job.pk).update(
+        status="running", attempts=batch_services.MAX_ATTEMPTS, lease_expires_at=timezone.now()
+    )
+
+    job = job_run(job)
+
+    assert job.status == "failed"
+    assert "interrupted 3 times" in job.error_message
+
+
+def test_a_missing_input_file_fails_the_job_with_the_reason(alice, cancer_v1):
+    job = job_start(alice, csv_bytes(cancer_rows(5)))
+    storage.delete(job.input_key)
+
+    job = job_run(job)
+
+    assert job.status == "failed"
+    assert job.error_message == "The uploaded file is missing from object storage."
+    assert job.finished_at is not None
+
+
+def test_a_model_that_cannot_be_loaded_fails_the_job(alice, cancer_v1):
+    job = job_start(alice, csv_bytes(cancer_rows(5)))
+    storage.delete(cancer_v1.onnx_key)
+    storage.delete(cancer_v1.skops_key)
+
+    job = job_run(job)
+
+    assert job.status == "failed"
+    assert "missing from storage" in job.error_message
+
+
+def test_an_unexpected_error_fails_the_job_with_its_message(alice, cancer_v1, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(batch_services, "table_validate", broken)
+    job = job_run(job_start(alice, csv_bytes(cancer_rows(5))))
+
+    assert job.status == "failed"
+    assert job.error_message == "Unexpected error (ZeroDivisionError): division by zero"
+
+
+def test_stale_jobs_are_sent_again_and_live_ones_left_alone(alice, cancer_v1, monkeypatch):
+    sent: list[int] = []
+    monkeypatch.setattr(batch_services, "_enqueue", sent.append)
+    old = timezone.now() - dt.timedelta(minutes=batch_services.STALE_QUEUED_MINUTES + 1)
+    queued_long = job_start(alice, csv_bytes(cancer_rows(2)))
+    BatchPredictionJob.objects.filter(pk=queued_long.pk).update(created_at=old)
+    queued_now = job_start(alice, csv_bytes(cancer_rows(2)))
+    dead = job_start(alice, csv_bytes(cancer_rows(2)))
+    BatchPredictionJob.objects.filter(pk=dead.pk).update(status="running", lease_expires_at=timezone.now())
+    alive = job_start(alice, csv_bytes(cancer_rows(2)))
+    BatchPredictionJob.objects.filter(pk=alive.pk).update(
+        status="running", lease_expires_at=timezone.now() + dt.timedelta(minutes=1)
+    )
+    sent.clear()
+
+    requeued = batch_services.batch_prediction_jobs_stale_requeue()
+
+    assert sorted(requeued) == sorted([queued_long.pk, dead.pk]) == sorted(sent)
+    assert queued_now.pk not in requeued
+    assert alive.pk not in requeued
+
+
+def test_the_timings_cover_every_step(alice, cancer_v1):
+    job = job_run(job_start(alice, csv_bytes(cancer_rows(25))))
+
+    assert set(job.timings) == set(batch_services.TIMED_STEPS)
+    assert all(isinstance(v, float) and v >= 0 and math.isfinite(v) for v in job.timings.values())
+    assert json.loads(json.dumps(job.timings)) == job.timings
