@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.inspection import permutation_importance
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from models_registry.training import metrics
@@ -612,3 +613,23 @@ def test_figures_carry_plotly_s_own_white_template(iris):
     reference = go.Figure(layout={"template": metrics.FIGURE_TEMPLATE}).to_json()
     assert figure["layout"]["template"] == json.loads(reference)["layout"]["template"]
     assert figure["layout"]["title"]["text"] == "Confusion matrix (holdout)"
+
+
+def test_the_holdout_is_scikit_learns_stratified_split_of_the_text_labels():
+    frame = mixed_frame(rows=90)
+    frame["label"] = np.random.default_rng(3).choice(["b", "B", "a", "é", "a b"], 90)
+    result = train(frame, "label", "logistic_regression", seed=11, test_size=0.3)
+
+    _, expected = train_test_split(
+        np.arange(90), test_size=27, random_state=11, stratify=frame["label"].to_numpy(dtype=object)
+    )
+    assert result.stratified
+    assert result.X_holdout.index.tolist() == expected.tolist()
+
+
+def test_text_labels_keep_the_text_of_each_value_even_when_values_compare_equal():
+    frame = mixed_frame(rows=60)
+    # 1, True and "1" are equal to pandas' hashing but read "1", "True" and "1".
+    frame["label"] = pd.Series(([1, True, "1", "x"] * 15), dtype=object)
+    result = train(frame, "label", "logistic_regression")
+    assert result.classes == ["1", "True", "x"]

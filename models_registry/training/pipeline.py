@@ -129,7 +129,7 @@ def frame_prepare(frame: pd.DataFrame, feature_columns: list[dict[str, str]]) ->
     return pd.DataFrame(prepared, index=frame.index)
 
 
-def _distinct_values_keep_types(series: pd.Series) -> bool:
+def distinct_values_keep_types(series: pd.Series) -> bool:
     """Whether values that compare equal also have one category_text, so each distinct value maps once.
 
     Not so for mixed Python objects: True, 1 and 1.0 are equal (one hash bucket) but read "True", "1", "1".
@@ -144,7 +144,7 @@ def _distinct_values_keep_types(series: pd.Series) -> bool:
 
 def category_texts(series: pd.Series) -> np.ndarray:
     """category_text of every value (an object array), computed once per distinct value when that is safe."""
-    if not _distinct_values_keep_types(series):
+    if not distinct_values_keep_types(series):
         return np.array([category_text(v) for v in series.tolist()], dtype=object)
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     # Missing values get code -1, which picks the last entry.
@@ -256,13 +256,14 @@ def feature_schema_build(frame: pd.DataFrame, feature_columns: list[dict[str, st
             "dtype": "float64" if kind == NUMERIC else "string",
         }
         if kind == NUMERIC:
-            present = series.dropna()
+            values = series.to_numpy(dtype="float64")
+            missing = np.isnan(values)
+            present = values[~missing]
             entry["min"] = float(present.min()) if len(present) else None
             entry["max"] = float(present.max()) if len(present) else None
+            entry["missing_count"] = int(missing.sum())
         else:
             entry["categories"] = sorted(v for v in pd.unique(series.to_numpy()) if v != MISSING_CATEGORY)
-        entry["missing_count"] = int(
-            (series == MISSING_CATEGORY).sum() if kind != NUMERIC else series.isna().sum()
-        )
+            entry["missing_count"] = int((series == MISSING_CATEGORY).sum())
         schema.append(entry)
     return schema

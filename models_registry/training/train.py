@@ -19,6 +19,7 @@ from models_registry.training import catalogue, metrics
 from models_registry.training.errors import TrainingInputError
 from models_registry.training.pipeline import (
     NUMERIC,
+    distinct_values_keep_types,
     feature_columns_select,
     feature_schema_build,
     frame_prepare,
@@ -113,6 +114,12 @@ def _target_prepare(y: pd.Series, *, task: str, target_column: str) -> pd.Series
                 f"like {example:g}. Choose regression instead."
             )
         return pd.Series(numbers.astype("int64"), index=y.index, name=y.name)
+    if distinct_values_keep_types(y):
+        # str() once per distinct label rather than once per row.
+        codes, uniques = pd.factorize(y)
+        if (codes >= 0).all():
+            texts = np.array([str(v) for v in uniques.tolist()], dtype=object)
+            return pd.Series(texts[codes], index=y.index, name=y.name, dtype=object)
     return y.map(str).astype(object)
 
 
@@ -262,8 +269,11 @@ def model_train(
     stratified = bool(
         counts is not None and counts.min() >= 2 and n_test >= len(counts) and n_train >= len(counts)
     )
+    # Class codes in the labels' sorted order give the stratified splitter the same classes and counts as
+    # the labels themselves, so the same split, without it sorting every text label.
+    strata = pd.factorize(y, sort=True)[0] if stratified else None
     X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=n_test, random_state=seed, stratify=y if stratified else None
+        X, y, test_size=n_test, random_state=seed, stratify=strata
     )
     if counts is not None and y_train.nunique() < 2:
         raise TrainingInputError(
