@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from typing import Any
@@ -18,6 +19,7 @@ from django.http import (
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -34,6 +36,10 @@ RESULT = "result"
 ERRORS = "errors"
 
 
+def _when(moment: dt.datetime | None) -> str | None:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else None
+
+
 def job_state(job: BatchPredictionJob) -> dict[str, Any]:
     """What the progress panel shows; the JSON status endpoint returns exactly this."""
     done = job.status == BatchPredictionJob.Status.SUCCEEDED
@@ -48,6 +54,9 @@ def job_state(job: BatchPredictionJob) -> dict[str, Any]:
         "rows_failed": job.rows_failed,
         "rows_predicted": job.rows_predicted,
         "error_message": job.error_message,
+        "attempts": job.attempts,
+        "started_at": _when(job.started_at),
+        "finished_at": _when(job.finished_at),
         "result_url": reverse("predictions:batch-result", args=[job.uuid]) if done else None,
         "errors_url": reverse("predictions:batch-errors", args=[job.uuid]) if done else None,
     }
@@ -76,7 +85,10 @@ def batch_new(request: HttpRequest, name: str) -> HttpResponse:
     versions = selectors.model_versions_servable(registered_model_name=name)
     if not versions and not selectors.registered_model_exists(name=name):
         raise Http404(f"There is no registered model named '{name}'.")
-    form = BatchUploadForm(request.POST or None, request.FILES or None, versions=versions)
+    if request.method == "POST":
+        form = BatchUploadForm(request.POST, request.FILES, versions=versions)
+    else:
+        form = BatchUploadForm(versions=versions)
     if request.method == "GET" or not form.is_valid():
         return _render_new(
             request, name=name, form=form, problems=[], status=200 if request.method == "GET" else 400

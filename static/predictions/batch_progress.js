@@ -15,6 +15,10 @@
     var failed = panel.querySelector("[data-rows-failed]");
     var error = panel.querySelector("[data-error]");
     var downloads = panel.querySelector("[data-downloads]");
+    var estimate = panel.querySelector("[data-estimate]");
+    var started = document.querySelector("[data-started]");
+    var finished = document.querySelector("[data-finished]");
+    var attempts = document.querySelector("[data-attempts]");
     var delay = INTERVAL_MS;
 
     function show(data) {
@@ -26,6 +30,10 @@
       done.textContent = data.rows_done;
       total.textContent = data.rows_total;
       failed.textContent = data.rows_failed;
+      estimate.hidden = data.is_terminal;
+      started.textContent = data.started_at || "—";
+      finished.textContent = data.finished_at || "—";
+      attempts.textContent = data.attempts;
       if (data.error_message) {
         error.textContent = data.error_message;
         error.hidden = false;
