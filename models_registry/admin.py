@@ -148,12 +148,20 @@ import secrets  # noqa: E402
 
 from django import forms  # noqa: E402
 from django.contrib import messages  # noqa: E402
-from django.core.exceptions import ValidationError  # noqa: E402
+from django.core.exceptions import PermissionDenied, ValidationError  # noqa: E402
 from django.db.models import OuterRef, Q, Subquery  # noqa: E402
 from django.http import HttpResponse  # noqa: E402
+from django.shortcuts import redirect  # noqa: E402
 from django.template.response import TemplateResponse  # noqa: E402
+from django.urls import URLPattern, path  # noqa: E402
 
-from models_registry import registry_services, training_services, webhook_services  # noqa: E402
+from models_registry import (  # noqa: E402
+    registry_selectors,
+    registry_services,
+    registry_views,
+    training_services,
+    webhook_services,
+)
 from models_registry.models import (  # noqa: E402
     ModelVersion,
     RegisteredModel,
@@ -165,7 +173,7 @@ from models_registry.models import (  # noqa: E402
     WebhookDelivery,
     WebhookEvent,
 )
-from models_registry.registry_forms import algorithm_choices  # noqa: E402
+from models_registry.registry_forms import ModelUploadForm, algorithm_choices  # noqa: E402
 
 WEBHOOK_SECRET_MIN_LENGTH = 16
 
@@ -345,6 +353,18 @@ class StageTransitionInline(ReadOnlyInline):
     ordering = ["-created_at", "-id"]
 
 
+FORCE_ACTION_LABEL = "Force to production (with a written reason)"
+
+
+class ForceReasonForm(forms.Form):
+    reason = forms.CharField(
+        max_length=registry_services.REASON_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
+        error_messages={"required": "Write why these versions go to production despite the quality gate."},
+        help_text="Required. Recorded on each transition with your name, together with the failing metrics.",
+    )
+
+
 def _transition_action(to_stage: str, label: str) -> object:
     def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         for version in queryset.select_related("registered_model").order_by(
@@ -358,7 +378,8 @@ def _transition_action(to_stage: str, label: str) -> object:
                 modeladmin.message_user(
                     request,
                     f"{version}: refused by the quality gate ({'; '.join(exc.reasons)}). "
-                    "A staff member can force it with a written reason on the version's page.",
+                    "A staff member can force it with a written reason: use the action "
+                    f"\u201c{FORCE_ACTION_LABEL}\u201d or the version's page.",
                     messages.ERROR,
                 )
             except ValidationError as exc:
@@ -420,6 +441,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         _transition_action(Stage.STAGING, "Promote to staging"),
         _transition_action(Stage.PRODUCTION, "Promote to production"),
         _transition_action(Stage.ARCHIVED, "Archive"),
+        "force_to_production",
         "roll_back",
     ]
 
@@ -440,6 +462,124 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def page_link(self, obj: ModelVersion) -> SafeString:
         url = reverse("registry:version-detail", args=[obj.registered_model.name, obj.version])
         return format_html('<a href="{}">Open the version page</a>', url)
+
+    def get_urls(self) -> list[URLPattern]:
+        # Before the default URLs, whose "<path:object_id>/" would take "upload/" for a version's id.
+        upload = path(
+            "upload/",
+            self.admin_site.admin_view(self.upload_view),
+            name="models_registry_modelversion_upload",
+        )
+        return [upload, *super().get_urls()]
+
+    def upload_view(self, request: HttpRequest) -> HttpResponse:
+        """Register an externally trained skops or ONNX file, through the same service as the page and API."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        errors: list[str] = []
+        status = 200
+        if request.method == "POST":
+            form = ModelUploadForm(request.POST, request.FILES)
+            version, errors, status = registry_views.model_upload_submit(form=form, user=request.user)
+            if version is not None:
+                page = reverse(
+                    "registry:version-detail", args=[version.registered_model.name, version.version]
+                )
+                self.message_user(
+                    request,
+                    format_html('Registered {} (<a href="{}">its page</a>).', version, page),
+                    messages.SUCCESS,
+                )
+                return redirect("admin:models_registry_modelversion_change", version.pk)
+        else:
+            form = ModelUploadForm(
+                initial=registry_views.model_upload_initial(request.GET.get("model_name", "").strip())
+            )
+        return TemplateResponse(
+            request,
+            "admin/models_registry/modelversion/upload.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Upload a model file",
+                "opts": self.model._meta,
+                "form": form,
+                "errors": errors,
+                "model_names": list(
+                    registry_selectors.registered_model_list().values_list("name", flat=True)
+                ),
+            },
+            status=status,
+        )
+
+    @admin.action(description=FORCE_ACTION_LABEL)
+    def force_to_production(
+        self, request: HttpRequest, queryset: QuerySet[ModelVersion]
+    ) -> HttpResponse | None:
+        """First a confirmation page shows the gate's objections and asks for the reason; then the service."""
+        versions = list(
+            queryset.select_related("registered_model").order_by("registered_model__name", "version")
+        )
+        names = [version.registered_model.name for version in versions]
+        doubled = sorted({name for name in names if names.count(name) > 1})
+        if doubled:
+            # Each would replace the one before it in production: almost certainly a mistake.
+            self.message_user(
+                request,
+                f"Select at most one version per model to force to production ({', '.join(doubled)} "
+                "had several); nothing was changed.",
+                messages.ERROR,
+            )
+            return None
+        applying = "apply" in request.POST
+        form = ForceReasonForm(request.POST if applying else None)
+        if applying and form.is_valid():
+            for version in versions:
+                self._force_one(request, version, reason=form.cleaned_data["reason"])
+            return None
+        rows = [
+            {
+                "version": version,
+                "failures": registry_services.quality_gate_check(model_version=version),
+                "replaces": version.registered_model.versions.filter(stage=Stage.PRODUCTION)
+                .exclude(pk=version.pk)
+                .first(),
+            }
+            for version in versions
+        ]
+        return TemplateResponse(
+            request,
+            "admin/models_registry/modelversion/force_production.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Force versions to production",
+                "opts": self.model._meta,
+                "form": form,
+                "rows": rows,
+                "action_name": "force_to_production",
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+            status=400 if applying else 200,
+        )
+
+    def _force_one(self, request: HttpRequest, version: ModelVersion, *, reason: str) -> None:
+        try:
+            registry_services.model_version_transition(
+                model_version=version, to_stage=Stage.PRODUCTION, user=request.user, reason=reason, force=True
+            )
+        except ValidationError as exc:
+            self.message_user(request, f"{version}: {' '.join(exc.messages)}", messages.ERROR)
+            return
+        recorded = version.transitions.order_by("-id").first()
+        if recorded is not None and recorded.forced:
+            self.message_user(
+                request, f"{version}: forced to production past the quality gate.", messages.SUCCESS
+            )
+        else:
+            self.message_user(
+                request,
+                f"{version}: promoted to production; it passes the quality gate, so nothing was forced.",
+                messages.SUCCESS,
+            )
 
     @admin.action(description="Roll back their models to the previous production version")
     def roll_back(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:

@@ -7,6 +7,8 @@ from models_registry import registry_views
 app_name = "registry"
 urlpatterns = [
     path("models/", registry_views.model_list, name="model-list"),
+    # Before models/<str:name>/, which would otherwise take "upload" for a model name.
+    path("models/upload/", registry_views.version_upload, name="version-upload"),
     path("models/<str:name>/", registry_views.model_detail, name="model-detail"),
     path("models/<str:name>/rollback", registry_views.model_rollback, name="model-rollback"),
     path("models/<str:name>/versions/<int:version>/", registry_views.version_detail, name="version-detail"),

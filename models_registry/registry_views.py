@@ -9,23 +9,27 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from mlops_site import storage
 from models_registry import charts, mlflow_gateway, registry_selectors, registry_services, training_services
 from models_registry.models import ModelVersion, RegisteredModel, TrainingRun
-from models_registry.registry_forms import RollbackForm, TrainingRunForm, TransitionForm
+from models_registry.registry_forms import ModelUploadForm, RollbackForm, TrainingRunForm, TransitionForm
 
 logger = logging.getLogger(__name__)
 
 TRAINING_LIST_LIMIT = 100
 TRANSITION_LABELS = {"staging": "To staging", "production": "To production", "archived": "Archive"}
 FILE_KINDS = {"skops": ("skops_key", "skops_sha256"), "onnx": ("onnx_key", "onnx_sha256")}
+STORAGE_UNAVAILABLE = (
+    "Object storage is unavailable, so the model file could not be stored. Please try again."
+)
 
 
 def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -241,6 +245,79 @@ def _chain(first: bytes, rest: Any) -> Any:
         close = getattr(rest, "close", None)
         if close is not None:
             close()
+
+
+# ------------------------------------------------------------------------------
+# Uploading an externally trained model
+# ------------------------------------------------------------------------------
+def model_upload_initial(model_name: str) -> dict[str, Any]:
+    """For "upload a new version of this model": its task and target, and its latest version's schema."""
+    registered = registry_selectors.registered_model_list().filter(name=model_name).first()
+    if registered is None:
+        return {"model_name": model_name} if model_name else {}
+    initial: dict[str, Any] = {"model_name": registered.name, "target_column": registered.target_column}
+    if registered.task:
+        initial["task"] = registered.task
+    latest = registry_selectors.model_version_list(model_name=registered.name).first()
+    if latest is not None:
+        initial["copy_schema_from"] = str(latest.pk)
+    return initial
+
+
+def model_upload_submit(
+    *, form: ModelUploadForm, user: AbstractBaseUser | None
+) -> tuple[ModelVersion | None, list[str], int]:
+    """Validate the form and register the file; (version, [], 302) or (None, every problem, HTTP status)."""
+    if not form.is_valid():
+        return None, _form_messages(form), 400
+    data = form.cleaned_data
+    try:
+        version = registry_services.model_version_upload(
+            registered_model_name=data["model_name"],
+            file=data["file"],
+            filename=data["file"].name,
+            feature_schema=data["feature_schema"],
+            task=data["task"],
+            classes=data["classes"],
+            target_column=data["target_column"],
+            metrics=data["metrics"],
+            description=data["description"],
+            created_by=user,
+        )
+    except ValidationError as exc:
+        return None, exc.messages, 400
+    except storage.StorageError:
+        logger.exception("model upload failed: storage unavailable")
+        return None, [STORAGE_UNAVAILABLE], 503
+    return version, [], 302
+
+
+@require_http_methods(["GET", "POST"])
+@staff_required
+def version_upload(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        form = ModelUploadForm(initial=model_upload_initial(request.GET.get("model_name", "").strip()))
+        errors: list[str] = []
+        status = 200
+    else:
+        form = ModelUploadForm(request.POST, request.FILES)
+        version, errors, status = model_upload_submit(form=form, user=request.user)
+        if version is not None:
+            name = version.registered_model.name
+            messages.success(
+                request, f"Registered {name} v{version.version} from {form.cleaned_data['file'].name}."
+            )
+            return redirect("registry:version-detail", name=name, version=version.version)
+    return render(
+        request,
+        "models_registry/version_upload.html",
+        {
+            "form": form,
+            "errors": errors,
+            "model_names": list(registry_selectors.registered_model_list().values_list("name", flat=True)),
+        },
+        status=status,
+    )
 
 
 # ------------------------------------------------------------------------------
