@@ -112,8 +112,6 @@ class RollbackForm(forms.Form):
     reason = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
 
 
-#: Names a model may not take on the pages because a fixed page sits at /models/<name>/.
-RESERVED_MODEL_NAMES = frozenset({"upload"})
 FEATURE_SCHEMA_EXAMPLE = (
     '[{"name": "age", "kind": "numeric"}, '
     '{"name": "city", "kind": "categorical", "categories": ["Berlin", "Paris"]}]'
@@ -196,10 +194,7 @@ class ModelUploadForm(forms.Form):
     )
 
     def clean_model_name(self) -> str:
-        name = registry_services.registered_model_name_validate(self.cleaned_data["model_name"])
-        if name in RESERVED_MODEL_NAMES:
-            raise ValidationError(f"{name!r} is reserved for a page of this site; choose another name.")
-        return name
+        return registry_services.registered_model_name_validate(self.cleaned_data["model_name"])
 
     def clean_copy_schema_from(self) -> ModelVersion | None:
         pk = self.cleaned_data.get("copy_schema_from")

@@ -111,6 +111,10 @@ def model_version_payload(version: ModelVersion) -> dict[str, Any]:
 # ------------------------------------------------------------------------------
 # Registered models
 # ------------------------------------------------------------------------------
+#: Names a model may not take: a fixed page sits at /models/<name>/.
+RESERVED_MODEL_NAMES = frozenset({"upload"})
+
+
 def registered_model_name_validate(name: str) -> str:
     name = (name or "").strip()
     if not name:
@@ -123,6 +127,8 @@ def registered_model_name_validate(name: str) -> str:
         model_name_validator(name)
     except ValidationError:
         raise ValidationError(f"Model name {name!r} is not valid. {model_name_validator.message}") from None
+    if name in RESERVED_MODEL_NAMES:
+        raise ValidationError(f"Model name {name!r} is reserved for a page of this site; choose another.")
     return name
 
 

@@ -581,3 +581,9 @@ def test_a_classification_onnx_model_needs_its_classes(trained_core):
     _refused(data, "plain.onnx", schema, "Give the class labels")
     version = upload(data, "plain.onnx", schema, classes=["malignant", "benign"])
     assert version.classes == ["malignant", "benign"]
+
+
+@pytest.mark.django_db
+def test_a_model_cannot_take_the_name_of_a_fixed_page():
+    with pytest.raises(ValidationError, match="reserved for a page"):
+        registry_services.registered_model_get_or_create(name="upload", created_by=None)

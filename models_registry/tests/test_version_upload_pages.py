@@ -168,7 +168,9 @@ def test_every_problem_of_the_form_is_listed_at_once(client, staff, skops_bytes)
     assert response.status_code == 400
     problems = problems_of(response)
     assert len(problems) == 4, problems
-    assert problems[0] == "Model name: 'upload' is reserved for a page of this site; choose another name."
+    assert problems[0] == (
+        "Model name: Model name 'upload' is reserved for a page of this site; choose another."
+    )
     assert problems[1] == (
         "Feature schema (JSON list): The feature schema is not valid JSON: "
         "Expecting ',' delimiter at line 1, column 69."
