@@ -9,6 +9,9 @@ The baseline is what a data scientist would type: the same preprocessing and est
 Pipeline, `fit` on the same training rows, then the same holdout metrics. Both run in this process, with
 native threads capped at one as the worker does, so the ratio compares like with like. The aim is an
 overhead under 30% (ratio below 1.30) on 100,000 rows.
+
+The ratio is of wall-clock medians. The process CPU time of each side is recorded too: on a machine
+shared with other work, wall time swings with the load (also recorded) while CPU time mostly does not.
 """
 
 from __future__ import annotations
@@ -67,7 +70,14 @@ def _frame(rows: int, seed: int = 0):
     return frame
 
 
-def _baseline(frame, *, algorithm: str, seed: int, test_size: float) -> float:
+def _timed(function, *args, **kwargs) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    function(*args, **kwargs)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _baseline(frame, *, algorithm: str, seed: int, test_size: float) -> None:
     """The same model written by hand: ColumnTransformer + estimator, fit, predict, holdout metrics."""
     import numpy as np
     from sklearn.compose import ColumnTransformer
@@ -111,7 +121,6 @@ def _baseline(frame, *, algorithm: str, seed: int, test_size: float) -> float:
         ]
     )
     X, y = frame.drop(columns="label"), frame["label"]
-    started = time.perf_counter()
     with threadpool_limits(1):
         X_train, X_test, y_train, y_test = train_test_split(
             X, y, test_size=test_size, random_state=seed, stratify=y
@@ -127,16 +136,13 @@ def _baseline(frame, *, algorithm: str, seed: int, test_size: float) -> float:
             "roc_auc": roc_auc_score(y_test == "stay", proba[:, positive]),
             "log_loss": log_loss(y_test, proba),
         }
-    elapsed = time.perf_counter() - started
     assert np.isfinite(list(scores.values())).all()
-    return elapsed
 
 
-def _ours(dataset_version, *, algorithm: str, seed: int, test_size: float, user) -> float:
+def _ours(dataset_version, *, algorithm: str, seed: int, test_size: float, user) -> None:
     from models_registry import training_services
     from models_registry.models import TrainingRun
 
-    started = time.perf_counter()
     run = training_services.training_run_create(
         dataset_version=dataset_version,
         model_name=f"bench-{algorithm.replace('_', '-')}",
@@ -146,11 +152,9 @@ def _ours(dataset_version, *, algorithm: str, seed: int, test_size: float, user)
         seed=seed,
         test_size=test_size,
     )
-    elapsed = time.perf_counter() - started
     run = TrainingRun.objects.get(pk=run.pk)
     if run.status != TrainingRun.Status.SUCCEEDED:
         raise SystemExit(f"training run {run.pk} ended {run.status}: {run.error_message}")
-    return elapsed
 
 
 def main() -> int:
@@ -160,6 +164,7 @@ def main() -> int:
     parser.add_argument("--algorithms", default="hist_gradient_boosting,logistic_regression")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "training.json")
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         _configure_django(Path(tmp))
@@ -187,13 +192,17 @@ def main() -> int:
 
         results = []
         for algorithm in args.algorithms.split(","):
-            baseline_times, our_times = [], []
+            baseline_runs, our_runs = [], []
             for repeat in range(args.repeats):
-                baseline_times.append(_baseline(frame, algorithm=algorithm, seed=42 + repeat, test_size=0.2))
-                our_times.append(
-                    _ours(version, algorithm=algorithm, seed=42 + repeat, test_size=0.2, user=user)
+                seed = 42 + repeat
+                baseline_runs.append(_timed(_baseline, frame, algorithm=algorithm, seed=seed, test_size=0.2))
+                our_runs.append(
+                    _timed(_ours, version, algorithm=algorithm, seed=seed, test_size=0.2, user=user)
                 )
-            baseline, ours = statistics.median(baseline_times), statistics.median(our_times)
+            baseline = statistics.median(wall for wall, _ in baseline_runs)
+            ours = statistics.median(wall for wall, _ in our_runs)
+            baseline_cpu = statistics.median(cpu for _, cpu in baseline_runs)
+            ours_cpu = statistics.median(cpu for _, cpu in our_runs)
             results.append(
                 {
                     "algorithm": algorithm,
@@ -202,16 +211,28 @@ def main() -> int:
                     "training_run_seconds": round(ours, 3),
                     "ratio": round(ours / baseline, 3),
                     "overhead_percent": round((ours / baseline - 1) * 100, 1),
+                    "baseline_cpu_seconds": round(baseline_cpu, 3),
+                    "training_run_cpu_seconds": round(ours_cpu, 3),
+                    "cpu_ratio": round(ours_cpu / baseline_cpu, 3),
+                    "baseline_runs_seconds": [round(wall, 3) for wall, _ in baseline_runs],
+                    "training_runs_seconds": [round(wall, 3) for wall, _ in our_runs],
                 }
             )
             print(
                 f"{algorithm:24s} rows={args.rows:>8d}  plain fit+metrics {baseline:7.2f} s  "
-                f"training run {ours:7.2f} s  ratio {ours / baseline:5.2f}",
+                f"training run {ours:7.2f} s  ratio {ours / baseline:5.2f}  (CPU time ratio "
+                f"{ours_cpu / baseline_cpu:5.2f})",
                 flush=True,
             )
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"benchmark": "training", "results": results}, indent=2) + "\n")
+    machine = {
+        "cpus": os.cpu_count(),
+        "load_average_before": [round(value, 2) for value in load_before],
+        "load_average_after": [round(value, 2) for value in os.getloadavg()],
+    }
+    report = {"benchmark": "training", "repeats": args.repeats, "machine": machine, "results": results}
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}")
     return 0
 
