@@ -140,11 +140,6 @@ def _quoted(value: str) -> str:
     return f"'{value}'"
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 # ------------------------------------------------------------------------------
 # Health and links
 # ------------------------------------------------------------------------------

@@ -130,9 +130,9 @@ def frame_prepare(frame: pd.DataFrame, feature_columns: list[dict[str, str]]) ->
 
 
 def distinct_values_keep_types(series: pd.Series) -> bool:
-    """Whether values that compare equal also have one category_text, so each distinct value maps once.
+    """Whether values that compare equal are alike, so text made from one distinct value fits all its copies.
 
-    Not so for mixed Python objects: True, 1 and 1.0 are equal (one hash bucket) but read "True", "1", "1".
+    Not so for mixed Python objects: True, 1 and 1.0 are equal (one hash bucket) but read "True", "1", "1.0".
     """
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype):
