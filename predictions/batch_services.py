@@ -515,20 +515,18 @@ def _probabilities_json(probabilities: np.ndarray, classes: list[str]) -> np.nda
     return np.array(text.rstrip("\n").split("\n"), dtype=object)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Rows:
-    """One chunk's Prediction rows, column by column, JSON values already encoded."""
+    """One chunk's Prediction rows, encoded for one statement of the database at hand."""
 
-    row_indexes: np.ndarray
-    predictions: np.ndarray
-    probabilities: np.ndarray | None
-    warnings: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.row_indexes)
+    count: int
+    # "copy" (PostgreSQL), "execute" (SQLite: one INSERT … SELECT over json_each) or "executemany".
+    method: str
+    sql: str
+    params: Any
 
 
-# Constant columns first: a COPY line is then one constant prefix plus the row's own values.
+# Constant columns first: a row is then one constant part plus its own values.
 _CONSTANT_COLUMNS = (
     "request_id",
     "user_id",
@@ -549,52 +547,89 @@ def _copy_escaped(values: np.ndarray) -> np.ndarray:
     return np.array(joined.replace("\\", "\\\\").split("\n"), dtype=object)
 
 
-def _rows_insert(job: BatchPredictionJob, rows: _Rows) -> None:
-    """Insert one chunk's Prediction rows as fast as the database takes them.
+def _sqlite_json_arrows() -> bool:
+    # The -> and ->> operators arrived in SQLite 3.38 (2022); older libraries get executemany.
+    return connection.Database.sqlite_version_info >= (3, 38, 0)
 
-    The values arrive encoded, built column-wise for the whole chunk: bulk_create would build a model
-    instance and encode four JSON values per row in Python, several times slower. PostgreSQL gets one
-    COPY whose text is assembled with vectorised string operations; SQLite one executemany.
+
+def _rows_encode(
+    job: BatchPredictionJob,
+    *,
+    row_indexes: np.ndarray,
+    predictions: np.ndarray,
+    probabilities: np.ndarray | None,
+    warnings: np.ndarray,
+) -> _Rows:
+    """Encode one chunk's rows (JSON values already encoded, column-wise) for a single statement.
+
+    bulk_create would build a model instance and encode four JSON values per row in Python, several
+    times slower. PostgreSQL gets one COPY, SQLite one INSERT … SELECT that unpacks a JSON array in C;
+    both statements then run without the GIL, beside the main thread's work on the next chunk.
     """
     table = connection.ops.quote_name(Prediction._meta.db_table)
     names = ", ".join(connection.ops.quote_name(c) for c in (*_CONSTANT_COLUMNS, *_ROW_COLUMNS))
     now = timezone.now()
     constants = [job.prediction_request_id, job.user_id, job.model_version_id, Channel.BATCH.value, job.pk]
+    count = len(row_indexes)
+    rows_text = row_indexes.astype(str).astype(object)
+    if connection.vendor == "postgresql":
+        prefix = "\t".join("\\N" if v is None else str(v) for v in constants)
+        prefix += "\t{}\t" + now.isoformat() + "\t"
+        column = _copy_escaped(probabilities) if probabilities is not None else np.array("\\N")
+        lines = (
+            prefix
+            + rows_text
+            + "\t"
+            + _copy_escaped(predictions)
+            + "\t"
+            + column
+            + "\t"
+            + _copy_escaped(warnings)
+        )
+        payload = ("\n".join(lines) + "\n").encode("utf-8")
+        return _Rows(count=count, method="copy", sql=f"COPY {table} ({names}) FROM STDIN", params=payload)
+    created_at = connection.ops.adapt_datetimefield_value(now)
+    if connection.vendor == "sqlite" and _sqlite_json_arrows():
+        column = probabilities if probabilities is not None else np.array("null")
+        items = "[" + rows_text + "," + predictions + "," + column + "," + warnings + "]"
+        sql = (
+            f"INSERT INTO {table} ({names}) SELECT %s, %s, %s, %s, %s, %s, %s, "  # noqa: S608
+            "j.value ->> 0, j.value -> 1, NULLIF(j.value -> 2, 'null'), j.value -> 3 FROM json_each(%s) AS j"
+        )
+        return _Rows(
+            count=count,
+            method="execute",
+            sql=sql,
+            params=[*constants, "{}", created_at, "[" + ",".join(items) + "]"],
+        )
+    placeholders = ", ".join(["%s"] * (len(_CONSTANT_COLUMNS) + len(_ROW_COLUMNS)))
+    values = list(
+        zip(
+            *([value] * count for value in [*constants, "{}", created_at]),
+            row_indexes.tolist(),
+            predictions.tolist(),
+            probabilities.tolist() if probabilities is not None else [None] * count,
+            warnings.tolist(),
+            strict=True,
+        )
+    )
+    return _Rows(
+        count=count,
+        method="executemany",
+        sql=f"INSERT INTO {table} ({names}) VALUES ({placeholders})",  # noqa: S608
+        params=values,
+    )
+
+
+def _rows_insert(rows: _Rows) -> None:
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            prefix = "\t".join("\\N" if v is None else str(v) for v in constants)
-            prefix += "\t{}\t" + now.isoformat() + "\t"
-            probabilities = (
-                _copy_escaped(rows.probabilities) if rows.probabilities is not None else np.array("\\N")
-            )
-            lines = (
-                prefix
-                + rows.row_indexes.astype(str).astype(object)
-                + "\t"
-                + _copy_escaped(rows.predictions)
-                + "\t"
-                + probabilities
-                + "\t"
-                + _copy_escaped(rows.warnings)
-            )
-            payload = ("\n".join(lines) + "\n").encode("utf-8")
-            with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:  # type: ignore[attr-defined]
-                copy.write(payload)
+        if rows.method == "copy":
+            with cursor.cursor.copy(rows.sql) as copy:  # type: ignore[attr-defined]
+                copy.write(rows.params)
+        elif rows.method == "execute":
+            cursor.execute(rows.sql, rows.params)
         else:
-            count = len(rows)
-            created_at = connection.ops.adapt_datetimefield_value(now)
-            values = list(
-                zip(
-                    *([value] * count for value in [*constants, "{}", created_at]),
-                    rows.row_indexes.tolist(),
-                    rows.predictions.tolist(),
-                    rows.probabilities.tolist() if rows.probabilities is not None else [None] * count,
-                    rows.warnings.tolist(),
-                    strict=True,
-                )
-            )
-            placeholders = ", ".join(["%s"] * (len(_CONSTANT_COLUMNS) + len(_ROW_COLUMNS)))
-            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({placeholders})", values)  # noqa: S608
+            cursor.executemany(rows.sql, rows.params)
 
 
 def _ids_read(job: BatchPredictionJob, *, row_indexes: np.ndarray) -> np.ndarray:
@@ -707,7 +742,8 @@ def _chunk_compute(attempt: _Attempt, model: _Model, *, chunk: batch_files.Chunk
     started = attempt.timed("write", started)
     rows = None
     if check.n_valid:
-        rows = _Rows(
+        rows = _rows_encode(
+            job,
             row_indexes=(chunk.rows - 1)[check.valid],
             predictions=_labels_json(labels),
             probabilities=_probabilities_json(probabilities, model.classes) if model.classes else None,
@@ -731,9 +767,9 @@ def _chunk_store(attempt: _Attempt, model: _Model, computed: _Computed) -> None:
         attempt.checkpoint(index=chunk.index, rows=len(chunk), failed=len(chunk) - computed.check.n_valid)
         ids = np.zeros(chunk.table.num_rows, dtype="int64")
         if rows is not None:
-            _rows_insert(job, rows)
+            _rows_insert(rows)
             PredictionRequest.objects.filter(pk=job.prediction_request_id).update(
-                n_rows=F("n_rows") + len(rows)
+                n_rows=F("n_rows") + rows.count
             )
             ids = _ids_read(job, row_indexes=chunk.rows - 1)
         started = attempt.timed("store", started)

@@ -217,6 +217,17 @@ def test_categories_and_unknown_categories_are_read_as_training_read_them(alice,
     assert [p.prediction for p in stored] == labels
 
 
+def test_values_with_quotes_and_backslashes_are_stored_and_repeated_exactly(alice, mixed_v1):
+    city = 'Lyon "centre" \\ east'
+    job = job_run(
+        job_start(alice, csv_bytes([{"age": "41", "income": "61000.5", "city": city}]), name="mixed")
+    )
+
+    (stored,) = Prediction.objects.filter(batch_job=job)
+    assert stored.warnings[0]["message"].startswith(f"'city' = '{city}' was not seen in training")
+    assert stored_csv(job.result_key)[0]["city"] == city
+
+
 def test_a_file_without_one_valid_row_still_gets_a_result_and_an_errors_file(alice, cancer_v1):
     rows = cancer_rows(3)
     for row in rows:
@@ -442,3 +453,28 @@ def test_the_timings_cover_every_step(alice, cancer_v1):
     assert set(job.timings) == set(batch_services.TIMED_STEPS)
     assert all(isinstance(v, float) and v >= 0 and math.isfinite(v) for v in job.timings.values())
     assert json.loads(json.dumps(job.timings)) == job.timings
+
+
+def test_sqlite_without_json_operators_stores_the_same_rows_one_statement_per_row(
+    alice, cancer_v1, monkeypatch
+):
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the fallback is for SQLite older than 3.38")
+    rows = cancer_rows(12)
+    rows[3][FEATURES[0]] = ""
+    reference = job_run(job_start(alice, csv_bytes(rows)))
+    monkeypatch.setattr(batch_services, "_sqlite_json_arrows", lambda: False)
+
+    job = job_run(job_start(alice, csv_bytes(rows)))
+
+    def stored(of):
+        return list(
+            Prediction.objects.filter(batch_job=of)
+            .order_by("row_index")
+            .values_list("row_index", "prediction", "probabilities", "warnings", "inputs")
+        )
+
+    assert stored(job) == stored(reference)
+    assert len(stored(job)) == 12

@@ -33,11 +33,11 @@ def test_the_store_thread_stores_every_chunk_in_order(alice, cancer_v1, no_worke
     threads: set[str] = set()
     original = batch_services._rows_insert
 
-    def recording(job, rows):
+    def recording(rows):
         import threading
 
         threads.add(threading.current_thread().name)
-        return original(job, rows)
+        return original(rows)
 
     monkeypatch.setattr(batch_services, "_rows_insert", recording)
     rows = cancer_rows(35)
