@@ -324,7 +324,8 @@ class _Attempt:
         self.job = job
         self.token = job.attempts
         self.chunks_done = job.chunks_done
-        # Every step up front: the store thread reads this dict while the main thread adds to it.
+        # Both threads add to these (see TIMED_STEPS), and the store thread saves them at each checkpoint.
+        self._timings_lock = threading.Lock()
         self.timings: dict[str, float] = dict.fromkeys(TIMED_STEPS, 0.0)
         self.timings.update({k: float(v) for k, v in (job.timings or {}).items()})
 
@@ -335,11 +336,13 @@ class _Attempt:
 
     def timed(self, step: str, started: float) -> float:
         now = time.perf_counter()
-        self.timings[step] = self.timings.get(step, 0.0) + (now - started)
+        with self._timings_lock:
+            self.timings[step] = self.timings.get(step, 0.0) + (now - started)
         return now
 
     def timings_rounded(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in self.timings.items()}
+        with self._timings_lock:
+            return {k: round(v, 4) for k, v in self.timings.items()}
 
     def renew(self) -> None:
         if self.mine().update(lease_expires_at=timezone.now() + timedelta(seconds=LEASE_SECONDS)) != 1:
