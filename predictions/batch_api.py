@@ -28,8 +28,10 @@ class BatchSubmitSerializer(serializers.Serializer):
 
     file = serializers.FileField(help_text="A UTF-8 CSV file with a header row naming every feature.")
     version = serializers.IntegerField(required=False, min_value=1, help_text="Pin this version number.")
-    stage = serializers.ChoiceField(
-        choices=list(selectors.SERVABLE_STAGES), required=False, help_text="Default: production."
+    # Text, not a choice: the service names the allowed stages, and a second enum of the same two stages
+    # (PredictInputSerializer has one) would leave drf-spectacular without a clean name for either.
+    stage = serializers.CharField(
+        required=False, help_text=f"One of: {', '.join(selectors.SERVABLE_STAGES)}. Default: production."
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

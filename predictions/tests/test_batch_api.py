@@ -82,7 +82,7 @@ def test_a_refused_file_answers_400_naming_each_problem_and_stores_nothing(alice
     [
         ({}, "file: No file was submitted."),
         ({"version": "two"}, "version: A valid integer is required."),
-        ({"stage": "archived"}, 'stage: "archived" is not a valid choice.'),
+        ({"stage": "archived"}, "'stage' must be one of: production, staging; got 'archived'."),
         ({"version": "1", "stage": "staging"}, 'stage: Give either "version" (pin a version) or "stage".'),
     ],
 )
