@@ -71,11 +71,18 @@ def expected_predictions(job: BatchPredictionJob, rows: list[dict[str, Any]]) ->
     return predictor.predict([{name: float(row[name]) for name in features} for row in rows])
 
 
-def storage_keys(prefix: str = "batch/") -> list[str]:
-    """Every stored object under `prefix` (filesystem storage of the tests)."""
-    from django.conf import settings
+def storage_keys(prefix: str = "batch") -> set[str]:
+    """Every stored object under `prefix`, in filesystem storage or an S3 bucket shared by the tests."""
+    from django.core.files.storage import default_storage
 
-    root = settings.MEDIA_ROOT / prefix
-    if not root.exists():
-        return []
-    return sorted(str(p.relative_to(settings.MEDIA_ROOT)) for p in root.rglob("*") if p.is_file())
+    def walk(folder: str) -> set[str]:
+        try:
+            folders, files = default_storage.listdir(folder)
+        except FileNotFoundError:
+            return set()
+        found = {f"{folder}/{name}" for name in files}
+        for name in folders:
+            found |= walk(f"{folder}/{name}")
+        return found
+
+    return walk(prefix)

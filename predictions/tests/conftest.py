@@ -33,3 +33,16 @@ def mixed_v1(db):
 def _small_batch_chunks(settings):
     """Batch jobs cut files into chunks of 10 rows, so small test files still span several chunks."""
     settings.BATCH_CHUNK_ROWS = 10
+
+
+@pytest.fixture
+def new_batch_objects():
+    """Returns a function listing the objects stored under batch/ since the test started.
+
+    A function rather than a snapshot of an empty folder: the S3 bucket of a service run is shared by
+    every test.
+    """
+    from predictions.tests.batch_helpers import storage_keys
+
+    before = storage_keys()
+    return lambda: storage_keys() - before

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from predictions import batch_services
 from predictions.models import BatchPredictionJob
-from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_run, job_start, storage_keys, upload
+from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_run, job_start, upload
 from predictions.tests.helpers import make_model_version, trained_model
 
 URL = "/api/models/cancer/batch/"
@@ -61,7 +61,9 @@ def test_a_version_or_the_staging_stage_can_be_asked_for(alice, cancer_v1, no_wo
     assert (staging.json()["model_version"], staging.json()["stage"]) == (2, "staging")
 
 
-def test_a_refused_file_answers_400_naming_each_problem_and_stores_nothing(alice, cancer_v1):
+def test_a_refused_file_answers_400_naming_each_problem_and_stores_nothing(
+    alice, cancer_v1, new_batch_objects
+):
     features = [c["name"] for c in trained_model("cancer").feature_schema]
     rows = [{k: v for k, v in row.items() if k not in features[:3]} for row in cancer_rows(3)]
 
@@ -74,7 +76,7 @@ def test_a_refused_file_answers_400_naming_each_problem_and_stores_nothing(alice
         f"The file lacks 3 feature columns of cancer v1: {features[0]!r}, {features[1]!r}, {features[2]!r}."
     )
     assert not BatchPredictionJob.objects.exists()
-    assert storage_keys() == []
+    assert new_batch_objects() == set()
 
 
 @pytest.mark.parametrize(
@@ -86,7 +88,7 @@ def test_a_refused_file_answers_400_naming_each_problem_and_stores_nothing(alice
         ({"version": "1", "stage": "staging"}, 'stage: Give either "version" (pin a version) or "stage".'),
     ],
 )
-def test_bad_form_fields_answer_400(alice, cancer_v1, data, expected):
+def test_bad_form_fields_answer_400(alice, cancer_v1, new_batch_objects, data, expected):
     if data:
         data = {"file": upload(csv_bytes(cancer_rows(2))), **data}
 
@@ -94,7 +96,7 @@ def test_bad_form_fields_answer_400(alice, cancer_v1, data, expected):
 
     assert response.status_code == 400
     assert expected in response.json()["errors"]
-    assert storage_keys() == []
+    assert new_batch_objects() == set()
 
 
 def test_a_json_body_is_refused_as_an_unsupported_media_type(alice, cancer_v1):
@@ -103,7 +105,7 @@ def test_a_json_body_is_refused_as_an_unsupported_media_type(alice, cancer_v1):
     assert response.status_code == 415
 
 
-def test_no_production_version_is_409_and_an_unknown_model_404(alice, db):
+def test_no_production_version_is_409_and_an_unknown_model_404(alice, db, new_batch_objects):
     make_model_version(trained=trained_model("cancer"), name="cancer", stage="staging")
     client = client_for(alice)
 
@@ -115,7 +117,7 @@ def test_no_production_version_is_409_and_an_unknown_model_404(alice, db):
     assert conflict.status_code == 409
     assert "has no production version yet" in conflict.json()["detail"]
     assert missing.status_code == 404
-    assert storage_keys() == []
+    assert new_batch_objects() == set()
 
 
 def test_anonymous_clients_are_refused(cancer_v1):

@@ -7,7 +7,7 @@ from django.test import Client
 
 from predictions import batch_services
 from predictions.models import BatchPredictionJob
-from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_run, job_start, storage_keys, upload
+from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_run, job_start, upload
 from predictions.tests.helpers import make_model_version, trained_model
 
 
@@ -81,7 +81,7 @@ def test_uploading_a_file_queues_a_job_and_opens_its_page(
     )
 
 
-def test_a_refused_file_shows_every_problem_and_stores_nothing(alice, cancer_v1):
+def test_a_refused_file_shows_every_problem_and_stores_nothing(alice, cancer_v1, new_batch_objects):
     features = [c["name"] for c in trained_model("cancer").feature_schema]
     rows = [{k: v for k, v in row.items() if k != features[0]} for row in cancer_rows(3)]
 
@@ -91,7 +91,7 @@ def test_a_refused_file_shows_every_problem_and_stores_nothing(alice, cancer_v1)
     assert response.context["problems"][0].startswith("The file lacks 1 feature column of cancer v1")
     assert b"nothing was stored" in response.content
     assert not BatchPredictionJob.objects.exists()
-    assert storage_keys() == []
+    assert new_batch_objects() == set()
 
 
 def test_an_upload_without_a_file_is_refused_by_the_form(alice, cancer_v1):

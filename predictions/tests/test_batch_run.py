@@ -243,7 +243,7 @@ def test_a_file_without_one_valid_row_still_gets_a_result_and_an_errors_file(ali
 def test_the_parts_are_removed_once_the_files_are_assembled(alice, cancer_v1):
     job = job_run(job_start(alice, csv_bytes(cancer_rows(25))))
 
-    assert storage_keys() == sorted([job.input_key, job.result_key, job.errors_key])
+    assert storage_keys(f"batch/{job.uuid}") == {job.input_key, job.result_key, job.errors_key}
     assert stored_csv(job.errors_key) == []
 
 

@@ -93,13 +93,14 @@ def test_a_real_worker_runs_a_job_submitted_through_the_service(
     tmp_path,
     monkeypatch,
 ):
-    # The worker's storage is the media folder under its DATA_DIR: store the model and the upload there.
-    media = tmp_path / "worker-data" / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {**settings.STORAGES["default"], "OPTIONS": {"location": str(media)}},
-    }
-    settings.MEDIA_ROOT = media
+    if not settings.AWS_STORAGE_BUCKET_NAME:
+        # The worker's file storage is the media folder under its DATA_DIR: store the model and upload there.
+        media = tmp_path / "worker-data" / "media"
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "default": {**settings.STORAGES["default"], "OPTIONS": {"location": str(media)}},
+        }
+        settings.MEDIA_ROOT = media
     make_model_version(trained=trained_model("cancer"), name="cancer")
     worker = start_celery_worker("filesystem://")
     app.conf.task_always_eager = False
