@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 import time
 
 import pytest
@@ -128,3 +130,70 @@ def test_a_real_worker_runs_a_job_submitted_through_the_service(
     assert Prediction.objects.filter(batch_job=job).count() == 22
     assert [e["row"] for e in stored_csv(job.errors_key)] == ["5"]
     assert len(stored_csv(job.result_key)) == 23
+
+
+def _wait_for(job: BatchPredictionJob, worker, done, what: str) -> BatchPredictionJob:
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if done(job):
+            return job
+        if worker.process.poll() is not None:
+            pytest.fail(f"the worker died:\n{worker.log()[-3000:]}")
+        time.sleep(0.05)
+    pytest.fail(
+        f"no {what} in {JOB_TIMEOUT}s ({job.status}, {job.chunks_done} chunks):\n{worker.log()[-3000:]}"
+    )
+
+
+@pytest.mark.worker
+def test_a_job_whose_worker_was_killed_is_finished_by_another_without_duplicates(
+    start_celery_worker, alice, settings, tmp_path, monkeypatch
+):
+    if not settings.AWS_STORAGE_BUCKET_NAME:
+        media = tmp_path / "worker-data" / "media"
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "default": {**settings.STORAGES["default"], "OPTIONS": {"location": str(media)}},
+        }
+        settings.MEDIA_ROOT = media
+    make_model_version(trained=trained_model("cancer"), name="cancer")
+    app.conf.task_always_eager = False
+    current: dict[str, object] = {}
+
+    def send(job_id: int) -> None:
+        worker = current["worker"]
+        with Connection(worker.broker_url, transport_options=worker.transport_options) as conn:
+            tasks.batch_prediction_run_task.apply_async(args=[job_id], connection=conn)
+
+    monkeypatch.setattr(batch_services, "_enqueue", send)
+    first = current["worker"] = start_celery_worker("filesystem://")
+    rows = cancer_rows(2000)
+    rows[1234]["mean texture"] = "rough"
+    # 200 chunks of 10 rows: long enough to kill the worker in the middle.
+    job = job_start(alice, csv_bytes(rows))
+    _wait_for(job, first, lambda j: j.chunks_done >= 10, "progress on the first worker")
+
+    os.killpg(first.process.pid, signal.SIGKILL)
+    first.process.wait(timeout=10)
+    job.refresh_from_db()
+    assert job.status == "running"
+    assert 10 <= job.chunks_done < 200
+    assert Prediction.objects.filter(batch_job=job).count() == job.rows_done - job.rows_failed
+    # The dead worker's lease would run out after LEASE_SECONDS; the sweeper then sends the job again.
+    BatchPredictionJob.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())
+    second = current["worker"] = start_celery_worker("filesystem://")
+    assert batch_services.batch_prediction_jobs_stale_requeue() == [job.pk]
+
+    job = _wait_for(job, second, lambda j: j.is_terminal, "end of the job on the second worker")
+    assert job.status == "succeeded", job.error_message
+    assert (job.attempts, job.rows_done, job.rows_failed) == (2, 2000, 1)
+    stored = Prediction.objects.filter(batch_job=job)
+    assert stored.count() == 1999
+    assert len(set(stored.values_list("row_index", flat=True))) == 1999
+    result = stored_csv(job.result_key)
+    assert [r["id"] for r in result] == [r["id"] for r in rows]
+    assert sorted(int(r["prediction_id"]) for r in result if r["prediction_id"]) == sorted(
+        stored.values_list("pk", flat=True)
+    )
+    assert [e["row"] for e in stored_csv(job.errors_key)] == ["1235"]
