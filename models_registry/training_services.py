@@ -405,6 +405,9 @@ def _steps(attempt: _Attempt) -> None:
         feature_schema=result.feature_schema,
         X_holdout=result.X_holdout,
         classes=result.classes,
+        # model_train already has scikit-learn's predictions on the holdout; the check compares with them.
+        sklearn_predictions=result.holdout_predictions,
+        sklearn_probabilities=result.holdout_probabilities,
     )
     skops_key = _model_object_store(attempt, data=skops_bytes, sha256=skops_sha256, kind=artifacts.SKOPS)
     onnx_key = ""
