@@ -168,6 +168,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "models_registry.webhook_tasks.webhook_deliveries_sweep_task",
         "schedule": 300.0,
     },
+    # every 5 minutes: re-send batch prediction jobs whose message was lost or whose worker died
+    "batch-prediction-jobs-stale-requeue": {
+        "task": "predictions.tasks.batch_prediction_jobs_stale_requeue_task",
+        "schedule": 300.0,
+    },
     # hourly: repair MLflow aliases whose sync message was lost
     "model-aliases-sync-all": {
         "task": "models_registry.tasks.model_aliases_sync_all_task",
@@ -246,6 +251,10 @@ MODEL_MAX_UPLOAD_MB = env_int("MODEL_MAX_UPLOAD_MB", 100)
 # Predictions
 # ------------------------------------------------------------------------------
 PREDICTION_MAX_ROWS = env_int("PREDICTION_MAX_ROWS", 1000)
+# Big enough that per-chunk costs (a transaction, two storage writes) vanish, small enough that a
+# chunk stays far below 100 MB in memory.
+BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 50_000)
+BATCH_MAX_UPLOAD_MB = env_int("BATCH_MAX_UPLOAD_MB", 500)
 
 # ------------------------------------------------------------------------------
 # Accounts and the API

@@ -39,10 +39,6 @@ from predictions.validation import TableCheck, table_validate
 
 logger = logging.getLogger(__name__)
 
-#: Rows per chunk when settings.BATCH_CHUNK_ROWS is not set: big enough that per-chunk costs (a
-#: transaction, two storage writes) vanish, small enough that a chunk stays far below 100 MB in memory.
-DEFAULT_CHUNK_ROWS = 50_000
-DEFAULT_MAX_UPLOAD_MB = 500
 # Every chunk renews the lease; a job RUNNING with an expired lease was left by a dead worker.
 LEASE_SECONDS = 300
 # A job reclaimed this many times keeps killing its worker (out of memory?); it is failed instead.
@@ -85,11 +81,11 @@ class RunOutcome:
 
 
 def chunk_rows() -> int:
-    return int(getattr(settings, "BATCH_CHUNK_ROWS", DEFAULT_CHUNK_ROWS))
+    return settings.BATCH_CHUNK_ROWS
 
 
 def max_upload_bytes() -> int:
-    return int(getattr(settings, "BATCH_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)) * 1024 * 1024
+    return settings.BATCH_MAX_UPLOAD_MB * 1024 * 1024
 
 
 def input_object_key(job_uuid: uuid.UUID) -> str:
