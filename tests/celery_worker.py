@@ -34,12 +34,13 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def _database_url_for_other_processes() -> str:
+def database_url_for_other_processes() -> str:
+    """The URL under which another process (a worker, gunicorn) opens the current test database."""
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
         if connection.is_in_memory_db():
             pytest.fail(
-                "the SQLite test database is in memory, so a worker process cannot open it: "
+                "the SQLite test database is in memory, so another process cannot open it: "
                 "settings.py must give DATABASES['default']['TEST'] a file NAME",
                 pytrace=False,
             )
@@ -51,7 +52,7 @@ def _database_url_for_other_processes() -> str:
         host = db["HOST"] or "localhost"
         port = f":{db['PORT']}" if db["PORT"] else ""
         return f"postgres://{credentials}@{host}{port}/{quote(db['NAME'], safe='')}"
-    pytest.fail(f"no worker test support for database engine {db['ENGINE']}", pytrace=False)
+    pytest.fail(f"no multi-process test support for database engine {db['ENGINE']}", pytrace=False)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -95,7 +96,7 @@ def start_celery_worker(transactional_db, tmp_path) -> Iterator[Callable[..., Wo
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "mlops_site.settings",
-            "DATABASE_URL": _database_url_for_other_processes(),
+            "DATABASE_URL": database_url_for_other_processes(),
             "DATA_DIR": str(data_dir),
             "CELERY_BROKER_URL": broker_url,
             "CELERY_TASK_ALWAYS_EAGER": "False",

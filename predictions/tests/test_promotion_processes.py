@@ -14,43 +14,22 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
-from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from models_registry import mlflow_gateway, registry_services
 from predictions import model_cache
 from predictions.models import Prediction
 from predictions.tests.helpers import make_model_version, trained_model
+from tests.celery_worker import database_url_for_other_processes
 from tests.factories import make_user
 
 #: Seconds gunicorn may take to import the project in both workers.
 START_TIMEOUT = 60
 WORKERS = 2
 ROW = trained_model("cancer").sample_rows[0]
-
-
-def _database_url_for_other_processes() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        if connection.is_in_memory_db():
-            pytest.fail(
-                "the SQLite test database is in memory, so gunicorn cannot open it: "
-                "settings.py must give DATABASES['default']['TEST'] a file NAME",
-                pytrace=False,
-            )
-        return f"sqlite:///{db['NAME']}"
-    if "postgresql" in db["ENGINE"]:
-        credentials = quote(db["USER"] or "", safe="")
-        if db["PASSWORD"]:
-            credentials += ":" + quote(db["PASSWORD"], safe="")
-        host = db["HOST"] or "localhost"
-        port = f":{db['PORT']}" if db["PORT"] else ""
-        return f"postgres://{credentials}@{host}{port}/{quote(db['NAME'], safe='')}"
-    pytest.fail(f"no multi-process test support for database engine {db['ENGINE']}", pytrace=False)
 
 
 def _free_port() -> int:
@@ -105,7 +84,7 @@ def gunicorn_server(transactional_db, tmp_path) -> Iterator[callable]:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "mlops_site.settings",
-            "DATABASE_URL": _database_url_for_other_processes(),
+            "DATABASE_URL": database_url_for_other_processes(),
             # The same media folder as this test's storage (the root conftest puts it under tmp_path).
             "DATA_DIR": str(tmp_path),
             "PYTHONPATH": str(settings.BASE_DIR),

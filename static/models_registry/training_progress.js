@@ -2,9 +2,6 @@
 (function () {
   "use strict";
 
-  var INTERVAL_MS = 1000;
-  var MAX_INTERVAL_MS = 15000;
-
   function start(panel) {
     var url = panel.dataset.statusUrl;
     var bar = panel.querySelector("[data-progress-bar]");
@@ -16,7 +13,6 @@
     // The run's facts sit in a panel of their own, below the progress panel.
     var duration = document.querySelector("[data-duration]");
     var attempts = document.querySelector("[data-attempts]");
-    var delay = INTERVAL_MS;
 
     function show(data) {
       bar.value = data.progress;
@@ -45,29 +41,7 @@
       panel.dataset.runStatus = data.status;
     }
 
-    function poll() {
-      fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
-        .then(function (response) {
-          if (!response.ok) {
-            throw new Error("HTTP " + response.status);
-          }
-          return response.json();
-        })
-        .then(function (data) {
-          delay = INTERVAL_MS;
-          show(data);
-          if (!data.is_terminal) {
-            window.setTimeout(poll, delay);
-          }
-        })
-        .catch(function () {
-          // The server may be restarting: keep trying, less and less often.
-          delay = Math.min(delay * 2, MAX_INTERVAL_MS);
-          window.setTimeout(poll, delay);
-        });
-    }
-
-    window.setTimeout(poll, INTERVAL_MS);
+    window.statusPoll(url, show);
   }
 
   document.querySelectorAll("[data-status-url]").forEach(function (panel) {

@@ -2,9 +2,6 @@
 (function () {
   "use strict";
 
-  var INTERVAL_MS = 1000;
-  var MAX_INTERVAL_MS = 15000;
-
   function start(panel) {
     var url = panel.dataset.statusUrl;
     var bar = panel.querySelector("[data-progress-bar]");
@@ -19,7 +16,6 @@
     var started = document.querySelector("[data-started]");
     var finished = document.querySelector("[data-finished]");
     var attempts = document.querySelector("[data-attempts]");
-    var delay = INTERVAL_MS;
 
     function show(data) {
       bar.value = data.progress;
@@ -46,29 +42,7 @@
       panel.dataset.jobStatus = data.status;
     }
 
-    function poll() {
-      fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
-        .then(function (response) {
-          if (!response.ok) {
-            throw new Error("HTTP " + response.status);
-          }
-          return response.json();
-        })
-        .then(function (data) {
-          delay = INTERVAL_MS;
-          show(data);
-          if (!data.is_terminal) {
-            window.setTimeout(poll, delay);
-          }
-        })
-        .catch(function () {
-          // The server may be restarting: keep trying, less and less often.
-          delay = Math.min(delay * 2, MAX_INTERVAL_MS);
-          window.setTimeout(poll, delay);
-        });
-    }
-
-    window.setTimeout(poll, INTERVAL_MS);
+    window.statusPoll(url, show);
   }
 
   document.querySelectorAll("#batch-progress[data-status-url]").forEach(function (panel) {
