@@ -2,46 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-
 from celery import Task, shared_task
 
+from mlops_site import leased_tasks
 from models_registry import mlflow_gateway, registry_services, training_services
 
-logger = logging.getLogger(__name__)
-
-# Transient failures (MLflow, storage or the database unreachable) are retried with growing waits,
-# then the run is failed: 30 s, 1, 2, 4, 8 and 10 minutes.
-TRANSIENT_MAX_RETRIES = 6
-TRANSIENT_BACKOFF_MAX_SECONDS = 600
-# Waiting for another attempt's lease is not a failure; a dead worker's lease runs out within minutes.
-BUSY_MAX_RETRIES = 200
 ALIAS_SYNC_MAX_RETRIES = 10
-
-
-def _backoff(retries: int) -> int:
-    return min(30 * 2**retries, TRANSIENT_BACKOFF_MAX_SECONDS)
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def training_run_execute_task(self: Task, run_id: int) -> str:
     """Run the training service; a duplicate message finds the run busy (retried later) or finished."""
-    try:
-        outcome = training_services.training_run_execute(run_id=run_id)
-    except training_services.TRANSIENT_ERRORS as exc:
-        if self.request.retries >= TRANSIENT_MAX_RETRIES:
-            training_services.training_run_fail(
-                run_id=run_id,
-                message=f"Gave up after {self.request.retries + 1} attempts; the last one failed with: {exc}",
-            )
-            return "failed"
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-    if outcome.status == "busy":
-        if self.request.retries >= BUSY_MAX_RETRIES:
-            logger.error("run %s: still held by another attempt after %s checks", run_id, BUSY_MAX_RETRIES)
-            return "busy"
-        raise self.retry(countdown=outcome.retry_in)
-    return outcome.status
+    return leased_tasks.leased_job_run(
+        self,
+        label=f"run {run_id}",
+        execute=lambda: training_services.training_run_execute(run_id=run_id),
+        fail=lambda message: training_services.training_run_fail(run_id=run_id, message=message),
+        transient_errors=training_services.TRANSIENT_ERRORS,
+    )
 
 
 @shared_task(ignore_result=True)
@@ -56,7 +34,7 @@ def model_aliases_sync_task(self: Task, registered_model_id: int) -> dict[str, i
     try:
         return registry_services.model_aliases_sync(registered_model_id=registered_model_id)
     except mlflow_gateway.RegistryUnavailable as exc:
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        raise self.retry(exc=exc, countdown=leased_tasks.backoff_seconds(self.request.retries)) from exc
 
 
 @shared_task(ignore_result=True)

@@ -7,20 +7,10 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from mlops_site import leased_tasks
 from predictions import batch_services
 
 logger = logging.getLogger(__name__)
-
-# Transient failures (storage or the database unreachable) are retried with growing waits, then the job
-# is failed: 30 s, 1, 2, 4, 8 and 10 minutes.
-TRANSIENT_MAX_RETRIES = 6
-TRANSIENT_BACKOFF_MAX_SECONDS = 600
-# Waiting for another attempt's lease is not a failure; a dead worker's lease runs out within minutes.
-BUSY_MAX_RETRIES = 200
-
-
-def _backoff(retries: int) -> int:
-    return min(30 * 2**retries, TRANSIENT_BACKOFF_MAX_SECONDS)
 
 
 class BatchPredictionTask(Task):
@@ -41,24 +31,13 @@ class BatchPredictionTask(Task):
 @shared_task(bind=True, base=BatchPredictionTask, acks_late=True, ignore_result=True, max_retries=None)
 def batch_prediction_run_task(self: Task, job_id: int) -> str:
     """Run the batch service; a duplicate message finds the job busy (retried later) or finished."""
-    try:
-        outcome = batch_services.batch_prediction_run(job_id=job_id)
-    except batch_services.TRANSIENT_ERRORS as exc:
-        if self.request.retries >= TRANSIENT_MAX_RETRIES:
-            batch_services.batch_prediction_fail(
-                job_id=job_id,
-                message=f"Gave up after {self.request.retries + 1} attempts; the last one failed with: {exc}",
-            )
-            return "failed"
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-    if outcome.status == "busy":
-        if self.request.retries >= BUSY_MAX_RETRIES:
-            logger.error(
-                "batch job %s: still held by another attempt after %s checks", job_id, BUSY_MAX_RETRIES
-            )
-            return "busy"
-        raise self.retry(countdown=outcome.retry_in)
-    return outcome.status
+    return leased_tasks.leased_job_run(
+        self,
+        label=f"batch job {job_id}",
+        execute=lambda: batch_services.batch_prediction_run(job_id=job_id),
+        fail=lambda message: batch_services.batch_prediction_fail(job_id=job_id, message=message),
+        transient_errors=batch_services.TRANSIENT_ERRORS,
+    )
 
 
 @shared_task(ignore_result=True)

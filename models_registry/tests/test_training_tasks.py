@@ -10,7 +10,7 @@ import pytest
 from celery.exceptions import Retry
 from django.utils import timezone
 
-from mlops_site import storage
+from mlops_site import leased_tasks, storage
 from models_registry import mlflow_gateway, tasks, training_services
 from models_registry.models import ModelVersion, TrainingRun
 from models_registry.tests.training_helpers import FAST_FOREST, cancer_frame, dataset_upload, version_of
@@ -236,16 +236,16 @@ def test_the_task_retries_transient_failures_then_fails_the_run(queued):
         mlflow_gateway, "model_register", side_effect=mlflow_gateway.RegistryUnavailable("MLflow is down")
     ) as register:
         # Each delivery of the retried message, as the worker would run them.
-        for retries in range(tasks.TRANSIENT_MAX_RETRIES):
+        for retries in range(leased_tasks.TRANSIENT_MAX_RETRIES):
             with pytest.raises(Retry):
                 tasks.training_run_execute_task.apply(args=[queued.pk], retries=retries, throw=True)
         result = tasks.training_run_execute_task.apply(
-            args=[queued.pk], retries=tasks.TRANSIENT_MAX_RETRIES, throw=True
+            args=[queued.pk], retries=leased_tasks.TRANSIENT_MAX_RETRIES, throw=True
         )
 
     assert result.get() == "failed"
     # One registration per delivery, and one more when giving up, to find a version to delete.
-    assert register.call_count == tasks.TRANSIENT_MAX_RETRIES + 2
+    assert register.call_count == leased_tasks.TRANSIENT_MAX_RETRIES + 2
     queued.refresh_from_db()
     assert queued.status == TrainingRun.Status.FAILED
     assert "Gave up after 7 attempts" in queued.error_message

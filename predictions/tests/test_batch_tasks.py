@@ -9,7 +9,7 @@ import pytest
 from celery.exceptions import Retry
 from django.utils import timezone
 
-from mlops_site import storage
+from mlops_site import leased_tasks, storage
 from predictions import batch_services, tasks
 from predictions.models import BatchPredictionJob, Prediction
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_start, stored_csv
@@ -66,10 +66,10 @@ def test_it_gives_up_after_the_last_transient_retry_and_fails_the_job(job, monke
 
     monkeypatch.setattr(batch_services, "batch_prediction_run", down)
 
-    for retries in range(tasks.TRANSIENT_MAX_RETRIES):
+    for retries in range(leased_tasks.TRANSIENT_MAX_RETRIES):
         with pytest.raises(Retry):
             tasks.batch_prediction_run_task.apply(args=[job.pk], retries=retries, throw=True)
-    result = tasks.batch_prediction_run_task.apply(args=[job.pk], retries=tasks.TRANSIENT_MAX_RETRIES)
+    result = tasks.batch_prediction_run_task.apply(args=[job.pk], retries=leased_tasks.TRANSIENT_MAX_RETRIES)
 
     assert result.get() == "failed"
     job.refresh_from_db()
