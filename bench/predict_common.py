@@ -444,5 +444,18 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / ticks
 
 
+def git_state() -> dict[str, Any]:
+    """The commit measured, and whether the working tree had uncommitted changes to tracked files."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "-uno")),
+    }
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]

@@ -242,8 +242,9 @@ def main() -> int:
 
     document = {
         "benchmark": "predictions_api",
-        "command": "python bench/predictions_api.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/predictions_api.py", *sys.argv[1:]]),
         "environment": {
+            **common.git_state(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),

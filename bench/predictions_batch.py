@@ -307,8 +307,9 @@ def main() -> int:
     )
     document = {
         "benchmark": "predictions_batch",
-        "command": "python bench/predictions_batch.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/predictions_batch.py", *sys.argv[1:]]),
         "environment": {
+            **common.git_state(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
