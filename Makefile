@@ -13,7 +13,7 @@ SERVICE_VARIABLES := DATABASE_URL REDIS_URL CELERY_BROKER_URL AWS_STORAGE_BUCKET
 # Extra pytest options for both runs, e.g. make test PYTEST_ARGS="-x -k heartbeat".
 PYTEST_ARGS ?=
 
-.PHONY: run test lint
+.PHONY: run test lint bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is needed, not " + sys.version.split()[0] + ": make PYTHON=/path/to/python3.11")'
@@ -44,3 +44,10 @@ test: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Benchmarks; results in bench/results/. wrk is needed for the API benchmark.
+bench: $(RUN_STAMP)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
+	$(BIN)/python bench/training.py
+	$(BIN)/python bench/predictions_api.py
+	$(BIN)/python bench/predictions_batch.py

@@ -18,11 +18,15 @@ def _isolated_data(settings, tmp_path):
         }
         settings.MEDIA_ROOT = tmp_path / "media"
     if settings.CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
-        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    from django.core.cache import cache
+        settings.CACHES = {
+            **settings.CACHES,
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        }
+    from django.core.cache import caches
 
-    # Throttle counters live in the cache: a test must not inherit another test's request count.
-    cache.clear()
+    # Throttle counters live in the caches: a test must not inherit another test's request count.
+    for alias in settings.CACHES:
+        caches[alias].clear()
     # The default hasher costs ~0.35 s per user created; tests do not need its strength.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.MLFLOW_TRACKING_URI = f"sqlite:///{tmp_path / 'mlflow.db'}"
