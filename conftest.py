@@ -17,6 +17,21 @@ def _isolated_data(settings, tmp_path):
             "default": {**settings.STORAGES["default"], "OPTIONS": {"location": str(tmp_path / "media")}},
         }
         settings.MEDIA_ROOT = tmp_path / "media"
+    else:
+        import uuid
+
+        # One bucket serves the whole run: a key prefix per test keeps content-addressed objects that
+        # another test stored from turning this test's writes into no-ops.
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "default": {
+                **settings.STORAGES["default"],
+                "OPTIONS": {
+                    **settings.STORAGES["default"]["OPTIONS"],
+                    "location": f"tests/{uuid.uuid4().hex}",
+                },
+            },
+        }
     if settings.CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
         settings.CACHES = {
             **settings.CACHES,

@@ -193,6 +193,8 @@ AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME", "us-east-1")
 AWS_ACCESS_KEY_ID = env_secret("AWS_ACCESS_KEY_ID")
 AWS_SECRET_ACCESS_KEY = env_secret("AWS_SECRET_ACCESS_KEY")
 AWS_S3_ADDRESSING_STYLE = env_str("AWS_S3_ADDRESSING_STYLE", "path")
+# A key prefix inside the bucket, so several sites (or test runs) can share one bucket.
+AWS_LOCATION = env_str("AWS_LOCATION")
 MEDIA_ROOT = DATA_DIR / "media"
 if AWS_STORAGE_BUCKET_NAME:
     _default_storage = {
@@ -204,6 +206,7 @@ if AWS_STORAGE_BUCKET_NAME:
             "access_key": AWS_ACCESS_KEY_ID or None,
             "secret_key": AWS_SECRET_ACCESS_KEY or None,
             "addressing_style": AWS_S3_ADDRESSING_STYLE,
+            "location": AWS_LOCATION,
             "signature_version": "s3v4",
             "file_overwrite": False,
             "default_acl": None,

@@ -34,6 +34,15 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def storage_env_for_other_processes() -> dict[str, str]:
+    """Variables under which another process sees the same object storage as the current test."""
+    options = settings.STORAGES["default"].get("OPTIONS", {})
+    if settings.STORAGES["default"]["BACKEND"].endswith("S3Storage"):
+        # The root conftest gives every test its own key prefix in the shared bucket.
+        return {"AWS_LOCATION": options.get("location", "")}
+    return {}
+
+
 def database_url_for_other_processes() -> str:
     """The URL under which another process (a worker, gunicorn) opens the current test database."""
     db = connection.settings_dict
@@ -104,6 +113,7 @@ def start_celery_worker(transactional_db, tmp_path) -> Iterator[Callable[..., Wo
             # The same MLflow store as the test process, which the root conftest puts in tmp_path.
             "MLFLOW_TRACKING_URI": settings.MLFLOW_TRACKING_URI,
             "MLFLOW_ARTIFACT_ROOT": settings.MLFLOW_ARTIFACT_ROOT,
+            **storage_env_for_other_processes(),
             **(extra_env or {}),
         }
         log_path = tmp_path / f"{nodename}.log"

@@ -23,7 +23,7 @@ from models_registry import mlflow_gateway, registry_services
 from predictions import model_cache
 from predictions.models import Prediction
 from predictions.tests.helpers import make_model_version, trained_model
-from tests.celery_worker import database_url_for_other_processes
+from tests.celery_worker import database_url_for_other_processes, storage_env_for_other_processes
 from tests.factories import make_user
 
 #: Seconds gunicorn may take to import the project in both workers.
@@ -88,11 +88,10 @@ def gunicorn_server(transactional_db, tmp_path) -> Iterator[callable]:
             # The same media folder as this test's storage (the root conftest puts it under tmp_path).
             "DATA_DIR": str(tmp_path),
             "PYTHONPATH": str(settings.BASE_DIR),
+            **storage_env_for_other_processes(),
         }
-        assert (
-            Path(settings.STORAGES["default"]["OPTIONS"].get("location", tmp_path / "media"))
-            == tmp_path / "media"
-        )
+        if settings.STORAGES["default"]["BACKEND"].endswith("FileSystemStorage"):
+            assert Path(settings.STORAGES["default"]["OPTIONS"]["location"]) == tmp_path / "media"
         log_path = tmp_path / "gunicorn.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
