@@ -1,4 +1,4 @@
-"""Admin for datasets; versions are immutable, so they are shown read-only."""
+"""Django admin for datasets, models, training runs and webhooks; state changes go through the services."""
 
 from __future__ import annotations
 
@@ -13,23 +13,40 @@ from django.utils.safestring import SafeString
 from models_registry.models import Dataset, DatasetVersion
 
 
-class ReadOnlyVersionInline(admin.TabularInline):
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows that only the services write: the admin shows them and runs actions, never edits them."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class ReadOnlyVersionInline(ReadOnlyInline):
     model = DatasetVersion
     fk_name = "dataset"
     fields = ["version", "row_count", "column_count", "size", "sha256", "created_by", "created_at"]
     readonly_fields = fields
-    extra = 0
     show_change_link = True
     ordering = ["-version"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Dataset | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Dataset | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Dataset | None = None) -> bool:
-        return False
 
     @admin.display(description="Size")
     def size(self, obj: DatasetVersion) -> str:
@@ -58,7 +75,7 @@ class DatasetAdmin(admin.ModelAdmin):
 
 
 @admin.register(DatasetVersion)
-class DatasetVersionAdmin(admin.ModelAdmin):
+class DatasetVersionAdmin(ReadOnlyAdmin):
     list_display = [
         "__str__",
         "dataset",
@@ -91,15 +108,6 @@ class DatasetVersionAdmin(admin.ModelAdmin):
         "page_link",
     ]
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: DatasetVersion | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: DatasetVersion | None = None) -> bool:
-        return False
 
     @admin.display(description="Size", ordering="size_bytes")
     def size(self, obj: DatasetVersion) -> str:
@@ -176,20 +184,6 @@ from models_registry.models import (  # noqa: E402
 from models_registry.registry_forms import ModelUploadForm, algorithm_choices  # noqa: E402
 
 WEBHOOK_SECRET_MIN_LENGTH = 16
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class ModelVersionInline(ReadOnlyInline):
@@ -392,7 +386,7 @@ def _transition_action(to_stage: str, label: str) -> object:
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ReadOnlyAdmin):
     list_display = [
         "__str__",
         "registered_model",
@@ -444,15 +438,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "force_to_production",
         "roll_back",
     ]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: ModelVersion | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: ModelVersion | None = None) -> bool:
-        return False
 
     @admin.display(description="Metrics")
     def metric_summary(self, obj: ModelVersion) -> str:
@@ -596,7 +581,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(TrainingRun)
-class TrainingRunAdmin(admin.ModelAdmin):
+class TrainingRunAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "registered_model",
@@ -636,15 +621,6 @@ class TrainingRunAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
     actions = ["retry_failed_runs"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: TrainingRun | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: TrainingRun | None = None) -> bool:
-        return False
 
     @admin.display(description="Duration")
     def duration_text(self, obj: TrainingRun) -> str:
@@ -797,7 +773,7 @@ class WebhookAttemptInline(ReadOnlyInline):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = [
         "event",
         "webhook",
@@ -826,15 +802,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     readonly_fields = fields
     inlines = [WebhookAttemptInline]
     actions = ["send_again"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
-        return False
 
     @admin.display(description="Payload")
     def payload_json(self, obj: WebhookDelivery) -> SafeString:
