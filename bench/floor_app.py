@@ -20,8 +20,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from models_registry.training import predictor as predictor_module
-from models_registry.training.pipeline import columns_from_rows
+from ml import predictor as predictor_module
+from ml.pipeline import columns_from_rows
 
 
 def _predictor() -> predictor_module.OnnxPredictor | predictor_module.SklearnPredictor:

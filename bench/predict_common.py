@@ -118,8 +118,11 @@ class TrainedModel:
 
 def forest_train_and_promote(*, data_dir: Path, user: Any, name: str = MODEL_NAME) -> TrainedModel:
     """A 100-tree random forest through our training service, registered here and in MLflow, in production."""
-    from models_registry import dataset_services, registry_services, training_services
-    from models_registry.models import ModelVersion, Stage, TrainingRun
+    from datasets import services as dataset_services
+    from models_registry import services as registry_services
+    from models_registry.models import ModelVersion, Stage
+    from training import services as training_services
+    from training.models import TrainingRun
 
     frame = breast_cancer_frame()
     csv_path = data_dir / "breast_cancer.csv"

@@ -92,7 +92,7 @@ def _instrument(timers: StepTimers) -> None:
     from rest_framework.request import Request
     from rest_framework.views import APIView
 
-    from models_registry.training.predictor import OnnxPredictor, SklearnPredictor
+    from ml.predictor import OnnxPredictor, SklearnPredictor
     from predictions import api, model_cache, services
 
     timers.wrap(BaseDatabaseWrapper, "connect", "db connect")

@@ -78,7 +78,7 @@ def baseline_run(
     """What a data scientist would type: read, predict, add the column, write. Runs in its own process."""
     import pandas as pd
 
-    from models_registry.training import artifacts
+    from ml import artifacts
 
     pipeline = artifacts.skops_load(skops_path.read_bytes(), sha256=skops_sha256)
     started = time.perf_counter()
@@ -191,7 +191,7 @@ def main() -> int:
         from django.contrib.auth import get_user_model
 
         from mlops_site import storage
-        from predictions import batch_services
+        from predictions.batch import services as batch_services
         from predictions.models import Prediction
 
         user = get_user_model().objects.create_user(f"bench-batch-{os.getpid()}", is_staff=True)

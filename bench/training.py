@@ -140,8 +140,8 @@ def _baseline(frame, *, algorithm: str, seed: int, test_size: float) -> None:
 
 
 def _ours(dataset_version, *, algorithm: str, seed: int, test_size: float, user) -> None:
-    from models_registry import training_services
-    from models_registry.models import TrainingRun
+    from training import services as training_services
+    from training.models import TrainingRun
 
     run = training_services.training_run_create(
         dataset_version=dataset_version,
@@ -170,7 +170,7 @@ def main() -> int:
         _configure_django(Path(tmp))
         from django.contrib.auth import get_user_model
 
-        from models_registry import dataset_services
+        from datasets import services as dataset_services
         from tests.factories import make_csv_bytes
 
         user = get_user_model().objects.create_user("bench", is_staff=True)

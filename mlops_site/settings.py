@@ -51,7 +51,10 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "accounts",
+    "jobs",
+    "datasets",
     "models_registry",
+    "training",
     "predictions",
     "feedback",
     "monitoring",
@@ -163,12 +166,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "worker-heartbeat": {"task": "monitoring.tasks.worker_heartbeat_task", "schedule": 60.0},
     # every 5 minutes: re-send training runs whose message was lost or whose worker died
     "training-runs-stale-requeue": {
-        "task": "models_registry.tasks.training_runs_stale_requeue_task",
+        "task": "training.tasks.training_runs_stale_requeue_task",
         "schedule": 300.0,
     },
     # every 5 minutes: re-send webhook deliveries whose retry message was lost
     "webhook-deliveries-sweep": {
-        "task": "models_registry.webhook_tasks.webhook_deliveries_sweep_task",
+        "task": "models_registry.tasks.webhook_deliveries_sweep_task",
         "schedule": 300.0,
     },
     # every 5 minutes: re-send batch prediction jobs whose message was lost or whose worker died

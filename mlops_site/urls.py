@@ -4,16 +4,20 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from mlops_site import views
 
 api_patterns = [
     path("", include("accounts.api_urls")),
+    path("", include("datasets.api_urls")),
     path("", include("models_registry.api_urls")),
+    path("", include("training.api_urls")),
     path("", include("predictions.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("", RedirectView.as_view(pattern_name="swagger-ui"), name="api-root"),
 ]
 
 urlpatterns = [
@@ -27,8 +31,9 @@ urlpatterns = [
     ),
     path("accounts/", include("django.contrib.auth.urls")),
     path("accounts/", include("accounts.urls")),
-    path("datasets/", include("models_registry.dataset_urls")),
-    path("", include("models_registry.registry_urls")),
+    path("datasets/", include("datasets.urls")),
+    path("training/", include("training.urls")),
+    path("", include("models_registry.urls")),
     path("", include("predictions.urls")),
     path("api/", include(api_patterns)),
     path("", include("monitoring.urls")),

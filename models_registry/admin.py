@@ -1,187 +1,33 @@
-"""Django admin for datasets, models, training runs and webhooks; state changes go through the services."""
+"""Django admin for registered models, versions, transitions and webhooks; changes go through services."""
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.db.models import Count, QuerySet
-from django.http import HttpRequest
-from django.template.defaultfilters import filesizeformat
-from django.urls import reverse
+import secrets
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from models_registry.models import Dataset, DatasetVersion
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows that only the services write: the admin shows them and runs actions, never edits them."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-class ReadOnlyVersionInline(ReadOnlyInline):
-    model = DatasetVersion
-    fk_name = "dataset"
-    fields = ["version", "row_count", "column_count", "size", "sha256", "created_by", "created_at"]
-    readonly_fields = fields
-    show_change_link = True
-    ordering = ["-version"]
-
-    @admin.display(description="Size")
-    def size(self, obj: DatasetVersion) -> str:
-        return filesizeformat(obj.size_bytes)
-
-
-@admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
-    list_display = ["name", "target_column", "version_count", "created_by", "created_at"]
-    list_select_related = ["created_by"]
-    search_fields = ["name", "description"]
-    readonly_fields = ["name", "created_by", "created_at"]
-    fields = ["name", "description", "target_column", "created_by", "created_at"]
-    inlines = [ReadOnlyVersionInline]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Dataset]:
-        return super().get_queryset(request).annotate(version_total=Count("versions"))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        # A dataset only exists together with its first uploaded file: use the upload page.
-        return False
-
-    @admin.display(description="Versions", ordering="version_total")
-    def version_count(self, obj: Dataset) -> int:
-        return obj.version_total
-
-
-@admin.register(DatasetVersion)
-class DatasetVersionAdmin(ReadOnlyAdmin):
-    list_display = [
-        "__str__",
-        "dataset",
-        "version",
-        "row_count",
-        "column_count",
-        "size",
-        "short_sha256",
-        "created_by",
-        "created_at",
-    ]
-    list_select_related = ["dataset", "created_by"]
-    list_filter = ["dataset"]
-    search_fields = ["dataset__name", "sha256", "original_filename"]
-    ordering = ["dataset__name", "-version"]
-    fields = [
-        "dataset",
-        "version",
-        "target",
-        "parent",
-        "row_count",
-        "column_count",
-        "size",
-        "sha256",
-        "object_key",
-        "original_filename",
-        "created_by",
-        "created_at",
-        "schema_table",
-        "page_link",
-    ]
-    readonly_fields = fields
-
-    @admin.display(description="Size", ordering="size_bytes")
-    def size(self, obj: DatasetVersion) -> str:
-        return filesizeformat(obj.size_bytes)
-
-    @admin.display(description="SHA-256")
-    def short_sha256(self, obj: DatasetVersion) -> str:
-        return obj.sha256[:12]
-
-    @admin.display(description="Target column")
-    def target(self, obj: DatasetVersion) -> str:
-        return obj.target_column
-
-    @admin.display(description="Page")
-    def page_link(self, obj: DatasetVersion) -> SafeString:
-        url = reverse("datasets:version-detail", args=[obj.dataset.name, obj.version])
-        return format_html('<a href="{}">Open the version page</a>', url)
-
-    @admin.display(description="Schema")
-    def schema_table(self, obj: DatasetVersion) -> SafeString:
-        rows = format_html_join(
-            "",
-            "<tr><td><code>{}</code>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (
-                    column["name"],
-                    " (target)" if column["is_target"] else "",
-                    column["kind"],
-                    column["dtype"],
-                    "—" if column["missing_percent"] is None else f"{column['missing_percent']}%",
-                )
-                for column in obj.columns
-            ),
-        )
-        return format_html(
-            "<table><thead><tr><th>Column</th><th>Kind</th><th>Type</th><th>Missing</th></tr></thead>"
-            "<tbody>{}</tbody></table>",
-            rows,
-        )
-
-
-# ------------------------------------------------------------------------------
-# Registry, training and webhooks: every state change goes through a service
-# ------------------------------------------------------------------------------
-import secrets  # noqa: E402
-
-from django import forms  # noqa: E402
-from django.contrib import messages  # noqa: E402
-from django.core.exceptions import PermissionDenied, ValidationError  # noqa: E402
-from django.db.models import OuterRef, Q, Subquery  # noqa: E402
-from django.http import HttpResponse  # noqa: E402
-from django.shortcuts import redirect  # noqa: E402
-from django.template.response import TemplateResponse  # noqa: E402
-from django.urls import URLPattern, path  # noqa: E402
-
-from models_registry import (  # noqa: E402
-    registry_selectors,
-    registry_services,
-    registry_views,
-    training_services,
-    webhook_services,
-)
-from models_registry.models import (  # noqa: E402
+from mlops_site.admin import ReadOnlyAdmin, ReadOnlyInline
+from models_registry import selectors, services, views, webhook_services
+from models_registry.forms import ModelUploadForm
+from models_registry.models import (
     ModelVersion,
     RegisteredModel,
     Stage,
     StageTransition,
-    TrainingRun,
     Webhook,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEvent,
 )
-from models_registry.registry_forms import ModelUploadForm, algorithm_choices  # noqa: E402
 
 WEBHOOK_SECRET_MIN_LENGTH = 16
 
@@ -314,7 +160,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
         self, request: HttpRequest, obj: RegisteredModel, form: forms.ModelForm, change: bool
     ) -> None:
         if not change:
-            created = registry_services.registered_model_create(
+            created = services.registered_model_create(
                 name=obj.name,
                 created_by=request.user,
                 task=obj.task,
@@ -327,7 +173,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
             obj._state.adding = False
             obj._state.db = created._state.db
             return
-        registry_services.registered_model_thresholds_set(registered_model=obj, min_metrics=obj.min_metrics)
+        services.registered_model_thresholds_set(registered_model=obj, min_metrics=obj.min_metrics)
         if "description" in form.changed_data:
             obj.save(update_fields=["description"])
 
@@ -352,7 +198,7 @@ FORCE_ACTION_LABEL = "Force to production (with a written reason)"
 
 class ForceReasonForm(forms.Form):
     reason = forms.CharField(
-        max_length=registry_services.REASON_MAX_LENGTH,
+        max_length=services.REASON_MAX_LENGTH,
         widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
         error_messages={"required": "Write why these versions go to production despite the quality gate."},
         help_text="Required. Recorded on each transition with your name, together with the failing metrics.",
@@ -365,10 +211,8 @@ def _transition_action(to_stage: str, label: str) -> object:
             "registered_model__name", "version"
         ):
             try:
-                registry_services.model_version_transition(
-                    model_version=version, to_stage=to_stage, user=request.user
-                )
-            except registry_services.QualityGateError as exc:
+                services.model_version_transition(model_version=version, to_stage=to_stage, user=request.user)
+            except services.QualityGateError as exc:
                 modeladmin.message_user(
                     request,
                     f"{version}: refused by the quality gate ({'; '.join(exc.reasons)}). "
@@ -465,7 +309,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         status = 200
         if request.method == "POST":
             form = ModelUploadForm(request.POST, request.FILES)
-            version, errors, status = registry_views.model_upload_submit(form=form, user=request.user)
+            version, errors, status = views.model_upload_submit(form=form, user=request.user)
             if version is not None:
                 page = reverse(
                     "registry:version-detail", args=[version.registered_model.name, version.version]
@@ -478,7 +322,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
                 return redirect("admin:models_registry_modelversion_change", version.pk)
         else:
             form = ModelUploadForm(
-                initial=registry_views.model_upload_initial(request.GET.get("model_name", "").strip())
+                initial=views.model_upload_initial(request.GET.get("model_name", "").strip())
             )
         return TemplateResponse(
             request,
@@ -489,9 +333,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
                 "opts": self.model._meta,
                 "form": form,
                 "errors": errors,
-                "model_names": list(
-                    registry_selectors.registered_model_list().values_list("name", flat=True)
-                ),
+                "model_names": list(selectors.registered_model_list().values_list("name", flat=True)),
             },
             status=status,
         )
@@ -524,7 +366,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         rows = [
             {
                 "version": version,
-                "failures": registry_services.quality_gate_check(model_version=version),
+                "failures": services.quality_gate_check(model_version=version),
                 "replaces": version.registered_model.versions.filter(stage=Stage.PRODUCTION)
                 .exclude(pk=version.pk)
                 .first(),
@@ -548,7 +390,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 
     def _force_one(self, request: HttpRequest, version: ModelVersion, *, reason: str) -> None:
         try:
-            registry_services.model_version_transition(
+            services.model_version_transition(
                 model_version=version, to_stage=Stage.PRODUCTION, user=request.user, reason=reason, force=True
             )
         except ValidationError as exc:
@@ -571,128 +413,11 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         models = RegisteredModel.objects.filter(pk__in=queryset.values("registered_model")).order_by("name")
         for registered in models:
             try:
-                restored = registry_services.model_version_rollback(
-                    registered_model=registered, user=request.user
-                )
+                restored = services.model_version_rollback(registered_model=registered, user=request.user)
             except ValidationError as exc:
                 self.message_user(request, " ".join(exc.messages), messages.ERROR)
             else:
                 self.message_user(request, f"{restored} is in production again.", messages.SUCCESS)
-
-
-@admin.register(TrainingRun)
-class TrainingRunAdmin(ReadOnlyAdmin):
-    list_display = [
-        "id",
-        "registered_model",
-        "dataset_version",
-        "algorithm",
-        "status",
-        "progress",
-        "created_by",
-        "created_at",
-        "duration_text",
-    ]
-    list_select_related = ["registered_model", "dataset_version__dataset", "created_by"]
-    list_filter = ["status", "algorithm", "registered_model"]
-    search_fields = ["registered_model__name", "error_message", "=id"]
-    fields = [
-        "registered_model",
-        "dataset_version",
-        "target_column",
-        "task",
-        "algorithm",
-        "params",
-        "seed",
-        "test_size",
-        "status",
-        "progress",
-        "progress_message",
-        "error_message",
-        "attempts",
-        "mlflow_run_id",
-        "key",
-        "created_by",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "duration_text",
-        "page_link",
-    ]
-    readonly_fields = fields
-    actions = ["retry_failed_runs"]
-
-    @admin.display(description="Duration")
-    def duration_text(self, obj: TrainingRun) -> str:
-        return f"{obj.duration.total_seconds():.1f} s" if obj.duration is not None else "—"
-
-    @admin.display(description="Page")
-    def page_link(self, obj: TrainingRun) -> SafeString:
-        return format_html(
-            '<a href="{}">Open the run page</a>', reverse("registry:training-detail", args=[obj.pk])
-        )
-
-    @admin.action(description="Retry failed runs (as new runs)")
-    def retry_failed_runs(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:
-        for run in queryset.select_related("registered_model", "dataset_version").order_by("pk"):
-            try:
-                retried = training_services.training_run_retry(training_run=run, created_by=request.user)
-            except ValidationError as exc:
-                self.message_user(request, " ".join(exc.messages), messages.ERROR)
-            else:
-                self.message_user(
-                    request, f"Run {run.pk} queued again as run {retried.pk}.", messages.SUCCESS
-                )
-
-
-class TrainOnVersionsForm(forms.Form):
-    model_name = forms.CharField(max_length=64, help_text="A new name registers a new model.")
-    algorithm = forms.ChoiceField(choices=algorithm_choices)
-
-
-@admin.action(description="Train a model on the selected versions")
-def train_on_dataset_versions(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[DatasetVersion]
-) -> HttpResponse | None:
-    """First an intermediate page asks for the model name and algorithm; then one run per version."""
-    versions = list(queryset.select_related("dataset").order_by("dataset__name", "version"))
-    form = TrainOnVersionsForm(request.POST if "apply" in request.POST else None)
-    if "apply" in request.POST and form.is_valid():
-        task, _, algorithm = form.cleaned_data["algorithm"].partition(":")
-        for version in versions:
-            try:
-                run = training_services.training_run_create(
-                    dataset_version=version,
-                    model_name=form.cleaned_data["model_name"],
-                    algorithm=algorithm,
-                    params={},
-                    created_by=request.user,
-                    task=None if task == "infer" else task,
-                )
-            except ValidationError as exc:
-                modeladmin.message_user(request, f"{version}: {' '.join(exc.messages)}", messages.ERROR)
-            else:
-                url = reverse("registry:training-detail", args=[run.pk])
-                modeladmin.message_user(
-                    request, format_html('{}: <a href="{}">training run {}</a> queued.', version, url, run.pk)
-                )
-        return None
-    return TemplateResponse(
-        request,
-        "models_registry/admin_train_form.html",
-        {
-            **modeladmin.admin_site.each_context(request),
-            "title": "Train a model on dataset versions",
-            "opts": modeladmin.model._meta,
-            "form": form,
-            "versions": versions,
-            "action_name": "train_on_dataset_versions",
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        },
-    )
-
-
-DatasetVersionAdmin.actions = [*(DatasetVersionAdmin.actions or []), train_on_dataset_versions]
 
 
 RECENT_DELIVERIES = 20

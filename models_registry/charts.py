@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from models_registry.training import metrics as training_metrics
+from ml import metrics as training_metrics
 
 METRIC_LABELS = {
     "accuracy": "Accuracy",

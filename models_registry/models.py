@@ -1,138 +1,15 @@
-"""Database tables of the models_registry app."""
+"""Registered models, their versions and stage transitions, and webhooks."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator, URLValidator
 from django.db import models
-from django.utils import timezone
 
-DATASET_NAME_MAX_LENGTH = 64
-
-dataset_name_validator = RegexValidator(
-    regex=r"^[a-z0-9][a-z0-9_-]*\Z",
-    message=(
-        "Use lowercase letters, digits, hyphens and underscores, starting with a letter or digit "
-        f"(at most {DATASET_NAME_MAX_LENGTH} characters)."
-    ),
-)
-
-
-class ColumnKind(models.TextChoices):
-    NUMERIC = "numeric", "Numeric"
-    CATEGORICAL = "categorical", "Categorical"
-    TEXT = "text", "Text"
-
-
-class Dataset(models.Model):
-    """A named series of immutable CSV versions; `target_column` is the default for new versions."""
-
-    name = models.CharField(
-        max_length=DATASET_NAME_MAX_LENGTH, unique=True, validators=[dataset_name_validator]
-    )
-    description = models.TextField(blank=True)
-    target_column = models.CharField(max_length=255)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="datasets"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class DatasetVersion(models.Model):
-    """One uploaded CSV file, never changed after it is written.
-
-    The file lives in object storage under a key derived from its sha256, so identical content is
-    stored once. `schema` holds the ordered columns (name, kind, dtype) and the target column;
-    `profile` holds per-column missing counts and statistics in the same order.
-    """
-
-    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="versions")
-    version = models.PositiveIntegerField()
-    sha256 = models.CharField(max_length=64)
-    object_key = models.CharField(max_length=255)
-    original_filename = models.CharField(max_length=255, blank=True)
-    size_bytes = models.PositiveBigIntegerField()
-    schema = models.JSONField()
-    profile = models.JSONField()
-    row_count = models.PositiveIntegerField()
-    column_count = models.PositiveIntegerField()
-    parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
-    )
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="dataset_versions",
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["dataset__name", "-version"]
-        constraints = [
-            models.UniqueConstraint(fields=["dataset", "version"], name="dataset_version_unique_number"),
-            models.UniqueConstraint(fields=["dataset", "sha256"], name="dataset_version_unique_content"),
-            models.CheckConstraint(
-                condition=models.Q(version__gte=1), name="dataset_version_number_positive"
-            ),
-        ]
-        indexes = [
-            # Before deleting a content-addressed object we check that no version still points at it.
-            models.Index(fields=["object_key"], name="dataset_version_object_key"),
-            models.Index(fields=["-created_at"], name="dataset_version_created"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.dataset.name} v{self.version}"
-
-    def clean(self) -> None:
-        if self.parent_id is not None and self.parent.dataset_id != self.dataset_id:
-            raise ValidationError({"parent": "The parent version must belong to the same dataset."})
-
-    @property
-    def target_column(self) -> str:
-        return self.schema.get("target_column", "")
-
-    @property
-    def column_names(self) -> list[str]:
-        return [column["name"] for column in self.schema.get("columns", [])]
-
-    @property
-    def columns(self) -> list[dict[str, Any]]:
-        """Schema and profile of each column merged, in file order, for display."""
-        profiles = {column["name"]: column for column in self.profile.get("columns", [])}
-        merged = []
-        for column in self.schema.get("columns", []):
-            column_profile = profiles.get(column["name"], {})
-            ratio = column_profile.get("missing_ratio")
-            merged.append(
-                {
-                    **column,
-                    "missing_count": column_profile.get("missing_count"),
-                    "missing_ratio": ratio,
-                    "missing_percent": None if ratio is None else round(ratio * 100, 1),
-                    "stats": column_profile.get("stats", {}),
-                    "is_target": column["name"] == self.target_column,
-                }
-            )
-        return merged
-
-
-# ------------------------------------------------------------------------------
-# Registry and training
-# ------------------------------------------------------------------------------
 MODEL_NAME_MAX_LENGTH = 64
 
 model_name_validator = RegexValidator(
@@ -270,10 +147,14 @@ class ModelVersion(models.Model):
     version = models.PositiveIntegerField()
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.TRAINED)
     training_run = models.OneToOneField(
-        "TrainingRun", null=True, blank=True, on_delete=models.PROTECT, related_name="model_version"
+        "training.TrainingRun", null=True, blank=True, on_delete=models.PROTECT, related_name="model_version"
     )
     dataset_version = models.ForeignKey(
-        DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="model_versions"
+        "datasets.DatasetVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="model_versions",
     )
     task = models.CharField(max_length=20, choices=Task.choices)
     algorithm = models.CharField(max_length=64, blank=True)
@@ -365,78 +246,6 @@ class StageTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_version}: {self.from_stage} → {self.to_stage}"
-
-
-class TrainingRun(models.Model):
-    """One request to train a model, executed by a Celery task.
-
-    QUEUED → RUNNING → SUCCEEDED or FAILED. A worker claims the run by a conditional UPDATE and holds
-    a lease (`lease_expires_at`) that it renews while working; a run RUNNING with an expired lease was
-    left by a crashed worker and may be claimed again. `key` names the run in MLflow (run_key).
-    """
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-
-    TERMINAL = (Status.SUCCEEDED, Status.FAILED)
-
-    key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    dataset_version = models.ForeignKey(
-        DatasetVersion, on_delete=models.PROTECT, related_name="training_runs"
-    )
-    registered_model = models.ForeignKey(
-        RegisteredModel, on_delete=models.PROTECT, related_name="training_runs"
-    )
-    target_column = models.CharField(max_length=255)
-    # Blank: inferred from the target when the run executes.
-    task = models.CharField(max_length=20, choices=Task.choices, blank=True)
-    algorithm = models.CharField(max_length=64)
-    params = models.JSONField(default=dict, blank=True)
-    seed = models.PositiveBigIntegerField(default=42)
-    test_size = models.FloatField(default=0.2)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    progress = models.PositiveSmallIntegerField(default=0)
-    progress_message = models.CharField(max_length=255, blank=True)
-    error_message = models.TextField(blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    mlflow_run_id = models.CharField(max_length=64, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="training_runs",
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        constraints = [
-            models.CheckConstraint(condition=models.Q(progress__lte=100), name="training_run_progress_max"),
-            models.CheckConstraint(
-                condition=models.Q(test_size__gt=0, test_size__lt=1), name="training_run_test_size_range"
-            ),
-        ]
-        indexes = [models.Index(fields=["status", "lease_expires_at"], name="training_run_status")]
-
-    def __str__(self) -> str:
-        return f"Training run {self.pk} ({self.registered_model.name}, {self.algorithm})"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in self.TERMINAL
-
-    @property
-    def duration(self) -> timedelta | None:
-        if self.started_at is None:
-            return None
-        return (self.finished_at or timezone.now()) - self.started_at
 
 
 class WebhookEvent(models.TextChoices):

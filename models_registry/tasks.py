@@ -1,50 +1,68 @@
-"""Celery tasks for training runs and registry aliases; each calls a service and decides whether to retry."""
+"""Celery tasks of the registry: MLflow alias sync and webhook delivery; each only calls a service."""
 
 from __future__ import annotations
 
+import logging
+
 from celery import Task, shared_task
 
-from mlops_site import leased_tasks
-from models_registry import mlflow_gateway, registry_services, training_services
+from jobs import retry as leased_tasks
+from models_registry import mlflow_gateway, services, webhook_services
+
+logger = logging.getLogger(__name__)
 
 ALIAS_SYNC_MAX_RETRIES = 10
 
 
-@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
-def training_run_execute_task(self: Task, run_id: int) -> str:
-    """Run the training service; a duplicate message finds the run busy (retried later) or finished."""
-    return leased_tasks.leased_job_run(
-        self,
-        label=f"run {run_id}",
-        execute=lambda: training_services.training_run_execute(run_id=run_id),
-        fail=lambda message: training_services.training_run_fail(run_id=run_id, message=message),
-        transient_errors=training_services.TRANSIENT_ERRORS,
-    )
-
-
-@shared_task(ignore_result=True)
-def training_runs_stale_requeue_task() -> int:
-    """Re-send runs whose message was lost or whose worker died; harmless to run any number of times."""
-    return len(training_services.training_runs_stale_requeue())
-
-
-@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=ALIAS_SYNC_MAX_RETRIES)
+@shared_task(
+    name="models_registry.tasks.model_aliases_sync_task",
+    bind=True,
+    acks_late=True,
+    ignore_result=True,
+    max_retries=ALIAS_SYNC_MAX_RETRIES,
+)
 def model_aliases_sync_task(self: Task, registered_model_id: int) -> dict[str, int | None]:
     """Make MLflow's production and staging aliases match the database; idempotent."""
     try:
-        return registry_services.model_aliases_sync(registered_model_id=registered_model_id)
+        return services.model_aliases_sync(registered_model_id=registered_model_id)
     except mlflow_gateway.RegistryUnavailable as exc:
         raise self.retry(exc=exc, countdown=leased_tasks.backoff_seconds(self.request.retries)) from exc
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="models_registry.tasks.model_aliases_sync_all_task", ignore_result=True)
 def model_aliases_sync_all_task() -> int:
     """Queue an alias sync for every registered model: repairs aliases whose sync message was lost."""
-    ids = registry_services.registered_model_ids_with_versions()
+    ids = services.registered_model_ids_with_versions()
     for registered_model_id in ids:
         model_aliases_sync_task.delay(registered_model_id)
     return len(ids)
 
 
-# Celery's autodiscovery imports only <app>.tasks; the webhook tasks live in their own module.
-from models_registry.webhook_tasks import webhook_deliveries_sweep_task, webhook_delivery_send_task  # noqa: E402,F401
+@shared_task(
+    name="models_registry.tasks.webhook_delivery_send_task",
+    bind=True,
+    acks_late=True,
+    ignore_result=True,
+    max_retries=None,
+)
+def webhook_delivery_send_task(self: Task, delivery_id: int) -> str:
+    """One attempt; a failed attempt schedules the next one after its back-off.
+
+    The service decides whether an attempt is due, so duplicate or early messages are dropped there
+    rather than sent twice; the sweeper below picks up deliveries whose retry message got lost.
+    """
+    outcome = webhook_services.webhook_delivery_send(delivery_id=delivery_id)
+    if outcome.status == "retry":
+        raise self.retry(countdown=outcome.retry_in)
+    return outcome.status
+
+
+@shared_task(name="models_registry.tasks.webhook_deliveries_sweep_task", ignore_result=True)
+def webhook_deliveries_sweep_task() -> int:
+    """Re-enqueue pending deliveries that are overdue; safe to run any time, any number of times."""
+    overdue = webhook_services.webhook_deliveries_overdue()
+    for delivery_id in overdue:
+        webhook_delivery_send_task.delay(delivery_id)
+    if overdue:
+        logger.info("re-enqueued %d overdue webhook deliveries", len(overdue))
+    return len(overdue)

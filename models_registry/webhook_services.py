@@ -143,7 +143,7 @@ def webhook_event_emit(
     on commit. All deliveries of one event share its event id; emitting the same `event_id` again
     creates nothing new (the delivery is unique per webhook and event id).
     """
-    from models_registry.webhook_tasks import webhook_delivery_send_task
+    from models_registry.tasks import webhook_delivery_send_task
 
     if event not in EVENTS:
         raise ValueError(f"Unknown webhook event {event!r}; expected one of {', '.join(EVENTS)}.")
@@ -254,7 +254,7 @@ def webhook_deliveries_overdue(*, now: dt.datetime | None = None) -> list[int]:
 
 def webhook_delivery_resend(*, delivery: WebhookDelivery) -> None:
     """Staff asked to try a FAILED delivery again: it gets one more attempt, sent now."""
-    from models_registry.webhook_tasks import webhook_delivery_send_task
+    from models_registry.tasks import webhook_delivery_send_task
 
     with transaction.atomic():
         updated = WebhookDelivery.objects.filter(pk=delivery.pk, status=WebhookDelivery.Status.FAILED).update(

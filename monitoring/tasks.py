@@ -11,7 +11,7 @@ from celery.signals import worker_ready
 from monitoring import services
 
 
-@shared_task(bind=True, ignore_result=True)
+@shared_task(name="monitoring.tasks.worker_heartbeat_task", bind=True, ignore_result=True)
 def worker_heartbeat_task(self: Task) -> None:
     # Eagerly run tasks have no worker name; the host name is the closest thing.
     hostname = self.request.hostname or socket.gethostname()

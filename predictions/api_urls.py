@@ -3,7 +3,8 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from predictions import api, batch_api
+from predictions import api
+from predictions.batch import api as batch_api
 
 router = SimpleRouter(trailing_slash=True)
 router.register("predictions", api.PredictionViewSet, basename="prediction")

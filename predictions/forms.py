@@ -10,7 +10,7 @@ from django import forms
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from models_registry.training.pipeline import NUMERIC
+from ml.pipeline import NUMERIC
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ml import predictor as predictor_module
+from ml.errors import ArtifactError
 from mlops_site import storage
-from models_registry.training import predictor as predictor_module
-from models_registry.training.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from ml.errors import PredictionInputError
 from models_registry.models import ModelVersion, Stage
-from models_registry.training.errors import PredictionInputError
 from predictions import model_cache, selectors
 from predictions.models import Channel, Prediction, PredictionRequest
 from predictions.validation import RowsInvalid, rows_validate

@@ -7,8 +7,8 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from mlops_site import leased_tasks
-from predictions import batch_services
+from jobs import retry as leased_tasks
+from predictions.batch import services as batch_services
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,14 @@ class BatchPredictionTask(Task):
             logger.exception("batch job %s: could not be marked failed", job_id)
 
 
-@shared_task(bind=True, base=BatchPredictionTask, acks_late=True, ignore_result=True, max_retries=None)
+@shared_task(
+    name="predictions.tasks.batch_prediction_run_task",
+    bind=True,
+    base=BatchPredictionTask,
+    acks_late=True,
+    ignore_result=True,
+    max_retries=None,
+)
 def batch_prediction_run_task(self: Task, job_id: int) -> str:
     """Run the batch service; a duplicate message finds the job busy (retried later) or finished."""
     return leased_tasks.leased_job_run(
@@ -40,7 +47,7 @@ def batch_prediction_run_task(self: Task, job_id: int) -> str:
     )
 
 
-@shared_task(ignore_result=True)
+@shared_task(name="predictions.tasks.batch_prediction_jobs_stale_requeue_task", ignore_result=True)
 def batch_prediction_jobs_stale_requeue_task() -> int:
     """Re-send jobs whose message was lost or whose worker died; harmless to run any number of times."""
     return len(batch_services.batch_prediction_jobs_stale_requeue())

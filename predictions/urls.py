@@ -2,7 +2,8 @@
 
 from django.urls import path
 
-from predictions import batch_views, views
+from predictions import views
+from predictions.batch import views as batch_views
 
 app_name = "predictions"
 

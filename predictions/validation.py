@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models_registry.training.pipeline import NUMERIC, category_text
+from ml.pipeline import NUMERIC, category_text
 
 # Error codes: the request is refused and nothing is stored.
 NO_ROWS = "no_rows"

@@ -11,14 +11,13 @@ from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from ml import artifacts
+from ml.train import model_train
 from mlops_site import storage
-from models_registry import registry_services
+from models_registry import services as registry_services
 from models_registry.models import ModelVersion, RegisteredModel, StageTransition
 from models_registry.tests.registry_helpers import make_model, make_version
-from models_registry.tests.test_training_tasks import stored_model_files
-from models_registry.tests.training_helpers import cancer_frame
-from models_registry.training import artifacts
-from models_registry.training.train import model_train
+from training.tests.helpers import cancer_frame, stored_model_files
 
 pytestmark = pytest.mark.django_db
 

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.urls import reverse
 
-from models_registry import registry_services
-from models_registry.models import ModelVersion, RegisteredModel, StageTransition, TrainingRun, Webhook
+from models_registry import services as registry_services
+from models_registry.models import ModelVersion, RegisteredModel, StageTransition, Webhook
 from models_registry.tests.registry_helpers import make_model, make_version
-from models_registry.tests.training_helpers import cancer_frame, dataset_upload
+from tests.admin_helpers import messages_of, run_action
 
 pytestmark = pytest.mark.django_db
-
-
-def run_action(client, model: str, action: str, ids, **extra):
-    url = reverse(f"admin:models_registry_{model}_changelist")
-    return client.post(
-        url, {"action": action, ACTION_CHECKBOX_NAME: [str(i) for i in ids], **extra}, follow=True
-    )
-
-
-def messages_of(response) -> list[str]:
-    return [str(message) for message in response.context["messages"]]
 
 
 @pytest.fixture
@@ -37,8 +25,8 @@ def test_the_version_actions_promote_and_archive_through_the_service(client, adm
     client.force_login(admin_user)
     v1 = churn.versions.get(version=1)
 
-    staged = run_action(client, "modelversion", "transition_to_staging", [v1.pk])
-    produced = run_action(client, "modelversion", "transition_to_production", [v1.pk])
+    staged = run_action(client, "models_registry_modelversion", "transition_to_staging", [v1.pk])
+    produced = run_action(client, "models_registry_modelversion", "transition_to_production", [v1.pk])
 
     assert messages_of(staged) == ["churn v1: promote to staging."]
     assert messages_of(produced) == ["churn v1: promote to production."]
@@ -47,7 +35,7 @@ def test_the_version_actions_promote_and_archive_through_the_service(client, adm
     recorded = list(StageTransition.objects.order_by("id").values_list("to_stage", "user__username"))
     assert recorded == [("staging", "root-admin"), ("production", "root-admin")]
 
-    archived = run_action(client, "modelversion", "transition_to_archived", [v1.pk])
+    archived = run_action(client, "models_registry_modelversion", "transition_to_archived", [v1.pk])
 
     assert messages_of(archived) == ["churn v1: archive."]
     v1.refresh_from_db()
@@ -58,7 +46,7 @@ def test_a_promotion_refused_by_the_quality_gate_is_shown_as_an_error(client, ad
     client.force_login(admin_user)
     v2 = churn.versions.get(version=2)
 
-    response = run_action(client, "modelversion", "transition_to_production", [v2.pk])
+    response = run_action(client, "models_registry_modelversion", "transition_to_production", [v2.pk])
 
     [message] = messages_of(response)
     assert message.startswith(
@@ -73,7 +61,7 @@ def test_one_action_on_several_versions_reports_each(client, admin_user, churn):
     client.force_login(admin_user)
     ids = list(churn.versions.values_list("pk", flat=True))
 
-    response = run_action(client, "modelversion", "transition_to_production", ids)
+    response = run_action(client, "models_registry_modelversion", "transition_to_production", ids)
 
     assert messages_of(response)[0] == "churn v1: promote to production."
     assert messages_of(response)[1].startswith("churn v2: refused by the quality gate")
@@ -88,7 +76,7 @@ def test_the_rollback_action_restores_the_previous_production_version(client, ad
         model_version=v2, to_stage="production", user=admin_user, force=True, reason="testing"
     )
 
-    response = run_action(client, "modelversion", "roll_back", [v2.pk])
+    response = run_action(client, "models_registry_modelversion", "roll_back", [v2.pk])
 
     assert messages_of(response) == ["churn v1 is in production again."]
     assert dict(ModelVersion.objects.values_list("version", "stage")) == {1: "production", 2: "archived"}
@@ -97,7 +85,7 @@ def test_the_rollback_action_restores_the_previous_production_version(client, ad
 def test_a_rollback_without_history_is_refused_with_a_message(client, admin_user, churn):
     client.force_login(admin_user)
 
-    response = run_action(client, "modelversion", "roll_back", [churn.versions.first().pk])
+    response = run_action(client, "models_registry_modelversion", "roll_back", [churn.versions.first().pk])
 
     assert messages_of(response) == ["Model 'churn' has no earlier production version to roll back to."]
 
@@ -280,118 +268,6 @@ def test_deliveries_and_their_attempts_are_visible_read_only(client, admin_user,
     assert 'name="_save"' not in html
     assert "HTTP 500 Internal Server Error" in html
     assert "&quot;version&quot;: 1" in html
-
-
-def test_the_retry_action_queues_failed_runs_again_and_refuses_others(
-    client, admin_user, django_capture_on_commit_callbacks
-):
-    from models_registry import training_services
-
-    dataset = dataset_upload(cancer_frame(40), name="cancer", target="diagnosis")
-    with django_capture_on_commit_callbacks(execute=False):
-        failed = training_services.training_run_create(
-            dataset_version=dataset,
-            model_name="cancer",
-            algorithm="random_forest",
-            params={},
-            created_by=None,
-        )
-        queued = training_services.training_run_create(
-            dataset_version=dataset,
-            model_name="cancer",
-            algorithm="random_forest",
-            params={},
-            created_by=None,
-        )
-    TrainingRun.objects.filter(pk=failed.pk).update(status="failed", error_message="boom")
-    client.force_login(admin_user)
-
-    with django_capture_on_commit_callbacks(execute=False):
-        response = run_action(client, "trainingrun", "retry_failed_runs", [failed.pk, queued.pk])
-
-    retried = TrainingRun.objects.exclude(pk__in=[failed.pk, queued.pk]).get()
-    assert messages_of(response) == [
-        f"Run {failed.pk} queued again as run {retried.pk}.",
-        f"Only failed runs can be retried; run {queued.pk} is queued.",
-    ]
-    assert retried.created_by == admin_user
-    assert retried.status == "queued"
-
-
-def test_training_runs_are_read_only_in_admin(client, admin_user, django_capture_on_commit_callbacks):
-    from models_registry import training_services
-
-    dataset = dataset_upload(cancer_frame(40), name="cancer", target="diagnosis")
-    with django_capture_on_commit_callbacks(execute=False):
-        run = training_services.training_run_create(
-            dataset_version=dataset,
-            model_name="cancer",
-            algorithm="random_forest",
-            params={},
-            created_by=None,
-        )
-    client.force_login(admin_user)
-
-    page = client.get(reverse("admin:models_registry_trainingrun_change", args=[run.pk]))
-
-    assert page.status_code == 200
-    assert 'name="_save"' not in page.content.decode()
-    assert client.get(reverse("admin:models_registry_trainingrun_changelist")).status_code == 200
-
-
-def test_the_dataset_version_action_asks_for_a_model_and_algorithm_then_queues_runs(
-    client, admin_user, django_capture_on_commit_callbacks
-):
-    first = dataset_upload(cancer_frame(40), name="cancer", target="diagnosis")
-    second = dataset_upload(cancer_frame(50), name="cancer", target="diagnosis")
-    client.force_login(admin_user)
-
-    form = run_action(client, "datasetversion", "train_on_dataset_versions", [first.pk, second.pk])
-
-    html = form.content.decode()
-    assert "Train a model on dataset versions" in html
-    assert 'name="model_name"' in html
-    assert '<optgroup label="Classification">' in html
-    assert TrainingRun.objects.count() == 0
-
-    with django_capture_on_commit_callbacks(execute=False):
-        done = run_action(
-            client,
-            "datasetversion",
-            "train_on_dataset_versions",
-            [first.pk, second.pk],
-            apply="1",
-            model_name="cancer-model",
-            algorithm="classification:logistic_regression",
-        )
-
-    runs = list(TrainingRun.objects.order_by("dataset_version__version"))
-    assert [(r.dataset_version_id, r.algorithm, r.task, r.registered_model.name) for r in runs] == [
-        (first.pk, "logistic_regression", "classification", "cancer-model"),
-        (second.pk, "logistic_regression", "classification", "cancer-model"),
-    ]
-    assert all(r.created_by == admin_user for r in runs)
-    assert [m.endswith("queued.") for m in messages_of(done)] == [True, True]
-
-
-def test_the_dataset_version_action_shows_form_errors_and_queues_nothing(client, admin_user):
-    version = dataset_upload(cancer_frame(40), name="cancer", target="diagnosis")
-    client.force_login(admin_user)
-
-    response = run_action(
-        client,
-        "datasetversion",
-        "train_on_dataset_versions",
-        [version.pk],
-        apply="1",
-        model_name="",
-        algorithm="nope",
-    )
-
-    html = response.content.decode()
-    assert "This field is required." in html
-    assert "Select a valid choice." in html
-    assert TrainingRun.objects.count() == 0
 
 
 def test_registered_models_cannot_be_deleted_in_admin(client, admin_user, churn):

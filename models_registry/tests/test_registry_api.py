@@ -8,10 +8,11 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from models_registry import registry_services
-from models_registry.models import ModelVersion, RegisteredModel, StageTransition, TrainingRun
+from models_registry import services as registry_services
+from models_registry.models import ModelVersion, RegisteredModel, StageTransition
 from models_registry.tests.registry_helpers import make_model, make_version
-from models_registry.tests.training_helpers import FAST_FOREST, cancer_frame, dataset_upload
+from training.models import TrainingRun
+from training.tests.helpers import FAST_FOREST, cancer_frame, dataset_upload
 
 pytestmark = pytest.mark.django_db
 
@@ -269,7 +270,7 @@ def skops_file_of_a_small_pipeline() -> bytes:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    from models_registry.training import artifacts
+    from ml import artifacts
 
     frame = pd.DataFrame({"age": np.arange(40, dtype=float), "city": ["Paris", "Rome"] * 20})
     labels = np.array(["no", "yes"] * 20)
@@ -443,7 +444,7 @@ def test_a_bad_hyperparameter_value_fails_the_run_with_the_reason(
 def test_the_run_list_needs_the_same_queries_for_many_runs(
     staff, cancer, django_assert_num_queries, django_capture_on_commit_callbacks
 ):
-    from models_registry import training_services
+    from training import services as training_services
 
     with django_capture_on_commit_callbacks(execute=False):
         for _ in range(5):

@@ -8,9 +8,10 @@ from unittest import mock
 import pytest
 from playwright.sync_api import expect
 
-from models_registry.models import ModelVersion, StageTransition, TrainingRun
-from models_registry.tasks import training_run_execute_task
-from models_registry.tests.training_helpers import cancer_frame, dataset_upload
+from models_registry.models import ModelVersion, StageTransition
+from training.models import TrainingRun
+from training.tasks import training_run_execute_task
+from training.tests.helpers import cancer_frame, dataset_upload
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -11,10 +11,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mlops_site import storage
-from models_registry import registry_services
-from models_registry.models import ModelVersion, StageTransition, TrainingRun
+from models_registry import services as registry_services
+from models_registry.models import ModelVersion, StageTransition
 from models_registry.tests.registry_helpers import make_model, make_version
-from models_registry.tests.training_helpers import cancer_frame, dataset_upload, run_train, version_of
+from training.models import TrainingRun
+from training.tests.helpers import cancer_frame, dataset_upload, run_train, version_of
 
 pytestmark = pytest.mark.django_db
 
@@ -54,9 +55,9 @@ def view_urls(name="churn", version=2):
 
 def staff_urls(run_id=1, name="churn", version=2):
     return [
-        reverse("registry:training-list"),
-        reverse("registry:training-detail", args=[run_id]),
-        reverse("registry:training-status", args=[run_id]),
+        reverse("training:list"),
+        reverse("training:detail", args=[run_id]),
+        reverse("training:status", args=[run_id]),
         reverse("registry:version-download", args=[name, version, "skops"]),
     ]
 
@@ -73,7 +74,7 @@ def test_anonymous_visitors_are_sent_to_the_login_page(client, churn):
     posts = [
         reverse("registry:version-transition", args=["churn", 3]),
         reverse("registry:model-rollback", args=["churn"]),
-        reverse("registry:training-create"),
+        reverse("training:create"),
     ]
     for url in [*view_urls(), *staff_urls()]:
         response = client.get(url)
@@ -95,7 +96,7 @@ def test_users_without_staff_status_may_view_models_but_not_act_or_train(client,
         assert client.get(url).status_code == 403, url
     assert transition(client, "churn", 3, "staging").status_code == 403
     assert client.post(reverse("registry:model-rollback", args=["churn"])).status_code == 403
-    assert client.post(reverse("registry:training-create"), {}).status_code == 403
+    assert client.post(reverse("training:create"), {}).status_code == 403
     assert ModelVersion.objects.get(version=3).stage == "none"
 
 
@@ -325,13 +326,13 @@ def test_staff_start_a_training_run_from_the_page_and_land_on_its_progress(
     client, staff, cancer_dataset, django_capture_on_commit_callbacks
 ):
     client.force_login(staff)
-    form = client.get(reverse("registry:training-list")).content.decode()
+    form = client.get(reverse("training:list")).content.decode()
     assert f'<option value="{cancer_dataset.pk}">cancer v1 · 80 rows · target diagnosis</option>' in form
     assert '<optgroup label="Classification">' in form
 
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
-            reverse("registry:training-create"),
+            reverse("training:create"),
             {
                 "dataset_version": cancer_dataset.pk,
                 "model_name": "cancer",
@@ -344,7 +345,7 @@ def test_staff_start_a_training_run_from_the_page_and_land_on_its_progress(
 
     run = TrainingRun.objects.get()
     assert response.status_code == 302
-    assert response.url == reverse("registry:training-detail", args=[run.pk])
+    assert response.url == reverse("training:detail", args=[run.pk])
     assert (run.task, run.algorithm, run.params, run.seed, run.test_size, run.created_by) == (
         "classification",
         "random_forest",
@@ -357,7 +358,7 @@ def test_staff_start_a_training_run_from_the_page_and_land_on_its_progress(
     page = client.get(response.url).content.decode()
     assert 'data-terminal="true"' in page
     assert 'href="/models/cancer/versions/1/">Open cancer v1</a>' in page
-    status = client.get(reverse("registry:training-status", args=[run.pk])).json()
+    status = client.get(reverse("training:status", args=[run.pk])).json()
     assert status["status"] == "succeeded"
     assert status["progress"] == 100
     assert status["is_terminal"] is True
@@ -373,7 +374,7 @@ def test_the_task_is_inferred_when_the_algorithm_is_chosen_without_one(
 
     with django_capture_on_commit_callbacks(execute=False):
         client.post(
-            reverse("registry:training-create"),
+            reverse("training:create"),
             {
                 "dataset_version": cancer_dataset.pk,
                 "model_name": "cancer",
@@ -399,7 +400,7 @@ def test_malformed_hyperparameters_are_shown_on_the_form(client, staff, cancer_d
     client.force_login(staff)
 
     response = client.post(
-        reverse("registry:training-create"),
+        reverse("training:create"),
         {
             "dataset_version": cancer_dataset.pk,
             "model_name": "cancer",
@@ -419,7 +420,7 @@ def test_a_service_refusal_is_shown_on_the_form(client, staff, cancer_dataset):
     client.force_login(staff)
 
     response = client.post(
-        reverse("registry:training-create"),
+        reverse("training:create"),
         {
             "dataset_version": cancer_dataset.pk,
             "model_name": "Not A Valid Name",
@@ -442,7 +443,7 @@ def test_a_failed_run_shows_its_reason(client, staff, cancer_dataset, django_cap
 
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
-            reverse("registry:training-create"),
+            reverse("training:create"),
             {
                 "dataset_version": cancer_dataset.pk,
                 "model_name": "cancer",
@@ -459,17 +460,17 @@ def test_a_failed_run_shows_its_reason(client, staff, cancer_dataset, django_cap
     page = client.get(response.url).content.decode()
     assert "n_estimators" in page
     assert 'class="badge status-failed"' in page
-    assert client.get(reverse("registry:training-status", args=[run.pk])).json()["error_message"] == (
+    assert client.get(reverse("training:status", args=[run.pk])).json()["error_message"] == (
         run.error_message
     )
-    listing = client.get(reverse("registry:training-list")).content.decode()
+    listing = client.get(reverse("training:list")).content.decode()
     assert f'data-run="{run.pk}"' in listing
 
 
 def test_the_training_list_queries_do_not_grow_with_the_number_of_runs(
     client, staff, cancer_dataset, django_assert_max_num_queries, django_capture_on_commit_callbacks
 ):
-    from models_registry import training_services
+    from training import services as training_services
 
     client.force_login(staff)
     with django_capture_on_commit_callbacks(execute=False):
@@ -483,7 +484,7 @@ def test_the_training_list_queries_do_not_grow_with_the_number_of_runs(
             )
 
     with django_assert_max_num_queries(8):
-        assert client.get(reverse("registry:training-list")).status_code == 200
+        assert client.get(reverse("training:list")).status_code == 200
 
 
 def test_the_model_page_queries_do_not_grow_with_the_number_of_versions(

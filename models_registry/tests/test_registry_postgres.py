@@ -8,9 +8,9 @@ from unittest import mock
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from models_registry import registry_services
+from models_registry import services as registry_services
 from models_registry.models import ModelVersion, StageTransition
-from models_registry.tests.training_helpers import model_make, version_make
+from training.tests.helpers import model_make, version_make
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

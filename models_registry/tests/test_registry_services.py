@@ -13,8 +13,11 @@ from celery.exceptions import Retry
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from ml import artifacts, onnx_export
+from ml.train import model_train
 from mlops_site import storage
-from models_registry import mlflow_gateway, registry_services, tasks
+from models_registry import mlflow_gateway, tasks
+from models_registry import services as registry_services
 from models_registry.models import (
     ModelVersion,
     RegisteredModel,
@@ -23,8 +26,8 @@ from models_registry.models import (
     WebhookDelivery,
     min_metrics_normalize,
 )
-from models_registry.registry_services import QualityGateError
-from models_registry.tests.training_helpers import (
+from models_registry.services import QualityGateError
+from training.tests.helpers import (
     cancer_frame,
     dataset_upload,
     model_make,
@@ -32,8 +35,6 @@ from models_registry.tests.training_helpers import (
     version_make,
     version_of,
 )
-from models_registry.training import artifacts, onnx_export
-from models_registry.training.train import model_train
 
 pytestmark = pytest.mark.django_db
 
@@ -448,7 +449,7 @@ def trained_core():
 
 
 def stored_model_files() -> list[str]:
-    from models_registry.tests.test_training_tasks import stored_model_files as listing
+    from training.tests.helpers import stored_model_files as listing
 
     return listing()
 

@@ -350,7 +350,7 @@ def test_a_server_error_is_retried_after_its_back_off_and_succeeds_later(
     from unittest import mock
 
     from models_registry.models import WebhookDelivery
-    from models_registry.webhook_tasks import webhook_delivery_send_task
+    from models_registry.tasks import webhook_delivery_send_task
 
     receiver.statuses = [500, 200]
     make_webhook(registered_model, receiver.url)
@@ -389,7 +389,7 @@ def test_a_server_error_is_retried_after_its_back_off_and_succeeds_later(
 def test_a_delivery_that_succeeded_is_not_sent_again_when_its_task_runs_twice(
     registered_model, receiver, django_capture_on_commit_callbacks
 ):
-    from models_registry.webhook_tasks import webhook_delivery_send_task
+    from models_registry.tasks import webhook_delivery_send_task
 
     make_webhook(registered_model, receiver.url)
     [delivery] = emit(registered_model, django_capture_on_commit_callbacks)
@@ -486,7 +486,7 @@ def test_a_deactivated_webhook_is_not_called_and_its_delivery_fails(registered_m
 
 def test_the_sweeper_sends_overdue_deliveries_and_leaves_the_others(registered_model, receiver):
     from models_registry.models import WebhookDelivery
-    from models_registry.webhook_tasks import webhook_deliveries_sweep_task
+    from models_registry.tasks import webhook_deliveries_sweep_task
 
     webhook = make_webhook(registered_model, receiver.url)
     long_ago = timezone.now() - dt.timedelta(hours=1)
@@ -537,7 +537,7 @@ def test_a_promotion_through_the_registry_service_reaches_the_receiver_signed(
 ):
     from unittest import mock
 
-    from models_registry import registry_services
+    from models_registry import services as registry_services
     from models_registry.models import ModelVersion, WebhookDelivery
 
     make_webhook(registered_model, receiver.url)

@@ -10,7 +10,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from sklearn.datasets import load_breast_cancer
 
 from mlops_site import storage
-from predictions import batch_services, model_cache
+from predictions import model_cache
+from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob
 from predictions.tests.helpers import trained_model
 

@@ -9,10 +9,10 @@ from typing import Any
 import pandas as pd
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
+from ml import artifacts
+from ml.onnx_export import onnx_convert
+from ml.train import model_train
 from mlops_site import storage
-from models_registry.training import artifacts
-from models_registry.training.onnx_export import onnx_convert
-from models_registry.training.train import model_train
 from tests.factories import make_classification_frame
 
 

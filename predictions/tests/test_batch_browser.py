@@ -11,7 +11,7 @@ import time
 import pytest
 from django.db import connection
 
-from predictions import batch_services
+from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes
 

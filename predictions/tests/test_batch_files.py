@@ -8,7 +8,7 @@ import io
 import pyarrow as pa
 import pytest
 
-from predictions import batch_files
+from predictions.batch import files as batch_files
 
 
 def chunks_of(text: str, *, chunk_rows: int = 3) -> list[batch_files.Chunk]:

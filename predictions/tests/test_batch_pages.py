@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from predictions import batch_services
+from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_run, job_start, upload
 from predictions.tests.helpers import make_model_version, trained_model

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from mlops_site import storage
-from predictions import batch_services
+from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction, PredictionRequest
 from predictions.tests.batch_helpers import (
     cancer_rows,

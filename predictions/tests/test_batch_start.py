@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlops_site import storage
-from predictions import batch_services
+from predictions.batch import services as batch_services
 from predictions.errors import BatchUploadInvalid, ModelNotFound, NoVersionInStage
 from predictions.models import BatchPredictionJob, PredictionRequest
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_start, storage_keys

@@ -9,8 +9,10 @@ import pytest
 from celery.exceptions import Retry
 from django.utils import timezone
 
-from mlops_site import leased_tasks, storage
-from predictions import batch_services, tasks
+from jobs import retry as leased_tasks
+from mlops_site import storage
+from predictions import tasks
+from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_start, stored_csv
 

@@ -12,7 +12,8 @@ from django.utils import timezone
 from kombu import Connection
 
 from mlops_site.celery import app
-from predictions import batch_services, tasks
+from predictions import tasks
+from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_run, job_start, stored_csv
 from predictions.tests.helpers import make_model_version, trained_model

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ml.predictor import OnnxPredictor, SklearnPredictor
 from mlops_site import storage
-from models_registry.training.predictor import OnnxPredictor, SklearnPredictor
 from predictions import model_cache
 from predictions.model_cache import ModelArtifacts, ModelUnavailable, PredictorCache
 from predictions.tests.helpers import trained_model

@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models_registry import mlflow_gateway, registry_services
+from ml import artifacts
+from ml.predictor import OnnxPredictor, SklearnPredictor
+from models_registry import mlflow_gateway
+from models_registry import services as registry_services
 from models_registry.models import ModelVersion, RegisteredModel
-from models_registry.training import artifacts
-from models_registry.training.predictor import OnnxPredictor, SklearnPredictor
 from predictions import model_cache, services
 from predictions.errors import ModelNotFound, NoVersionInStage
 from predictions.models import Channel, Prediction, PredictionRequest

@@ -19,7 +19,8 @@ import pytest
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 
-from models_registry import mlflow_gateway, registry_services
+from models_registry import mlflow_gateway
+from models_registry import services as registry_services
 from predictions import model_cache
 from predictions.models import Prediction
 from predictions.tests.helpers import make_model_version, trained_model

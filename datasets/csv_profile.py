@@ -1,0 +1,389 @@
+"""Reading an uploaded CSV file: byte checks, structure checks naming every problem, the column profile."""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import hashlib
+import io
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+from datasets.models import ColumnKind
+
+CHUNK_SIZE = 1024 * 1024
+# Long lists of bad rows or column names help nobody; the first few locate the problem.
+MAX_LISTED = 5
+MAX_LISTED_COLUMNS = 50
+TOP_VALUES = 5
+TOP_VALUE_MAX_CHARS = 100
+CATEGORICAL_MIN_LIMIT = 20
+CATEGORICAL_ROW_FRACTION = 0.05
+
+_MAGIC_NUMBERS = [
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook or a .zip file)"),
+    (b"\x1f\x8b", "a gzip-compressed file"),
+    (b"%PDF", "a PDF document"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel/Office document (.xls)"),
+    (b"PAR1", "a Parquet file"),
+    (b"SQLite format 3", "an SQLite database"),
+]
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+@dataclass
+class ByteScan:
+    """What one streaming pass over the raw bytes found."""
+
+    sha256: str
+    size_bytes: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def is_readable_text(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class ColumnProfile:
+    name: str
+    kind: str
+    dtype: str
+    missing_count: int
+    missing_ratio: float
+    stats: dict[str, Any]
+
+
+@dataclass
+class CsvProfile:
+    row_count: int
+    columns: list[ColumnProfile]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    def schema(self, *, target_column: str) -> dict[str, Any]:
+        return {
+            "target_column": target_column,
+            "columns": [{"name": c.name, "kind": c.kind, "dtype": c.dtype} for c in self.columns],
+        }
+
+    def profile(self) -> dict[str, Any]:
+        return {
+            "columns": [
+                {
+                    "name": c.name,
+                    "missing_count": c.missing_count,
+                    "missing_ratio": c.missing_ratio,
+                    "stats": c.stats,
+                }
+                for c in self.columns
+            ]
+        }
+
+
+@dataclass
+class CsvReport:
+    """The outcome of reading the structure: every problem found, and the profile when there is none."""
+
+    problems: list[str]
+    header: list[str]
+    profile: CsvProfile | None
+
+
+@contextlib.contextmanager
+def seekable(file: IO[bytes]) -> Iterator[IO[bytes]]:
+    """Yield `file` itself when it can be re-read, otherwise a spooled temporary copy that is closed after."""
+    try:
+        can_seek = file.seekable()
+    except (AttributeError, OSError):
+        can_seek = False
+    if can_seek:
+        file.seek(0)
+        yield file
+        return
+    with tempfile.SpooledTemporaryFile(max_size=CHUNK_SIZE * 8) as copy:
+        shutil.copyfileobj(file, copy, CHUNK_SIZE)
+        copy.seek(0)
+        yield copy
+
+
+def scan_bytes(file: IO[bytes], *, max_bytes: int) -> ByteScan:
+    """Hash and size the file in one streaming pass, checking it is UTF-8 text without NUL bytes.
+
+    Reading stops once the file is larger than `max_bytes`: its hash is then meaningless and left empty.
+    """
+    file.seek(0)
+    digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    size = 0
+    first_bad_byte: tuple[int, int] | None = None
+    nul_offset: int | None = None
+    head = b""
+    while chunk := file.read(CHUNK_SIZE):
+        if size + len(chunk) > max_bytes:
+            limit_mb = max_bytes / (1024 * 1024)
+            return ByteScan(
+                sha256="",
+                size_bytes=size + len(chunk),
+                problems=[f"The file is larger than the upload limit of {limit_mb:g} MB."],
+            )
+        if len(head) < 16:
+            head += chunk[: 16 - len(head)]
+        digest.update(chunk)
+        if nul_offset is None and (position := chunk.find(b"\x00")) != -1:
+            nul_offset = size + position
+        if first_bad_byte is None:
+            buffered = len(decoder.getstate()[0])
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                # exc.object is the decoder's buffered tail plus this chunk.
+                first_bad_byte = (size - buffered + exc.start, exc.object[exc.start])
+        size += len(chunk)
+    if first_bad_byte is None:
+        buffered = len(decoder.getstate()[0])
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            first_bad_byte = (size - buffered + exc.start, exc.object[exc.start])
+
+    problems: list[str] = []
+    if size == 0:
+        problems.append("The file is empty.")
+        return ByteScan(sha256=digest.hexdigest(), size_bytes=0, problems=problems)
+    kind = _recognised_binary(head)
+    if kind:
+        problems.append(f"This is not a CSV file: it looks like {kind}. Upload comma-separated text.")
+    elif nul_offset is not None:
+        problems.append(
+            f"This is not a CSV file: it contains binary data (a NUL byte at offset {nul_offset}). "
+            "Upload comma-separated text."
+        )
+    if first_bad_byte is not None and not kind:
+        offset, value = first_bad_byte
+        hint = ""
+        if head.startswith(_UTF16_BOMS):
+            hint = " The file looks like UTF-16; save it as UTF-8."
+        problems.append(
+            f"The file is not valid UTF-8: byte 0x{value:02X} at offset {offset} cannot be decoded. "
+            f"Save the file with UTF-8 encoding.{hint}"
+        )
+    return ByteScan(sha256=digest.hexdigest(), size_bytes=size, problems=problems)
+
+
+def _recognised_binary(head: bytes) -> str | None:
+    for magic, description in _MAGIC_NUMBERS:
+        if head.startswith(magic):
+            return description
+    return None
+
+
+def _looks_numeric(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_blank_row(row: list[str]) -> bool:
+    # pandas skips blank and whitespace-only lines; count rows the same way.
+    return not row or (len(row) == 1 and not row[0].strip())
+
+
+def read_csv_report(file: IO[bytes], *, target_column: str | None, min_rows: int) -> CsvReport:
+    """Check the structure of UTF-8 CSV bytes and, when it is sound, profile every column.
+
+    Expects `scan_bytes` to have passed. Problems are collected rather than raised so that the caller
+    can report all of them at once.
+    """
+    problems: list[str] = []
+    file.seek(0)
+    text = io.TextIOWrapper(file, encoding="utf-8-sig", newline="")
+    header: list[str] | None = None
+    data_rows = 0
+    ragged: list[str] = []
+    ragged_count = 0
+    try:
+        reader = csv.reader(text)
+        for row in reader:
+            if _is_blank_row(row):
+                continue
+            if header is None:
+                header = row
+                continue
+            data_rows += 1
+            if len(row) != len(header):
+                ragged_count += 1
+                if len(ragged) < MAX_LISTED:
+                    ragged.append(
+                        f"Row {data_rows} (line {reader.line_num}) has {_count(len(row), 'field')}, "
+                        f"expected {len(header)}."
+                    )
+    except csv.Error as exc:
+        return CsvReport(
+            problems=[f"The file could not be read as CSV: {exc} (near line {reader.line_num})."],
+            header=header or [],
+            profile=None,
+        )
+    finally:
+        text.detach()
+
+    if header is None:
+        return CsvReport(
+            problems=["The file is empty: it has no header row and no data."], header=[], profile=None
+        )
+
+    problems.extend(_header_problems(header))
+    problems.extend(ragged)
+    if ragged_count > len(ragged):
+        problems.append(f"… and {ragged_count - len(ragged)} more rows with the wrong number of fields.")
+    if data_rows < min_rows:
+        problems.append(f"The file has {_count(data_rows, 'data row')}; at least {min_rows} are required.")
+    if target_column is not None and target_column not in header:
+        problems.append(
+            f"Target column {target_column!r} is not in the file. Available columns: {_name_list(header)}."
+        )
+    if ragged_count:
+        return CsvReport(problems=problems, header=header, profile=None)
+
+    try:
+        frame = _read_frame(file, width=len(header))
+    except (pd.errors.ParserError, ValueError) as exc:
+        problems.append(f"The file could not be parsed as CSV: {exc}")
+        return CsvReport(problems=problems, header=header, profile=None)
+
+    empty = [name for position, name in enumerate(header) if frame.iloc[:, position].isna().all()]
+    if empty and len(frame):
+        problems.append(f"These columns have no values at all: {_name_list(empty)}.")
+    if problems:
+        return CsvReport(problems=problems, header=header, profile=None)
+    columns = [_profile_column(header[position], frame.iloc[:, position]) for position in range(len(header))]
+    return CsvReport(problems=[], header=header, profile=CsvProfile(row_count=len(frame), columns=columns))
+
+
+def _header_problems(header: list[str]) -> list[str]:
+    problems = []
+    if all(not name.strip() or _looks_numeric(name) for name in header):
+        problems.append(
+            "The first row does not look like a header: every field is a number or blank. "
+            "Add a header row with the column names."
+        )
+        return problems
+    blank = [str(position + 1) for position, name in enumerate(header) if not name.strip()]
+    if blank:
+        problems.append(f"Column {', '.join(blank)} has no name in the header row; every column needs one.")
+    seen: dict[str, int] = {}
+    for name in header:
+        seen[name] = seen.get(name, 0) + 1
+    duplicates = [name for name, count in seen.items() if count > 1 and name.strip()]
+    if duplicates:
+        problems.append(
+            f"Column names must be unique; these appear more than once: {_name_list(duplicates)}."
+        )
+    if len(header) == 1:
+        for separator, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+            if separator in header[0]:
+                problems.append(
+                    f"The file seems to separate fields with {label}; "
+                    "only comma-separated files are accepted."
+                )
+                break
+    return problems
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _name_list(names: list[str]) -> str:
+    shown = ", ".join(repr(name) for name in names[:MAX_LISTED_COLUMNS])
+    if len(names) > MAX_LISTED_COLUMNS:
+        shown += f" and {len(names) - MAX_LISTED_COLUMNS} more"
+    return shown
+
+
+def _read_frame(file: IO[bytes], *, width: int) -> pd.DataFrame:
+    file.seek(0)
+    # Positional names: pandas would rename duplicate headers, and we report those ourselves.
+    return pd.read_csv(
+        file,
+        encoding="utf-8-sig",
+        header=0,
+        names=[f"column_{position}" for position in range(width)],
+        index_col=False,
+        low_memory=False,
+    )
+
+
+def infer_kind(series: pd.Series, *, row_count: int) -> str:
+    """Decide how a column is treated downstream.
+
+    - numeric: pandas parsed it as numbers (booleans excluded);
+    - categorical: anything else with at most max(20, 5% of the rows) distinct non-missing values;
+    - text: the rest (free text, identifiers, dates).
+    """
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return ColumnKind.NUMERIC
+    limit = max(CATEGORICAL_MIN_LIMIT, math.floor(CATEGORICAL_ROW_FRACTION * row_count))
+    if series.nunique(dropna=True) <= limit:
+        return ColumnKind.CATEGORICAL
+    return ColumnKind.TEXT
+
+
+def _number(value: Any) -> float | int | None:
+    if value is None or pd.isna(value):
+        return None
+    if isinstance(value, np.integer | int) and not isinstance(value, bool):
+        return int(value)
+    number = float(value)
+    if not math.isfinite(number):
+        return None
+    return round(number, 6)
+
+
+def _profile_column(name: str, series: pd.Series) -> ColumnProfile:
+    row_count = len(series)
+    missing = int(series.isna().sum())
+    kind = infer_kind(series, row_count=row_count)
+    present = series.dropna()
+    stats: dict[str, Any]
+    if kind == ColumnKind.NUMERIC:
+        finite = present[np.isfinite(present.astype(float))]
+        stats = {
+            "min": _number(finite.min()) if len(finite) else None,
+            "max": _number(finite.max()) if len(finite) else None,
+            "mean": _number(finite.mean()) if len(finite) else None,
+            "std": _number(finite.std()) if len(finite) > 1 else None,
+            "median": _number(finite.median()) if len(finite) else None,
+            "unique": int(present.nunique()),
+        }
+    else:
+        counts = present.astype(str).value_counts()
+        stats = {
+            "unique": int(counts.size),
+            "top": [
+                {"value": str(value)[:TOP_VALUE_MAX_CHARS], "count": int(count)}
+                for value, count in counts.head(TOP_VALUES).items()
+            ],
+        }
+    return ColumnProfile(
+        name=name,
+        kind=str(kind),
+        dtype=str(series.dtype),
+        missing_count=missing,
+        missing_ratio=round(missing / row_count, 6) if row_count else 0.0,
+        stats=stats,
+    )

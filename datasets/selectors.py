@@ -1,0 +1,75 @@
+"""Reads for datasets: querysets with their related rows already joined, for pages and the API."""
+
+from __future__ import annotations
+
+import pandas as pd
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
+from django.http import Http404
+
+from datasets.models import Dataset, DatasetVersion
+from mlops_site import storage
+
+
+def dataset_list() -> QuerySet[Dataset]:
+    """Datasets with their latest version number, its row count, the version count and last upload time."""
+    latest = DatasetVersion.objects.filter(dataset=OuterRef("pk")).order_by("-version")
+    return (
+        Dataset.objects.select_related("created_by")
+        .annotate(
+            latest_version=Max("versions__version"),
+            version_count=Count("versions"),
+            updated_at=Max("versions__created_at"),
+            latest_row_count=Subquery(latest.values("row_count")[:1]),
+            latest_column_count=Subquery(latest.values("column_count")[:1]),
+        )
+        .order_by("name")
+    )
+
+
+def dataset_get(*, name: str) -> Dataset:
+    """The dataset with the list annotations; raises Http404 when there is none by that name."""
+    dataset = dataset_list().filter(name=name).first()
+    if dataset is None:
+        raise Http404(f"No dataset named {name!r}.")
+    return dataset
+
+
+def dataset_version_list(*, dataset_name: str | None = None) -> QuerySet[DatasetVersion]:
+    versions = DatasetVersion.objects.select_related("dataset", "parent", "created_by")
+    if dataset_name is not None:
+        versions = versions.filter(dataset__name=dataset_name)
+    return versions.order_by("dataset__name", "-version")
+
+
+def dataset_version_get(*, dataset_name: str, version: int) -> DatasetVersion:
+    found = dataset_version_list(dataset_name=dataset_name).filter(version=version).first()
+    if found is None:
+        raise Http404(f"Dataset {dataset_name!r} has no version {version}.")
+    return found
+
+
+def dataset_version_frame(*, version: DatasetVersion) -> pd.DataFrame:
+    """The stored CSV of a version as a DataFrame, parsed the way the upload was profiled.
+
+    Raises FileNotFoundError when the object is missing and storage.StorageError when storage fails.
+    """
+    frame = storage.read_csv(version.object_key, encoding="utf-8-sig", low_memory=False)
+    if frame is None:
+        raise FileNotFoundError(version.object_key)
+    return frame
+
+
+def uploader_get(*, username: str | None) -> AbstractBaseUser | None:
+    """The named user, or else the first superuser, or else the first staff member (None if there is none).
+
+    Raises the user model's DoesNotExist when `username` names nobody.
+    """
+    users = get_user_model().objects.filter(is_active=True)
+    if username:
+        return get_user_model().objects.get(**{get_user_model().USERNAME_FIELD: username})
+    return (
+        users.filter(is_superuser=True).order_by("pk").first()
+        or users.filter(is_staff=True).order_by("pk").first()
+    )

@@ -1,0 +1,242 @@
+"""Writes for datasets: the one path that validates, stores and records an uploaded CSV version."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import IO
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from datasets import csv_profile
+from datasets.models import DATASET_NAME_MAX_LENGTH, Dataset, DatasetVersion, dataset_name_validator
+from mlops_site import storage
+
+logger = logging.getLogger(__name__)
+
+# Two uploads of different files to one dataset can race for the same version number.
+CREATE_ATTEMPTS = 3
+# Path segments of the dataset pages that a dataset name would shadow.
+RESERVED_NAMES = frozenset({"upload"})
+TARGET_COLUMN_MAX_LENGTH = Dataset._meta.get_field("target_column").max_length or 255
+
+
+def dataset_object_key(*, sha256: str) -> str:
+    return f"datasets/sha256/{sha256[:2]}/{sha256}.csv"
+
+
+def dataset_version_create(
+    *,
+    name: str,
+    file: IO[bytes] | UploadedFile,
+    target_column: str | None,
+    created_by: AbstractBaseUser | None,
+    description: str = "",
+    parent: DatasetVersion | int | None = None,
+    original_filename: str = "",
+) -> tuple[DatasetVersion, bool]:
+    """Validate, store and record a CSV file as the next version of dataset `name`.
+
+    Returns (version, created).
+
+    Idempotent: a file whose bytes equal an existing version of the same dataset returns that version
+    with created=False, also when two identical uploads race. `parent` may be a version number of the
+    same dataset. A new dataset needs a target column; later versions default to the dataset's target.
+    `description` fills the dataset's description when it has none.
+
+    Raises ValidationError listing every problem found, or storage.StorageError when object storage
+    fails; in both cases no row is written and no newly stored object is left behind.
+    """
+    name = (name or "").strip()
+    target_column = (target_column or "").strip() or None
+    original_filename = os.path.basename(original_filename or getattr(file, "name", "") or "")[:255]
+    problems: list[str] = []
+
+    name_is_valid = _dataset_name_problem(name) is None
+    if not name_is_valid:
+        problems.append(_dataset_name_problem(name) or "")
+    dataset = Dataset.objects.filter(name=name).first() if name_is_valid else None
+    parent_version, parent_problem = _resolve_parent(name=name, dataset=dataset, parent=parent)
+    if parent_problem:
+        problems.append(parent_problem)
+    effective_target = target_column or (dataset.target_column if dataset else None)
+    if effective_target is None:
+        problems.append(
+            f"A target column is required for the first version of dataset {name!r}."
+            if name_is_valid
+            else "A target column is required for the first version of a new dataset."
+        )
+    elif len(effective_target) > TARGET_COLUMN_MAX_LENGTH:
+        problems.append(f"The target column name is too long: at most {TARGET_COLUMN_MAX_LENGTH} characters.")
+
+    with csv_profile.seekable(file) as readable:
+        scan = csv_profile.scan_bytes(readable, max_bytes=settings.DATASET_MAX_UPLOAD_MB * 1024 * 1024)
+        problems.extend(scan.problems)
+
+        if not problems and dataset is not None:
+            existing = _existing_version(dataset=dataset, sha256=scan.sha256)
+            if existing is not None:
+                if target_column is None or target_column == existing.target_column:
+                    return existing, False
+                problems.append(
+                    f"This file is identical to version {existing.version} of {dataset.name!r}, which uses "
+                    f"target column {existing.target_column!r}; the same content cannot be stored again "
+                    f"with target column {target_column!r}."
+                )
+
+        report = None
+        if scan.is_readable_text:
+            report = csv_profile.read_csv_report(
+                readable, target_column=effective_target, min_rows=settings.DATASET_MIN_ROWS
+            )
+            problems.extend(report.problems)
+        if problems or report is None or report.profile is None or effective_target is None:
+            raise ValidationError(problems)
+
+        object_key = dataset_object_key(sha256=scan.sha256)
+        newly_stored = _store_object(object_key=object_key, file=readable, size_bytes=scan.size_bytes)
+    try:
+        return _record_version(
+            name=name,
+            description=description,
+            target_column=effective_target,
+            created_by=created_by,
+            parent=parent_version,
+            sha256=scan.sha256,
+            object_key=object_key,
+            original_filename=original_filename,
+            size_bytes=scan.size_bytes,
+            profile=report.profile,
+        )
+    except BaseException:
+        if newly_stored:
+            _delete_unreferenced_object(object_key)
+        raise
+
+
+def _existing_version(*, dataset: Dataset, sha256: str) -> DatasetVersion | None:
+    return dataset.versions.filter(sha256=sha256).first()
+
+
+def _store_object(*, object_key: str, file: IO[bytes], size_bytes: int) -> bool:
+    """Store the bytes under their content address; returns True when this call wrote the object."""
+    if storage.exists(object_key):
+        if storage.size(object_key) == size_bytes:
+            return False
+        # Only an interrupted earlier write leaves a different size under a content address.
+        logger.warning("replacing truncated object %s", object_key)
+        storage.delete(object_key)
+    try:
+        storage.put(object_key, file)
+    except storage.StorageError:
+        _delete_unreferenced_object(object_key)
+        raise
+    return True
+
+
+def _dataset_name_problem(name: str) -> str | None:
+    if not name:
+        return "A dataset name is required."
+    if len(name) > DATASET_NAME_MAX_LENGTH:
+        return f"Dataset name {name[:80]!r} is too long: at most {DATASET_NAME_MAX_LENGTH} characters."
+    try:
+        dataset_name_validator(name)
+    except ValidationError:
+        return f"Dataset name {name!r} is not valid. {dataset_name_validator.message}"
+    if name in RESERVED_NAMES:
+        return f"Dataset name {name!r} is reserved; choose another name."
+    return None
+
+
+def _resolve_parent(
+    *, name: str, dataset: Dataset | None, parent: DatasetVersion | int | None
+) -> tuple[DatasetVersion | None, str | None]:
+    if parent is None:
+        return None, None
+    if isinstance(parent, DatasetVersion):
+        if dataset is None or parent.dataset_id != dataset.pk:
+            return None, (
+                f"Parent version {parent.dataset.name!r} v{parent.version} belongs to another dataset; "
+                f"a parent must be a version of {name!r}."
+            )
+        return parent, None
+    if dataset is None:
+        return None, f"Dataset {name!r} does not exist yet, so it has no version {parent} to use as parent."
+    found = dataset.versions.filter(version=parent).first()
+    if found is None:
+        return None, f"Dataset {name!r} has no version {parent} to use as parent."
+    return found, None
+
+
+def _record_version(
+    *,
+    name: str,
+    description: str,
+    target_column: str,
+    created_by: AbstractBaseUser | None,
+    parent: DatasetVersion | None,
+    sha256: str,
+    object_key: str,
+    original_filename: str,
+    size_bytes: int,
+    profile: csv_profile.CsvProfile,
+) -> tuple[DatasetVersion, bool]:
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                dataset, _ = Dataset.objects.get_or_create(
+                    name=name,
+                    defaults={
+                        "description": description,
+                        "target_column": target_column,
+                        "created_by": created_by,
+                    },
+                )
+                # Serialises version numbering per dataset on databases that support row locks.
+                dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+                if description and not dataset.description:
+                    dataset.description = description
+                    dataset.save(update_fields=["description"])
+                existing = _existing_version(dataset=dataset, sha256=sha256)
+                if existing is not None:
+                    return existing, False
+                latest = dataset.versions.aggregate(latest=Max("version"))["latest"] or 0
+                version = DatasetVersion.objects.create(
+                    dataset=dataset,
+                    version=latest + 1,
+                    sha256=sha256,
+                    object_key=object_key,
+                    original_filename=original_filename,
+                    size_bytes=size_bytes,
+                    schema=profile.schema(target_column=target_column),
+                    profile=profile.profile(),
+                    row_count=profile.row_count,
+                    column_count=len(profile.columns),
+                    parent=parent,
+                    created_by=created_by,
+                )
+                return version, True
+        except IntegrityError:
+            winner = DatasetVersion.objects.filter(dataset__name=name, sha256=sha256).first()
+            if winner is not None:
+                return winner, False
+            if attempt == CREATE_ATTEMPTS:
+                raise
+            logger.info("dataset %s: version number taken by a concurrent upload, retrying", name)
+    raise AssertionError("unreachable")
+
+
+def _delete_unreferenced_object(object_key: str) -> None:
+    # Another dataset may hold the same bytes under the same content-addressed key. When even this
+    # check fails the object stays: an orphan is harmless, a deleted object that a version uses is not.
+    try:
+        if DatasetVersion.objects.filter(object_key=object_key).exists():
+            return
+        storage.delete(object_key)
+    except Exception:
+        logger.exception("could not remove stored object %s after a failed upload", object_key)

@@ -1,0 +1,159 @@
+"""Staff pages for datasets: list and upload, a dataset's versions, one version's schema, and downloads."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET, require_POST
+
+from datasets import selectors, services
+from datasets.forms import DatasetUploadForm
+from datasets.models import DatasetVersion
+from mlops_site import storage
+from mlops_site.pages import staff_required
+
+logger = logging.getLogger(__name__)
+
+STORAGE_UNAVAILABLE = "Object storage is unavailable, so nothing was saved. Please try again in a minute."
+
+
+def _render_list(
+    request: HttpRequest, form: DatasetUploadForm, *, errors: list[str] | None = None, status: int = 200
+) -> HttpResponse:
+    datasets = list(selectors.dataset_list())
+    return render(
+        request,
+        "datasets/list.html",
+        {
+            "datasets": datasets,
+            "form": form,
+            "upload_errors": errors or [],
+            "dataset_names": [d.name for d in datasets],
+        },
+        status=status,
+    )
+
+
+@require_GET
+@staff_required
+def dataset_list(request: HttpRequest) -> HttpResponse:
+    initial = {key: request.GET[key] for key in ("name", "parent") if request.GET.get(key)}
+    return _render_list(request, DatasetUploadForm(initial=initial))
+
+
+@require_POST
+@staff_required
+def dataset_upload(request: HttpRequest) -> HttpResponse:
+    form = DatasetUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        errors = [
+            f"{form[field].label}: {message}" if field in form.fields else message
+            for field, items in form.errors.items()
+            for message in items
+        ]
+        return _render_list(request, form, errors=errors, status=400)
+    upload = form.cleaned_data["file"]
+    try:
+        version, created = services.dataset_version_create(
+            name=form.cleaned_data["name"],
+            file=upload,
+            target_column=form.cleaned_data["target_column"] or None,
+            created_by=request.user,
+            description=form.cleaned_data["description"],
+            parent=form.cleaned_data["parent"],
+            original_filename=upload.name,
+        )
+    except ValidationError as exc:
+        return _render_list(request, form, errors=exc.messages, status=400)
+    except storage.StorageError:
+        logger.exception("dataset upload failed: storage unavailable")
+        return _render_list(request, form, errors=[STORAGE_UNAVAILABLE], status=503)
+    if created:
+        messages.success(request, f"Stored version {version.version} of {version.dataset.name}.")
+    else:
+        messages.info(
+            request,
+            f"This file is identical to version {version.version} of {version.dataset.name}; "
+            "nothing new was stored.",
+        )
+    return redirect(_version_url(version))
+
+
+@require_GET
+@staff_required
+def dataset_detail(request: HttpRequest, name: str) -> HttpResponse:
+    dataset = selectors.dataset_get(name=name)
+    versions = list(selectors.dataset_version_list(dataset_name=name))
+    return render(request, "datasets/detail.html", {"dataset": dataset, "versions": versions})
+
+
+@require_GET
+@staff_required
+def dataset_version_detail(request: HttpRequest, name: str, version: int) -> HttpResponse:
+    found = selectors.dataset_version_get(dataset_name=name, version=version)
+    return render(
+        request,
+        "datasets/version_detail.html",
+        {"version": found, "dataset": found.dataset, "columns": found.columns},
+    )
+
+
+@require_GET
+@staff_required
+def dataset_version_download(request: HttpRequest, name: str, version: int) -> HttpResponse:
+    found = selectors.dataset_version_get(dataset_name=name, version=version)
+    try:
+        return dataset_version_file_response(found)
+    except storage.StorageError:
+        logger.exception("dataset download failed: storage unavailable")
+        return render(
+            request,
+            "models_registry/storage_unavailable.html",
+            {"message": "Object storage is unavailable, so the file cannot be downloaded right now."},
+            status=503,
+        )
+
+
+def dataset_version_file_response(version: DatasetVersion) -> HttpResponse:
+    """Stream the stored CSV file.
+
+    Raises Http404 when the object is missing and StorageError when storage cannot be reached, both
+    before the first byte is sent, so the caller can still choose the status.
+    """
+    chunks = storage.iter_chunks(version.object_key)
+    try:
+        # Reading the first chunk opens the object, so errors surface while the status can still change.
+        first = next(chunks, b"")
+    except FileNotFoundError:
+        logger.error(
+            "dataset %s v%s: object %s is missing", version.dataset.name, version.version, version.object_key
+        )
+        raise Http404("The stored file of this version is missing.") from None
+    response = StreamingHttpResponse(_chain(first, chunks), content_type="text/csv; charset=utf-8")
+    response["Content-Length"] = str(version.size_bytes)
+    response["Content-Disposition"] = content_disposition_header(
+        as_attachment=True, filename=f"{version.dataset.name}-v{version.version}.csv"
+    )
+    return response
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield first
+        yield from rest
+    finally:
+        # The response closes this generator; pass that on so the storage handle is released.
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
+
+
+def _version_url(version: DatasetVersion) -> str:
+    return reverse("datasets:version-detail", args=[version.dataset.name, version.version])

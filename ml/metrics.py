@@ -1,0 +1,313 @@
+"""Holdout metrics, confusion matrix, residuals and feature importances, with plotly figure builders."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from sklearn import metrics as skm
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.pipeline import Pipeline
+from sklearn.utils import check_random_state
+
+from ml.pipeline import input_column_of_outputs
+
+PERMUTATION_REPEATS = 5
+# Permutation importance predicts the holdout repeats x features times; a sample keeps that bounded.
+PERMUTATION_MAX_ROWS = 2000
+# Residual plots with more points than this are unreadable and heavy to store; a seeded sample is kept.
+RESIDUALS_MAX_POINTS = 2000
+FIGURE_TEMPLATE = "plotly_white"
+
+
+def _plain(values: Any) -> list:
+    return [v.item() if isinstance(v, np.generic) else v for v in np.asarray(values, dtype=object).tolist()]
+
+
+def _codes(values: np.ndarray, labels: list) -> np.ndarray:
+    """The position in `labels` of each value, every value being one of them."""
+    codes = pd.Index(labels).get_indexer(values)
+    if (codes < 0).any():
+        raise ValueError(f"label(s) outside {labels!r}: {_plain(pd.unique(values[codes < 0]))!r}")
+    return codes
+
+
+def classification_metrics_compute(
+    *, y_true: Any, y_pred: Any, proba: np.ndarray | None, classes: list
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Holdout metrics as plain floats, and for each metric left out, the reason.
+
+    ROC AUC is binary for two classes and one-vs-rest macro for more; it needs every class the model
+    knows to appear in the holdout. Log loss needs probabilities and no holdout label unknown to the model.
+    """
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    present = _plain(pd.unique(y_true))
+    # scikit-learn's metrics find and sort the labels of text arrays again in every call. Integer codes
+    # in the same sorted order give the same confusion matrices, so the same values, at a fraction of the
+    # cost on a large holdout.
+    labels = sorted(set(classes) | set(present) | set(_plain(pd.unique(y_pred))))
+    true_codes, pred_codes = _codes(y_true, labels), _codes(y_pred, labels)
+    values: dict[str, float] = {}
+    omitted: dict[str, str] = {}
+    with warnings.catch_warnings():
+        # Balanced accuracy warns when a predicted class is absent from the holdout; the value is right.
+        warnings.simplefilter("ignore", UserWarning)
+        values["accuracy"] = float(skm.accuracy_score(true_codes, pred_codes))
+        values["balanced_accuracy"] = float(skm.balanced_accuracy_score(true_codes, pred_codes))
+        values["f1_macro"] = float(skm.f1_score(true_codes, pred_codes, average="macro", zero_division=0))
+    if proba is None:
+        reason = "the model gives no class probabilities"
+        omitted["roc_auc"] = reason
+        omitted["log_loss"] = reason
+        return values, omitted
+    known = set(classes)
+    unknown = sorted({str(v) for v in present if v not in known})
+    absent = [str(c) for c in classes if c not in set(present)]
+    if unknown:
+        reason = f"the holdout has label(s) the model never saw in training: {', '.join(unknown)}"
+        omitted["roc_auc"] = reason
+        omitted["log_loss"] = reason
+        return values, omitted
+    class_codes = np.array([labels.index(c) for c in classes])
+    if absent:
+        omitted["roc_auc"] = f"class(es) missing from the holdout: {', '.join(absent)}"
+    elif len(classes) == 2:
+        values["roc_auc"] = float(skm.roc_auc_score(true_codes == class_codes[1], proba[:, 1]))
+    else:
+        values["roc_auc"] = float(
+            skm.roc_auc_score(true_codes, proba, multi_class="ovr", average="macro", labels=class_codes)
+        )
+    values["log_loss"] = float(skm.log_loss(true_codes, proba, labels=class_codes))
+    return values, omitted
+
+
+def regression_metrics_compute(*, y_true: Any, y_pred: Any) -> dict[str, float]:
+    y_true = np.asarray(y_true, dtype=float)
+    y_pred = np.asarray(y_pred, dtype=float)
+    return {
+        "rmse": float(math.sqrt(skm.mean_squared_error(y_true, y_pred))),
+        "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+        "r2": float(skm.r2_score(y_true, y_pred)),
+    }
+
+
+def confusion_matrix_build(*, y_true: Any, y_pred: Any, classes: list) -> dict[str, Any]:
+    """Rows are true labels, columns predicted labels; holdout labels the model never saw are appended."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    known = set(classes)
+    labels = list(classes) + sorted({v for v in _plain(pd.unique(y_true)) if v not in known}, key=str)
+    size = len(labels)
+    cells = _codes(y_true, labels) * size + _codes(y_pred, labels)
+    matrix = np.bincount(cells, minlength=size * size).reshape(size, size)
+    return {"labels": labels, "matrix": matrix.tolist()}
+
+
+def residuals_build(*, y_true: Any, y_pred: Any, seed: int) -> dict[str, Any]:
+    actual = np.asarray(y_true, dtype=float)
+    predicted = np.asarray(y_pred, dtype=float)
+    total = int(actual.size)
+    if total > RESIDUALS_MAX_POINTS:
+        keep = np.sort(np.random.default_rng(seed).choice(total, RESIDUALS_MAX_POINTS, replace=False))
+        actual, predicted = actual[keep], predicted[keep]
+    return {
+        "actual": actual.tolist(),
+        "predicted": predicted.tolist(),
+        "residual": (actual - predicted).tolist(),
+        "n_points": int(actual.size),
+        "n_total": total,
+    }
+
+
+def feature_importances_compute(
+    *,
+    pipeline: Pipeline,
+    X_holdout: pd.DataFrame,
+    y_holdout: Any,
+    seed: int,
+    X_transformed: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Importance per input column, most important first.
+
+    Trees give feature_importances_; linear models give coefficients, whose absolute values are
+    comparable because numeric inputs are standardised. One-hot outputs are summed back to their column.
+    Models with neither (histogram gradient boosting) get permutation importance on a seeded sample of at
+    most PERMUTATION_MAX_ROWS holdout rows. `X_transformed`, the preprocessing's output for X_holdout,
+    saves transforming the holdout again when the caller has it.
+    """
+    model = pipeline[-1]
+    inputs = list(X_holdout.columns)
+    native = getattr(model, "feature_importances_", None)
+    method = "native"
+    if native is None and getattr(model, "coef_", None) is not None:
+        native = np.abs(np.atleast_2d(model.coef_)).sum(axis=0)
+        method = "coefficients"
+    if native is not None:
+        owners = input_column_of_outputs(pipeline)
+        scores = dict.fromkeys(inputs, 0.0)
+        for owner, value in zip(owners, np.asarray(native, dtype=float), strict=True):
+            scores[owner] += float(abs(value))
+    else:
+        method = "permutation"
+        y = np.asarray(y_holdout)
+        keep = np.arange(len(X_holdout))
+        if len(keep) > PERMUTATION_MAX_ROWS:
+            keep = np.sort(np.random.default_rng(seed).choice(len(keep), PERMUTATION_MAX_ROWS, replace=False))
+        if X_transformed is None:
+            transformed = pipeline[:-1].transform(X_holdout.iloc[keep])
+        else:
+            transformed = np.asarray(X_transformed)[keep]
+        owners = np.asarray(input_column_of_outputs(pipeline), dtype=object)
+        groups = [np.flatnonzero(owners == name) for name in inputs]
+        means = grouped_permutation_importance(
+            model, transformed, y[keep], groups=groups, n_repeats=PERMUTATION_REPEATS, seed=seed
+        )
+        scores = {name: float(value) for name, value in zip(inputs, means, strict=True)}
+    ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    return {"method": method, "features": [{"name": name, "importance": value} for name, value in ranked]}
+
+
+def grouped_permutation_importance(
+    model: Any, X: np.ndarray, y: np.ndarray, *, groups: list[np.ndarray], n_repeats: int, seed: int
+) -> np.ndarray:
+    """Mean score drop when the columns of each group are shuffled together, for a model fed matrix X.
+
+    With X the output of row-wise preprocessing (imputers, scalers and one-hot encoders transform each
+    row on its own), shuffling the rows of one input column before preprocessing equals shuffling the
+    rows of the group of columns made from it afterwards. Shuffles and scores are scikit-learn's
+    permutation_importance's (same random state use, the estimator's own score), so the result equals
+    permutation_importance on the whole pipeline, without preprocessing the holdout once per shuffle.
+    """
+    X = np.asarray(X)
+    n_rows = X.shape[0]
+    # permutation_importance draws one seed, then every column replays the same shuffles from it; each
+    # shuffle applies to the already shuffled column, so repeat r uses the composition of shuffles 1..r.
+    shuffler = check_random_state(check_random_state(seed).randint(np.iinfo(np.int32).max + 1))
+    step = np.arange(n_rows)
+    order = np.arange(n_rows)
+    orders = []
+    for _ in range(n_repeats):
+        shuffler.shuffle(step)
+        order = order[step]
+        orders.append(order)
+    score_rows = _score_of_predictions(model)
+    if score_rows is skm.accuracy_score:
+        # Accuracy compares labels; as positions in classes_ (-1 for labels the model never predicts) it
+        # is the same number, without scikit-learn sorting the text labels again for every shuffle.
+        index = pd.Index(model.classes_)
+        y = index.get_indexer(y)
+
+        def predict(rows: np.ndarray) -> np.ndarray:
+            return index.get_indexer(model.predict(rows))
+
+    else:
+        predict = model.predict
+    baseline = model.score(X, y) if score_rows is None else score_rows(y, predict(X))
+    drops = np.empty((len(groups), n_repeats))
+    for position, columns in enumerate(groups):
+        if not len(columns):
+            drops[position] = 0.0
+            continue
+        # The repeats of one group are scored from one predict call: predictions are row by row, so
+        # stacking them changes nothing but the per-call overhead.
+        stacked = np.tile(X, (n_repeats, 1))
+        for repeat, shuffled in enumerate(orders):
+            stacked[repeat * n_rows : (repeat + 1) * n_rows, columns] = X[np.ix_(shuffled, columns)]
+        if score_rows is None:
+            scores = [model.score(stacked[r * n_rows : (r + 1) * n_rows], y) for r in range(n_repeats)]
+        else:
+            predicted = predict(stacked)
+            scores = [score_rows(y, predicted[r * n_rows : (r + 1) * n_rows]) for r in range(n_repeats)]
+        drops[position] = baseline - np.array(scores)
+    return np.mean(drops, axis=1)
+
+
+def _score_of_predictions(model: Any) -> Any:
+    """The metric behind model.score when it is scikit-learn's default, else None (call model.score)."""
+    score = getattr(type(model), "score", None)
+    if score is ClassifierMixin.score:
+        return skm.accuracy_score
+    if score is RegressorMixin.score:
+        return skm.r2_score
+    return None
+
+
+@functools.cache
+def _template_json() -> str:
+    layout = json.loads(go.Figure(layout={"template": FIGURE_TEMPLATE}).to_json())["layout"]
+    return json.dumps(layout["template"])
+
+
+def _figure_dict(figure: go.Figure) -> dict[str, Any]:
+    # Through JSON so the result holds only plain lists and numbers, ready for a JSONField or a template.
+    data = json.loads(figure.to_json())
+    # The template goes in as JSON prepared once: plotly validates every property of a template each time
+    # one is set on a figure, which took longer than building the figure.
+    data.setdefault("layout", {})["template"] = json.loads(_template_json())
+    return data
+
+
+def confusion_matrix_figure(confusion: dict[str, Any]) -> dict[str, Any]:
+    labels = [str(label) for label in confusion["labels"]]
+    figure = go.Figure(
+        go.Heatmap(
+            z=confusion["matrix"],
+            x=labels,
+            y=labels,
+            text=confusion["matrix"],
+            texttemplate="%{text}",
+            colorscale="Blues",
+            hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title="Confusion matrix (holdout)",
+        xaxis_title="Predicted",
+        yaxis_title="True",
+        yaxis_autorange="reversed",
+        xaxis_type="category",
+        yaxis_type="category",
+    )
+    return _figure_dict(figure)
+
+
+def residuals_figure(residuals: dict[str, Any]) -> dict[str, Any]:
+    figure = go.Figure(
+        go.Scatter(
+            x=residuals["predicted"],
+            y=residuals["residual"],
+            mode="markers",
+            marker={"size": 6, "opacity": 0.6},
+            hovertemplate="predicted %{x:.4g}, residual %{y:.4g}<extra></extra>",
+        )
+    )
+    figure.add_hline(y=0, line_dash="dash", line_color="grey")
+    title = "Residuals (holdout)"
+    if residuals["n_points"] < residuals["n_total"]:
+        title += f", {residuals['n_points']} of {residuals['n_total']} points"
+    figure.update_layout(title=title, xaxis_title="Predicted", yaxis_title="Actual - predicted")
+    return _figure_dict(figure)
+
+
+def feature_importances_figure(importances: dict[str, Any]) -> dict[str, Any]:
+    features = list(reversed(importances["features"]))
+    figure = go.Figure(
+        go.Bar(
+            x=[f["importance"] for f in features],
+            y=[f["name"] for f in features],
+            orientation="h",
+        )
+    )
+    figure.update_layout(
+        title=f"Feature importance ({importances['method']})",
+        xaxis_title="Importance",
+        yaxis_type="category",
+    )
+    return _figure_dict(figure)

@@ -1,0 +1,161 @@
+"""ONNX conversion of a trained pipeline, kept only when onnxruntime agrees with scikit-learn."""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from ml import artifacts
+from ml.pipeline import NUMERIC, columns_from_frame
+from ml.predictor import CLASSES_METADATA_KEY, INPUT_NAMES_METADATA_KEY, OnnxPredictor
+
+# Pinned so an artifact does not change with the converter's default; onnxruntime supports both.
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+PROBABILITY_ATOL = 1e-4
+REGRESSION_RTOL = 1e-4
+REGRESSION_ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class OnnxConversion:
+    data: bytes | None
+    sha256: str | None
+    reason: str | None
+    max_probability_diff: float | None = None
+    max_value_diff: float | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.data is not None
+
+
+def _skl2onnx_hist_gradient_boosting_fix() -> None:
+    """Let skl2onnx 1.20 convert histogram gradient boosting under protobuf 7.
+
+    Its HistGradientBoosting path passes Python bools for nodes_missing_value_tracks_true, which
+    protobuf 7 refuses in an integer attribute ("Expected an int, got a boolean"). Casting to int is
+    what the attribute means. The wrapper only touches that keyword, and the holdout check below still
+    decides whether the result is kept.
+    """
+    from skl2onnx.common import tree_ensemble
+
+    original = tree_ensemble.add_node
+    if getattr(original, "_mlops_bools_as_ints", False):
+        return
+
+    @functools.wraps(original)
+    def add_node(*args: Any, **kwargs: Any) -> Any:
+        if "nodes_missing_value_tracks_true" in kwargs:
+            kwargs["nodes_missing_value_tracks_true"] = int(kwargs["nodes_missing_value_tracks_true"])
+        return original(*args, **kwargs)
+
+    add_node._mlops_bools_as_ints = True  # type: ignore[attr-defined]
+    tree_ensemble.add_node = add_node
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def onnx_convert(
+    *,
+    pipeline: Pipeline,
+    feature_schema: list[dict[str, Any]],
+    X_holdout: pd.DataFrame,
+    classes: list[Any] | None = None,
+    sklearn_predictions: Any = None,
+    sklearn_probabilities: np.ndarray | None = None,
+) -> OnnxConversion:
+    """Convert with one input per column, then check onnxruntime against scikit-learn on the holdout.
+
+    Numeric inputs are float32 (onnxruntime's Imputer has no double kernel); categoricals are strings.
+    Any failure, in conversion or in agreement, gives data=None and the reason, never an exception.
+    `sklearn_predictions` and `sklearn_probabilities` are the pipeline's predict and predict_proba on
+    X_holdout when the caller already has them (TrainingResult.holdout_predictions and
+    holdout_probabilities); whatever is not given is computed here.
+    """
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    _skl2onnx_hist_gradient_boosting_fix()
+    model = pipeline.named_steps["model"]
+    is_classifier = hasattr(model, "predict_proba") and classes is not None
+    initial_types = [
+        (c["name"], FloatTensorType([None, 1]) if c["kind"] == NUMERIC else StringTensorType([None, 1]))
+        for c in feature_schema
+    ]
+    options = {id(model): {"zipmap": False}} if is_classifier else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            converted = to_onnx(
+                pipeline, initial_types=initial_types, options=options, target_opset=TARGET_OPSET
+            )
+        input_names = [i.name for i in converted.graph.input]
+        if len(input_names) != len(feature_schema):
+            raise ValueError(f"expected {len(feature_schema)} inputs, the converter made {len(input_names)}")
+        # Graph inputs keep the order of initial_types, so position pairs each column with its input.
+        props = {
+            INPUT_NAMES_METADATA_KEY: json.dumps(
+                dict(zip([c["name"] for c in feature_schema], input_names, strict=True))
+            )
+        }
+        if classes is not None:
+            props[CLASSES_METADATA_KEY] = json.dumps(list(classes))
+        onnx.helper.set_model_props(converted, props)
+        data = converted.SerializeToString()
+    except Exception as exc:  # skl2onnx raises many unrelated types for unsupported models
+        return OnnxConversion(None, None, f"ONNX conversion failed: {type(exc).__name__}: {_first_line(exc)}")
+    sha256 = artifacts.sha256_hex(data)
+    try:
+        predictor = OnnxPredictor(data, sha256=sha256, feature_schema=feature_schema, classes=classes)
+        onnx_labels, onnx_proba = predictor.predict_columns(columns_from_frame(X_holdout, feature_schema))
+    except Exception as exc:  # onnxruntime raises its own unexported exception types
+        return OnnxConversion(None, None, f"The converted ONNX model does not run: {_first_line(exc)}")
+    if sklearn_predictions is None:
+        sklearn_predictions = pipeline.predict(X_holdout)
+    sk_labels = np.asarray(sklearn_predictions).ravel().tolist()
+    if len(sk_labels) != len(X_holdout):
+        raise ValueError(f"{len(sk_labels)} scikit-learn predictions for {len(X_holdout)} holdout rows")
+    if not is_classifier:
+        diff = float(np.max(np.abs(np.asarray(onnx_labels) - np.asarray(sk_labels)), initial=0.0))
+        if not np.allclose(onnx_labels, sk_labels, rtol=REGRESSION_RTOL, atol=REGRESSION_ATOL):
+            return OnnxConversion(
+                None,
+                None,
+                f"ONNX predictions differ from scikit-learn on the holdout (max difference {diff:.3g}).",
+                max_value_diff=diff,
+            )
+        return OnnxConversion(data, sha256, None, max_value_diff=diff)
+    mismatched = sum(1 for a, b in zip(onnx_labels, sk_labels, strict=True) if a != b)
+    if sklearn_probabilities is None:
+        sklearn_probabilities = pipeline.predict_proba(X_holdout)
+    sk_proba = np.asarray(sklearn_probabilities, dtype=float)
+    if sk_proba.shape != (len(X_holdout), len(classes or ())):
+        raise ValueError(f"scikit-learn probabilities of shape {sk_proba.shape} for {len(X_holdout)} rows")
+    diff = float(np.max(np.abs(np.asarray(onnx_proba, dtype=float) - sk_proba), initial=0.0))
+    if mismatched:
+        return OnnxConversion(
+            None,
+            None,
+            f"ONNX labels differ from scikit-learn on {mismatched} of {len(sk_labels)} holdout rows.",
+            max_probability_diff=diff,
+        )
+    if diff > PROBABILITY_ATOL:
+        return OnnxConversion(
+            None,
+            None,
+            f"ONNX probabilities differ from scikit-learn by up to {diff:.3g} on the holdout "
+            f"(tolerance {PROBABILITY_ATOL}).",
+            max_probability_diff=diff,
+        )
+    return OnnxConversion(data, sha256, None, max_probability_diff=diff)

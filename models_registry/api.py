@@ -1,0 +1,164 @@
+"""The registry API: viewsets over the registry selectors and services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from models_registry import selectors, services
+from models_registry.models import ModelVersion, RegisteredModel
+from models_registry.serializers import (
+    ModelUploadInputSerializer,
+    ModelVersionOutputSerializer,
+    QualityGateRefusalSerializer,
+    RegisteredModelInputSerializer,
+    RegisteredModelOutputSerializer,
+    RollbackInputSerializer,
+    TransitionInputSerializer,
+)
+
+
+class IsStaffForWrites(permissions.BasePermission):
+    """Reading models is for every signed-in user (they predict with them); changing them is for staff."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            return False
+        return request.method in permissions.SAFE_METHODS or bool(request.user.is_staff)
+
+
+MODEL_NAME_PARAMETER = OpenApiParameter("model_name", OpenApiTypes.STR, OpenApiParameter.PATH)
+VERSION_PARAMETER = OpenApiParameter("version", OpenApiTypes.INT, OpenApiParameter.PATH)
+PROBLEMS = OpenApiResponse(description="Bad input: every problem found, by field or as a list.")
+NOT_FOUND = OpenApiResponse(description="No such model or version.")
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List registered models"),
+    retrieve=extend_schema(summary="Get a registered model"),
+)
+class RegisteredModelViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    permission_classes = [IsStaffForWrites]
+    serializer_class = RegisteredModelOutputSerializer
+    lookup_field = "name"
+    lookup_value_regex = r"[^/.]+"
+
+    def get_queryset(self) -> QuerySet[RegisteredModel]:
+        return selectors.registered_model_list()
+
+    @extend_schema(
+        summary="Register a model with its quality-gate thresholds (staff)",
+        request=RegisteredModelInputSerializer,
+        responses={201: RegisteredModelOutputSerializer, 400: PROBLEMS},
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = self._valid(RegisteredModelInputSerializer, request)
+        created = services.registered_model_create(created_by=request.user, **data)
+        found = selectors.registered_model_get(name=created.name)
+        return Response(self.get_serializer(found).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Roll back to the previous production version (staff)",
+        request=RollbackInputSerializer,
+        responses={200: ModelVersionOutputSerializer, 400: PROBLEMS, 404: NOT_FOUND},
+    )
+    @action(detail=True, methods=["post"])
+    def rollback(self, request: Request, name: str) -> Response:
+        registered = self.get_object()
+        data = self._valid(RollbackInputSerializer, request)
+        restored = services.model_version_rollback(
+            registered_model=registered, user=request.user, reason=data["reason"]
+        )
+        found = selectors.model_version_get(model_name=name, version=restored.version)
+        return Response(ModelVersionOutputSerializer(found, context=self.get_serializer_context()).data)
+
+    def _valid(self, serializer_class: type, request: Request) -> dict[str, Any]:
+        serializer = serializer_class(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List the versions of a model", parameters=[MODEL_NAME_PARAMETER]),
+    retrieve=extend_schema(
+        summary="Get one model version", parameters=[MODEL_NAME_PARAMETER, VERSION_PARAMETER]
+    ),
+)
+class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    permission_classes = [IsStaffForWrites]
+    serializer_class = ModelVersionOutputSerializer
+    lookup_field = "version"
+    lookup_value_regex = r"[0-9]+"
+
+    def get_queryset(self) -> QuerySet[ModelVersion]:
+        return selectors.model_version_list(model_name=self.kwargs["model_name"])
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # An unknown model is a 404, not an empty list.
+        selectors.registered_model_get(name=self.kwargs["model_name"])
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Move a version to staging, production or archived (staff)",
+        parameters=[MODEL_NAME_PARAMETER, VERSION_PARAMETER],
+        request=TransitionInputSerializer,
+        responses={
+            200: ModelVersionOutputSerializer,
+            400: PROBLEMS,
+            404: NOT_FOUND,
+            409: OpenApiResponse(
+                QualityGateRefusalSerializer,
+                description="The quality gate refused production; `reasons` lists the failing metrics.",
+            ),
+        },
+    )
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser, FormParser, MultiPartParser])
+    def transition(self, request: Request, model_name: str, version: str) -> Response:
+        found = self.get_object()
+        serializer = TransitionInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            services.model_version_transition(
+                model_version=found, user=request.user, **serializer.validated_data
+            )
+        except services.QualityGateError as exc:
+            return Response(
+                {"detail": exc.messages[0], "reasons": exc.reasons}, status=status.HTTP_409_CONFLICT
+            )
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(
+        summary="Register an externally trained skops or ONNX file as the next version (staff)",
+        parameters=[MODEL_NAME_PARAMETER],
+        request={"multipart/form-data": ModelUploadInputSerializer},
+        responses={201: ModelVersionOutputSerializer, 400: PROBLEMS},
+    )
+    @action(detail=False, methods=["post"], parser_classes=[MultiPartParser, FormParser])
+    def upload(self, request: Request, model_name: str) -> Response:
+        serializer = ModelUploadInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        created = services.model_version_upload(
+            registered_model_name=model_name,
+            file=data["file"],
+            filename=data["file"].name,
+            feature_schema=data["feature_schema"],
+            task=data["task"],
+            classes=data["classes"] or None,
+            target_column=data["target_column"],
+            metrics=data["metrics"] or None,
+            description=data["description"],
+            created_by=request.user,
+        )
+        found = selectors.model_version_get(model_name=created.registered_model.name, version=created.version)
+        return Response(self.get_serializer(found).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,158 @@
+"""Input and output serializers of the registry API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+
+from models_registry.models import (
+    MODEL_NAME_MAX_LENGTH,
+    ModelVersion,
+    RegisteredModel,
+    Stage,
+    Task,
+)
+
+
+class RegisteredModelOutputSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    version_count = serializers.IntegerField(read_only=True)
+    latest_version = serializers.IntegerField(read_only=True, allow_null=True)
+    production_version = serializers.IntegerField(read_only=True, allow_null=True)
+    min_metrics = serializers.DictField(
+        child=serializers.DictField(child=serializers.FloatField()),
+        help_text='Quality gate: {"accuracy": {"min": 0.8}, "rmse": {"max": 3.0}}.',
+    )
+    versions_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RegisteredModel
+        fields = [
+            "name",
+            "description",
+            "task",
+            "target_column",
+            "min_metrics",
+            "version_count",
+            "latest_version",
+            "production_version",
+            "created_by",
+            "created_at",
+            "versions_url",
+        ]
+
+    def get_versions_url(self, obj: RegisteredModel) -> str:
+        return reverse(
+            "model-version-list", kwargs={"model_name": obj.name}, request=self.context.get("request")
+        )
+
+
+class RegisteredModelInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=MODEL_NAME_MAX_LENGTH)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    task = serializers.ChoiceField(choices=Task.choices, required=False, allow_blank=True, default="")
+    target_column = serializers.CharField(required=False, allow_blank=True, default="", max_length=255)
+    min_metrics = serializers.JSONField(
+        required=False,
+        default=dict,
+        help_text='Thresholds per metric: a plain number ({"accuracy": 0.8, "rmse": 3}) takes the '
+        "metric's direction (minimum for scores, maximum for errors).",
+    )
+
+
+class DatasetVersionRefSerializer(serializers.Serializer):
+    dataset = serializers.CharField()
+    version = serializers.IntegerField()
+    sha256 = serializers.CharField()
+
+
+class ModelVersionOutputSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="registered_model.name", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    dataset_version = serializers.SerializerMethodField()
+    training_run = serializers.PrimaryKeyRelatedField(read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "model",
+            "version",
+            "stage",
+            "source",
+            "task",
+            "algorithm",
+            "params",
+            "seed",
+            "target_column",
+            "classes",
+            "feature_schema",
+            "metrics",
+            "dataset_version",
+            "training_run",
+            "mlflow_run_id",
+            "mlflow_version",
+            "skops_sha256",
+            "onnx_status",
+            "onnx_reason",
+            "onnx_sha256",
+            "created_by",
+            "created_at",
+            "url",
+        ]
+
+    @extend_schema_field(DatasetVersionRefSerializer(allow_null=True))
+    def get_dataset_version(self, obj: ModelVersion) -> dict[str, Any] | None:
+        found = obj.dataset_version
+        if found is None:
+            return None
+        return {"dataset": found.dataset.name, "version": found.version, "sha256": found.sha256}
+
+    def get_url(self, obj: ModelVersion) -> str:
+        return reverse(
+            "model-version-detail",
+            kwargs={"model_name": obj.registered_model.name, "version": obj.version},
+            request=self.context.get("request"),
+        )
+
+
+class TransitionInputSerializer(serializers.Serializer):
+    to_stage = serializers.ChoiceField(choices=[Stage.STAGING, Stage.PRODUCTION, Stage.ARCHIVED])
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    force = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Promote to production although the quality gate refuses; needs a written reason (staff).",
+    )
+
+
+class RollbackInputSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class QualityGateRefusalSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    reasons = serializers.ListField(child=serializers.CharField())
+
+
+class ModelUploadInputSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="A skops (.skops) or ONNX (.onnx) file; pickle is refused.")
+    task = serializers.ChoiceField(choices=Task.choices)
+    feature_schema = serializers.CharField(
+        help_text='JSON list of input columns: [{"name": "age", "kind": "numeric", "min": 18, "max": 90}, '
+        '{"name": "city", "kind": "categorical", "categories": ["Paris"]}].'
+    )
+    classes = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="JSON list of class labels (classification)."
+    )
+    target_column = serializers.CharField(required=False, allow_blank=True, default="", max_length=255)
+    metrics = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text='JSON object of holdout metrics, e.g. {"accuracy": 0.9}.',
+    )
+    description = serializers.CharField(required=False, allow_blank=True, default="")

@@ -1,1 +1,0 @@
-"""Pure training core: catalogue, pipeline, metrics, artifacts and predictors, with no Django imports."""

@@ -1,0 +1,25 @@
+"""Registry pages, mounted at the site root: /models/…."""
+
+from django.urls import path
+
+from models_registry import views
+
+app_name = "registry"
+urlpatterns = [
+    path("models/", views.model_list, name="model-list"),
+    # Before models/<str:name>/, which would otherwise take "upload" for a model name.
+    path("models/upload/", views.version_upload, name="version-upload"),
+    path("models/<str:name>/", views.model_detail, name="model-detail"),
+    path("models/<str:name>/rollback", views.model_rollback, name="model-rollback"),
+    path("models/<str:name>/versions/<int:version>/", views.version_detail, name="version-detail"),
+    path(
+        "models/<str:name>/versions/<int:version>/transition",
+        views.version_transition,
+        name="version-transition",
+    ),
+    path(
+        "models/<str:name>/versions/<int:version>/files/<str:kind>",
+        views.version_download,
+        name="version-download",
+    ),
+]

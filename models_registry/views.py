@@ -1,0 +1,305 @@
+"""Registry pages: models and versions for every user; transitions, rollback, uploads and files for staff."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from mlops_site import pages, storage
+from mlops_site.pages import staff_required
+from models_registry import charts, mlflow_gateway, selectors, services
+from models_registry.forms import ModelUploadForm, RollbackForm, TransitionForm
+from models_registry.models import ModelVersion, RegisteredModel
+
+logger = logging.getLogger(__name__)
+
+TRANSITION_LABELS = {"staging": "To staging", "production": "To production", "archived": "Archive"}
+FILE_KINDS = {"skops": ("skops_key", "skops_sha256"), "onnx": ("onnx_key", "onnx_sha256")}
+STORAGE_UNAVAILABLE = (
+    "Object storage is unavailable, so the model file could not be stored. Please try again."
+)
+
+
+# ------------------------------------------------------------------------------
+# Models and versions
+# ------------------------------------------------------------------------------
+@require_GET
+@login_required
+def model_list(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "models_registry/model_list.html",
+        {"models": list(selectors.registered_model_list())},
+    )
+
+
+def _version_rows(versions: list[ModelVersion], metric_names: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for version in versions:
+        rows.append(
+            {
+                "version": version,
+                "metrics": [(version.metrics or {}).get(name) for name in metric_names],
+                "gate_failures": services.quality_gate_check(model_version=version),
+                "transitions": [
+                    (stage, TRANSITION_LABELS[stage])
+                    for stage, sources in services.ALLOWED_SOURCES.items()
+                    if version.stage in sources
+                ],
+            }
+        )
+    return rows
+
+
+def _model_detail_context(registered: RegisteredModel) -> dict[str, Any]:
+    versions = list(selectors.model_version_list(model_name=registered.name))
+    metric_names = charts.metric_names(versions)
+    return {
+        "model": registered,
+        "versions": versions,
+        "rows": _version_rows(versions, metric_names),
+        "metric_labels": [charts.metric_label(name) for name in metric_names],
+        "thresholds": [
+            (
+                charts.metric_label(metric),
+                "at least" if "min" in bound else "at most",
+                next(iter(bound.values())),
+            )
+            for metric, bound in sorted((registered.min_metrics or {}).items())
+        ],
+        "comparison_figure": charts.versions_metrics_figure(
+            versions=versions, thresholds=registered.min_metrics
+        ),
+        "rollback_target": services.rollback_target(registered_model=registered),
+        "transitions": list(selectors.stage_transition_list(registered_model=registered)[:20]),
+        "rollback_form": RollbackForm(),
+    }
+
+
+@require_GET
+@login_required
+def model_detail(request: HttpRequest, name: str) -> HttpResponse:
+    registered = selectors.registered_model_get(name=name)
+    return render(request, "models_registry/model_detail.html", _model_detail_context(registered))
+
+
+def _version_detail_context(version: ModelVersion) -> dict[str, Any]:
+    metric_names = charts.metric_names([version])
+    return {
+        "model": version.registered_model,
+        "version": version,
+        "metrics": [(charts.metric_label(name), version.metrics[name]) for name in metric_names],
+        "omitted_metrics": sorted((version.training_summary or {}).get("metrics_omitted", {}).items()),
+        "gate_failures": services.quality_gate_check(model_version=version),
+        "transition_choices": [
+            (stage, TRANSITION_LABELS[stage])
+            for stage, sources in services.ALLOWED_SOURCES.items()
+            if version.stage in sources
+        ],
+        "figures": charts.version_figures(artifacts=version.artifacts),
+        "transitions": list(selectors.stage_transition_list(model_version=version)),
+        "mlflow_run_url": mlflow_gateway.tracking_ui_url(run_id=version.mlflow_run_id)
+        if version.mlflow_run_id
+        else None,
+        "params": sorted((version.params or {}).items()),
+    }
+
+
+@require_GET
+@login_required
+def version_detail(request: HttpRequest, name: str, version: int) -> HttpResponse:
+    found = selectors.model_version_get(model_name=name, version=version)
+    return render(request, "models_registry/version_detail.html", _version_detail_context(found))
+
+
+@require_POST
+@staff_required
+def version_transition(request: HttpRequest, name: str, version: int) -> HttpResponse:
+    found = selectors.model_version_get(model_name=name, version=version)
+    back_to_version = request.POST.get("next") == "version"
+    back = (
+        reverse("registry:version-detail", args=[name, version])
+        if back_to_version
+        else reverse("registry:model-detail", args=[name])
+    )
+    form = TransitionForm(request.POST)
+    if not form.is_valid():
+        for message in pages.form_messages(form):
+            messages.error(request, message)
+        return redirect(back)
+    to_stage = form.cleaned_data["to_stage"]
+    try:
+        services.model_version_transition(
+            model_version=found,
+            to_stage=to_stage,
+            user=request.user,
+            reason=form.cleaned_data["reason"],
+            force=form.cleaned_data["force"],
+        )
+    except services.QualityGateError as exc:
+        # The same page again, with the reasons and a form to force the promotion with a written reason.
+        refused = {
+            "version": found,
+            "reasons": exc.reasons,
+            "form": TransitionForm(initial={"to_stage": to_stage}),
+        }
+        if back_to_version:
+            context = _version_detail_context(found)
+            template = "models_registry/version_detail.html"
+        else:
+            context = _model_detail_context(selectors.registered_model_get(name=name))
+            template = "models_registry/model_detail.html"
+        return render(request, template, {**context, "refused": refused}, status=409)
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+        return redirect(back)
+    stage_label = "archived" if to_stage == "archived" else f"promoted to {to_stage}"
+    messages.success(request, f"{name} v{version} {stage_label}.")
+    return redirect(back)
+
+
+@require_POST
+@staff_required
+def model_rollback(request: HttpRequest, name: str) -> HttpResponse:
+    registered = selectors.registered_model_get(name=name)
+    form = RollbackForm(request.POST)
+    if form.is_valid():
+        try:
+            target = services.model_version_rollback(
+                registered_model=registered, user=request.user, reason=form.cleaned_data["reason"]
+            )
+        except ValidationError as exc:
+            for message in exc.messages:
+                messages.error(request, message)
+        else:
+            messages.success(request, f"Rolled back: {name} v{target.version} is in production again.")
+    else:
+        for message in pages.form_messages(form):
+            messages.error(request, message)
+    return redirect("registry:model-detail", name=name)
+
+
+@require_GET
+@staff_required
+def version_download(request: HttpRequest, name: str, version: int, kind: str) -> HttpResponse:
+    found = selectors.model_version_get(model_name=name, version=version)
+    if kind not in FILE_KINDS:
+        raise Http404(f"Unknown file kind {kind!r}.")
+    key_field, sha_field = FILE_KINDS[kind]
+    key = getattr(found, key_field)
+    if not key:
+        raise Http404(f"{found} has no {kind} file.")
+    chunks = storage.iter_chunks(key)
+    try:
+        first = next(chunks, b"")
+    except FileNotFoundError:
+        logger.error("%s: stored %s file %s is missing", found, kind, key)
+        raise Http404(f"The stored {kind} file of {found} is missing.") from None
+    except storage.StorageError:
+        logger.exception("model download failed: storage unavailable")
+        return render(
+            request,
+            "models_registry/storage_unavailable.html",
+            {"message": "Object storage is unavailable, so the file cannot be downloaded right now."},
+            status=503,
+        )
+    response = StreamingHttpResponse(_chain(first, chunks), content_type="application/octet-stream")
+    response["Content-Disposition"] = content_disposition_header(
+        as_attachment=True, filename=f"{name}-v{version}.{kind}"
+    )
+    response["X-Checksum-SHA256"] = getattr(found, sha_field)
+    return response
+
+
+def _chain(first: bytes, rest: Any) -> Any:
+    try:
+        yield first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
+
+
+# ------------------------------------------------------------------------------
+# Uploading an externally trained model
+# ------------------------------------------------------------------------------
+def model_upload_initial(model_name: str) -> dict[str, Any]:
+    """For "upload a new version of this model": its task and target, and its latest version's schema."""
+    registered = selectors.registered_model_list().filter(name=model_name).first()
+    if registered is None:
+        return {"model_name": model_name} if model_name else {}
+    initial: dict[str, Any] = {"model_name": registered.name, "target_column": registered.target_column}
+    if registered.task:
+        initial["task"] = registered.task
+    latest = selectors.model_version_list(model_name=registered.name).first()
+    if latest is not None:
+        initial["copy_schema_from"] = str(latest.pk)
+    return initial
+
+
+def model_upload_submit(
+    *, form: ModelUploadForm, user: AbstractBaseUser | None
+) -> tuple[ModelVersion | None, list[str], int]:
+    """Validate the form and register the file; (version, [], 302) or (None, every problem, HTTP status)."""
+    if not form.is_valid():
+        return None, pages.form_messages(form), 400
+    data = form.cleaned_data
+    try:
+        version = services.model_version_upload(
+            registered_model_name=data["model_name"],
+            file=data["file"],
+            filename=data["file"].name,
+            feature_schema=data["feature_schema"],
+            task=data["task"],
+            classes=data["classes"],
+            target_column=data["target_column"],
+            metrics=data["metrics"],
+            description=data["description"],
+            created_by=user,
+        )
+    except ValidationError as exc:
+        return None, exc.messages, 400
+    except storage.StorageError:
+        logger.exception("model upload failed: storage unavailable")
+        return None, [STORAGE_UNAVAILABLE], 503
+    return version, [], 302
+
+
+@require_http_methods(["GET", "POST"])
+@staff_required
+def version_upload(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        form = ModelUploadForm(initial=model_upload_initial(request.GET.get("model_name", "").strip()))
+        errors: list[str] = []
+        status = 200
+    else:
+        form = ModelUploadForm(request.POST, request.FILES)
+        version, errors, status = model_upload_submit(form=form, user=request.user)
+        if version is not None:
+            name = version.registered_model.name
+            messages.success(
+                request, f"Registered {name} v{version.version} from {form.cleaned_data['file'].name}."
+            )
+            return redirect("registry:version-detail", name=name, version=version.version)
+    return render(
+        request,
+        "models_registry/version_upload.html",
+        {
+            "form": form,
+            "errors": errors,
+            "model_names": list(selectors.registered_model_list().values_list("name", flat=True)),
+        },
+        status=status,
+    )

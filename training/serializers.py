@@ -1,0 +1,74 @@
+"""Input and output serializers of the training-run API."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from models_registry.models import MODEL_NAME_MAX_LENGTH, ModelVersion, Task
+from training.models import TrainingRun
+
+
+class TrainingRunOutputSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="registered_model.name", read_only=True)
+    dataset = serializers.CharField(source="dataset_version.dataset.name", read_only=True)
+    dataset_version = serializers.IntegerField(source="dataset_version.version", read_only=True)
+    model_version = serializers.SerializerMethodField()
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    duration_seconds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id",
+            "key",
+            "status",
+            "progress",
+            "progress_message",
+            "error_message",
+            "model",
+            "dataset",
+            "dataset_version",
+            "target_column",
+            "task",
+            "algorithm",
+            "params",
+            "seed",
+            "test_size",
+            "attempts",
+            "mlflow_run_id",
+            "model_version",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_seconds",
+        ]
+
+    def get_model_version(self, obj: TrainingRun) -> int | None:
+        try:
+            return obj.model_version.version
+        except ModelVersion.DoesNotExist:
+            return None
+
+    def get_duration_seconds(self, obj: TrainingRun) -> float | None:
+        return None if obj.duration is None else round(obj.duration.total_seconds(), 3)
+
+
+class TrainingRunInputSerializer(serializers.Serializer):
+    dataset = serializers.CharField(help_text="Dataset name.")
+    dataset_version = serializers.IntegerField(min_value=1, help_text="Version number of that dataset.")
+    model_name = serializers.CharField(
+        max_length=MODEL_NAME_MAX_LENGTH, help_text="A new name registers a new model."
+    )
+    algorithm = serializers.CharField(
+        max_length=64, help_text="logistic_regression, random_forest, hist_gradient_boosting or ridge."
+    )
+    params = serializers.JSONField(
+        required=False, default=dict, help_text="Hyperparameters as a JSON object."
+    )
+    target_column = serializers.CharField(required=False, allow_blank=True, default="", max_length=255)
+    task = serializers.ChoiceField(
+        choices=Task.choices, required=False, allow_blank=True, default="", help_text="Empty: inferred."
+    )
+    seed = serializers.IntegerField(required=False, default=42, min_value=0)
+    test_size = serializers.FloatField(required=False, default=0.2)

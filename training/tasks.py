@@ -1,0 +1,32 @@
+"""Celery tasks for training runs; each calls a training service and decides whether to retry."""
+
+from __future__ import annotations
+
+from celery import Task, shared_task
+
+from jobs import retry as leased_tasks
+from training import services
+
+
+@shared_task(
+    name="training.tasks.training_run_execute_task",
+    bind=True,
+    acks_late=True,
+    ignore_result=True,
+    max_retries=None,
+)
+def training_run_execute_task(self: Task, run_id: int) -> str:
+    """Run the training service; a duplicate message finds the run busy (retried later) or finished."""
+    return leased_tasks.leased_job_run(
+        self,
+        label=f"run {run_id}",
+        execute=lambda: services.training_run_execute(run_id=run_id),
+        fail=lambda message: services.training_run_fail(run_id=run_id, message=message),
+        transient_errors=services.TRANSIENT_ERRORS,
+    )
+
+
+@shared_task(name="training.tasks.training_runs_stale_requeue_task", ignore_result=True)
+def training_runs_stale_requeue_task() -> int:
+    """Re-send runs whose message was lost or whose worker died; harmless to run any number of times."""
+    return len(services.training_runs_stale_requeue())

@@ -1,0 +1,126 @@
+"""Training pages for staff: the list of runs with the form to start one, and a run's live status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from mlops_site.pages import staff_required
+from models_registry import selectors as registry_selectors
+from models_registry.models import ModelVersion
+from training import selectors, services
+from training.forms import TrainingRunForm
+from training.models import TrainingRun
+
+TRAINING_LIST_LIMIT = 100
+
+
+def _render_training_list(request: HttpRequest, form: TrainingRunForm, *, status: int = 200) -> HttpResponse:
+    return render(
+        request,
+        "training/list.html",
+        {
+            "form": form,
+            "runs": list(selectors.training_run_list()[:TRAINING_LIST_LIMIT]),
+            "model_names": list(registry_selectors.registered_model_list().values_list("name", flat=True)),
+        },
+        status=status,
+    )
+
+
+@require_GET
+@staff_required
+def training_list(request: HttpRequest) -> HttpResponse:
+    initial = {key: request.GET[key] for key in ("dataset_version", "model_name") if request.GET.get(key)}
+    return _render_training_list(request, TrainingRunForm(initial=initial))
+
+
+@require_POST
+@staff_required
+def training_create(request: HttpRequest) -> HttpResponse:
+    form = TrainingRunForm(request.POST)
+    if not form.is_valid():
+        return _render_training_list(request, form, status=400)
+    data = form.cleaned_data
+    task, algorithm = data["algorithm"]
+    try:
+        run = services.training_run_create(
+            dataset_version=data["dataset_version"],
+            model_name=data["model_name"],
+            algorithm=algorithm,
+            params=data["params"],
+            created_by=request.user,
+            target_column=data["target_column"] or None,
+            task=task,
+            seed=data["seed"],
+            test_size=data["test_size"],
+        )
+    except ValidationError as exc:
+        for message in exc.messages:
+            form.add_error(None, message)
+        return _render_training_list(request, form, status=400)
+    messages.success(request, f"Training run {run.pk} is queued.")
+    return redirect("training:detail", run_id=run.pk)
+
+
+@require_GET
+@staff_required
+def training_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = selectors.training_run_get(run_id=run_id)
+    return render(
+        request,
+        "training/detail.html",
+        {"run": run, "state": _run_state(run), "params": sorted((run.params or {}).items())},
+    )
+
+
+@require_GET
+@staff_required
+def training_status(request: HttpRequest, run_id: int) -> JsonResponse:
+    run = selectors.training_run_get(run_id=run_id)
+    response = JsonResponse(_run_state(run))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _run_state(run: TrainingRun) -> dict[str, Any]:
+    version = _run_version(run)
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "status_label": run.get_status_display(),
+        "progress": run.progress,
+        "progress_message": run.progress_message,
+        "error_message": run.error_message,
+        "is_terminal": run.is_terminal,
+        "duration": _duration_text(run),
+        "attempts": run.attempts,
+        "version_url": reverse("registry:version-detail", args=[run.registered_model.name, version.version])
+        if version
+        else None,
+        "version_label": f"{run.registered_model.name} v{version.version}" if version else None,
+    }
+
+
+def _run_version(run: TrainingRun) -> ModelVersion | None:
+    try:
+        return run.model_version
+    except ModelVersion.DoesNotExist:
+        return None
+
+
+def _duration_text(run: TrainingRun) -> str:
+    duration = run.duration
+    if duration is None:
+        return ""
+    seconds = duration.total_seconds()
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes} min {seconds} s"
