@@ -44,6 +44,7 @@ test: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 # Benchmarks; results in bench/results/. wrk is needed for the API benchmark.
 bench: $(RUN_STAMP)

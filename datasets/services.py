@@ -15,6 +15,7 @@ from django.db.models import Max
 
 from datasets import csv_profile
 from datasets.models import DATASET_NAME_MAX_LENGTH, Dataset, DatasetVersion, dataset_name_validator
+from ml import csv_bytes
 from mlops_site import storage
 
 logger = logging.getLogger(__name__)
@@ -74,8 +75,8 @@ def dataset_version_create(
     elif len(effective_target) > TARGET_COLUMN_MAX_LENGTH:
         problems.append(f"The target column name is too long: at most {TARGET_COLUMN_MAX_LENGTH} characters.")
 
-    with csv_profile.seekable(file) as readable:
-        scan = csv_profile.scan_bytes(readable, max_bytes=settings.DATASET_MAX_UPLOAD_MB * 1024 * 1024)
+    with csv_bytes.seekable(file) as readable:
+        scan = csv_bytes.scan_bytes(readable, max_bytes=settings.DATASET_MAX_UPLOAD_MB * 1024 * 1024)
         problems.extend(scan.problems)
 
         if not problems and dataset is not None:

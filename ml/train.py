@@ -29,6 +29,10 @@ from ml.pipeline import (
 MIN_TRAIN_ROWS = 5
 MIN_TEST_ROWS = 2
 MAX_SEED = 2**32 - 1
+# The holdout share a training run may ask for, the same on the page, in the API and in the admin: below 5%
+# the holdout metrics are noise, above half the model is trained on less than it is judged on.
+TEST_SIZE_MIN = 0.05
+TEST_SIZE_MAX = 0.5
 
 
 @dataclass

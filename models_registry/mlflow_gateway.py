@@ -1,4 +1,4 @@
-"""The only module that imports mlflow: training runs, the model registry and model loading."""
+"""The only module that imports mlflow: experiments, training runs, registered versions and their aliases."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ import importlib.metadata
 import logging
 import os
 import tempfile
-import threading
 import time
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,7 +25,6 @@ import mlflow
 import mlflow.sklearn
 import requests
 import sqlalchemy.exc
-import yaml
 from django.conf import settings
 from mlflow.entities import LoggedModel, LoggedModelOutput, Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
@@ -39,9 +35,7 @@ logger = logging.getLogger(__name__)
 RUN_KEY_TAG = "mlops.training_run"
 MODEL_ID_TAG = "mlops.model_id"
 MODEL_ARTIFACT_NAME = "model"
-MODEL_CACHE_SIZE = 8
 INPUT_EXAMPLE_ROWS = 5
-PING_TIMEOUT_SECONDS = 3.0
 
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
 # Refusals that a retry cannot fix; every other MLflow error (5xx, connection, timeouts) is transient.
@@ -72,27 +66,6 @@ class ModelNotFound(RegistryError):
     """The registered model, model version or run does not exist."""
 
 
-class ModelRejected(RegistryError):
-    """The stored model is not loaded: not in skops format, unreadable, or it needs untrusted types."""
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    run_id: str
-    experiment_id: str
-    status: str
-    params: dict[str, str]
-    metrics: dict[str, float]
-    tags: dict[str, str]
-    start_time_ms: int | None
-    end_time_ms: int | None
-    artifact_uri: str
-    model_id: str | None
-
-
-# ------------------------------------------------------------------------------
-# Plumbing: clients per URI and exception translation
-# ------------------------------------------------------------------------------
 def _tracking_uri() -> str:
     return settings.MLFLOW_TRACKING_URI
 
@@ -140,34 +113,6 @@ def _quoted(value: str) -> str:
     return f"'{value}'"
 
 
-# ------------------------------------------------------------------------------
-# Health and links
-# ------------------------------------------------------------------------------
-def ping() -> None:
-    """Raise RegistryUnavailable unless the tracking store answers.
-
-    A server is asked for /health with a short timeout: MLflow's own client would retry for minutes.
-    """
-    uri = _tracking_uri()
-    if _is_server(uri):
-        try:
-            response = requests.get(f"{uri.rstrip('/')}/health", timeout=PING_TIMEOUT_SECONDS)
-        except requests.RequestException as exc:
-            raise RegistryUnavailable(
-                f"MLflow server at {_without_credentials(uri)} is unreachable: {exc}"
-            ) from exc
-        if response.status_code != 200:
-            raise RegistryUnavailable(
-                f"MLflow server at {_without_credentials(uri)} answered /health with {response.status_code}"
-            )
-        return
-    try:
-        with _translated("ping"):
-            _client().search_experiments(max_results=1)
-    except RegistryError as exc:
-        raise RegistryUnavailable(str(exc)) from exc
-
-
 def _without_credentials(uri: str) -> str:
     parts = urllib.parse.urlsplit(uri)
     netloc = parts.hostname or ""
@@ -184,9 +129,6 @@ def tracking_ui_url(*, run_id: str) -> str | None:
     return f"{_without_credentials(uri)}/#/runs/{urllib.parse.quote(run_id)}"
 
 
-# ------------------------------------------------------------------------------
-# Experiments and training runs
-# ------------------------------------------------------------------------------
 def experiment_ensure(*, name: str | None = None) -> str:
     """Return the id of the experiment, creating (or restoring) it on first use."""
     name = name or settings.MLFLOW_EXPERIMENT_NAME
@@ -415,30 +357,6 @@ def _pip_requirements() -> list[str]:
     return pins
 
 
-def run_get(*, run_id: str) -> RunSummary:
-    with _translated(f"lookup of run {run_id!r}"):
-        run = _client().get_run(run_id)
-    return RunSummary(
-        run_id=run.info.run_id,
-        experiment_id=run.info.experiment_id,
-        status=run.info.status,
-        params=dict(run.data.params),
-        metrics=dict(run.data.metrics),
-        tags=dict(run.data.tags),
-        start_time_ms=run.info.start_time,
-        end_time_ms=run.info.end_time,
-        artifact_uri=run.info.artifact_uri,
-        model_id=run.data.tags.get(MODEL_ID_TAG),
-    )
-
-
-def run_metrics_get(*, run_id: str) -> dict[str, float]:
-    return run_get(run_id=run_id).metrics
-
-
-# ------------------------------------------------------------------------------
-# Model registry
-# ------------------------------------------------------------------------------
 def model_register(
     *, name: str, run_id: str, tags: Mapping[str, Any] | None = None, wait_seconds: int = 60
 ) -> int:
@@ -506,7 +424,6 @@ def model_version_delete(*, name: str, version: int) -> None:
     """Delete the version (its aliases go with it); deleting a missing version does nothing."""
     with contextlib.suppress(ModelNotFound), _translated(f"deletion of {name!r} version {version}"):
         _client().delete_model_version(name, str(version))
-    _model_cache_evict(name=name, version=version)
 
 
 def alias_set(*, name: str, alias: str, version: int) -> None:
@@ -525,91 +442,3 @@ def aliases_get(*, name: str) -> dict[str, int]:
     with _translated(f"lookup of model {name!r}"):
         registered = _client().get_registered_model(name)
     return {alias: int(version) for alias, version in registered.aliases.items()}
-
-
-# ------------------------------------------------------------------------------
-# Loading models
-# ------------------------------------------------------------------------------
-_model_cache: OrderedDict[tuple[str, str, int, tuple[str, ...]], Any] = OrderedDict()
-_model_cache_lock = threading.Lock()
-
-
-def model_load(*, name: str, version: int, skops_trusted_types: Sequence[str] = ()) -> Any:
-    """Return the fitted estimator of a pinned model version, cached per process.
-
-    The cache is keyed by version number, never by alias, because aliases move. Only skops files
-    are read, and only with the types the caller trusts: the trusted types written in the model's
-    own MLmodel file are ignored, since an artifact cannot vouch for itself.
-    """
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise TypeError(f"version must be a pinned version number, not {version!r}")
-    trusted = tuple(sorted(set(skops_trusted_types)))
-    key = (_tracking_uri(), name, version, trusted)
-    with _model_cache_lock:
-        if key in _model_cache:
-            _model_cache.move_to_end(key)
-            return _model_cache[key]
-    estimator = _model_fetch(name=name, version=version, skops_trusted_types=trusted)
-    with _model_cache_lock:
-        _model_cache[key] = estimator
-        _model_cache.move_to_end(key)
-        while len(_model_cache) > MODEL_CACHE_SIZE:
-            _model_cache.popitem(last=False)
-    return estimator
-
-
-def model_cache_clear() -> None:
-    with _model_cache_lock:
-        _model_cache.clear()
-
-
-def _model_cache_evict(*, name: str, version: int) -> None:
-    with _model_cache_lock:
-        for key in [key for key in _model_cache if key[1:3] == (name, version)]:
-            del _model_cache[key]
-
-
-def _model_fetch(*, name: str, version: int, skops_trusted_types: Sequence[str]) -> Any:
-    # skops lists every scikit-learn estimator when imported (seconds): paid on first load, not at startup.
-    import skops.io
-    from skops.io.exceptions import UntrustedTypesFoundException
-
-    uri = _tracking_uri()
-    with (
-        _translated(f"download of {name!r} version {version}"),
-        tempfile.TemporaryDirectory(prefix="mlflow-load-") as folder,
-    ):
-        source = _client().get_model_version_download_uri(name, str(version))
-        local = Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=folder, tracking_uri=uri)
-        )
-        model_file = _skops_file(local, name=name, version=version)
-        try:
-            return skops.io.load(model_file, trusted=list(skops_trusted_types))
-        except UntrustedTypesFoundException as exc:
-            raise ModelRejected(
-                f"model {name!r} version {version} needs types nobody trusted: {exc}"
-            ) from exc
-        except Exception as exc:  # zipfile, json, numpy: a damaged file fails in many ways
-            raise ModelRejected(f"model {name!r} version {version} could not be read: {exc}") from exc
-
-
-def _skops_file(local: Path, *, name: str, version: int) -> Path:
-    """Find the skops file from the MLmodel metadata, refusing every other serialization format."""
-    try:
-        metadata = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
-        flavor = metadata["flavors"]["sklearn"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise ModelRejected(
-            f"model {name!r} version {version} is not an MLflow sklearn model: {exc}"
-        ) from exc
-    serialization = flavor.get("serialization_format", "pickle")
-    if serialization != mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS:
-        raise ModelRejected(
-            f"model {name!r} version {version} is stored as {serialization!r}; only 'skops' is loaded, "
-            "because unpickling can run arbitrary code"
-        )
-    model_file = (local / str(flavor.get("pickled_model", ""))).resolve()
-    if local.resolve() not in model_file.parents or not model_file.is_file():
-        raise ModelRejected(f"model {name!r} version {version} names no model file inside its artifacts")
-    return model_file

@@ -12,7 +12,6 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from datasets.admin import DatasetVersionAdmin
 from datasets.models import DatasetVersion
 from mlops_site.admin import ReadOnlyAdmin
 from training import services
@@ -130,4 +129,7 @@ def train_on_dataset_versions(
     )
 
 
-DatasetVersionAdmin.actions = [*(DatasetVersionAdmin.actions or []), train_on_dataset_versions]
+# Training depends on datasets, not the other way round: the action joins the dataset-version admin that
+# the datasets app registered (INSTALLED_APPS lists datasets first, so it is registered by now).
+_dataset_version_admin = admin.site.get_model_admin(DatasetVersion)
+_dataset_version_admin.actions = [*(_dataset_version_admin.actions or []), train_on_dataset_versions]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from datasets import csv_profile
+from ml import csv_bytes
 from tests.factories import make_classification_frame, make_csv_bytes
 
 
@@ -16,7 +17,7 @@ def problems_of(
     content: bytes, *, target: str | None = "label", min_rows: int = 3, max_bytes: int = 10**6
 ) -> list[str]:
     handle = io.BytesIO(content)
-    scan = csv_profile.scan_bytes(handle, max_bytes=max_bytes)
+    scan = csv_bytes.scan_bytes(handle, max_bytes=max_bytes)
     if not scan.is_readable_text:
         return scan.problems
     return csv_profile.read_csv_report(handle, target_column=target, min_rows=min_rows).problems
@@ -31,7 +32,7 @@ def profile_of(content: bytes, *, target: str = "label") -> csv_profile.CsvProfi
 
 def test_it_hashes_and_sizes_the_file_in_one_pass():
     content = make_csv_bytes(make_classification_frame(30))
-    scan = csv_profile.scan_bytes(io.BytesIO(content), max_bytes=10**6)
+    scan = csv_bytes.scan_bytes(io.BytesIO(content), max_bytes=10**6)
     import hashlib
 
     assert scan.sha256 == hashlib.sha256(content).hexdigest()
@@ -120,7 +121,7 @@ def test_it_names_the_offset_of_the_first_byte_that_is_not_utf8():
 
 
 def test_it_finds_a_bad_byte_split_across_read_chunks(monkeypatch):
-    monkeypatch.setattr(csv_profile, "CHUNK_SIZE", 4)
+    monkeypatch.setattr(csv_bytes, "CHUNK_SIZE", 4)
     # A euro sign cut short at offset 10: the decoder only notices in the next chunk, at offset 12.
     content = b"abc,label\n\xe2\x82\xe2\x82\xac,x\n"
     problems = problems_of(content)
@@ -238,7 +239,7 @@ def test_it_reads_a_stream_that_cannot_seek_through_a_spooled_copy():
             return len(chunk)
 
     content = make_csv_bytes(make_classification_frame(12))
-    with csv_profile.seekable(OneWay(content)) as copy:
+    with csv_bytes.seekable(OneWay(content)) as copy:
         assert copy.read() == content
         copy.seek(0)
         assert copy.read() == content

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 import socket
 import tempfile
@@ -18,9 +17,10 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.preprocessing import StandardScaler
 
 from models_registry import mlflow_gateway
+from models_registry.tests.mlflow_helpers import registered_model_read, run_read
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
@@ -36,9 +36,6 @@ def _template_store(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _fresh_store(_isolated_data, _template_store, settings):
     shutil.copyfile(_template_store, settings.MLFLOW_TRACKING_URI.removeprefix("sqlite:///"))
-    mlflow_gateway.model_cache_clear()
-    yield
-    mlflow_gateway.model_cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -83,36 +80,13 @@ def _runs_with_key(run_key: str) -> list:
     )
 
 
-def _double(values):
-    return values * 2
-
-
-class _Tripwire:
-    """Pickles into a call of _trip, so unpickling it is visible."""
-
-    def predict(self, features):
-        return np.zeros(len(features))
-
-    def __reduce__(self):
-        return (_trip, ())
-
-
-_tripped: list[bool] = []
-
-
-def _trip():
-    _tripped.append(True)
-    return LogisticRegression()
-
-
 def test_it_logs_params_metrics_tags_artifacts_and_the_model_of_a_training_run(pipeline, data):
     run_id = _log("run-1", pipeline, input_example=data[0])
 
-    run = mlflow_gateway.run_get(run_id=run_id)
+    run = run_read(run_id)
     assert run.status == "FINISHED"
     assert run.params == {"algorithm": "logistic_regression", "C": "1.0"}
     assert run.metrics == {"accuracy": 0.93, "f1": 0.91}
-    assert mlflow_gateway.run_metrics_get(run_id=run_id) == {"accuracy": 0.93, "f1": 0.91}
     assert run.tags["dataset.sha256"] == SHA
     assert run.tags["mlops.training_run"] == "run-1"
     assert run.model_id
@@ -144,7 +118,7 @@ def test_it_logs_run_data_in_as_few_batches_as_mlflow_limits_allow(pipeline):
         run_id = _log("run-batches", pipeline, params=params, metrics=metrics, tags=tags)
         _log("run-one-batch", pipeline)
 
-    run = mlflow_gateway.run_get(run_id=run_id)
+    run = run_read(run_id)
     assert run.params == {name: str(value) for name, value in params.items()}
     assert run.metrics == metrics
     assert {name: value for name, value in run.tags.items() if name[0] == "t"} == {
@@ -171,7 +145,7 @@ def test_it_returns_the_finished_run_when_the_same_run_key_is_logged_again(pipel
 
     assert again == first
     assert [run.info.run_id for run in _runs_with_key("run-2")] == [first]
-    assert mlflow_gateway.run_metrics_get(run_id=first)["accuracy"] == 0.93
+    assert run_read(first).metrics["accuracy"] == 0.93
 
 
 def test_it_replaces_an_unfinished_run_left_by_a_crash(pipeline):
@@ -190,14 +164,14 @@ def test_it_replaces_an_unfinished_run_left_by_a_crash(pipeline):
     assert retried != crashed.info.run_id
     assert [run.info.run_id for run in _runs_with_key("run-3")] == [retried]
     assert _client().get_run(crashed.info.run_id).info.lifecycle_stage == "deleted"
-    assert mlflow_gateway.run_get(run_id=retried).status == "FINISHED"
+    assert run_read(retried).status == "FINISHED"
 
 
 def test_it_logs_a_model_without_inferring_requirements_from_the_network(pipeline):
     with mock.patch("mlflow.models.infer_pip_requirements", side_effect=AssertionError("inferred")):
         run_id = _log("run-4", pipeline)
 
-    logged = _client().get_logged_model(mlflow_gateway.run_get(run_id=run_id).model_id)
+    logged = _client().get_logged_model(run_read(run_id).model_id)
     requirements = Path(logged.artifact_location.removeprefix("file://"), "requirements.txt").read_text()
     assert "scikit-learn==" in requirements
     assert "skops==" in requirements
@@ -270,82 +244,25 @@ def test_deleting_a_version_removes_it_and_its_aliases(pipeline):
     mlflow_gateway.model_version_delete(name="churn", version=version)
 
     assert mlflow_gateway.aliases_get(name="churn") == {}
-    with pytest.raises(mlflow_gateway.ModelNotFound):
-        mlflow_gateway.model_load(name="churn", version=version)
+    with pytest.raises(mlflow.exceptions.MlflowException, match=r"not found|RESOURCE_DOES_NOT_EXIST"):
+        _client().get_model_version("churn", str(version))
 
 
-def test_it_loads_a_pinned_version_that_predicts_like_the_original(pipeline, data):
+def test_a_registered_version_serves_a_skops_model_that_predicts_like_the_original(pipeline, data):
     version = mlflow_gateway.model_register(name="churn", run_id=_log("run-12", pipeline))
 
-    loaded = mlflow_gateway.model_load(name="churn", version=version)
+    loaded = registered_model_read(name="churn", version=version)
 
     assert isinstance(loaded, Pipeline)
     np.testing.assert_array_equal(loaded.predict(data[0]), pipeline.predict(data[0]))
     np.testing.assert_array_equal(loaded.predict_proba(data[0]), pipeline.predict_proba(data[0]))
 
 
-def test_it_caches_loaded_models_by_version_not_by_alias(pipeline, data):
-    one = mlflow_gateway.model_register(name="churn", run_id=_log("run-13", pipeline))
-    other = make_pipeline(StandardScaler(), LogisticRegression(C=0.001)).fit(*data)
-    two = mlflow_gateway.model_register(name="churn", run_id=_log("run-14", other))
-    mlflow_gateway.alias_set(name="churn", alias="production", version=one)
-
-    with mock.patch.object(mlflow_gateway, "_model_fetch", wraps=mlflow_gateway._model_fetch) as fetch:
-        first = mlflow_gateway.model_load(name="churn", version=one)
-        assert mlflow_gateway.model_load(name="churn", version=one) is first
-        assert fetch.call_count == 1
-        mlflow_gateway.alias_set(name="churn", alias="production", version=two)
-        pinned = mlflow_gateway.aliases_get(name="churn")["production"]
-        second = mlflow_gateway.model_load(name="churn", version=pinned)
-        assert fetch.call_count == 2
-
-    np.testing.assert_array_equal(second.predict_proba(data[0]), other.predict_proba(data[0]))
-    with pytest.raises(TypeError, match="pinned version"):
-        mlflow_gateway.model_load(name="churn", version="production")
-
-
-def test_it_refuses_a_pickled_model_without_unpickling_it(tmp_path):
-    client = _client()
-    experiment_id = mlflow_gateway.experiment_ensure()
-    run_id = client.create_run(experiment_id).info.run_id
-    logged = client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
-    mlflow.sklearn.save_model(
-        _Tripwire(), path=tmp_path / "model", serialization_format="pickle", pip_requirements=["scikit-learn"]
-    )
-    client.log_model_artifacts(logged.model_id, str(tmp_path / "model"))
-    client.set_tag(run_id, mlflow_gateway.MODEL_ID_TAG, logged.model_id)
-    client.set_terminated(run_id, "FINISHED")
-    version = mlflow_gateway.model_register(name="churn", run_id=run_id)
-
-    with pytest.raises(mlflow_gateway.ModelRejected, match="'pickle'"):
-        mlflow_gateway.model_load(name="churn", version=version)
-
-    assert _tripped == []
-    with (tmp_path / "model" / "model.pkl").open("rb") as handle:
-        pickle.load(handle)  # noqa: S301 - proves the artifact really runs code when unpickled
-    assert _tripped == [True]
-
-
-def test_it_ignores_the_trusted_types_written_in_the_artifact(data):
-    doubling = make_pipeline(FunctionTransformer(_double), LogisticRegression(max_iter=500)).fit(*data)
-    trusted = [f"{__name__}._double"]
-    run_id = _log("run-15", doubling, skops_trusted_types=trusted)
-    version = mlflow_gateway.model_register(name="doubling", run_id=run_id)
-
-    with pytest.raises(mlflow_gateway.ModelRejected, match="_double"):
-        mlflow_gateway.model_load(name="doubling", version=version)
-
-    loaded = mlflow_gateway.model_load(name="doubling", version=version, skops_trusted_types=trusted)
-    np.testing.assert_array_equal(loaded.predict(data[0]), doubling.predict(data[0]))
-
-
-def test_unknown_models_and_runs_raise_model_not_found():
-    with pytest.raises(mlflow_gateway.ModelNotFound):
-        mlflow_gateway.model_load(name="nothing", version=1)
+def test_unknown_models_raise_model_not_found():
     with pytest.raises(mlflow_gateway.ModelNotFound):
         mlflow_gateway.aliases_get(name="nothing")
     with pytest.raises(mlflow_gateway.ModelNotFound):
-        mlflow_gateway.run_get(run_id="0123456789abcdef0123456789abcdef")
+        mlflow_gateway.alias_set(name="nothing", alias="production", version=1)
 
 
 def test_a_run_without_a_model_cannot_be_registered():
@@ -365,19 +282,13 @@ def test_an_unreachable_server_raises_registry_unavailable_quickly(settings, mon
     started = time.monotonic()
 
     with pytest.raises(mlflow_gateway.RegistryUnavailable):
-        mlflow_gateway.ping()
-    with pytest.raises(mlflow_gateway.RegistryUnavailable):
         mlflow_gateway.aliases_get(name="churn")
     with pytest.raises(mlflow_gateway.RegistryUnavailable):
-        mlflow_gateway.model_load(name="churn", version=1)
+        mlflow_gateway.model_register(name="churn", run_id="0123456789abcdef0123456789abcdef")
     with pytest.raises(mlflow_gateway.RegistryUnavailable):
         _log("run-17", pipeline)
 
     assert time.monotonic() - started < 10
-
-
-def test_ping_passes_for_a_reachable_local_store():
-    mlflow_gateway.ping()
 
 
 def test_tracking_ui_url_links_runs_only_on_a_server(settings):
