@@ -100,7 +100,7 @@ def _instrument(timers: StepTimers) -> None:
     timers.wrap(TokenAuthentication, "authenticate", "auth (token lookup)")
     timers.wrap(APIView, "check_throttles", "throttle")
     timers.wrap(Request, "_parse", "JSON parsing")
-    timers.wrap(api, "predict_body_parse", "body checks")
+    timers.wrap(api.PredictInputSerializer, "is_valid", "body checks")
     # prediction_make's own time is storing: its other steps are timed inside it.
     timers.wrap(services, "prediction_make", "store (insert + commit)")
     timers.wrap(model_cache.VersionResolutions, "resolve", "version lookup")

@@ -135,9 +135,6 @@ class CSVRenderer(BaseRenderer):
 
 DATASET_NAME_PARAMETER = OpenApiParameter("dataset_name", OpenApiTypes.STR, OpenApiParameter.PATH)
 VERSION_PARAMETER = OpenApiParameter("version", OpenApiTypes.INT, OpenApiParameter.PATH)
-VALIDATION_RESPONSE = OpenApiResponse(
-    response={"type": "array", "items": {"type": "string"}}, description="Every problem found in the upload."
-)
 
 
 @extend_schema_view(
@@ -164,7 +161,7 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             200: OpenApiResponse(
                 DatasetVersionOutputSerializer, description="Identical content: existing version."
             ),
-            400: VALIDATION_RESPONSE,
+            400: OpenApiResponse(description="Every problem found in the upload; nothing was saved."),
             503: OpenApiResponse(description="Object storage is unavailable; nothing was saved."),
         },
     )

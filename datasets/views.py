@@ -6,7 +6,6 @@ import logging
 from collections.abc import Iterator
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -16,12 +15,9 @@ from django.views.decorators.http import require_GET, require_POST
 from datasets import selectors, services
 from datasets.forms import DatasetUploadForm
 from datasets.models import DatasetVersion
-from mlops_site import storage
-from mlops_site.pages import staff_required
+from mlops_site import pages, storage
 
 logger = logging.getLogger(__name__)
-
-STORAGE_UNAVAILABLE = "Object storage is unavailable, so nothing was saved. Please try again in a minute."
 
 
 def _render_list(
@@ -42,23 +38,18 @@ def _render_list(
 
 
 @require_GET
-@staff_required
+@pages.staff_required
 def dataset_list(request: HttpRequest) -> HttpResponse:
     initial = {key: request.GET[key] for key in ("name", "parent") if request.GET.get(key)}
     return _render_list(request, DatasetUploadForm(initial=initial))
 
 
 @require_POST
-@staff_required
+@pages.staff_required
 def dataset_upload(request: HttpRequest) -> HttpResponse:
     form = DatasetUploadForm(request.POST, request.FILES)
     if not form.is_valid():
-        errors = [
-            f"{form[field].label}: {message}" if field in form.fields else message
-            for field, items in form.errors.items()
-            for message in items
-        ]
-        return _render_list(request, form, errors=errors, status=400)
+        return _render_list(request, form, errors=pages.form_messages(form), status=400)
     upload = form.cleaned_data["file"]
     try:
         version, created = services.dataset_version_create(
@@ -70,11 +61,9 @@ def dataset_upload(request: HttpRequest) -> HttpResponse:
             parent=form.cleaned_data["parent"],
             original_filename=upload.name,
         )
-    except ValidationError as exc:
-        return _render_list(request, form, errors=exc.messages, status=400)
-    except storage.StorageError:
-        logger.exception("dataset upload failed: storage unavailable")
-        return _render_list(request, form, errors=[STORAGE_UNAVAILABLE], status=503)
+    except Exception as exc:
+        refusal = pages.refused(exc)
+        return _render_list(request, form, errors=refusal.messages, status=refusal.status)
     if created:
         messages.success(request, f"Stored version {version.version} of {version.dataset.name}.")
     else:
@@ -87,7 +76,7 @@ def dataset_upload(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@staff_required
+@pages.staff_required
 def dataset_detail(request: HttpRequest, name: str) -> HttpResponse:
     dataset = selectors.dataset_get(name=name)
     versions = list(selectors.dataset_version_list(dataset_name=name))
@@ -95,7 +84,7 @@ def dataset_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @require_GET
-@staff_required
+@pages.staff_required
 def dataset_version_detail(request: HttpRequest, name: str, version: int) -> HttpResponse:
     found = selectors.dataset_version_get(dataset_name=name, version=version)
     return render(
@@ -106,26 +95,17 @@ def dataset_version_detail(request: HttpRequest, name: str, version: int) -> Htt
 
 
 @require_GET
-@staff_required
+@pages.staff_required
+@pages.domain_errors
 def dataset_version_download(request: HttpRequest, name: str, version: int) -> HttpResponse:
-    found = selectors.dataset_version_get(dataset_name=name, version=version)
-    try:
-        return dataset_version_file_response(found)
-    except storage.StorageError:
-        logger.exception("dataset download failed: storage unavailable")
-        return render(
-            request,
-            "models_registry/storage_unavailable.html",
-            {"message": "Object storage is unavailable, so the file cannot be downloaded right now."},
-            status=503,
-        )
+    return dataset_version_file_response(selectors.dataset_version_get(dataset_name=name, version=version))
 
 
 def dataset_version_file_response(version: DatasetVersion) -> HttpResponse:
     """Stream the stored CSV file.
 
     Raises Http404 when the object is missing and StorageError when storage cannot be reached, both
-    before the first byte is sent, so the caller can still choose the status.
+    before the first byte is sent, so the page and the API still answer them through the one mapping.
     """
     chunks = storage.iter_chunks(version.object_key)
     try:

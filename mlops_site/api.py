@@ -1,40 +1,66 @@
-"""API-wide pieces: the exception handler that turns domain and storage errors into 4xx/503 answers."""
+"""The API's exception handler: every error, DRF's own included, answered in the one error envelope."""
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
-from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.settings import api_settings
+from rest_framework.views import set_rollback
 
-from mlops_site.storage import StorageError
+from mlops_site import errors
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a client is told to wait before retrying after a storage outage.
-STORAGE_RETRY_AFTER = 30
+
+def _drf_problems(detail: Any, name: str | None = None) -> list[dict[str, Any]]:
+    """A DRF validation detail (nested dicts and lists of ErrorDetail) as problems; nested fields as a.b."""
+    if isinstance(detail, dict):
+        items = []
+        for key, value in detail.items():
+            if key == api_settings.NON_FIELD_ERRORS_KEY:
+                items.extend(_drf_problems(value, name))
+            else:
+                items.extend(_drf_problems(value, f"{name}.{key}" if name else str(key)))
+        return items
+    if isinstance(detail, list):
+        return [item for value in detail for item in _drf_problems(value, name)]
+    return [errors.problem(str(detail), field=name, code=getattr(detail, "code", None) or "invalid")]
 
 
-class StorageUnavailable(exceptions.APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "Object storage is unavailable."
-    default_code = "storage_unavailable"
+def _drf_answer(exc: exceptions.APIException) -> errors.ErrorAnswer:
+    if isinstance(exc, exceptions.ValidationError):
+        items = _drf_problems(exc.detail)
+        return errors.ErrorAnswer(exc.status_code, "invalid", errors.problems_summary(items), items)
+    codes = exc.get_codes()
+    wait = getattr(exc, "wait", None)
+    return errors.ErrorAnswer(
+        exc.status_code,
+        codes if isinstance(codes, str) else exc.default_code,
+        str(exc.detail),
+        retry_after=math.ceil(wait) if wait else None,
+    )
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    # Services raise Django's ValidationError so pages and the API share one message list.
-    if isinstance(exc, DjangoValidationError):
-        detail: Any = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
-        exc = exceptions.ValidationError(detail=detail)
-    elif isinstance(exc, StorageError):
-        # An outage of S3 is not a bug in this request: say so with a retryable 503, not a bare 500.
+    """The envelope {detail, code, errors} for every error the mapping knows; None (a 500) for bugs."""
+    if isinstance(exc, exceptions.APIException):
+        answer: errors.ErrorAnswer | None = _drf_answer(exc)
+    else:
+        answer = errors.error_answer(exc)
+    if answer is None:
+        return None
+    if answer.status >= 500:
         view = context.get("view")
-        logger.warning("storage error in %s: %s", type(view).__name__ if view else "API", exc)
-        exc = StorageUnavailable(detail=f"Object storage is unavailable: {exc}")
-    response = drf_exception_handler(exc, context)
-    if response is not None and isinstance(exc, StorageUnavailable):
-        response["Retry-After"] = str(STORAGE_RETRY_AFTER)
-    return response
+        logger.warning("%s answered %s: %s", type(view).__name__ if view else "API", answer.status, exc)
+    headers = {}
+    # DRF sets auth_header once it has decided between 401 and 403 (APIView.handle_exception).
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
+    if answer.retry_after:
+        headers["Retry-After"] = str(answer.retry_after)
+    set_rollback()
+    return Response(answer.body(), status=answer.status, headers=headers)

@@ -288,7 +288,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "mlops_site.schema.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": [
         "mlops_site.throttling.AnonRateThrottle",
         "mlops_site.throttling.UserRateThrottle",

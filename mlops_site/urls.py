@@ -40,5 +40,8 @@ urlpatterns = [
     path("", include("django_prometheus.urls")),
 ]
 
+handler404 = "mlops_site.views.not_found"
+handler500 = "mlops_site.views.server_error"
+
 admin.site.site_header = "MLOps administration"
 admin.site.site_title = "MLOps admin"

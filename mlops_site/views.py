@@ -1,10 +1,33 @@
-"""The landing page."""
+"""The landing page, and the not-found and server-error answers: the error envelope under /api/."""
+
+from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views import defaults
+
+from mlops_site.errors import ErrorAnswer
+
+#: Where the API is mounted (mlops_site.urls); a 404 or 500 there answers JSON, not a page.
+API_PREFIX = "/api/"
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html")
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if request.path_info.startswith(API_PREFIX):
+        answer = ErrorAnswer(404, "not_found", "There is no API endpoint at this address.")
+        return JsonResponse(answer.body(), status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    # Nothing here may need the database, URL reversing or templates' context: they may be what broke.
+    if request.path_info.startswith(API_PREFIX):
+        answer = ErrorAnswer(500, "server_error", "The server failed; the error was logged.")
+        return JsonResponse(answer.body(), status=500)
+    return defaults.server_error(request)

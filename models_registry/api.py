@@ -18,7 +18,6 @@ from models_registry.models import ModelVersion, RegisteredModel
 from models_registry.serializers import (
     ModelUploadInputSerializer,
     ModelVersionOutputSerializer,
-    QualityGateRefusalSerializer,
     RegisteredModelInputSerializer,
     RegisteredModelOutputSerializer,
     RollbackInputSerializer,
@@ -37,8 +36,6 @@ class IsStaffForWrites(permissions.BasePermission):
 
 MODEL_NAME_PARAMETER = OpenApiParameter("model_name", OpenApiTypes.STR, OpenApiParameter.PATH)
 VERSION_PARAMETER = OpenApiParameter("version", OpenApiTypes.INT, OpenApiParameter.PATH)
-PROBLEMS = OpenApiResponse(description="Bad input: every problem found, by field or as a list.")
-NOT_FOUND = OpenApiResponse(description="No such model or version.")
 
 
 @extend_schema_view(
@@ -59,7 +56,7 @@ class RegisteredModelViewSet(
     @extend_schema(
         summary="Register a model with its quality-gate thresholds (staff)",
         request=RegisteredModelInputSerializer,
-        responses={201: RegisteredModelOutputSerializer, 400: PROBLEMS},
+        responses={201: RegisteredModelOutputSerializer},
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = self._valid(RegisteredModelInputSerializer, request)
@@ -70,7 +67,10 @@ class RegisteredModelViewSet(
     @extend_schema(
         summary="Roll back to the previous production version (staff)",
         request=RollbackInputSerializer,
-        responses={200: ModelVersionOutputSerializer, 400: PROBLEMS, 404: NOT_FOUND},
+        responses={
+            200: ModelVersionOutputSerializer,
+            400: OpenApiResponse(description="Bad input, or no earlier production version to go back to."),
+        },
     )
     @action(detail=True, methods=["post"])
     def rollback(self, request: Request, name: str) -> Response:
@@ -114,11 +114,9 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         request=TransitionInputSerializer,
         responses={
             200: ModelVersionOutputSerializer,
-            400: PROBLEMS,
-            404: NOT_FOUND,
             409: OpenApiResponse(
-                QualityGateRefusalSerializer,
-                description="The quality gate refused production; `reasons` lists the failing metrics.",
+                description="The quality gate refused production (code quality_gate); `errors` lists the "
+                "failing metrics. Staff may force it with a written reason."
             ),
         },
     )
@@ -127,21 +125,17 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         found = self.get_object()
         serializer = TransitionInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            services.model_version_transition(
-                model_version=found, user=request.user, **serializer.validated_data
-            )
-        except services.QualityGateError as exc:
-            return Response(
-                {"detail": exc.messages[0], "reasons": exc.reasons}, status=status.HTTP_409_CONFLICT
-            )
+        services.model_version_transition(model_version=found, user=request.user, **serializer.validated_data)
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(
         summary="Register an externally trained skops or ONNX file as the next version (staff)",
         parameters=[MODEL_NAME_PARAMETER],
         request={"multipart/form-data": ModelUploadInputSerializer},
-        responses={201: ModelVersionOutputSerializer, 400: PROBLEMS},
+        responses={
+            201: ModelVersionOutputSerializer,
+            503: OpenApiResponse(description="Object storage is unavailable; nothing was stored."),
+        },
     )
     @action(detail=False, methods=["post"], parser_classes=[MultiPartParser, FormParser])
     def upload(self, request: Request, model_name: str) -> Response:

@@ -19,12 +19,6 @@ class TransitionForm(forms.Form):
     reason = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
     force = forms.BooleanField(required=False)
 
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        if cleaned.get("force") and not (cleaned.get("reason") or "").strip():
-            raise ValidationError("Forcing a promotion past the quality gate needs a written reason.")
-        return cleaned
-
 
 class RollbackForm(forms.Form):
     reason = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import importlib.metadata
 import logging
@@ -77,7 +78,27 @@ def _is_server(uri: str) -> bool:
 @functools.lru_cache(maxsize=16)
 def _client_for(uri: str) -> mlflow.MlflowClient:
     # An explicit client per URI: the fluent API's global tracking URI would leak between threads and tests.
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    database = _local_database(uri)
+    if database is None:
+        return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # MLflow creates a local store's schema when it first opens it, with no lock of its own: two workers
+    # starting their first training runs together on a fresh install both ran the migrations and one
+    # failed with "duplicate column name". A file lock makes the second wait, then find the tables.
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.init-lock", "a+b") as lock, _translated("opening of the tracking store"):
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_registered_models(max_results=1)  # the registry's store opens lazily
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
+
+
+def _local_database(uri: str) -> Path | None:
+    """The file of a local SQLite store (sqlite:///relative or sqlite:////absolute), else None."""
+    location = uri.removeprefix("sqlite:///").split("?", 1)[0] if uri.startswith("sqlite:///") else ""
+    return Path(location) if location and location != ":memory:" else None
 
 
 def _client() -> mlflow.MlflowClient:

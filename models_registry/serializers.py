@@ -133,11 +133,6 @@ class RollbackInputSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
-class QualityGateRefusalSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    reasons = serializers.ListField(child=serializers.CharField())
-
-
 class ModelUploadInputSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="A skops (.skops) or ONNX (.onnx) file; pickle is refused.")
     task = serializers.ChoiceField(choices=Task.choices)

@@ -6,7 +6,7 @@ import logging
 
 from celery import Task, shared_task
 
-from jobs import retry as leased_tasks
+from jobs import policy as leased_tasks
 from models_registry import mlflow_gateway, services, webhook_services
 
 logger = logging.getLogger(__name__)

@@ -25,9 +25,6 @@ logger = logging.getLogger(__name__)
 
 TRANSITION_LABELS = {"staging": "To staging", "production": "To production", "archived": "Archive"}
 FILE_KINDS = {"skops": ("skops_key", "skops_sha256"), "onnx": ("onnx_key", "onnx_sha256")}
-STORAGE_UNAVAILABLE = (
-    "Object storage is unavailable, so the model file could not be stored. Please try again."
-)
 
 
 # ------------------------------------------------------------------------------
@@ -124,6 +121,7 @@ def version_detail(request: HttpRequest, name: str, version: int) -> HttpRespons
 
 @require_POST
 @staff_required
+@pages.domain_errors
 def version_transition(request: HttpRequest, name: str, version: int) -> HttpResponse:
     found = selectors.model_version_get(model_name=name, version=version)
     back_to_version = request.POST.get("next") == "version"
@@ -159,9 +157,9 @@ def version_transition(request: HttpRequest, name: str, version: int) -> HttpRes
         else:
             context = _model_detail_context(selectors.registered_model_get(name=name))
             template = "models_registry/model_detail.html"
-        return render(request, template, {**context, "refused": refused}, status=409)
+        return render(request, template, {**context, "refused": refused}, status=pages.refused(exc).status)
     except ValidationError as exc:
-        for message in exc.messages:
+        for message in pages.refused(exc).messages:
             messages.error(request, message)
         return redirect(back)
     stage_label = "archived" if to_stage == "archived" else f"promoted to {to_stage}"
@@ -171,6 +169,7 @@ def version_transition(request: HttpRequest, name: str, version: int) -> HttpRes
 
 @require_POST
 @staff_required
+@pages.domain_errors
 def model_rollback(request: HttpRequest, name: str) -> HttpResponse:
     registered = selectors.registered_model_get(name=name)
     form = RollbackForm(request.POST)
@@ -180,7 +179,7 @@ def model_rollback(request: HttpRequest, name: str) -> HttpResponse:
                 registered_model=registered, user=request.user, reason=form.cleaned_data["reason"]
             )
         except ValidationError as exc:
-            for message in exc.messages:
+            for message in pages.refused(exc).messages:
                 messages.error(request, message)
         else:
             messages.success(request, f"Rolled back: {name} v{target.version} is in production again.")
@@ -192,6 +191,7 @@ def model_rollback(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_GET
 @staff_required
+@pages.domain_errors
 def version_download(request: HttpRequest, name: str, version: int, kind: str) -> HttpResponse:
     found = selectors.model_version_get(model_name=name, version=version)
     if kind not in FILE_KINDS:
@@ -202,18 +202,11 @@ def version_download(request: HttpRequest, name: str, version: int, kind: str) -
         raise Http404(f"{found} has no {kind} file.")
     chunks = storage.iter_chunks(key)
     try:
+        # Reading the first chunk opens the object, so errors surface while the status can still change.
         first = next(chunks, b"")
     except FileNotFoundError:
         logger.error("%s: stored %s file %s is missing", found, kind, key)
         raise Http404(f"The stored {kind} file of {found} is missing.") from None
-    except storage.StorageError:
-        logger.exception("model download failed: storage unavailable")
-        return render(
-            request,
-            "models_registry/storage_unavailable.html",
-            {"message": "Object storage is unavailable, so the file cannot be downloaded right now."},
-            status=503,
-        )
     response = StreamingHttpResponse(_chain(first, chunks), content_type="application/octet-stream")
     response["Content-Disposition"] = content_disposition_header(
         as_attachment=True, filename=f"{name}-v{version}.{kind}"
@@ -269,11 +262,9 @@ def model_upload_submit(
             description=data["description"],
             created_by=user,
         )
-    except ValidationError as exc:
-        return None, exc.messages, 400
-    except storage.StorageError:
-        logger.exception("model upload failed: storage unavailable")
-        return None, [STORAGE_UNAVAILABLE], 503
+    except Exception as exc:
+        refusal = pages.refused(exc)
+        return None, refusal.messages, refusal.status
     return version, [], 302
 
 

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser
@@ -16,15 +16,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from models_registry.models import Stage
-from predictions import model_cache, selectors, services
-from predictions.errors import ModelNotFound, NoVersionInStage
+from mlops_site import errors
+from predictions import selectors, services
 from predictions.forms import PredictionFilterForm
 from predictions.models import Channel, Prediction
-from predictions.validation import RowsInvalid
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_BODY_KEYS = {"rows", "inputs", "version", "stage", "request_id"}
 
 
 class LenientJSONParser(JSONParser):
@@ -34,19 +31,38 @@ class LenientJSONParser(JSONParser):
 
 
 class PredictInputSerializer(serializers.Serializer):
-    """For the API docs only: the body is checked by hand so every problem is reported per row and field."""
+    """The body's shape; the service checks the options and every row and feature, rows counted from 1."""
 
     rows = serializers.ListField(
-        child=serializers.DictField(), required=False, help_text="Rows of {feature: value}."
+        required=False, help_text="Rows of {feature: value}; each one is checked feature by feature."
     )
     inputs = serializers.DictField(required=False, help_text="One row of {feature: value}, instead of rows.")
-    version = serializers.IntegerField(required=False, min_value=1, help_text="Pin this version number.")
-    stage = serializers.ChoiceField(
-        choices=list(selectors.SERVABLE_STAGES), required=False, help_text="Default: production."
+    version = serializers.IntegerField(
+        required=False, help_text="Pin this version number (1, 2, ...); instead of stage."
+    )
+    stage = serializers.CharField(
+        required=False, help_text=f"One of: {', '.join(selectors.SERVABLE_STAGES)}. Default: production."
     )
     request_id = serializers.CharField(
-        required=False, max_length=64, help_text=f"Your id for this call; also read from {REQUEST_ID_HEADER}."
+        required=False,
+        help_text="Your id for this call: 1 to 64 letters, digits, dots, colons, underscores or hyphens; "
+        f"also read from {REQUEST_ID_HEADER}.",
     )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {
+                    unknown[0]: f"Unknown key(s) {', '.join(map(repr, unknown))}; use "
+                    f'{", ".join(self.fields)}. Features go inside "rows" or "inputs".'
+                }
+            )
+        if ("rows" in attrs) == ("inputs" in attrs):
+            raise serializers.ValidationError(
+                'Send either "rows" (a list of objects) or "inputs" (one object), not both.'
+            )
+        return attrs
 
 
 class RowPredictionSerializer(serializers.Serializer):
@@ -64,63 +80,6 @@ class PredictOutputSerializer(serializers.Serializer):
     predictions = RowPredictionSerializer(many=True)
 
 
-class RowErrorSerializer(serializers.Serializer):
-    row = serializers.IntegerField(allow_null=True, help_text="Position in `rows`, from 0.")
-    field = serializers.CharField(allow_null=True)
-    code = serializers.CharField()
-    message = serializers.CharField()
-
-
-class PredictErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    errors = RowErrorSerializer(many=True, required=False)
-
-
-def _body_error(field: str | None, message: str) -> RowsInvalid:
-    return RowsInvalid([{"row": None, "field": field, "code": "invalid_body", "message": message}])
-
-
-def predict_body_parse(data: Any) -> dict[str, Any]:
-    """The service's arguments from a request body, or RowsInvalid naming what is wrong with its shape."""
-    if not isinstance(data, dict):
-        raise _body_error(None, 'Send a JSON object: {"rows": [...]} or {"inputs": {...}}.')
-    unknown = sorted(set(data) - _BODY_KEYS)
-    if unknown:
-        raise _body_error(
-            unknown[0],
-            f"Unknown key(s) {', '.join(map(repr, unknown))}; use {', '.join(sorted(_BODY_KEYS))}. "
-            'Features go inside "rows" or "inputs".',
-        )
-    if ("rows" in data) == ("inputs" in data):
-        raise _body_error(None, 'Send either "rows" (a list of objects) or "inputs" (one object), not both.')
-    if "inputs" in data:
-        if not isinstance(data["inputs"], dict):
-            raise _body_error("inputs", '"inputs" must be one object of {feature: value}.')
-        rows: Any = [data["inputs"]]
-    else:
-        rows = data["rows"]
-    if "version" in data and "stage" in data:
-        raise _body_error("stage", 'Give either "version" (pin a version) or "stage", not both.')
-    return {
-        "rows": rows,
-        "version": data.get("version"),
-        "stage": data.get("stage", Stage.PRODUCTION.value),
-        "request_id": data.get("request_id"),
-    }
-
-
-def _refused(errors: list[dict[str, Any]]) -> Response:
-    count = len(errors)
-    return Response(
-        {
-            "detail": f"The request was refused ({count} problem{'s' if count != 1 else ''}); "
-            "nothing was stored.",
-            "errors": errors,
-        },
-        status=status.HTTP_400_BAD_REQUEST,
-    )
-
-
 class ModelPredictView(APIView):
     """POST /api/models/{name}/predict/: any signed-in user; the user rate throttle applies."""
 
@@ -131,9 +90,10 @@ class ModelPredictView(APIView):
         request=PredictInputSerializer,
         responses={
             200: PredictOutputSerializer,
-            400: OpenApiResponse(PredictErrorSerializer, description="Every problem per row and field."),
+            400: OpenApiResponse(description="Every problem by row (from 1) and field; nothing was stored."),
             404: OpenApiResponse(description="No such model or version."),
             409: OpenApiResponse(description="The model has no version in the requested stage."),
+            413: OpenApiResponse(description="The body is over the upload limit."),
             503: OpenApiResponse(description="The model file or object storage is unavailable."),
         },
         tags=["predictions"],
@@ -146,42 +106,38 @@ class ModelPredictView(APIView):
             length = 0
         if limit is not None and length > limit:
             # DRF parses the raw stream, so Django's own body-size check never runs for JSON bodies.
-            return Response(
-                {"detail": f"The request body is {length} bytes; at most {limit} bytes are accepted."},
-                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            )
-        try:
-            arguments = predict_body_parse(request.data)
-            if arguments["request_id"] is None and request.headers.get(REQUEST_ID_HEADER):
-                arguments["request_id"] = request.headers[REQUEST_ID_HEADER]
-            outcome = services.prediction_make(
-                registered_model_name=name, user=request.user, channel=Channel.API, **arguments
-            )
-        except RowsInvalid as exc:
-            return _refused(exc.errors)
-        except ModelNotFound as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
-        except NoVersionInStage as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        except model_cache.ModelUnavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            raise errors.TooLarge(f"The request body is {length} bytes; at most {limit} bytes are accepted.")
+        body = PredictInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        outcome = services.prediction_make(
+            registered_model_name=name,
+            rows=data["rows"] if "rows" in data else [data["inputs"]],
+            user=request.user,
+            channel=Channel.API,
+            version=data.get("version"),
+            stage=data.get("stage"),
+            request_id=data.get("request_id") or request.headers.get(REQUEST_ID_HEADER),
+        )
         version = outcome.model_version
         return Response(
-            {
-                "model": version.registered_model.name,
-                "model_version": version.version,
-                "stage": version.stage,
-                "request_id": outcome.request.request_id,
-                "predictions": [
-                    {
-                        "id": p.pk,
-                        "prediction": p.prediction,
-                        "probabilities": p.probabilities,
-                        "warnings": p.warnings,
-                    }
-                    for p in outcome.predictions
-                ],
-            }
+            PredictOutputSerializer(
+                {
+                    "model": version.registered_model.name,
+                    "model_version": version.version,
+                    "stage": version.stage,
+                    "request_id": outcome.request.request_id,
+                    "predictions": [
+                        {
+                            "id": p.pk,
+                            "prediction": p.prediction,
+                            "probabilities": p.probabilities,
+                            "warnings": p.warnings,
+                        }
+                        for p in outcome.predictions
+                    ],
+                }
+            ).data
         )
 
 
@@ -228,6 +184,10 @@ class PredictionPagination(PageNumberPagination):
                 "created_before", OpenApiTypes.STR, description="A date (whole day) or date-time."
             ),
         ],
+        responses={
+            200: PredictionOutputSerializer(many=True),
+            400: OpenApiResponse(description="A filter is not a date or date-time, or the range is empty."),
+        },
         tags=["predictions"],
     ),
     retrieve=extend_schema(tags=["predictions"]),

@@ -151,8 +151,8 @@ class BatchUploadForm(forms.Form):
         self.fields["version"].choices = choices
 
     def target(self) -> dict[str, Any]:
-        """The service's version/stage arguments (call after is_valid())."""
+        """The service's argument: a pinned version or a stage, never both (call after is_valid())."""
         chosen = self.cleaned_data.get("version") or "production"
         if chosen in ("production", "staging"):
-            return {"version": None, "stage": chosen}
-        return {"version": int(chosen), "stage": "production"}
+            return {"stage": chosen}
+        return {"version": int(chosen)}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from jobs.models import LeasedJob, lease_index
 
 
 class Channel(models.TextChoices):
@@ -124,23 +125,13 @@ class Prediction(models.Model):
         return sorted((self.probabilities or {}).items(), key=lambda item: -item[1])
 
 
-class BatchPredictionJob(models.Model):
-    """A CSV file predicted in chunks by a Celery worker.
+class BatchPredictionJob(LeasedJob):
+    """A CSV file predicted in chunks by a Celery worker on the leased-job engine (jobs.engine).
 
-    QUEUED → RUNNING → SUCCEEDED or FAILED. A worker claims the job by a conditional UPDATE and holds a
-    lease (`lease_expires_at`) that every chunk renews; a job RUNNING with an expired lease was left by a
-    dead worker and may be claimed again. `chunks_done` is the checkpoint: it advances, with rows_done and
+    Every chunk renews the lease. `chunks_done` is the checkpoint: it advances, with rows_done and
     rows_failed, in the transaction that stores the chunk's predictions, so a retry resumes after the last
-    committed chunk. `attempts` numbers the claims and fences every write of an attempt.
+    committed chunk.
     """
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-
-    TERMINAL = (Status.SUCCEEDED, Status.FAILED)
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     user = models.ForeignKey(
@@ -164,7 +155,6 @@ class BatchPredictionJob(models.Model):
     prediction_request = models.OneToOneField(
         PredictionRequest, on_delete=models.PROTECT, related_name="batch_job"
     )
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     input_key = models.CharField(max_length=255)
     original_filename = models.CharField(max_length=255, blank=True)
     input_size_bytes = models.PositiveBigIntegerField(default=0)
@@ -177,20 +167,13 @@ class BatchPredictionJob(models.Model):
     rows_total = models.PositiveBigIntegerField(default=0)
     rows_done = models.PositiveBigIntegerField(default=0)
     rows_failed = models.PositiveBigIntegerField(default=0)
-    error_message = models.TextField(blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
     # Seconds spent per step (read, validate, predict, write, store, finish), summed over the chunks.
     timings = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-id"]
+    class Meta(LeasedJob.Meta):
         indexes = [
             models.Index(fields=["user", "-created_at"], name="batch_job_user_created"),
-            models.Index(fields=["status", "lease_expires_at"], name="batch_job_status"),
+            lease_index("batch_job_status"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -200,10 +183,6 @@ class BatchPredictionJob(models.Model):
 
     def __str__(self) -> str:
         return f"Batch job {self.uuid} ({self.original_filename or 'upload'})"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in self.TERMINAL
 
     @property
     def rows_predicted(self) -> int:
@@ -217,9 +196,3 @@ class BatchPredictionJob(models.Model):
         if not self.rows_total:
             return 0
         return min(99, self.rows_done * 100 // self.rows_total)
-
-    @property
-    def duration(self) -> timedelta | None:
-        if self.started_at is None:
-            return None
-        return (self.finished_at or timezone.now()) - self.started_at

@@ -10,12 +10,38 @@ from django.db.models import QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+from mlops_site.errors import problem
 from models_registry.models import ModelVersion, RegisteredModel, Stage
-from predictions.errors import ModelNotFound, NoVersionInStage
+from predictions.errors import InputInvalid, ModelNotFound, NoVersionInStage
 from predictions.models import BatchPredictionJob, Prediction
 
 #: Stages a client may ask for instead of pinning a version.
 SERVABLE_STAGES = (Stage.PRODUCTION.value, Stage.STAGING.value)
+
+
+def _option_invalid(name: str, message: str) -> InputInvalid:
+    return InputInvalid([problem(message, field=name, code="invalid_option")])
+
+
+def prediction_target_check(*, version: Any = None, stage: Any = None) -> str:
+    """The stage to resolve for a pinned `version` or a `stage` (None: production), given not both.
+
+    The one check of these options for single and batch predictions; raises InputInvalid naming the option.
+    """
+    if version is not None and stage is not None:
+        raise _option_invalid("stage", 'Give either "version" (pin a version) or "stage", not both.')
+    if version is not None:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise _option_invalid(
+                "version", f"'version' must be a version number (1, 2, ...); got {version!r}."
+            )
+        return Stage.PRODUCTION.value
+    stage = Stage.PRODUCTION.value if stage is None else stage
+    if stage not in SERVABLE_STAGES:
+        raise _option_invalid(
+            "stage", f"'stage' must be one of: {', '.join(SERVABLE_STAGES)}; got {stage!r}."
+        )
+    return stage
 
 
 def model_version_resolve(

@@ -12,8 +12,10 @@ from django.conf import settings
 from django.db import transaction
 
 from ml.errors import PredictionInputError
-from models_registry.models import ModelVersion, Stage
+from mlops_site.errors import problem
+from models_registry.models import ModelVersion
 from predictions import model_cache, selectors
+from predictions.errors import InputInvalid
 from predictions.models import Channel, Prediction, PredictionRequest
 from predictions.validation import RowsInvalid, rows_validate
 
@@ -34,21 +36,16 @@ class PredictionOutcome:
         return self.request.model_version
 
 
-def _option_error(name: str, message: str) -> RowsInvalid:
-    return RowsInvalid([{"row": None, "field": name, "code": "invalid_option", "message": message}])
-
-
-def _options_check(*, version: Any, stage: Any, request_id: Any) -> None:
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
-        raise _option_error("version", f"'version' must be a version number (1, 2, ...); got {version!r}.")
-    if version is None and stage not in selectors.SERVABLE_STAGES:
-        raise _option_error(
-            "stage", f"'stage' must be one of: {', '.join(selectors.SERVABLE_STAGES)}; got {stage!r}."
-        )
+def _request_id_check(request_id: Any) -> None:
     if request_id is not None and (not isinstance(request_id, str) or not _REQUEST_ID.match(request_id)):
-        raise _option_error(
-            "request_id",
-            "A request id must be 1 to 64 letters, digits, dots, colons, underscores or hyphens.",
+        raise InputInvalid(
+            [
+                problem(
+                    "A request id must be 1 to 64 letters, digits, dots, colons, underscores or hyphens.",
+                    field="request_id",
+                    code="invalid_option",
+                )
+            ]
         )
 
 
@@ -65,17 +62,19 @@ def prediction_make(
     user: Any,
     channel: str,
     version: int | None = None,
-    stage: str = Stage.PRODUCTION,
+    stage: str | None = None,
     request_id: str | None = None,
 ) -> PredictionOutcome:
-    """Predict `rows` with the pinned version or the one in `stage`, and store every row in one bulk insert.
+    """Predict `rows` with the pinned version or the one in `stage` (default production), storing every row
+    in one bulk insert.
 
-    Raises RowsInvalid (every problem per row and field; nothing stored), ModelNotFound, NoVersionInStage,
+    Raises InputInvalid (every problem per row and field; nothing stored), ModelNotFound, NoVersionInStage,
     model_cache.ModelUnavailable, or storage.StorageError while a model file is first read.
     """
     if channel not in Channel.values:
         raise ValueError(f"unknown channel {channel!r}")
-    _options_check(version=version, stage=stage, request_id=request_id)
+    stage = selectors.prediction_target_check(version=version, stage=stage)
+    _request_id_check(request_id)
     started = time.perf_counter()
     model_version = model_cache.resolutions.resolve(
         registered_model_name=registered_model_name, version=version, stage=stage
@@ -85,9 +84,7 @@ def prediction_make(
     try:
         labels, probabilities = predictor.predict_columns(validated.columns)
     except PredictionInputError as exc:
-        raise RowsInvalid(
-            [{"row": None, "field": None, "code": "not_scorable", "message": str(exc)}]
-        ) from exc
+        raise RowsInvalid([problem(str(exc), code="not_scorable")]) from exc
     latency_ms = (time.perf_counter() - started) * 1000
     classes = model_version.classes or predictor.classes
     with transaction.atomic():

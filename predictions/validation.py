@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ml.pipeline import NUMERIC, category_text
+from predictions.errors import InputInvalid
 
 # Error codes: the request is refused and nothing is stored.
 NO_ROWS = "no_rows"
@@ -43,18 +44,13 @@ class ValidatedRows:
         return len(self.inputs)
 
 
-@dataclass
-class RowsInvalid(Exception):
-    """The rows were refused; `errors` lists every problem as {row, field, code, message}."""
-
-    errors: list[dict[str, Any]] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return "; ".join(e["message"] for e in self.errors[:5])
+class RowsInvalid(InputInvalid):
+    """The rows were refused; `errors` lists every problem as {row, field, code, message}, rows from 1."""
 
 
-def _issue(row: int | None, name: str | None, code: str, message: str) -> dict[str, Any]:
-    return {"row": row, "field": name, "code": code, "message": message}
+def _issue(index: int | None, name: str | None, code: str, message: str) -> dict[str, Any]:
+    """A problem of the row at 0-based `index`, numbered from 1 as in a batch job's errors file."""
+    return {"row": None if index is None else index + 1, "field": name, "code": code, "message": message}
 
 
 def _describe(value: Any) -> str:

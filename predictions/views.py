@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from mlops_site.storage import StorageError
+from mlops_site import pages
+from mlops_site.errors import problem
 from models_registry.models import ModelVersion
-from predictions import model_cache, selectors, services
-from predictions.errors import ModelNotFound, NoVersionInStage
+from predictions import selectors, services
 from predictions.forms import PredictForm, PredictionFilterForm
 from predictions.models import Channel, Prediction
-from predictions.validation import RowsInvalid
-
-logger = logging.getLogger(__name__)
 
 HISTORY_PAGE_SIZE = 25
 
@@ -49,10 +45,9 @@ def _render_predict(
     request: HttpRequest,
     *,
     name: str,
-    version: ModelVersion | None,
-    form: PredictForm | None,
+    version: ModelVersion,
+    form: PredictForm,
     result: Prediction | None = None,
-    problem: str = "",
     status: int = 200,
 ) -> HttpResponse:
     return render(
@@ -64,7 +59,6 @@ def _render_predict(
             "form": form,
             "result": result,
             "chart": _chart_data(result) if result is not None else None,
-            "problem": problem,
         },
         status=status,
     )
@@ -72,14 +66,10 @@ def _render_predict(
 
 @require_http_methods(["GET", "POST"])
 @login_required
+@pages.domain_errors
 def predict(request: HttpRequest, name: str) -> HttpResponse:
     """The form of the production version's features; a POST predicts one row and shows the result."""
-    try:
-        version = selectors.model_version_resolve(registered_model_name=name)
-    except ModelNotFound as exc:
-        raise Http404(str(exc)) from exc
-    except NoVersionInStage as exc:
-        return _render_predict(request, name=name, version=None, form=None, problem=str(exc), status=409)
+    version = selectors.model_version_resolve(registered_model_name=name)
     form = PredictForm(request.POST or None, feature_schema=version.feature_schema)
     if request.method == "GET" or not form.is_valid():
         return _render_predict(request, name=name, version=version, form=form)
@@ -87,22 +77,10 @@ def predict(request: HttpRequest, name: str) -> HttpResponse:
         outcome = services.prediction_make(
             registered_model_name=name, rows=[form.row()], user=request.user, channel=Channel.PAGE
         )
-    except RowsInvalid as exc:
-        form.errors_add(exc.errors)
-        return _render_predict(request, name=name, version=version, form=form, status=400)
-    except NoVersionInStage as exc:
-        # Demoted between loading the form and submitting it.
-        return _render_predict(request, name=name, version=None, form=None, problem=str(exc), status=409)
-    except (model_cache.ModelUnavailable, StorageError) as exc:
-        logger.warning("prediction with %s failed: %s", name, exc)
-        return _render_predict(
-            request,
-            name=name,
-            version=version,
-            form=form,
-            problem=f"The model cannot predict right now: {exc}",
-            status=503,
-        )
+    except Exception as exc:
+        refusal = pages.refused(exc)
+        form.errors_add(refusal.errors or [problem(refusal.detail)])
+        return _render_predict(request, name=name, version=version, form=form, status=refusal.status)
     (result,) = outcome.predictions
     return _render_predict(request, name=name, version=outcome.model_version, form=form, result=result)
 

@@ -5,18 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, status, viewsets
-from rest_framework.exceptions import ValidationError as APIValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from datasets import selectors as dataset_selectors
 from training import selectors, services
 from training.models import TrainingRun
 from training.serializers import TrainingRunInputSerializer, TrainingRunOutputSerializer
-
-PROBLEMS = OpenApiResponse(description="Bad input: every problem found, by field or as a list.")
 
 
 @extend_schema_view(
@@ -34,30 +30,17 @@ class TrainingRunViewSet(
 
     @extend_schema(
         summary="Queue a training run (staff)",
-        description="Malformed requests are refused with 400. Problems with the data itself (unknown target, "
-        "one class, too few rows, bad hyperparameter values) make the run FAILED with the reason.",
+        description="A request the run could not train with is refused with 400 naming each problem. "
+        "Problems only training finds make the run FAILED with the reason.",
         request=TrainingRunInputSerializer,
-        responses={201: TrainingRunOutputSerializer, 400: PROBLEMS},
+        responses={201: TrainingRunOutputSerializer},
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = TrainingRunInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        dataset_version = (
-            dataset_selectors.dataset_version_list(dataset_name=data["dataset"])
-            .filter(version=data["dataset_version"])
-            .first()
-        )
-        if dataset_version is None:
-            raise APIValidationError(
-                {
-                    "dataset_version": [
-                        f"Dataset {data['dataset']!r} has no version {data['dataset_version']}."
-                    ]
-                }
-            )
         run = services.training_run_create(
-            dataset_version=dataset_version,
+            dataset_version=data["dataset_version"],
             model_name=data["model_name"],
             algorithm=data["algorithm"],
             params=data["params"],

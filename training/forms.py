@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from datasets import selectors as dataset_selectors
 from datasets.models import DatasetVersion
 from ml import catalogue
-from ml.train import MAX_SEED
+from ml.train import MAX_SEED, TEST_SIZE_MAX, TEST_SIZE_MIN
 from models_registry.models import MODEL_NAME_MAX_LENGTH
 
 #: The algorithm value when the task is left to be inferred from the target column.
@@ -69,26 +69,28 @@ class TrainingRunForm(forms.Form):
         min_value=0, max_value=MAX_SEED, initial=42, help_text="Fixes the split and model."
     )
     test_size = forms.FloatField(
-        label="Holdout share", min_value=0.05, max_value=0.5, initial=0.2, help_text="Between 0.05 and 0.5."
+        label="Holdout share",
+        min_value=TEST_SIZE_MIN,
+        max_value=TEST_SIZE_MAX,
+        initial=0.2,
+        help_text=f"Between {TEST_SIZE_MIN} and {TEST_SIZE_MAX}.",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["dataset_version"].queryset = dataset_selectors.dataset_version_list()
 
-    def clean_params(self) -> dict[str, Any]:
+    def clean_params(self) -> Any:
+        """The JSON value; the service says whether it is a hyperparameter object the algorithm takes."""
         text = (self.cleaned_data.get("params") or "").strip()
         if not text:
             return {}
         try:
-            value = json.loads(text)
+            return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValidationError(
                 f"This is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
             ) from None
-        if not isinstance(value, dict):
-            raise ValidationError('Hyperparameters must be a JSON object, for example {"max_depth": 6}.')
-        return value
 
     def clean_algorithm(self) -> tuple[str | None, str]:
         task, _, key = self.cleaned_data["algorithm"].partition(":")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
+from datasets import selectors as dataset_selectors
+from ml import catalogue
+from ml.train import MAX_SEED, TEST_SIZE_MAX, TEST_SIZE_MIN
 from models_registry.models import MODEL_NAME_MAX_LENGTH, ModelVersion, Task
 from training.models import TrainingRun
 
@@ -61,7 +66,8 @@ class TrainingRunInputSerializer(serializers.Serializer):
         max_length=MODEL_NAME_MAX_LENGTH, help_text="A new name registers a new model."
     )
     algorithm = serializers.CharField(
-        max_length=64, help_text="logistic_regression, random_forest, hist_gradient_boosting or ridge."
+        max_length=64,
+        help_text=f"One of: {', '.join(sorted({a.key for a in catalogue.algorithm_list()}))}.",
     )
     params = serializers.JSONField(
         required=False, default=dict, help_text="Hyperparameters as a JSON object."
@@ -70,5 +76,25 @@ class TrainingRunInputSerializer(serializers.Serializer):
     task = serializers.ChoiceField(
         choices=Task.choices, required=False, allow_blank=True, default="", help_text="Empty: inferred."
     )
-    seed = serializers.IntegerField(required=False, default=42, min_value=0)
-    test_size = serializers.FloatField(required=False, default=0.2)
+    seed = serializers.IntegerField(required=False, default=42, min_value=0, max_value=MAX_SEED)
+    test_size = serializers.FloatField(
+        required=False,
+        default=0.2,
+        min_value=TEST_SIZE_MIN,
+        max_value=TEST_SIZE_MAX,
+        help_text=f"The holdout share, from {TEST_SIZE_MIN} to {TEST_SIZE_MAX}.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Parsing a reference into the row it names, as the page's choice field does.
+        found = (
+            dataset_selectors.dataset_version_list(dataset_name=attrs["dataset"])
+            .filter(version=attrs["dataset_version"])
+            .first()
+        )
+        if found is None:
+            name, number = attrs["dataset"], attrs["dataset_version"]
+            problem = f"Dataset {name!r} has no version {number}."
+            raise serializers.ValidationError({"dataset_version": problem})
+        attrs["dataset_version"] = found
+        return attrs

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-from celery import Task, shared_task
+from celery import shared_task
 
-from jobs import retry as leased_tasks
+from jobs.policy import LeasedJobTask
 from training import services
 
 
 @shared_task(
     name="training.tasks.training_run_execute_task",
     bind=True,
-    acks_late=True,
-    ignore_result=True,
-    max_retries=None,
+    base=LeasedJobTask,
+    job_fail=staticmethod(services.training_run_fail),
 )
-def training_run_execute_task(self: Task, run_id: int) -> str:
+def training_run_execute_task(self: LeasedJobTask, run_id: int) -> str:
     """Run the training service; a duplicate message finds the run busy (retried later) or finished."""
-    return leased_tasks.leased_job_run(
-        self,
-        label=f"run {run_id}",
+    return self.leased_run(
+        run_id,
         execute=lambda: services.training_run_execute(run_id=run_id),
-        fail=lambda message: services.training_run_fail(run_id=run_id, message=message),
         transient_errors=services.TRANSIENT_ERRORS,
     )
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from mlops_site import pages
 from mlops_site.pages import staff_required
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
@@ -61,10 +61,11 @@ def training_create(request: HttpRequest) -> HttpResponse:
             seed=data["seed"],
             test_size=data["test_size"],
         )
-    except ValidationError as exc:
-        for message in exc.messages:
+    except Exception as exc:
+        refusal = pages.refused(exc)
+        for message in refusal.messages:
             form.add_error(None, message)
-        return _render_training_list(request, form, status=400)
+        return _render_training_list(request, form, status=refusal.status)
     messages.success(request, f"Training run {run.pk} is queued.")
     return redirect("training:detail", run_id=run.pk)
 

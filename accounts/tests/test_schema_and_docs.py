@@ -59,3 +59,61 @@ def test_the_docs_page_points_at_the_local_schema(client, alice):
     script = client.get("/api/docs/?script=").content.decode()
 
     assert '"/api/schema/"' in script or "'/api/schema/'" in script
+
+
+def generated_schema(tmp_path) -> dict:
+    out = tmp_path / "schema.yml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    return yaml.safe_load(out.read_text())
+
+
+def test_every_operation_documents_its_error_answers_with_the_envelope(tmp_path):
+    schema = generated_schema(tmp_path)
+    components = schema["components"]["schemas"]
+    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
+
+    assert set(components["ErrorEnvelope"]["required"]) == {"detail", "code", "errors"}
+    assert set(components["ErrorProblem"]["properties"]) == {"row", "field", "code", "message"}
+    operations = [
+        (path, method, operation)
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+    ]
+    assert len(operations) > 20
+    for path, method, operation in operations:
+        where = f"{method.upper()} {path}"
+        answers = {status: r for status, r in operation["responses"].items() if status[0] in "45"}
+        for status, answer in answers.items():
+            assert answer["content"] == {"application/json": {"schema": envelope}}, (where, status)
+            assert answer["description"], (where, status)
+        assert "429" in answers, where
+        if method in ("post", "put", "patch"):
+            assert "400" in answers, where
+        if "{" in path:
+            assert "404" in answers, where
+        needs_auth = bool(operation.get("security")) and {} not in operation["security"]
+        assert ("401" in answers) == needs_auth, where
+        for status in ("429", "503"):
+            if status in answers:
+                assert "Retry-After" in answers[status]["headers"], (where, status)
+
+
+def test_403_is_documented_where_a_signed_in_user_can_be_refused(tmp_path):
+    paths = generated_schema(tmp_path)["paths"]
+
+    assert "403" in paths["/api/datasets/"]["get"]["responses"]
+    assert "403" in paths["/api/training-runs/"]["get"]["responses"]
+    assert "403" in paths["/api/models/"]["post"]["responses"]
+    assert "403" not in paths["/api/models/"]["get"]["responses"]
+    assert "403" not in paths["/api/predictions/"]["get"]["responses"]
+    assert "403" not in paths["/api/auth/token/"]["post"]["responses"]
+
+
+def test_operations_name_the_conflicts_and_outages_they_can_answer(tmp_path):
+    paths = generated_schema(tmp_path)["paths"]
+
+    predict = paths["/api/models/{name}/predict/"]["post"]["responses"]
+    assert {"400", "404", "409", "413", "503"} <= set(predict)
+    assert "409" in paths["/api/models/{model_name}/versions/{version}/transition/"]["post"]["responses"]
+    assert "503" in paths["/api/datasets/"]["post"]["responses"]
+    assert {"409", "503"} <= set(paths["/api/batch-jobs/{job_uuid}/result/"]["get"]["responses"])

@@ -7,6 +7,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.throttling import SimpleRateThrottle
 
 from accounts import api
+from mlops_site.tests.helpers import error_body
 from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +40,7 @@ def test_each_user_has_their_own_budget(alice, bob, token_client, tiny_rates):
 
     assert statuses == [200, 200, 429]
     throttled = alices.get("/api/me/")
-    assert "throttled" in throttled.json()["detail"].lower()
+    assert "throttled" in error_body(throttled, 429, "throttled")["detail"].lower()
     assert int(throttled["Retry-After"]) > 0
     assert bobs.get("/api/me/").status_code == 200
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.authtoken.models import Token
 
+from mlops_site.tests.helpers import error_body, messages_of
 from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -13,10 +14,12 @@ TOKEN_URL = "/api/auth/token/"
 ME_URL = "/api/me/"
 
 
-def assert_refused(response, detail: str) -> None:
-    # 401 once TokenAuthentication comes first in DEFAULT_AUTHENTICATION_CLASSES, 403 while Session does.
-    assert response.status_code in (401, 403)
-    assert response.json()["detail"] == detail
+def assert_refused(response, detail: str, code: str) -> None:
+    # 401, not 403: TokenAuthentication comes first in DEFAULT_AUTHENTICATION_CLASSES, so the answer says how
+    # to authenticate.
+    body = error_body(response, 401, code)
+    assert response["WWW-Authenticate"] == "Token"
+    assert body["detail"] == detail
 
 
 def test_good_credentials_get_a_working_token(api_client, alice, token_client):
@@ -38,16 +41,18 @@ def test_asking_again_returns_the_same_token(api_client, alice):
 def test_a_wrong_password_is_a_400_without_a_token(api_client, alice):
     response = api_client.post(TOKEN_URL, {"username": "alice", "password": "nope"}, format="json")
 
-    assert response.status_code == 400
-    assert response.json() == {"non_field_errors": ["Unable to log in with the given username and password."]}
+    body = error_body(response, 400, "invalid")
+    assert messages_of(body) == ["Unable to log in with the given username and password."]
+    assert body["errors"][0]["code"] == "authorization"
     assert not Token.objects.filter(user=alice).exists()
 
 
 def test_an_unknown_user_gets_the_same_answer_as_a_wrong_password(api_client):
     response = api_client.post(TOKEN_URL, {"username": "nobody", "password": "nope"}, format="json")
 
-    assert response.status_code == 400
-    assert response.json() == {"non_field_errors": ["Unable to log in with the given username and password."]}
+    body = error_body(response, 400, "invalid")
+    assert body["detail"] == "Unable to log in with the given username and password."
+    assert messages_of(body) == ["Unable to log in with the given username and password."]
 
 
 def test_a_disabled_account_gets_no_token(api_client, alice):
@@ -63,15 +68,17 @@ def test_a_disabled_account_gets_no_token(api_client, alice):
 def test_missing_fields_are_named(api_client):
     response = api_client.post(TOKEN_URL, {}, format="json")
 
-    assert response.status_code == 400
-    assert set(response.json()) == {"username", "password"}
+    body = error_body(response, 400, "invalid")
+    assert [(e["field"], e["code"]) for e in body["errors"]] == [
+        ("username", "required"),
+        ("password", "required"),
+    ]
 
 
 def test_a_malformed_body_is_a_400(api_client):
     response = api_client.post(TOKEN_URL, "{not json", content_type="application/json")
 
-    assert response.status_code == 400
-    assert "JSON parse error" in response.json()["detail"]
+    assert "JSON parse error" in error_body(response, 400, "parse_error")["detail"]
 
 
 def test_a_form_encoded_body_works_too(api_client, alice):
@@ -83,7 +90,8 @@ def test_a_form_encoded_body_works_too(api_client, alice):
 def test_get_on_the_token_endpoint_is_not_allowed(api_client, alice):
     api_client.force_authenticate(alice)
 
-    assert api_client.get(TOKEN_URL).status_code == 405
+    body = error_body(api_client.get(TOKEN_URL), 405, "method_not_allowed")
+    assert body["detail"] == 'Method "GET" not allowed.'
 
 
 def test_delete_revokes_the_callers_token(alice_token, token_client):
@@ -93,7 +101,7 @@ def test_delete_revokes_the_callers_token(alice_token, token_client):
 
     assert response.status_code == 204
     assert not Token.objects.filter(key=alice_token.key).exists()
-    assert_refused(client.get(ME_URL), "Invalid token.")
+    assert_refused(client.get(ME_URL), "Invalid token.", "authentication_failed")
 
 
 def test_delete_leaves_other_users_tokens_alone(alice_token, bob, token_client):
@@ -111,7 +119,9 @@ def test_delete_by_a_session_user_without_a_token_is_harmless(api_client, alice)
 
 
 def test_delete_needs_authentication(api_client):
-    assert_refused(api_client.delete(TOKEN_URL), "Authentication credentials were not provided.")
+    assert_refused(
+        api_client.delete(TOKEN_URL), "Authentication credentials were not provided.", "not_authenticated"
+    )
 
 
 def test_me_with_a_token(staff, token_client):
@@ -133,15 +143,19 @@ def test_me_with_a_session(client, alice):
 
 
 def test_me_refuses_anonymous_callers(api_client):
-    assert_refused(api_client.get(ME_URL), "Authentication credentials were not provided.")
+    assert_refused(
+        api_client.get(ME_URL), "Authentication credentials were not provided.", "not_authenticated"
+    )
 
 
 def test_me_refuses_an_unknown_token(token_client):
-    assert_refused(token_client("0" * 40).get(ME_URL), "Invalid token.")
+    assert_refused(token_client("0" * 40).get(ME_URL), "Invalid token.", "authentication_failed")
 
 
 def test_me_refuses_a_token_of_a_disabled_user(alice, alice_token, token_client):
     alice.is_active = False
     alice.save()
 
-    assert_refused(token_client(alice_token.key).get(ME_URL), "User inactive or deleted.")
+    assert_refused(
+        token_client(alice_token.key).get(ME_URL), "User inactive or deleted.", "authentication_failed"
+    )

@@ -6,6 +6,8 @@ import pytest
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
+from mlops_site.tests.helpers import error_body
+
 pytestmark = pytest.mark.django_db
 
 URL = "/accounts/token/"
@@ -18,9 +20,9 @@ def alice_client(client, alice):
 
 
 def assert_token_refused(response) -> None:
-    # 401 once TokenAuthentication comes first in DEFAULT_AUTHENTICATION_CLASSES, 403 while Session does.
-    assert response.status_code in (401, 403)
-    assert response.json()["detail"] == "Invalid token."
+    # 401, not 403: TokenAuthentication comes first in DEFAULT_AUTHENTICATION_CLASSES.
+    body = error_body(response, 401, "authentication_failed")
+    assert body["detail"] == "Invalid token."
 
 
 def messages_of(response) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from datasets.models import Dataset, DatasetVersion
 from datasets.tests.helpers import unique_csv, upload
 
 pytestmark = pytest.mark.django_db
@@ -39,15 +40,40 @@ def test_admin_shows_a_version_read_only_with_its_schema(client, admin_user):
 def test_admin_cannot_add_change_or_delete_versions(client, admin_user):
     version, _ = upload(unique_csv(), name="churn")
     client.force_login(admin_user)
+    delete_url = reverse("admin:datasets_datasetversion_delete", args=[version.pk])
 
     assert client.get(reverse("admin:datasets_datasetversion_add")).status_code == 403
-    assert client.get(reverse("admin:datasets_datasetversion_delete", args=[version.pk])).status_code == 403
+    assert client.get(delete_url).status_code == 403
+    assert client.post(delete_url, {"post": "yes"}).status_code == 403
     response = client.post(
         reverse("admin:datasets_datasetversion_change", args=[version.pk]), {"row_count": 1}
     )
     assert response.status_code == 403
     version.refresh_from_db()
     assert version.row_count == 20
+    changelist = client.get(reverse("admin:datasets_datasetversion_changelist")).content.decode()
+    assert "delete_selected" not in changelist
+
+
+def test_admin_cannot_delete_a_dataset_that_has_versions(client, admin_user):
+    version, _ = upload(unique_csv(), name="churn")
+    client.force_login(admin_user)
+    delete_url = reverse("admin:datasets_dataset_delete", args=[version.dataset.pk])
+
+    page = client.get(delete_url)
+    confirmed = client.post(delete_url, {"post": "yes"})
+    bulk = client.post(
+        reverse("admin:datasets_dataset_changelist"),
+        {"action": "delete_selected", "_selected_action": [version.dataset.pk], "post": "yes"},
+    )
+
+    # No one may delete a version, so no one may delete the dataset holding it, however it is asked.
+    assert page.status_code == confirmed.status_code == bulk.status_code == 200
+    for response in (page, confirmed, bulk):
+        assert "Cannot delete dataset" in response.content.decode()
+    assert "<li>dataset version</li>" in page.content.decode()
+    assert Dataset.objects.filter(pk=version.dataset.pk).exists()
+    assert DatasetVersion.objects.filter(pk=version.pk).exists()
 
 
 def test_admin_edits_a_datasets_description_but_not_its_name(client, admin_user):

@@ -13,7 +13,8 @@ from rest_framework.test import APIClient
 
 from datasets.models import Dataset, DatasetVersion
 from datasets.tests.helpers import is_stored, unique_csv, upload
-from mlops_site import storage
+from mlops_site import errors, storage
+from mlops_site.tests.helpers import error_body, messages_of
 
 pytestmark = pytest.mark.django_db
 
@@ -55,9 +56,9 @@ def test_anonymous_callers_are_told_to_authenticate():
     client = client_for(None)
     for url in ENDPOINTS:
         response = client.get(url)
-        assert response.status_code == 401, url
-        assert response["WWW-Authenticate"] == "Token"
-        assert response.json() == {"detail": "Authentication credentials were not provided."}
+        body = error_body(response, 401, "not_authenticated")
+        assert response["WWW-Authenticate"] == "Token", url
+        assert body["detail"] == "Authentication credentials were not provided."
     assert post_file(client, unique_csv()).status_code == 401
     assert DatasetVersion.objects.count() == 1
 
@@ -66,9 +67,11 @@ def test_tokens_of_users_without_staff_status_are_refused(alice):
     upload(unique_csv())
     client = client_for(alice)
     for url in ENDPOINTS:
-        assert client.get(url).status_code == 403, url
+        assert error_body(client.get(url), 403, "permission_denied")["detail"] == (
+            "You do not have permission to perform this action."
+        ), url
     content = unique_csv()
-    assert post_file(client, content).status_code == 403
+    error_body(post_file(client, content), 403, "permission_denied")
     assert DatasetVersion.objects.count() == 1
 
 
@@ -126,8 +129,8 @@ def test_a_rejected_file_answers_400_with_every_problem(api):
 
     response = post_file(api, content, name="fresh")
 
-    assert response.status_code == 400
-    assert response.json() == [
+    body = error_body(response, 400, "invalid")
+    assert messages_of(body) == [
         "Column names must be unique; these appear more than once: 'a'.",
         "The file has 1 data row; at least 10 are required.",
         "Target column 'label' is not in the file. Available columns: 'a', 'a'.",
@@ -139,16 +142,16 @@ def test_a_rejected_file_answers_400_with_every_problem(api):
 def test_a_post_without_file_is_a_400_naming_the_field(api):
     response = api.post("/api/datasets/", {"name": "churn"}, format="multipart")
 
-    assert response.status_code == 400
-    assert "file" in response.json()
+    body = error_body(response, 400, "invalid")
+    assert [(e["field"], e["code"]) for e in body["errors"]] == [("file", "required")]
 
 
 def test_a_post_while_storage_is_down_answers_503(api):
     with mock.patch("mlops_site.storage.put", side_effect=storage.StorageError("bucket unreachable")):
         response = post_file(api, unique_csv())
 
-    assert response.status_code == 503
-    assert "storage is unavailable" in response.json()["detail"]
+    assert error_body(response, 503, "storage_unavailable")["detail"] == errors.STORAGE_UNAVAILABLE
+    assert response["Retry-After"] == str(errors.RETRY_AFTER_SECONDS)
     assert DatasetVersion.objects.count() == 0
 
 
@@ -202,10 +205,12 @@ def test_a_dataset_detail_shows_its_latest_version(api):
 
 def test_unknown_datasets_and_versions_are_404(api):
     upload(unique_csv())
-    assert api.get("/api/datasets/nope/").status_code == 404
-    assert api.get("/api/datasets/nope/versions/").status_code == 404
-    assert api.get("/api/datasets/churn/versions/5/").status_code == 404
-    assert api.get("/api/datasets/churn/versions/5/download/").status_code == 404
+    assert error_body(api.get("/api/datasets/nope/"), 404, "not_found")
+    assert error_body(api.get("/api/datasets/nope/versions/"), 404, "not_found")["detail"] == (
+        "No dataset named 'nope'."
+    )
+    assert error_body(api.get("/api/datasets/churn/versions/5/"), 404, "not_found")
+    assert error_body(api.get("/api/datasets/churn/versions/5/download/"), 404, "not_found")
 
 
 def test_download_returns_the_stored_bytes(api):
@@ -225,7 +230,7 @@ def test_download_while_storage_is_down_answers_503(api):
     with mock.patch("mlops_site.storage.default_storage.exists", side_effect=OSError("timeout")):
         response = api.get("/api/datasets/churn/versions/1/download/")
 
-    assert response.status_code == 503
+    assert error_body(response, 503, "storage_unavailable")["detail"] == errors.STORAGE_UNAVAILABLE
 
 
 def test_the_openapi_schema_documents_the_dataset_endpoints_without_warnings():

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from datasets.models import Dataset, DatasetVersion
 from datasets.tests.helpers import is_stored, unique_csv, upload
-from mlops_site import storage
+from mlops_site import errors, storage
 
 pytestmark = pytest.mark.django_db
 
@@ -166,7 +166,11 @@ def test_an_upload_while_storage_is_down_answers_503_and_stores_nothing(client, 
         )
 
     assert response.status_code == 503
-    assert "Object storage is unavailable, so nothing was saved." in response.content.decode()
+    html = response.content.decode()
+    assert "The file was not stored" in html
+    assert errors.STORAGE_UNAVAILABLE in html
+    assert "connection refused" not in html
+    assert response.context["form"].data["name"] == "churn"
     assert DatasetVersion.objects.count() == 0
 
 
@@ -240,4 +244,6 @@ def test_download_while_storage_is_down_is_503(client, staff, version):
         response = client.get(reverse("datasets:version-download", args=["churn", 1]))
 
     assert response.status_code == 503
-    assert "cannot be downloaded right now" in response.content.decode()
+    assert response["Retry-After"] == str(errors.RETRY_AFTER_SECONDS)
+    assert response.templates[0].name == "error.html"
+    assert errors.STORAGE_UNAVAILABLE in response.content.decode()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from models_registry import mlflow_gateway
 from models_registry.tests.mlflow_helpers import registered_model_read, run_read
 
+ROOT = Path(__file__).resolve().parents[2]
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 
@@ -297,3 +301,24 @@ def test_tracking_ui_url_links_runs_only_on_a_server(settings):
     settings.MLFLOW_TRACKING_URI = "https://robot:s3cret@mlflow.example.org/"
 
     assert mlflow_gateway.tracking_ui_url(run_id="abc") == "https://mlflow.example.org/#/runs/abc"
+
+
+def test_two_processes_creating_a_fresh_local_store_at_once_both_succeed(tmp_path):
+    store = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    script = (
+        "import django, os, sys\n"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'mlops_site.settings'; django.setup()\n"
+        "from django.conf import settings; settings.MLFLOW_TRACKING_URI = sys.argv[1]\n"
+        "settings.MLFLOW_ARTIFACT_ROOT = sys.argv[2]\n"
+        "from models_registry import mlflow_gateway; print(mlflow_gateway.experiment_ensure())\n"
+    )
+    environment = {**os.environ, "SECRET_KEY": "test-only-secret-key-not-for-production-0123456789"}
+    command = [sys.executable, "-c", script, store, (tmp_path / "artifacts").as_uri()]
+    workers = [
+        subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    results = [(worker.wait(timeout=120), *worker.communicate()) for worker in workers]
+
+    assert [code for code, _, _ in results] == [0, 0, 0], [err.decode()[-2000:] for _, _, err in results]
+    assert len({out.strip() for _, out, _ in results}) == 1

@@ -90,14 +90,16 @@ def test_a_rollback_without_history_is_refused_with_a_message(client, admin_user
     assert messages_of(response) == ["Model 'churn' has no earlier production version to roll back to."]
 
 
-def test_versions_are_read_only_in_admin(client, admin_user, churn):
+def test_versions_are_read_only_in_admin_and_cannot_be_deleted(client, admin_user, churn):
     client.force_login(admin_user)
     v1 = churn.versions.get(version=1)
+    delete_url = reverse("admin:models_registry_modelversion_delete", args=[v1.pk])
 
     page = client.get(reverse("admin:models_registry_modelversion_change", args=[v1.pk]))
 
     assert page.status_code == 200
     assert 'name="_save"' not in page.content.decode()
+    assert "deletelink" not in page.content.decode()
     assert client.get(reverse("admin:models_registry_modelversion_add")).status_code == 403
     assert (
         client.post(
@@ -105,6 +107,13 @@ def test_versions_are_read_only_in_admin(client, admin_user, churn):
         ).status_code
         == 403
     )
+    assert client.get(delete_url).status_code == 403
+    assert client.post(delete_url, {"post": "yes"}).status_code == 403
+    changelist = client.get(reverse("admin:models_registry_modelversion_changelist")).content.decode()
+    assert "delete_selected" not in changelist
+    v1.refresh_from_db()
+    assert v1.stage == "none"
+    assert churn.versions.count() == 2
 
 
 def test_a_registered_model_is_created_with_thresholds_through_the_service(client, admin_user):

@@ -8,6 +8,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from mlops_site.tests.helpers import error_body, messages_of
 from models_registry import services as registry_services
 from models_registry.models import ModelVersion, RegisteredModel, StageTransition
 from models_registry.tests.registry_helpers import make_model, make_version
@@ -40,16 +41,17 @@ def test_without_a_token_every_endpoint_answers_401(churn):
 
     for url in ["/api/models/", "/api/models/churn/", "/api/models/churn/versions/", "/api/training-runs/"]:
         response = client.get(url)
-        assert response.status_code == 401, url
-        assert response["WWW-Authenticate"] == "Token"
-    assert client.post("/api/models/churn/versions/1/transition/", {"to_stage": "staging"}).status_code == 401
+        error_body(response, 401, "not_authenticated")
+        assert response["WWW-Authenticate"] == "Token", url
+    refused = client.post("/api/models/churn/versions/1/transition/", {"to_stage": "staging"})
+    error_body(refused, 401, "not_authenticated")
 
 
 def test_a_bad_token_is_refused(churn):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
 
-    assert client.get("/api/models/").status_code == 401
+    assert error_body(client.get("/api/models/"), 401, "authentication_failed")["detail"] == "Invalid token."
 
 
 def test_users_read_models_and_versions_but_may_not_change_them_or_see_training(alice, churn):
@@ -57,11 +59,14 @@ def test_users_read_models_and_versions_but_may_not_change_them_or_see_training(
 
     assert api.get("/api/models/").status_code == 200
     assert api.get("/api/models/churn/versions/1/").status_code == 200
-    assert api.post("/api/models/churn/versions/1/transition/", {"to_stage": "staging"}).status_code == 403
-    assert api.post("/api/models/churn/rollback/", {}).status_code == 403
-    assert api.post("/api/models/", {"name": "x"}, format="json").status_code == 403
-    assert api.get("/api/training-runs/").status_code == 403
-    assert api.post("/api/training-runs/", {}, format="json").status_code == 403
+    for refused in [
+        api.post("/api/models/churn/versions/1/transition/", {"to_stage": "staging"}),
+        api.post("/api/models/churn/rollback/", {}),
+        api.post("/api/models/", {"name": "x"}, format="json"),
+        api.get("/api/training-runs/"),
+        api.post("/api/training-runs/", {}, format="json"),
+    ]:
+        error_body(refused, 403, "permission_denied")
     assert StageTransition.objects.count() == 0
 
 
@@ -117,14 +122,16 @@ def test_a_version_shows_its_lineage_metrics_and_checksums(alice, churn):
 def test_unknown_models_and_versions_are_404(alice, staff, churn):
     api = api_for(alice)
 
-    assert api.get("/api/models/nope/").status_code == 404
-    assert api.get("/api/models/nope/versions/").status_code == 404
-    assert api.get("/api/models/churn/versions/9/").status_code == 404
-    staff_api = api_for(staff)
-    assert (
-        staff_api.post("/api/models/churn/versions/9/transition/", {"to_stage": "staging"}).status_code == 404
+    error_body(api.get("/api/models/nope/"), 404, "not_found")
+    assert error_body(api.get("/api/models/nope/versions/"), 404, "not_found")["detail"] == (
+        "No registered model named 'nope'."
     )
-    assert staff_api.post("/api/models/nope/rollback/", {}).status_code == 404
+    assert error_body(api.get("/api/models/churn/versions/9/"), 404, "not_found")
+    staff_api = api_for(staff)
+    error_body(
+        staff_api.post("/api/models/churn/versions/9/transition/", {"to_stage": "staging"}), 404, "not_found"
+    )
+    error_body(staff_api.post("/api/models/nope/rollback/", {}), 404, "not_found")
 
 
 def test_staff_register_a_model_with_thresholds(staff):
@@ -160,10 +167,8 @@ def test_staff_register_a_model_with_thresholds(staff):
 def test_a_bad_model_registration_is_a_400_naming_the_problem(staff, churn, data, field, problem):
     response = api_for(staff).post("/api/models/", data, format="json")
 
-    assert response.status_code == 400
-    body = response.json()
-    messages = body[field] if field else body
-    assert any(problem in message for message in messages), body
+    body = error_body(response, 400, "invalid")
+    assert any(problem in message for message in messages_of(body, field)), body
 
 
 # ------------------------------------------------------------------------------
@@ -188,9 +193,8 @@ def test_staff_promote_a_version_and_get_it_back(staff, churn):
 def test_a_version_below_the_gate_is_a_409_with_the_reasons(staff, churn):
     response = api_for(staff).post("/api/models/churn/versions/2/transition/", {"to_stage": "production"})
 
-    assert response.status_code == 409
-    body = response.json()
-    assert body["reasons"] == ["accuracy is 0.7, below the minimum 0.8"]
+    body = error_body(response, 409, "quality_gate")
+    assert messages_of(body) == ["accuracy is 0.7, below the minimum 0.8"]
     assert "quality gate" in body["detail"]
     assert ModelVersion.objects.get(version=2).stage == "none"
 
@@ -207,25 +211,27 @@ def test_staff_force_past_the_gate_with_a_reason_but_not_without(staff, churn):
         format="json",
     )
 
-    assert refused.status_code == 400
-    assert refused.json() == ["Forcing a promotion past the quality gate needs a written reason."]
+    # The service's rule, checked once there: the serializer only parses force and reason.
+    assert error_body(refused, 400, "invalid")["detail"] == (
+        "Forcing a promotion past the quality gate needs a written reason."
+    )
     assert forced.status_code == 200
     assert StageTransition.objects.get().forced
 
 
 @pytest.mark.parametrize(
-    ("data", "status", "problem"),
+    ("data", "status", "field", "problem"),
     [
-        ({"to_stage": "deleted"}, 400, '"deleted" is not a valid choice.'),
-        ({}, 400, "This field is required."),
-        ({"to_stage": "staging", "force": "perhaps"}, 400, "Must be a valid boolean."),
+        ({"to_stage": "deleted"}, 400, "to_stage", '"deleted" is not a valid choice.'),
+        ({}, 400, "to_stage", "This field is required."),
+        ({"to_stage": "staging", "force": "perhaps"}, 400, "force", "Must be a valid boolean."),
     ],
 )
-def test_a_malformed_transition_is_a_400(staff, churn, data, status, problem):
+def test_a_malformed_transition_is_a_400(staff, churn, data, status, field, problem):
     response = api_for(staff).post("/api/models/churn/versions/1/transition/", data, format="json")
 
-    assert response.status_code == status
-    assert problem in str(response.json())
+    body = error_body(response, status, "invalid")
+    assert messages_of(body, field) == [problem]
 
 
 def test_a_transition_the_service_refuses_is_a_400(staff, churn):
@@ -234,8 +240,7 @@ def test_a_transition_the_service_refuses_is_a_400(staff, churn):
 
     response = api.post("/api/models/churn/versions/1/transition/", {"to_stage": "staging"})
 
-    assert response.status_code == 400
-    assert response.json() == ["churn v1 is already in staging."]
+    assert messages_of(error_body(response, 400, "invalid")) == ["churn v1 is already in staging."]
 
 
 def test_staff_roll_back_and_get_the_restored_version(staff, churn):
@@ -255,8 +260,9 @@ def test_staff_roll_back_and_get_the_restored_version(staff, churn):
 def test_a_rollback_without_history_is_a_400(staff, churn):
     response = api_for(staff).post("/api/models/churn/rollback/", {}, format="json")
 
-    assert response.status_code == 400
-    assert response.json() == ["Model 'churn' has no earlier production version to roll back to."]
+    assert messages_of(error_body(response, 400, "invalid")) == [
+        "Model 'churn' has no earlier production version to roll back to."
+    ]
 
 
 # ------------------------------------------------------------------------------
@@ -327,8 +333,8 @@ def test_a_pickle_upload_is_refused_with_a_400(staff):
         format="multipart",
     )
 
-    assert response.status_code == 400
-    assert "Nothing was stored." in str(response.json())
+    [message] = messages_of(error_body(response, 400, "invalid"))
+    assert "Nothing was stored." in message
     assert not ModelVersion.objects.exists()
 
 
@@ -337,8 +343,11 @@ def test_an_upload_without_a_file_or_schema_names_the_missing_fields(staff):
         "/api/models/external/versions/upload/", {"task": "regression"}, format="multipart"
     )
 
-    assert response.status_code == 400
-    assert set(response.json()) == {"file", "feature_schema"}
+    body = error_body(response, 400, "invalid")
+    assert [(e["field"], e["code"]) for e in body["errors"]] == [
+        ("file", "required"),
+        ("feature_schema", "required"),
+    ]
 
 
 # ------------------------------------------------------------------------------
@@ -393,9 +402,13 @@ def test_staff_queue_a_training_run_and_follow_it_to_its_version(
             "Dataset 'cancer' has no version 7.",
         ),
         ({"dataset": "nope", "dataset_version": 1}, "dataset_version", "Dataset 'nope' has no version 1."),
-        ({"params": [1, 2]}, None, "must be a JSON object"),
-        ({"algorithm": "svm"}, None, "svm"),
-        ({"test_size": 1.5}, None, "between 0 and 1"),
+        ({"params": [1, 2]}, "params", "must be a JSON object"),
+        ({"params": {"max_depth": "deep"}}, "params", "max_depth"),
+        ({"algorithm": "svm"}, "algorithm", "svm"),
+        ({"test_size": 1.5}, "test_size", "less than or equal to 0.5"),
+        # The page has always refused this share; the API accepted it.
+        ({"test_size": 0.9}, "test_size", "less than or equal to 0.5"),
+        ({"test_size": 0.01}, "test_size", "greater than or equal to 0.05"),
         ({"task": "clustering"}, "task", "is not a valid choice"),
         ({"model_name": "Bad Name"}, None, "is not valid"),
     ],
@@ -410,14 +423,24 @@ def test_a_malformed_training_request_is_a_400_and_queues_nothing(staff, cancer,
 
     response = api_for(staff).post("/api/training-runs/", {**request, **data}, format="json")
 
-    assert response.status_code == 400, response.json()
-    body = response.json()
-    messages = body[field] if field else body
-    assert any(problem in message for message in messages), body
+    body = error_body(response, 400, "invalid")
+    assert any(problem in message for message in messages_of(body, field)), body
     assert TrainingRun.objects.count() == 0
 
 
-def test_a_bad_hyperparameter_value_fails_the_run_with_the_reason(
+def test_the_api_and_the_page_take_the_same_holdout_shares():
+    from ml.train import TEST_SIZE_MAX, TEST_SIZE_MIN
+    from training.forms import TrainingRunForm
+    from training.serializers import TrainingRunInputSerializer
+
+    form_field = TrainingRunForm.base_fields["test_size"]
+    api_field = TrainingRunInputSerializer().fields["test_size"]
+
+    assert (form_field.min_value, form_field.max_value) == (TEST_SIZE_MIN, TEST_SIZE_MAX)
+    assert (api_field.min_value, api_field.max_value) == (TEST_SIZE_MIN, TEST_SIZE_MAX)
+
+
+def test_a_problem_only_training_finds_fails_the_run_with_the_reason(
     staff, cancer, django_capture_on_commit_callbacks
 ):
     api = api_for(staff)
@@ -430,14 +453,16 @@ def test_a_bad_hyperparameter_value_fails_the_run_with_the_reason(
                 "dataset_version": 1,
                 "model_name": "cancer",
                 "algorithm": "random_forest",
-                "params": {"max_depth": "deep"},
+                "params": FAST_FOREST,
+                "target_column": "no_such_column",
             },
             format="json",
-        ).json()
+        )
 
-    run = api.get(f"/api/training-runs/{created['id']}/").json()
+    assert created.status_code == 201, created.json()
+    run = api.get(f"/api/training-runs/{created.json()['id']}/").json()
     assert run["status"] == "failed"
-    assert "max_depth" in run["error_message"]
+    assert "no_such_column" in run["error_message"]
     assert run["model_version"] is None
 
 

@@ -394,6 +394,7 @@ def test_the_task_is_inferred_when_the_algorithm_is_chosen_without_one(
     [
         ("[1, 2]", "Hyperparameters must be a JSON object"),
         ("{max_depth: 3}", "This is not valid JSON"),
+        ('{"n_estimators": "many"}', "n_estimators"),
     ],
 )
 def test_malformed_hyperparameters_are_shown_on_the_form(client, staff, cancer_dataset, params, problem):
@@ -448,8 +449,8 @@ def test_a_failed_run_shows_its_reason(client, staff, cancer_dataset, django_cap
                 "dataset_version": cancer_dataset.pk,
                 "model_name": "cancer",
                 "algorithm": "classification:random_forest",
-                "params": '{"n_estimators": "many"}',
-                "target_column": "diagnosis",
+                "params": "{}",
+                "target_column": "no_such_column",
                 "seed": 1,
                 "test_size": 0.2,
             },
@@ -458,7 +459,7 @@ def test_a_failed_run_shows_its_reason(client, staff, cancer_dataset, django_cap
     run = TrainingRun.objects.get()
     assert run.status == TrainingRun.Status.FAILED
     page = client.get(response.url).content.decode()
-    assert "n_estimators" in page
+    assert "no_such_column" in page
     assert 'class="badge status-failed"' in page
     assert client.get(reverse("training:status", args=[run.pk])).json()["error_message"] == (
         run.error_message

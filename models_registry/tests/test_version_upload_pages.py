@@ -14,7 +14,7 @@ from django.urls import resolve, reverse
 
 from ml import artifacts, onnx_export
 from ml.train import model_train
-from mlops_site import storage
+from mlops_site import errors, storage
 from models_registry import services as registry_services
 from models_registry.models import ModelVersion, RegisteredModel
 from models_registry.tests.registry_helpers import make_model, make_version
@@ -278,9 +278,9 @@ def test_unavailable_storage_is_a_503_with_the_form_kept(client, staff, trained_
         response = post_upload(client, skops_bytes, "cancer.skops", feature_schema=typed_schema(trained_core))
 
     assert response.status_code == 503
-    assert problems_of(response) == [
-        "Object storage is unavailable, so the model file could not be stored. Please try again."
-    ]
+    assert problems_of(response) == [errors.STORAGE_UNAVAILABLE]
+    assert "bucket unreachable" not in response.content.decode()
+    assert response.context["form"].data["model_name"]
     assert not ModelVersion.objects.exists()
 
 

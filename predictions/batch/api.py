@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db.models import QuerySet
 from django.http import HttpResponseBase
 from django.urls import reverse
@@ -17,29 +15,24 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mlops_site import storage
 from predictions import selectors
 from predictions.batch import services as batch_services
 from predictions.batch import views as batch_views
-from predictions.errors import BatchUploadInvalid, ModelNotFound, NoVersionInStage
 from predictions.models import BatchPredictionJob
 
 
 class BatchSubmitSerializer(serializers.Serializer):
-    """For the API docs and the shape of the form fields; the service checks the file itself."""
+    """The form fields' shape; the service checks the options and the file itself."""
 
     file = serializers.FileField(help_text="A UTF-8 CSV file with a header row naming every feature.")
-    version = serializers.IntegerField(required=False, min_value=1, help_text="Pin this version number.")
+    version = serializers.IntegerField(
+        required=False, help_text="Pin this version number (1, 2, ...); instead of stage."
+    )
     # Text, not a choice: the service names the allowed stages, and a second enum of the same two stages
-    # (PredictInputSerializer has one) would leave drf-spectacular without a clean name for either.
+    # would leave drf-spectacular without a clean name for either.
     stage = serializers.CharField(
         required=False, help_text=f"One of: {', '.join(selectors.SERVABLE_STAGES)}. Default: production."
     )
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if "version" in attrs and "stage" in attrs:
-            raise serializers.ValidationError({"stage": 'Give either "version" (pin a version) or "stage".'})
-        return attrs
 
 
 class BatchJobSerializer(serializers.ModelSerializer):
@@ -97,11 +90,6 @@ class BatchJobSerializer(serializers.ModelSerializer):
         return self._absolute("api-batch-job-errors", job)
 
 
-class BatchRefusedSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    errors = serializers.ListField(child=serializers.CharField(), required=False)
-
-
 class ModelBatchView(APIView):
     """POST /api/models/{name}/batch/: any signed-in user; the file is checked before anything is stored."""
 
@@ -112,9 +100,7 @@ class ModelBatchView(APIView):
         request={"multipart/form-data": BatchSubmitSerializer},
         responses={
             202: BatchJobSerializer,
-            400: OpenApiResponse(
-                BatchRefusedSerializer, description="Every problem with the file or options."
-            ),
+            400: OpenApiResponse(description="Every problem with the file or options; nothing was stored."),
             404: OpenApiResponse(description="No such model or version."),
             409: OpenApiResponse(description="The model has no version in the requested stage."),
             503: OpenApiResponse(description="Object storage is unavailable."),
@@ -123,50 +109,19 @@ class ModelBatchView(APIView):
     )
     def post(self, request: Request, name: str) -> Response:
         options = BatchSubmitSerializer(data=request.data)
-        if not options.is_valid():
-            errors = [
-                f"{field}: {message}" if field != "non_field_errors" else str(message)
-                for field, messages in options.errors.items()
-                for message in messages
-            ]
-            return _refused(errors)
-        upload = options.validated_data["file"]
-        try:
-            job = batch_services.batch_prediction_start(
-                registered_model_name=name,
-                input_file=upload,
-                filename=upload.name,
-                requested_by=request.user,
-                version=options.validated_data.get("version"),
-                stage=options.validated_data.get("stage", "production"),
-            )
-        except BatchUploadInvalid as exc:
-            return _refused(exc.problems)
-        except ModelNotFound as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
-        except NoVersionInStage as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        except storage.StorageError:
-            return Response(
-                {"detail": "Object storage is unavailable; try again shortly."},
-                status=status.HTTP_503_SERVICE_UNAVAILABLE,
-                headers={"Retry-After": "30"},
-            )
+        options.is_valid(raise_exception=True)
+        data = options.validated_data
+        job = batch_services.batch_prediction_start(
+            registered_model_name=name,
+            input_file=data["file"],
+            filename=data["file"].name,
+            requested_by=request.user,
+            # Only what the client gave: the service applies the default and refuses version with stage.
+            **{key: data[key] for key in ("version", "stage") if key in data},
+        )
         job = selectors.batch_job_get(user=request.user, job_uuid=job.uuid)
         body = BatchJobSerializer(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
-
-
-def _refused(problems: list[str]) -> Response:
-    count = len(problems)
-    return Response(
-        {
-            "detail": f"The file was refused ({count} problem{'s' if count != 1 else ''}); "
-            "nothing was stored.",
-            "errors": problems,
-        },
-        status=status.HTTP_400_BAD_REQUEST,
-    )
 
 
 class BatchJobPagination(PageNumberPagination):
@@ -180,6 +135,7 @@ _download = extend_schema(
         (200, "text/csv"): OpenApiTypes.BINARY,
         404: OpenApiResponse(description="No such job, or the file is missing."),
         409: OpenApiResponse(description="The job has not succeeded."),
+        503: OpenApiResponse(description="Object storage is unavailable."),
     },
     tags=["batch predictions"],
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 from typing import Any
 
@@ -23,14 +22,11 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_http_methods
 
-from mlops_site import storage
+from mlops_site import errors, pages, storage
 from predictions import selectors
 from predictions.batch import services as batch_services
-from predictions.errors import BatchUploadInvalid, ModelNotFound, NoVersionInStage
 from predictions.forms import BatchUploadForm
 from predictions.models import BatchPredictionJob
-
-logger = logging.getLogger(__name__)
 
 JOBS_PAGE_SIZE = 25
 RESULT = "result"
@@ -103,21 +99,9 @@ def batch_new(request: HttpRequest, name: str) -> HttpResponse:
             requested_by=request.user,
             **form.target(),
         )
-    except BatchUploadInvalid as exc:
-        return _render_new(request, name=name, form=form, problems=exc.problems, status=400)
-    except ModelNotFound as exc:
-        return _render_new(request, name=name, form=form, problems=[str(exc)], status=404)
-    except NoVersionInStage as exc:
-        return _render_new(request, name=name, form=form, problems=[str(exc)], status=409)
-    except storage.StorageError as exc:
-        logger.warning("batch upload for %s could not be stored: %s", name, exc)
-        return _render_new(
-            request,
-            name=name,
-            form=form,
-            problems=["Object storage is unavailable; try again shortly."],
-            status=503,
-        )
+    except Exception as exc:
+        refusal = pages.refused(exc)
+        return _render_new(request, name=name, form=form, problems=refusal.messages, status=refusal.status)
     return redirect("predictions:batch-detail", job_uuid=job.uuid)
 
 
@@ -156,18 +140,17 @@ def download_filename(job: BatchPredictionJob, kind: str) -> str:
 
 
 def job_file_response(job: BatchPredictionJob, kind: str) -> HttpResponseBase:
-    """The job's result or errors file, streamed from storage; 409 until the job has succeeded."""
+    """The job's result or errors file, streamed from storage.
+
+    Raises Conflict until the job has succeeded, NotFound when the file is missing, StorageError when
+    storage fails: the page and the API answer each through the one mapping.
+    """
     if job.status != BatchPredictionJob.Status.SUCCEEDED:
-        return JsonResponse(
-            {"detail": f"The job is {job.status}; its files are ready once it has succeeded."}, status=409
-        )
+        raise errors.Conflict(f"The job is {job.status}; its files are ready once it has succeeded.")
     key = job.result_key if kind == RESULT else job.errors_key
-    try:
-        if not storage.exists(key):
-            return JsonResponse({"detail": "The file is missing from object storage."}, status=404)
-        size = storage.size(key)
-    except storage.StorageError:
-        return JsonResponse({"detail": "Object storage is unavailable; try again shortly."}, status=503)
+    if not storage.exists(key):
+        raise errors.NotFound("The file is missing from object storage.")
+    size = storage.size(key)
     response = StreamingHttpResponse(storage.iter_chunks(key), content_type="text/csv; charset=utf-8")
     response["Content-Length"] = str(size)
     response["Content-Disposition"] = content_disposition_header(True, download_filename(job, kind))
@@ -176,11 +159,13 @@ def job_file_response(job: BatchPredictionJob, kind: str) -> HttpResponseBase:
 
 @require_GET
 @login_required
+@pages.domain_errors
 def batch_result(request: HttpRequest, job_uuid: Any) -> HttpResponseBase:
     return job_file_response(selectors.batch_job_get(user=request.user, job_uuid=job_uuid), RESULT)
 
 
 @require_GET
 @login_required
+@pages.domain_errors
 def batch_errors(request: HttpRequest, job_uuid: Any) -> HttpResponseBase:
     return job_file_response(selectors.batch_job_get(user=request.user, job_uuid=job_uuid), ERRORS)

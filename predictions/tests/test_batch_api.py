@@ -6,6 +6,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from mlops_site.tests.helpers import error_body, messages_of
 from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_run, job_start, upload
@@ -69,10 +70,10 @@ def test_a_refused_file_answers_400_naming_each_problem_and_stores_nothing(
 
     response = client_for(alice).post(URL, {"file": upload(csv_bytes(rows))}, format="multipart")
 
-    assert response.status_code == 400
-    body = response.json()
+    body = error_body(response, 400, "invalid")
     assert body["detail"] == "The file was refused (1 problem); nothing was stored."
-    assert body["errors"][0].startswith(
+    [problem] = messages_of(body)
+    assert problem.startswith(
         f"The file lacks 3 feature columns of cancer v1: {features[0]!r}, {features[1]!r}, {features[2]!r}."
     )
     assert not BatchPredictionJob.objects.exists()
@@ -80,29 +81,33 @@ def test_a_refused_file_answers_400_naming_each_problem_and_stores_nothing(
 
 
 @pytest.mark.parametrize(
-    ("data", "expected"),
+    ("data", "field", "expected"),
     [
-        ({}, "file: No file was submitted."),
-        ({"version": "two"}, "version: A valid integer is required."),
-        ({"stage": "archived"}, "'stage' must be one of: production, staging; got 'archived'."),
-        ({"version": "1", "stage": "staging"}, 'stage: Give either "version" (pin a version) or "stage".'),
+        ({}, "file", "No file was submitted."),
+        ({"version": "two"}, "version", "A valid integer is required."),
+        ({"version": "0"}, "version", "'version' must be a version number (1, 2, ...); got 0."),
+        ({"stage": "archived"}, "stage", "'stage' must be one of: production, staging; got 'archived'."),
+        (
+            {"version": "1", "stage": "staging"},
+            "stage",
+            'Give either "version" (pin a version) or "stage", not both.',
+        ),
     ],
 )
-def test_bad_form_fields_answer_400(alice, cancer_v1, new_batch_objects, data, expected):
+def test_bad_form_fields_answer_400(alice, cancer_v1, new_batch_objects, data, field, expected):
     if data:
         data = {"file": upload(csv_bytes(cancer_rows(2))), **data}
 
     response = client_for(alice).post(URL, data, format="multipart")
 
-    assert response.status_code == 400
-    assert expected in response.json()["errors"]
+    assert messages_of(error_body(response, 400, "invalid"), field) == [expected]
     assert new_batch_objects() == set()
 
 
 def test_a_json_body_is_refused_as_an_unsupported_media_type(alice, cancer_v1):
     response = client_for(alice).post(URL, {"rows": []}, format="json")
 
-    assert response.status_code == 415
+    error_body(response, 415, "unsupported_media_type")
 
 
 def test_no_production_version_is_409_and_an_unknown_model_404(alice, db, new_batch_objects):
@@ -114,16 +119,16 @@ def test_no_production_version_is_409_and_an_unknown_model_404(alice, db, new_ba
         "/api/models/nope/batch/", {"file": upload(csv_bytes(cancer_rows(2)))}, format="multipart"
     )
 
-    assert conflict.status_code == 409
-    assert "has no production version yet" in conflict.json()["detail"]
-    assert missing.status_code == 404
+    assert "has no production version yet" in error_body(conflict, 409, "no_version_in_stage")["detail"]
+    error_body(missing, 404, "not_found")
     assert new_batch_objects() == set()
 
 
 def test_anonymous_clients_are_refused(cancer_v1):
     response = APIClient().post(URL, {"file": upload(csv_bytes(cancer_rows(2)))}, format="multipart")
 
-    assert response.status_code in (401, 403)
+    error_body(response, 401, "not_authenticated")
+    assert response["WWW-Authenticate"] == "Token"
 
 
 def test_users_list_their_own_jobs_and_staff_everyones_in_fixed_queries(
@@ -176,7 +181,7 @@ def test_another_users_job_and_its_files_are_404_and_staff_reach_them(
     ]
 
     for url in urls:
-        assert client_for(charlie).get(url).status_code == 404, url
+        assert error_body(client_for(charlie).get(url), 404, "not_found")["detail"] == "No such batch job."
         assert client_for(staff).get(url).status_code == 200, url
     assert client_for(charlie).get("/api/batch-jobs/").json()["count"] == 0
     assert client_for(charlie).get("/api/batch-jobs/not-a-uuid/").status_code == 404
@@ -187,7 +192,9 @@ def test_downloads_of_an_unfinished_job_answer_409(alice, cancer_v1, no_worker):
 
     response = client_for(alice).get(f"/api/batch-jobs/{job.uuid}/result/")
 
-    assert response.status_code == 409
+    assert error_body(response, 409, "conflict")["detail"] == (
+        "The job is queued; its files are ready once it has succeeded."
+    )
 
 
 def test_the_schema_documents_the_batch_endpoints(alice, db):

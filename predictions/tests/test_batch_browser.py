@@ -11,6 +11,7 @@ import time
 import pytest
 from django.db import connection
 
+from predictions.batch import chunks as batch_chunks
 from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes
@@ -24,7 +25,7 @@ pytestmark = [
 @pytest.fixture
 def background_worker(monkeypatch):
     """Jobs run on a thread after the upload's response, a chunk every 0.4 s, like a busy worker."""
-    original = batch_services._chunk_compute
+    original = batch_chunks.chunk_compute
 
     def slow(attempt, model, *, chunk):
         time.sleep(0.4)
@@ -37,7 +38,7 @@ def background_worker(monkeypatch):
         finally:
             connection.close()
 
-    monkeypatch.setattr(batch_services, "_chunk_compute", slow)
+    monkeypatch.setattr(batch_chunks, "chunk_compute", slow)
     monkeypatch.setattr(
         batch_services, "_enqueue", lambda job_id: threading.Thread(target=run, args=(job_id,)).start()
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from mlops_site import errors, storage
 from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_run, job_start, upload
@@ -217,8 +218,10 @@ def test_downloads_wait_until_the_job_has_succeeded(alice, cancer_v1, no_worker)
 
     response = client_for(alice).get(f"/batch/{job.uuid}/result/")
 
+    # A page: the error page of the one mapping, with the same sentence the API's envelope gives.
     assert response.status_code == 409
-    assert response.json()["detail"] == "The job is queued; its files are ready once it has succeeded."
+    assert response.templates[0].name == "error.html"
+    assert "The job is queued; its files are ready once it has succeeded." in response.content.decode()
 
 
 def test_another_users_job_is_a_404_everywhere_and_staff_see_it(alice, charlie, staff, cancer_v1, no_worker):
@@ -246,3 +249,34 @@ def test_a_batch_prediction_page_links_back_to_its_job(alice, cancer_v1, no_work
     assert f'href="/batch/{job.uuid}/"' in html
     assert "row 2" in html
     assert 'id="batch-inputs"' in html
+
+
+def test_an_upload_while_storage_is_down_is_a_503_with_the_form_kept(alice, cancer_v1, monkeypatch):
+    def unavailable(key, content):
+        raise storage.StorageError(f"storage write of {key!r} failed: connection refused")
+
+    monkeypatch.setattr(storage, "put", unavailable)
+
+    response = client_for(alice).post("/predict/cancer/batch/", {"file": upload(csv_bytes(cancer_rows(2)))})
+
+    assert response.status_code == 503
+    assert response.context["problems"] == [errors.STORAGE_UNAVAILABLE]
+    assert response.context["form"] is not None
+    assert "connection refused" not in response.content.decode()
+    assert not BatchPredictionJob.objects.exists()
+
+
+def test_a_download_while_storage_is_down_is_the_503_page(alice, cancer_v1, no_worker, monkeypatch):
+    job = job_run(job_start(alice, csv_bytes(cancer_rows(3))))
+
+    def unavailable(key):
+        raise storage.StorageError(f"storage lookup of {key!r} failed: timed out")
+
+    monkeypatch.setattr(storage, "exists", unavailable)
+
+    response = client_for(alice).get(f"/batch/{job.uuid}/result/")
+
+    assert response.status_code == 503
+    assert response.templates[0].name == "error.html"
+    assert response["Retry-After"] == str(errors.RETRY_AFTER_SECONDS)
+    assert errors.STORAGE_UNAVAILABLE in response.content.decode()

@@ -10,6 +10,10 @@ import pytest
 from django.utils import timezone
 
 from mlops_site import storage
+from predictions.batch import attempt as batch_attempt
+from predictions.batch import chunks as batch_chunks
+from predictions.batch import outputs as batch_outputs
+from predictions.batch import rows as batch_rows
 from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction, PredictionRequest
 from predictions.tests.batch_helpers import (
@@ -30,9 +34,9 @@ class Killed(BaseException):
     """The worker dying mid-job: not an Exception, so the service neither catches nor records it."""
 
 
-def crash_once(monkeypatch, name: str, *, when) -> dict[str, int]:
-    """Make batch_services.<name> raise Killed the first time `when(*args, **kwargs)` holds."""
-    original = getattr(batch_services, name)
+def crash_once(monkeypatch, module, name: str, *, when) -> dict[str, int]:
+    """Make module.<name> raise Killed the first time `when(*args, **kwargs)` holds."""
+    original = getattr(module, name)
     state = {"crashed": 0}
 
     def wrapper(*args, **kwargs):
@@ -41,7 +45,7 @@ def crash_once(monkeypatch, name: str, *, when) -> dict[str, int]:
             raise Killed(name)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(batch_services, name, wrapper)
+    monkeypatch.setattr(module, name, wrapper)
     return state
 
 
@@ -264,26 +268,26 @@ def test_the_version_resolved_at_submission_predicts_even_after_a_promotion(alic
 # Crashes, retries, leases
 # ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("step", "when"),
+    ("module", "step", "when"),
     [
         # Killed after chunk 1 committed, before chunk 2 was read into the model.
-        ("_chunk_compute", lambda attempt, model, *, chunk: chunk.index == 2),
+        (batch_chunks, "chunk_compute", lambda attempt, model, *, chunk: chunk.index == 2),
         # Killed inside chunk 1's transaction, after its rows were inserted: the transaction never commits.
-        ("_ids_read", lambda job, *, row_indexes: row_indexes[0] == 10),
+        (batch_rows, "ids_read", lambda job, *, row_indexes: row_indexes[0] == 10),
         # Killed while writing chunk 1's result part, inside its transaction.
-        ("_object_replace", lambda key, content: key.endswith("result-000001.csv")),
+        (batch_outputs, "object_replace", lambda key, content: key.endswith("result-000001.csv")),
         # Killed while assembling the files, after every chunk committed.
-        ("_concatenate", lambda attempt, *, key, header, parts: True),
+        (batch_outputs, "concatenate", lambda attempt, *, key, header, parts: True),
     ],
 )
 def test_a_job_killed_midway_resumes_after_its_last_committed_chunk(
-    alice, cancer_v1, monkeypatch, step, when
+    alice, cancer_v1, monkeypatch, module, step, when
 ):
     rows = cancer_rows(27)
     rows[13][FEATURES[0]] = "oops"
     data = csv_bytes(rows)
     reference = job_run(job_start(alice, data))
-    crash = crash_once(monkeypatch, step, when=when)
+    crash = crash_once(monkeypatch, module, step, when=when)
     job = job_start(alice, data)
 
     with pytest.raises(Killed):
@@ -310,7 +314,7 @@ def test_a_job_killed_midway_resumes_after_its_last_committed_chunk(
 
 
 def test_a_transient_storage_error_hands_the_job_back_for_a_retry_that_resumes(alice, cancer_v1, monkeypatch):
-    original = batch_services._object_replace
+    original = batch_outputs.object_replace
     calls = {"n": 0}
 
     def flaky(key, content):
@@ -319,7 +323,7 @@ def test_a_transient_storage_error_hands_the_job_back_for_a_retry_that_resumes(a
             raise storage.StorageError("storage write of part failed: timeout")
         return original(key, content)
 
-    monkeypatch.setattr(batch_services, "_object_replace", flaky)
+    monkeypatch.setattr(batch_outputs, "object_replace", flaky)
     job = job_start(alice, csv_bytes(cancer_rows(25)))
 
     with pytest.raises(storage.StorageError):
@@ -361,7 +365,7 @@ def test_a_job_held_by_a_live_lease_is_not_run_a_second_time(alice, cancer_v1):
 
 
 def test_an_attempt_whose_lease_was_taken_stops_without_committing_its_chunk(alice, cancer_v1, monkeypatch):
-    original = batch_services._chunk_compute
+    original = batch_chunks.chunk_compute
 
     def taken_over(attempt, model, *, chunk):
         if chunk.index == 1:
@@ -369,7 +373,7 @@ def test_an_attempt_whose_lease_was_taken_stops_without_committing_its_chunk(ali
             BatchPredictionJob.objects.filter(pk=attempt.job.pk).update(attempts=attempt.token + 1)
         return original(attempt, model, chunk=chunk)
 
-    monkeypatch.setattr(batch_services, "_chunk_compute", taken_over)
+    monkeypatch.setattr(batch_chunks, "chunk_compute", taken_over)
     job = job_start(alice, csv_bytes(cancer_rows(25)))
 
     outcome = batch_services.batch_prediction_run(job_id=job.pk)
@@ -418,39 +422,17 @@ def test_an_unexpected_error_fails_the_job_with_its_message(alice, cancer_v1, mo
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(batch_services, "table_validate", broken)
+    monkeypatch.setattr(batch_chunks, "table_validate", broken)
     job = job_run(job_start(alice, csv_bytes(cancer_rows(5))))
 
     assert job.status == "failed"
     assert job.error_message == "Unexpected error (ZeroDivisionError): division by zero"
 
 
-def test_stale_jobs_are_sent_again_and_live_ones_left_alone(alice, cancer_v1, monkeypatch):
-    sent: list[int] = []
-    monkeypatch.setattr(batch_services, "_enqueue", sent.append)
-    old = timezone.now() - dt.timedelta(minutes=batch_services.STALE_QUEUED_MINUTES + 1)
-    queued_long = job_start(alice, csv_bytes(cancer_rows(2)))
-    BatchPredictionJob.objects.filter(pk=queued_long.pk).update(created_at=old)
-    queued_now = job_start(alice, csv_bytes(cancer_rows(2)))
-    dead = job_start(alice, csv_bytes(cancer_rows(2)))
-    BatchPredictionJob.objects.filter(pk=dead.pk).update(status="running", lease_expires_at=timezone.now())
-    alive = job_start(alice, csv_bytes(cancer_rows(2)))
-    BatchPredictionJob.objects.filter(pk=alive.pk).update(
-        status="running", lease_expires_at=timezone.now() + dt.timedelta(minutes=1)
-    )
-    sent.clear()
-
-    requeued = batch_services.batch_prediction_jobs_stale_requeue()
-
-    assert sorted(requeued) == sorted([queued_long.pk, dead.pk]) == sorted(sent)
-    assert queued_now.pk not in requeued
-    assert alive.pk not in requeued
-
-
 def test_the_timings_cover_every_step(alice, cancer_v1):
     job = job_run(job_start(alice, csv_bytes(cancer_rows(25))))
 
-    assert set(job.timings) == set(batch_services.TIMED_STEPS)
+    assert set(job.timings) == set(batch_attempt.TIMED_STEPS)
     assert all(isinstance(v, float) and v >= 0 and math.isfinite(v) for v in job.timings.values())
     assert json.loads(json.dumps(job.timings)) == job.timings
 
@@ -465,7 +447,7 @@ def test_sqlite_without_json_operators_stores_the_same_rows_one_statement_per_ro
     rows = cancer_rows(12)
     rows[3][FEATURES[0]] = ""
     reference = job_run(job_start(alice, csv_bytes(rows)))
-    monkeypatch.setattr(batch_services, "_sqlite_json_arrows", lambda: False)
+    monkeypatch.setattr(batch_rows, "sqlite_json_arrows", lambda: False)
 
     job = job_run(job_start(alice, csv_bytes(rows)))
 

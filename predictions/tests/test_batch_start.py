@@ -166,6 +166,7 @@ def test_an_unknown_model_or_version_is_not_found(alice, cancer_v1):
         ({"version": 0}, "'version' must be a version number (1, 2, ...); got 0."),
         ({"version": True}, "'version' must be a version number (1, 2, ...); got True."),
         ({"stage": "archived"}, "'stage' must be one of: production, staging; got 'archived'."),
+        ({"version": 1, "stage": "staging"}, 'Give either "version" (pin a version) or "stage", not both.'),
     ],
 )
 def test_it_refuses_bad_options(alice, cancer_v1, options, expected):

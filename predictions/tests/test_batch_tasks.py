@@ -9,9 +9,10 @@ import pytest
 from celery.exceptions import Retry
 from django.utils import timezone
 
-from jobs import retry as leased_tasks
+from jobs import policy as leased_tasks
 from mlops_site import storage
 from predictions import tasks
+from predictions.batch import outputs as batch_outputs
 from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_start, stored_csv
@@ -36,7 +37,7 @@ def test_running_the_task_twice_predicts_and_stores_every_row_once(job):
 
 
 def test_a_transient_error_is_retried_and_the_retry_resumes_the_job(job, monkeypatch):
-    original = batch_services._object_replace
+    original = batch_outputs.object_replace
     failures = {"left": 1}
 
     def flaky(key, content):
@@ -45,7 +46,7 @@ def test_a_transient_error_is_retried_and_the_retry_resumes_the_job(job, monkeyp
             raise storage.StorageError("storage write failed: connection reset")
         return original(key, content)
 
-    monkeypatch.setattr(batch_services, "_object_replace", flaky)
+    monkeypatch.setattr(batch_outputs, "object_replace", flaky)
 
     with (
         mock.patch.object(tasks.batch_prediction_run_task, "retry", side_effect=Retry) as retry,
@@ -107,16 +108,6 @@ def test_an_error_escaping_the_service_marks_the_job_failed(job, monkeypatch):
     job.refresh_from_db()
     assert job.status == "failed"
     assert job.error_message == "The worker task failed (RuntimeError): bug outside the service's handling"
-
-
-def test_marking_failed_leaves_a_job_held_by_a_live_attempt_alone(job):
-    BatchPredictionJob.objects.filter(pk=job.pk).update(
-        status="running", attempts=1, lease_expires_at=timezone.now() + dt.timedelta(seconds=30)
-    )
-
-    assert batch_services.batch_prediction_fail(job_id=job.pk, message="gave up") is False
-    job.refresh_from_db()
-    assert job.status == "running"
 
 
 def test_the_stale_requeue_task_sends_lost_jobs_again(job, monkeypatch):

@@ -13,6 +13,7 @@ from kombu import Connection
 
 from mlops_site.celery import app
 from predictions import tasks
+from predictions.batch import rows as batch_rows
 from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_run, job_start, stored_csv
@@ -34,7 +35,7 @@ def no_worker(monkeypatch):
 @pytest.mark.django_db(transaction=True)
 def test_the_store_thread_stores_every_chunk_in_order(alice, cancer_v1, no_worker, monkeypatch):
     threads: set[str] = set()
-    original = batch_services._rows_insert
+    original = batch_rows.rows_insert
 
     def recording(rows):
         import threading
@@ -42,7 +43,7 @@ def test_the_store_thread_stores_every_chunk_in_order(alice, cancer_v1, no_worke
         threads.add(threading.current_thread().name)
         return original(rows)
 
-    monkeypatch.setattr(batch_services, "_rows_insert", recording)
+    monkeypatch.setattr(batch_rows, "rows_insert", recording)
     rows = cancer_rows(35)
     rows[21]["id"] = "has, a comma"
     job = job_run(job_start(alice, csv_bytes(rows)))
@@ -60,7 +61,7 @@ def test_the_store_thread_stores_every_chunk_in_order(alice, cancer_v1, no_worke
 def test_a_crash_on_the_store_thread_is_raised_and_the_retry_resumes(
     alice, cancer_v1, no_worker, monkeypatch
 ):
-    original = batch_services._ids_read
+    original = batch_rows.ids_read
     state = {"crashed": False}
 
     def crashing(job, *, row_indexes):
@@ -69,7 +70,7 @@ def test_a_crash_on_the_store_thread_is_raised_and_the_retry_resumes(
             raise Killed("store thread")
         return original(job, row_indexes=row_indexes)
 
-    monkeypatch.setattr(batch_services, "_ids_read", crashing)
+    monkeypatch.setattr(batch_rows, "ids_read", crashing)
     job = job_start(alice, csv_bytes(cancer_rows(35)))
 
     with pytest.raises(Killed):

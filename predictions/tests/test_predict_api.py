@@ -9,7 +9,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.throttling import UserRateThrottle
 
-from mlops_site import storage
+from mlops_site import errors, storage
+from mlops_site.tests.helpers import error_body
 from predictions.models import Prediction, PredictionRequest
 from predictions.tests.helpers import make_model_version, trained_model
 
@@ -71,7 +72,7 @@ def test_a_token_authenticates_and_no_credentials_get_401(alice, cancer_v1):
     token = Token.objects.create(user=alice)
     client = APIClient()
 
-    assert post(client, {"inputs": ROW}).status_code == 401
+    error_body(post(client, {"inputs": ROW}), 401, "not_authenticated")
     response = post(client, {"inputs": ROW}, HTTP_AUTHORIZATION=f"Token {token.key}")
     assert response.status_code == 200
     assert Prediction.objects.get().user == alice
@@ -108,16 +109,14 @@ def test_stage_staging_answers_with_the_staging_version(client, cancer_v1):
 def test_an_unknown_model_is_404(client, cancer_v1):
     response = post(client, {"inputs": ROW}, url="/api/models/unknown/predict/")
 
-    assert response.status_code == 404
-    assert "unknown" in response.json()["detail"]
+    assert error_body(response, 404, "not_found")["detail"] == "There is no registered model named 'unknown'."
     assert_nothing_stored()
 
 
 def test_an_unknown_version_is_404(client, cancer_v1):
     response = post(client, {"inputs": ROW, "version": 9})
 
-    assert response.status_code == 404
-    assert response.json()["detail"] == "Model 'cancer' has no version 9."
+    assert error_body(response, 404, "not_found")["detail"] == "Model 'cancer' has no version 9."
 
 
 def test_no_production_version_is_a_clear_409(client, db):
@@ -125,8 +124,7 @@ def test_no_production_version_is_a_clear_409(client, db):
 
     response = post(client, {"inputs": ROW})
 
-    assert response.status_code == 409
-    assert "no production version" in response.json()["detail"]
+    assert "no production version" in error_body(response, 409, "no_version_in_stage")["detail"]
     assert_nothing_stored()
 
 
@@ -136,15 +134,12 @@ def test_a_missing_model_file_is_503_not_500(client, cancer_v1):
 
     response = post(client, {"inputs": ROW})
 
-    assert response.status_code == 503
-    assert "missing from storage" in response.json()["detail"]
+    assert "missing from storage" in error_body(response, 503, "model_unavailable")["detail"]
     assert_nothing_stored()
 
 
 def refused(response):
-    assert response.status_code == 400, response.content
-    body = response.json()
-    assert "nothing was stored" in body["detail"]
+    body = error_body(response, 400, "invalid")
     assert_nothing_stored()
     return [(e["row"], e["field"], e["code"]) for e in body["errors"]]
 
@@ -152,11 +147,15 @@ def refused(response):
 def test_a_missing_feature_is_400_naming_row_and_field(client, cancer_v1):
     row = {k: v for k, v in ROW.items() if k != "mean area"}
 
-    assert refused(post(client, {"rows": [ROW, row]})) == [(1, "mean area", "missing_feature")]
+    response = post(client, {"rows": [ROW, row]})
+
+    # Rows count from 1, as in a batch job's errors file: the second row sent is row 2.
+    assert refused(response) == [(2, "mean area", "missing_feature")]
+    assert response.json()["detail"] == "The request was refused (1 problem); nothing was stored."
 
 
 def test_an_unknown_field_is_400(client, cancer_v1):
-    assert refused(post(client, {"inputs": {**ROW, "colour": "red"}})) == [(0, "colour", "unknown_field")]
+    assert refused(post(client, {"inputs": {**ROW, "colour": "red"}})) == [(1, "colour", "unknown_field")]
 
 
 def test_a_wrong_type_is_400(client, cancer_v1):
@@ -169,9 +168,9 @@ def test_a_wrong_type_is_400(client, cancer_v1):
     }
 
     assert refused(post(client, body)) == [
-        (0, "mean radius", "wrong_type"),
-        (1, "mean texture", "wrong_type"),
-        (2, "mean area", "wrong_type"),
+        (1, "mean radius", "wrong_type"),
+        (2, "mean texture", "wrong_type"),
+        (3, "mean area", "wrong_type"),
     ]
 
 
@@ -185,16 +184,16 @@ def test_json_nan_and_infinity_literals_are_400_naming_the_field(client, cancer_
     response = client.post(URL, raw, content_type="application/json")
 
     assert refused(response) == [
-        (0, "mean radius", "not_finite"),
-        (0, "mean texture", "not_finite"),
+        (1, "mean radius", "not_finite"),
         (1, "mean texture", "not_finite"),
+        (2, "mean texture", "not_finite"),
     ]
 
 
 def test_nan_and_infinity_as_text_are_400(client, cancer_v1):
     body = {"rows": [{**ROW, "mean radius": "nan"}, {**ROW, "mean radius": "Infinity"}]}
 
-    assert refused(post(client, body)) == [(0, "mean radius", "not_finite"), (1, "mean radius", "not_finite")]
+    assert refused(post(client, body)) == [(1, "mean radius", "not_finite"), (2, "mean radius", "not_finite")]
 
 
 def test_more_rows_than_the_limit_is_400_naming_the_limit(client, cancer_v1, settings):
@@ -237,28 +236,32 @@ def test_an_out_of_range_value_is_accepted_and_flagged(client, cancer_v1):
         ({"rows": [ROW], "version": 1, "stage": "staging"}, "stage"),
         ({"rows": [ROW], "stage": "archived"}, "stage"),
         ({"rows": [ROW], "version": "one"}, "version"),
-        ({"rows": "not a list"}, None),
+        ({"rows": [ROW], "version": 0}, "version"),
+        ({"rows": "not a list"}, "rows"),
+        ({"rows": [ROW], "request_id": "has spaces"}, "request_id"),
     ],
 )
 def test_a_badly_shaped_body_is_400(client, cancer_v1, body, field):
-    errors = refused(post(client, body))
+    problems = refused(post(client, body))
 
-    assert errors[0][1] == field
+    assert [(row, name) for row, name, _ in problems] == [(None, field)]
 
 
 def test_malformed_json_is_400(client, cancer_v1):
     response = client.post(URL, "{rows: oops", content_type="application/json")
 
-    assert response.status_code == 400
+    error_body(response, 400, "parse_error")
     assert_nothing_stored()
 
 
 def test_predictions_are_throttled_by_the_user_rate(client, cancer_v1, monkeypatch):
     monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "2/minute", "anon": "2/minute"})
 
-    codes = [post(client, {"inputs": ROW}).status_code for _ in range(3)]
+    answers = [post(client, {"inputs": ROW}) for _ in range(3)]
 
-    assert codes == [200, 200, 429]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    error_body(answers[-1], 429, "throttled")
+    assert int(answers[-1]["Retry-After"]) > 0
     assert Prediction.objects.count() == 2
 
 
@@ -267,8 +270,7 @@ def test_a_body_over_the_upload_limit_is_413(client, cancer_v1, settings):
 
     response = post(client, {"rows": [ROW] * 10})
 
-    assert response.status_code == 413
-    assert "at most 1000 bytes" in response.json()["detail"]
+    assert "at most 1000 bytes" in error_body(response, 413, "too_large")["detail"]
     assert_nothing_stored()
 
 
@@ -280,8 +282,8 @@ def test_a_storage_outage_while_loading_the_model_is_a_retryable_503(client, can
 
     response = post(client, {"inputs": ROW})
 
-    assert response.status_code == 503
-    assert response["Retry-After"]
+    assert error_body(response, 503, "storage_unavailable")["detail"] == errors.STORAGE_UNAVAILABLE
+    assert response["Retry-After"] == str(errors.RETRY_AFTER_SECONDS)
     assert_nothing_stored()
 
 

@@ -13,8 +13,8 @@ from ml.predictor import OnnxPredictor, SklearnPredictor
 from models_registry import mlflow_gateway
 from models_registry import services as registry_services
 from models_registry.models import ModelVersion, RegisteredModel
-from predictions import model_cache, services
-from predictions.errors import ModelNotFound, NoVersionInStage
+from predictions import model_cache, selectors, services
+from predictions.errors import InputInvalid, ModelNotFound, NoVersionInStage
 from predictions.models import Channel, Prediction, PredictionRequest
 from predictions.tests.helpers import make_model_version, trained_model
 from predictions.validation import RowsInvalid
@@ -207,13 +207,16 @@ def test_a_model_without_any_version_has_no_production_version(alice, db):
         ({"version": True}, "version"),
         ({"request_id": "has spaces"}, "request_id"),
         ({"request_id": "x" * 65}, "request_id"),
+        ({"version": 1, "stage": "staging"}, "stage"),
     ],
 )
 def test_it_refuses_bad_options_and_stores_nothing(alice, cancer_v1, options, field):
-    with pytest.raises(RowsInvalid) as caught:
+    with pytest.raises(InputInvalid) as caught:
         predict([CANCER_ROW], alice, **options)
 
-    assert caught.value.errors[0]["field"] == field
+    assert [(e["row"], e["field"], e["code"]) for e in caught.value.errors] == [
+        (None, field, "invalid_option")
+    ]
     assert_nothing_stored()
 
 
@@ -233,7 +236,7 @@ def test_an_invalid_row_among_valid_ones_stores_nothing(alice, cancer_v1, change
     with pytest.raises(RowsInvalid) as caught:
         predict(rows, alice)
 
-    assert [(e["row"], e["code"]) for e in caught.value.errors] == [(1, code)]
+    assert [(e["row"], e["code"]) for e in caught.value.errors] == [(2, code)]
     assert_nothing_stored()
 
 
@@ -245,7 +248,7 @@ def test_a_row_missing_a_feature_stores_nothing(alice, cancer_v1):
         predict([row], alice)
 
     assert caught.value.errors == [
-        {"row": 0, "field": "mean area", "code": "missing_feature", "message": "'mean area' is missing."}
+        {"row": 1, "field": "mean area", "code": "missing_feature", "message": "'mean area' is missing."}
     ]
     assert_nothing_stored()
 
@@ -350,3 +353,19 @@ def test_a_failed_lookup_is_not_remembered(alice, db, monkeypatch):
     make_model_version(trained=CANCER, name="cancer")
 
     assert predict([CANCER_ROW], alice).model_version.version == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "stage"),
+    [({}, "production"), ({"stage": "staging"}, "staging"), ({"version": 3}, "production")],
+)
+def test_the_target_check_names_the_stage_to_resolve(options, stage):
+    assert selectors.prediction_target_check(**options) == stage
+
+
+def test_the_target_check_refuses_a_version_with_a_stage_for_single_and_batch_predictions_alike():
+    with pytest.raises(InputInvalid) as caught:
+        selectors.prediction_target_check(version=1, stage="production")
+
+    assert caught.value.problems == ['Give either "version" (pin a version) or "stage", not both.']
+    assert caught.value.errors[0]["field"] == "stage"

@@ -49,15 +49,16 @@ def test_it_names_a_missing_feature():
     row = good_row()
     del row["city"]
 
+    # Rows count from 1, as in a batch job's errors file: the second row sent is row 2.
     assert errors_of([good_row(), row]) == [
-        {"row": 1, "field": "city", "code": "missing_feature", "message": "'city' is missing."}
+        {"row": 2, "field": "city", "code": "missing_feature", "message": "'city' is missing."}
     ]
 
 
 def test_it_names_an_unknown_field_and_lists_the_features():
     (error,) = errors_of([good_row(agee=3)])
 
-    assert (error["row"], error["field"], error["code"]) == (0, "agee", "unknown_field")
+    assert (error["row"], error["field"], error["code"]) == (1, "agee", "unknown_field")
     assert "age, city, zone" in error["message"]
 
 
@@ -65,7 +66,7 @@ def test_it_names_an_unknown_field_and_lists_the_features():
 def test_it_rejects_a_numeric_feature_of_the_wrong_type(value):
     (error,) = errors_of([good_row(age=value)])
 
-    assert (error["row"], error["field"], error["code"]) == (0, "age", "wrong_type")
+    assert (error["row"], error["field"], error["code"]) == (1, "age", "wrong_type")
     assert "must be a number" in error["message"]
 
 
@@ -82,7 +83,7 @@ def test_it_rejects_a_categorical_feature_of_the_wrong_type(value):
 def test_it_rejects_nan_and_infinity(value):
     (error,) = errors_of([good_row(age=value)])
 
-    assert (error["row"], error["field"], error["code"]) == (0, "age", "not_finite")
+    assert (error["row"], error["field"], error["code"]) == (1, "age", "not_finite")
 
 
 def test_it_rejects_nan_given_for_a_category():
@@ -145,8 +146,8 @@ def test_it_reports_every_problem_of_every_row_in_row_order():
     errors = errors_of([good_row(zone=None, age="x"), 7, {"city": "Paris", "zone": 1, "extra": 1}])
 
     assert [(e["row"], e["field"], e["code"]) for e in errors] == [
-        (0, "age", "wrong_type"),
-        (1, None, "not_an_object"),
-        (2, "extra", "unknown_field"),
-        (2, "age", "missing_feature"),
+        (1, "age", "wrong_type"),
+        (2, None, "not_an_object"),
+        (3, "extra", "unknown_field"),
+        (3, "age", "missing_feature"),
     ]

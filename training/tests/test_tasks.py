@@ -10,12 +10,12 @@ import pytest
 from celery.exceptions import Retry
 from django.utils import timezone
 
-from jobs import retry as leased_tasks
+from jobs import policy as leased_tasks
 from mlops_site import storage
 from models_registry import mlflow_gateway
 from models_registry.models import ModelVersion
+from training import execution, tasks
 from training import services as training_services
-from training import tasks
 from training.models import TrainingRun
 from training.tests.helpers import FAST_FOREST, cancer_frame, dataset_upload, stored_model_files, version_of
 
@@ -76,9 +76,9 @@ def test_running_the_task_twice_registers_once_and_changes_nothing(queued):
 
 
 def test_a_crash_after_registration_is_recovered_by_the_retry_without_a_second_version(queued):
-    real_record = training_services._model_version_record
+    real_record = execution._model_version_record
     with (
-        mock.patch.object(training_services, "_model_version_record", side_effect=SimulatedCrash),
+        mock.patch.object(execution, "_model_version_record", side_effect=SimulatedCrash),
         pytest.raises(SimulatedCrash),
     ):
         training_services.training_run_execute(run_id=queued.pk)
@@ -89,7 +89,7 @@ def test_a_crash_after_registration_is_recovered_by_the_retry_without_a_second_v
 
     # The broker redelivers the message; the dead worker's lease has run out by then.
     expire_lease(queued)
-    with mock.patch.object(training_services, "_model_version_record", wraps=real_record) as record:
+    with mock.patch.object(execution, "_model_version_record", wraps=real_record) as record:
         outcome = training_services.training_run_execute(run_id=queued.pk)
 
     assert outcome.status == "succeeded"
@@ -105,9 +105,7 @@ def test_a_crash_after_registration_is_recovered_by_the_retry_without_a_second_v
 
 
 def test_a_failure_after_registration_deletes_the_mlflow_version_and_the_stored_files(queued):
-    with mock.patch.object(
-        training_services, "_model_version_record", side_effect=RuntimeError("disk on fire")
-    ):
+    with mock.patch.object(execution, "_model_version_record", side_effect=RuntimeError("disk on fire")):
         outcome = training_services.training_run_execute(run_id=queued.pk)
 
     assert outcome.status == "failed"
@@ -130,26 +128,12 @@ def test_stored_files_shared_with_an_existing_version_survive_a_failed_run(queue
         created_by=None,
     )
 
-    with mock.patch.object(training_services, "_model_version_record", side_effect=RuntimeError("boom")):
+    with mock.patch.object(execution, "_model_version_record", side_effect=RuntimeError("boom")):
         training_services.training_run_execute(run_id=twin.pk)
 
     assert storage.exists(kept.skops_key)
     assert storage.exists(kept.onnx_key)
     assert mlflow_versions() == [1]
-
-
-def test_a_run_held_by_a_live_attempt_is_not_executed_again(queued):
-    lease = timezone.now() + timedelta(seconds=60)
-    TrainingRun.objects.filter(pk=queued.pk).update(status="running", attempts=1, lease_expires_at=lease)
-
-    with mock.patch.object(training_services, "model_train") as train:
-        outcome = training_services.training_run_execute(run_id=queued.pk)
-
-    train.assert_not_called()
-    assert outcome.status == "busy"
-    assert 60 <= outcome.retry_in <= 70
-    queued.refresh_from_db()
-    assert (queued.status, queued.attempts, queued.lease_expires_at) == ("running", 1, lease)
 
 
 def test_the_task_retries_later_when_another_attempt_holds_the_run(queued):
@@ -187,7 +171,7 @@ def test_a_run_that_keeps_killing_its_worker_is_given_up(queued):
         lease_expires_at=timezone.now() - timedelta(seconds=1),
     )
 
-    with mock.patch.object(training_services, "model_train") as train:
+    with mock.patch.object(execution, "model_train") as train:
         outcome = training_services.training_run_execute(run_id=queued.pk)
 
     train.assert_not_called()
@@ -244,15 +228,29 @@ def test_the_task_retries_transient_failures_then_fails_the_run(queued):
     assert mlflow_versions() == []
 
 
+def test_an_error_escaping_the_service_marks_the_run_failed(queued, monkeypatch):
+    def broken(*, run_id):
+        raise RuntimeError("bug outside the service's handling")
+
+    monkeypatch.setattr(training_services, "training_run_execute", broken)
+
+    result = tasks.training_run_execute_task.apply(args=[queued.pk], throw=False)
+
+    assert isinstance(result.result, RuntimeError)
+    queued.refresh_from_db()
+    assert (queued.status, queued.progress_message) == ("failed", "Failed")
+    assert queued.error_message == "The worker task failed (RuntimeError): bug outside the service's handling"
+
+
 def test_an_attempt_that_lost_its_lease_stops_without_touching_the_run(queued):
-    real_train = training_services.model_train
+    real_train = execution.model_train
 
     def taken_over(**kwargs):
         # Another worker reclaims the run while this one is fitting.
         TrainingRun.objects.filter(pk=queued.pk).update(attempts=2)
         return real_train(**kwargs)
 
-    with mock.patch.object(training_services, "model_train", side_effect=taken_over):
+    with mock.patch.object(execution, "model_train", side_effect=taken_over):
         outcome = training_services.training_run_execute(run_id=queued.pk)
 
     assert outcome.status == "lost"
@@ -267,7 +265,7 @@ def test_a_failure_after_the_lease_was_lost_does_not_fail_the_other_attempts_run
         TrainingRun.objects.filter(pk=queued.pk).update(attempts=2)
         raise RuntimeError("late failure")
 
-    with mock.patch.object(training_services, "model_train", side_effect=taken_over_then_broken):
+    with mock.patch.object(execution, "model_train", side_effect=taken_over_then_broken):
         outcome = training_services.training_run_execute(run_id=queued.pk)
 
     assert outcome.status == "lost"
@@ -304,8 +302,8 @@ def test_stale_runs_are_sent_again(cancer, queued):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_lease_is_renewed_while_a_long_step_runs(cancer, monkeypatch):
-    monkeypatch.setattr(training_services, "LEASE_SECONDS", 1)
-    monkeypatch.setattr(training_services, "LEASE_RENEW_SECONDS", 0.1)
+    monkeypatch.setattr(training_services.RUNS, "lease_seconds", 1)
+    monkeypatch.setattr(training_services.RUNS, "renew_seconds", 0.1)
     # Committed at once here; the run is executed below, as the worker would, not by the eager hand-off.
     with mock.patch.object(tasks.training_run_execute_task, "delay"):
         run = training_services.training_run_create(
@@ -315,7 +313,7 @@ def test_the_lease_is_renewed_while_a_long_step_runs(cancer, monkeypatch):
             params=FAST_FOREST,
             created_by=None,
         )
-    real_train = training_services.model_train
+    real_train = execution.model_train
     seen = {}
 
     def slow_train(**kwargs):
@@ -327,7 +325,7 @@ def test_the_lease_is_renewed_while_a_long_step_runs(cancer, monkeypatch):
         seen["second_attempt"] = training_services.training_run_execute(run_id=run.pk).status
         return real_train(**kwargs)
 
-    with mock.patch.object(training_services, "model_train", side_effect=slow_train):
+    with mock.patch.object(execution, "model_train", side_effect=slow_train):
         outcome = training_services.training_run_execute(run_id=run.pk)
 
     assert outcome.status == "succeeded"

@@ -1,0 +1,73 @@
+"""Checks of a batch upload before anything is stored: the header row, and the row estimate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import IO
+
+from models_registry.models import ModelVersion
+from predictions.batch import outputs as batch_outputs
+
+
+def line_count(file: IO[bytes]) -> int:
+    file.seek(0)
+    count, last = 0, b""
+    while block := file.read(1024 * 1024):
+        count += block.count(b"\n")
+        last = block[-1:]
+    return count + (1 if last and last != b"\n" else 0)
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+def _number_like(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def header_problems(header: list[str] | None, *, has_rows: bool, version: ModelVersion) -> list[str]:
+    if header is None:
+        return ["The file is empty: it has no header row and no data."]
+    if all(not name.strip() or _number_like(name) for name in header):
+        return [
+            "The first row does not look like a header: every field is a number or blank. "
+            "Add a header row with the column names."
+        ]
+    problems: list[str] = []
+    blank = [str(position + 1) for position, name in enumerate(header) if not name.strip()]
+    if blank:
+        problems.append(f"Column {', '.join(blank)} has no name in the header row; every column needs one.")
+    seen: set[str] = set()
+    duplicates = sorted({name for name in header if name in seen or seen.add(name)})
+    if duplicates:
+        problems.append(f"Column names must be unique; these appear more than once: {_names(duplicates)}.")
+    if len(header) == 1:
+        for separator, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+            if separator in header[0]:
+                problems.append(
+                    f"The file seems to separate fields with {label}; "
+                    "only comma-separated files are accepted."
+                )
+                break
+    features = [c["name"] for c in version.feature_schema]
+    missing = [name for name in features if name not in seen]
+    if missing:
+        problems.append(
+            f"The file lacks {len(missing)} feature column{'s' if len(missing) != 1 else ''} of "
+            f"{version.registered_model.name} v{version.version}: {_names(missing)}. The header must name "
+            f"every feature: {_names(features)}. Other columns are allowed and copied to the result."
+        )
+    taken = [name for name in batch_outputs.output_columns(classes=version.classes) if name in seen]
+    if taken:
+        problems.append(
+            f"The file already has column{'s' if len(taken) != 1 else ''} named {_names(taken)}, which the "
+            "result adds with the predictions. Rename or remove them."
+        )
+    if not has_rows:
+        problems.append("The file has a header row but no data rows.")
+    return problems

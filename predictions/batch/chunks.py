@@ -1,0 +1,210 @@
+"""A batch job's chunks: the model loaded once, each chunk validated and predicted, then stored in order."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import connection, transaction
+from django.db.models import F
+
+from ml.errors import PredictionInputError
+from ml.pipeline import NUMERIC
+from models_registry.models import ModelVersion
+from predictions import model_cache
+from predictions.batch import files as batch_files
+from predictions.batch import outputs as batch_outputs
+from predictions.batch import rows as batch_rows
+from predictions.batch.attempt import BatchAttempt, BatchRunError
+from predictions.models import PredictionRequest
+from predictions.validation import TableCheck, table_validate
+
+
+@dataclass(frozen=True)
+class Model:
+    predictor: model_cache.Predictor
+    feature_schema: list[dict[str, Any]]
+    # Set when the model gives probabilities: the column names after "probability_".
+    classes: list[str] | None
+
+
+def _probe_row(feature_schema: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    columns: dict[str, np.ndarray] = {}
+    for column in feature_schema:
+        if column["kind"] == NUMERIC:
+            low = column.get("min")
+            columns[column["name"]] = np.array([low if low is not None else 0.0], dtype="float64")
+        else:
+            categories = column.get("categories") or [""]
+            columns[column["name"]] = np.array([categories[0]], dtype=object)
+    return columns
+
+
+def model_load(version: ModelVersion) -> Model:
+    predictor = model_cache.predictors.get(model_cache.ModelArtifacts.of_version(version))
+    # Every part must have the same columns, also a part without one valid row: one probe row tells
+    # whether this model gives probabilities.
+    try:
+        _, probabilities = predictor.predict_columns(_probe_row(version.feature_schema))
+    except PredictionInputError as exc:
+        raise BatchRunError(f"{version} cannot predict: {exc}") from exc
+    classes = None
+    if probabilities is not None:
+        known = version.classes or predictor.classes
+        width = len(probabilities[0])
+        classes = [str(c) for c in known] if known and len(known) == width else [str(i) for i in range(width)]
+    return Model(predictor=predictor, feature_schema=version.feature_schema, classes=classes)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while chunks are processed.
+
+    A chunk allocates hundreds of thousands of small objects (JSON texts, row tuples); each allocation
+    burst set off full collections that walk every object of the worker, Django and scikit-learn
+    included, and cost more than the prediction itself. Nothing here builds reference cycles, so
+    reference counting frees everything anyway.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@dataclass
+class Computed:
+    """A chunk checked and predicted, waiting to be stored."""
+
+    chunk: batch_files.Chunk
+    check: TableCheck
+    labels: list[Any]
+    probabilities: np.ndarray
+    rows: batch_rows.Rows | None
+
+
+def chunk_compute(attempt: BatchAttempt, model: Model, *, chunk: batch_files.Chunk) -> Computed:
+    """Validate and predict a chunk, write its errors part, and encode its rows for the database."""
+    job = attempt.job
+    started = time.perf_counter()
+    check = table_validate(table=chunk.table, feature_schema=model.feature_schema)
+    started = attempt.timed("validate", started)
+    labels: list[Any] = []
+    probabilities = np.empty((0, len(model.classes or [])))
+    if check.n_valid:
+        try:
+            labels, raw_probabilities = model.predictor.predict_columns(check.columns)
+        except PredictionInputError as exc:
+            raise BatchRunError(
+                f"Rows {chunk.rows[0]} to {chunk.rows[-1]}: the model could not score them: {exc}"
+            ) from exc
+        if model.classes is not None and raw_probabilities is not None:
+            probabilities = np.asarray(raw_probabilities, dtype="float64")
+    started = attempt.timed("predict", started)
+    if check.n_errors or chunk.ragged:
+        batch_outputs.object_replace(
+            batch_outputs.part_key(job, "errors", chunk.index),
+            io.BytesIO(batch_outputs.errors_part(chunk, check)),
+        )
+    started = attempt.timed("write", started)
+    rows = None
+    if check.n_valid:
+        encoded = batch_rows.probabilities_json(probabilities, model.classes) if model.classes else None
+        rows = batch_rows.rows_encode(
+            job,
+            row_indexes=(chunk.rows - 1)[check.valid],
+            predictions=batch_rows.labels_json(labels),
+            probabilities=encoded,
+            warnings=check.warnings_json[check.valid],
+        )
+    attempt.timed("encode", started)
+    return Computed(chunk=chunk, check=check, labels=labels, probabilities=probabilities, rows=rows)
+
+
+def chunk_store(attempt: BatchAttempt, model: Model, computed: Computed) -> None:
+    """Store a computed chunk's rows, advance the checkpoint and write its result part, in one transaction.
+
+    The part is written inside the transaction on purpose: the prediction ids it lists exist only once
+    the rows are inserted, and a part written after the commit could be lost to a crash with the
+    checkpoint already past it. The checkpoint's UPDATE comes first and locks the job row, so no other
+    attempt can claim the job (and write this part) until this transaction ends.
+    """
+    job, chunk, rows = attempt.job, computed.chunk, computed.rows
+    started = time.perf_counter()
+    with transaction.atomic():
+        attempt.checkpoint(index=chunk.index, rows=len(chunk), failed=len(chunk) - computed.check.n_valid)
+        ids = np.zeros(chunk.table.num_rows, dtype="int64")
+        if rows is not None:
+            batch_rows.rows_insert(rows)
+            PredictionRequest.objects.filter(pk=job.prediction_request_id).update(
+                n_rows=F("n_rows") + rows.count
+            )
+            ids = batch_rows.ids_read(job, row_indexes=chunk.rows - 1)
+        started = attempt.timed("store", started)
+        part = batch_outputs.result_part(
+            chunk,
+            computed.check,
+            classes=model.classes,
+            labels=computed.labels,
+            probabilities=computed.probabilities,
+            ids=ids,
+        )
+        batch_outputs.object_replace(batch_outputs.part_key(job, "result", chunk.index), io.BytesIO(part))
+        started = attempt.timed("write", started)
+    # The commit checks the rows' foreign keys (deferred constraints): part of storing them.
+    attempt.timed("store", started)
+
+
+class Writer:
+    """Stores computed chunks one at a time, in order, while the main thread computes the next one.
+
+    The database (a PostgreSQL server, or SQLite's C code, which releases the GIL) then works in parallel
+    with reading, validating and predicting: a worker on two cores keeps both busy. At most one chunk is
+    in flight, so memory holds two chunks. Without a thread of its own (`threaded=False`, used when the
+    caller holds a transaction that a second connection could not see into) it stores at once.
+    """
+
+    def __init__(self, attempt: BatchAttempt, model: Model, *, threaded: bool) -> None:
+        self.attempt = attempt
+        self.model = model
+        self.threaded = threaded
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, computed: Computed) -> None:
+        self.wait()
+        if not self.threaded:
+            chunk_store(self.attempt, self.model, computed)
+            return
+        self._thread = threading.Thread(
+            target=self._store, args=(computed,), name=f"batch-job-{self.attempt.job.pk}-store", daemon=True
+        )
+        self._thread.start()
+
+    def _store(self, computed: Computed) -> None:
+        try:
+            chunk_store(self.attempt, self.model, computed)
+        except BaseException as exc:  # handed to the main thread by wait()
+            self._error = exc
+        finally:
+            connection.close()
+
+    def wait(self) -> None:
+        """Block until the chunk in flight is stored; raise what storing it raised."""
+        if self._thread is not None:
+            started = time.perf_counter()
+            self._thread.join()
+            self._thread = None
+            self.attempt.timed("wait", started)
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error

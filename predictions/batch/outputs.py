@@ -1,0 +1,151 @@
+"""A batch job's output files: each chunk's result and errors parts, and the files assembled from them."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import uuid
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+
+from mlops_site import storage
+from predictions.batch import files as batch_files
+from predictions.batch.attempt import BatchAttempt
+from predictions.models import BatchPredictionJob
+from predictions.validation import TableCheck
+
+logger = logging.getLogger(__name__)
+
+#: Columns the result file adds after the input columns (probability_<class> columns follow prediction).
+PREDICTION_COLUMN = "prediction"
+PROBABILITY_PREFIX = "probability_"
+TRAILING_COLUMNS = ("prediction_id", "row", "warnings")
+ERRORS_COLUMNS = ("row", "field", "code", "message", "value")
+
+
+def output_columns(*, classes: list[Any] | None) -> list[str]:
+    """The columns the result file adds, for a model with these classes (None: no probabilities)."""
+    return [PREDICTION_COLUMN, *probability_columns(classes), *TRAILING_COLUMNS]
+
+
+def probability_columns(classes: list[Any] | None) -> list[str]:
+    return [f"{PROBABILITY_PREFIX}{c}" for c in classes or []]
+
+
+def input_object_key(job_uuid: uuid.UUID) -> str:
+    return f"batch/{job_uuid}/input.csv"
+
+
+def part_key(job: BatchPredictionJob, kind: str, index: int) -> str:
+    return f"batch/{job.uuid}/parts/{kind}-{index:06d}.csv"
+
+
+def object_replace(key: str, content: IO[bytes]) -> None:
+    """Store content under exactly `key`, replacing what an earlier attempt stored there."""
+    if storage.exists(key):
+        storage.delete(key)
+    storage.put(key, content)
+
+
+def errors_part(chunk: batch_files.Chunk, check: TableCheck) -> bytes:
+    """The chunk's refused rows and ragged lines as errors-file rows, ordered by row number."""
+    errors = check.errors
+    width = chunk.table.num_columns
+    ragged = chunk.ragged
+    row = np.concatenate([chunk.rows[errors["position"]], np.array([r.row for r in ragged], dtype="int64")])
+    messages = [
+        f"Row {r.row} has {r.fields} field{'s' if r.fields != 1 else ''}; the header has {width}. "
+        "Quote values that hold commas."
+        for r in ragged
+    ]
+    columns = {
+        "field": [errors["field"], np.full(len(ragged), "", dtype=object)],
+        "code": [errors["code"], np.full(len(ragged), batch_files.WRONG_FIELD_COUNT, dtype=object)],
+        "message": [errors["message"], np.array(messages, dtype=object)],
+        "value": [errors["value"], np.array([r.text for r in ragged], dtype=object)],
+    }
+    order = np.argsort(row, kind="stable")
+    table = pa.table(
+        {
+            "row": pa.array(row[order], pa.int64()),
+            **{name: pa.array(np.concatenate(parts)[order], pa.string()) for name, parts in columns.items()},
+        }
+    )
+    return batch_files.csv_part(table)
+
+
+def result_part(
+    chunk: batch_files.Chunk,
+    check: TableCheck,
+    *,
+    classes: list[str] | None,
+    labels: list[Any],
+    probabilities: np.ndarray,
+    ids: np.ndarray,
+) -> bytes:
+    """The chunk's rows as read, then prediction, probability_<class>…, prediction_id, row, warnings."""
+    n = chunk.table.num_rows
+    valid = check.valid
+    columns: dict[str, Any] = dict(zip(chunk.table.column_names, chunk.table.columns, strict=True))
+    predicted = np.full(n, None, dtype=object)
+    if len(labels):
+        predicted[valid] = labels
+    columns[PREDICTION_COLUMN] = pa.array(predicted, from_pandas=True)
+    for position, name in enumerate(probability_columns(classes)):
+        column = np.full(n, np.nan)
+        if len(probabilities):
+            column[valid] = probabilities[:, position]
+        columns[name] = pa.array(column, mask=~valid)
+    columns["prediction_id"] = pa.array(ids, mask=ids == 0)
+    columns["row"] = pa.array(chunk.rows)
+    columns["warnings"] = pa.array(check.warnings_text, pa.string())
+    return batch_files.csv_part(pa.table(columns))
+
+
+def concatenate(attempt: BatchAttempt, *, key: str, header: bytes, parts: list[str]) -> None:
+    """Header plus parts, in order, streamed through a temporary file (memory stays flat) into `key`."""
+    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as out:
+        out.write(header)
+        for part in parts:
+            for block in storage.iter_chunks(part):
+                out.write(block)
+            attempt.renew()
+        out.seek(0)
+        object_replace(key, out)  # type: ignore[arg-type]
+
+
+def files_assemble(attempt: BatchAttempt, *, header: list[str], classes: list[str] | None) -> list[str]:
+    """Write the job's result and errors files from the parts of its chunks; returns the parts used."""
+    job = attempt.job
+    chunks = attempt.chunks_done
+    result_parts = [part_key(job, "result", i) for i in range(chunks)]
+    concatenate(
+        attempt,
+        key=result_key(job),
+        header=batch_files.header_line([*header, *output_columns(classes=classes)]),
+        parts=result_parts,
+    )
+    error_parts = [key for key in (part_key(job, "errors", i) for i in range(chunks)) if storage.exists(key)]
+    concatenate(
+        attempt, key=errors_key(job), header=batch_files.header_line(list(ERRORS_COLUMNS)), parts=error_parts
+    )
+    return result_parts + error_parts
+
+
+def result_key(job: BatchPredictionJob) -> str:
+    return f"batch/{job.uuid}/result.csv"
+
+
+def errors_key(job: BatchPredictionJob) -> str:
+    return f"batch/{job.uuid}/errors.csv"
+
+
+def parts_delete(job: BatchPredictionJob, keys: list[str]) -> None:
+    """Delete parts the assembled files hold; one left behind only costs space."""
+    for key in keys:
+        try:
+            storage.delete(key)
+        except storage.StorageError:
+            logger.warning("batch job %s: could not delete part %s", job.pk, key, exc_info=True)

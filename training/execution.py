@@ -1,0 +1,323 @@
+"""The work of a training run's attempt: read, train, store, log, register and record; and its undo."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from typing import Any
+
+import pandas as pd
+from django.db import transaction
+from django.db.models import Max
+from threadpoolctl import threadpool_limits
+
+from datasets.models import DatasetVersion
+from jobs import engine
+from ml import artifacts, onnx_export
+from ml.errors import ArtifactError, TrainingInputError
+from ml.train import model_train
+from mlops_site import storage
+from models_registry import mlflow_gateway, webhook_services
+from models_registry import services as registry_services
+from models_registry.models import ModelVersion, RegisteredModel, WebhookEvent
+from training.models import TrainingRun
+
+logger = logging.getLogger(__name__)
+
+
+class RunAttempt(engine.Attempt[TrainingRun]):
+    """An attempt at a run: reports progress, and remembers what it registered and stored, to undo it."""
+
+    def __init__(self, spec: engine.JobSpec[TrainingRun], job: TrainingRun) -> None:
+        super().__init__(spec, job)
+        self.mlflow_version: int | None = None
+        self.stored_keys: list[str] = []
+
+    @property
+    def run(self) -> TrainingRun:
+        return self.job
+
+    def progress(self, percent: int, message: str) -> None:
+        """Record progress and renew the lease; raises LeaseLost when another attempt took over."""
+        self.write(progress=percent, progress_message=message[:255])
+        self.job.progress, self.job.progress_message = percent, message
+
+    def released_fields(self, message: str) -> dict[str, Any]:
+        return {"progress_message": message[:255]}
+
+
+def run_work(attempt: RunAttempt) -> None:
+    """Train, store, log, register and record the run's model version, renewing the lease meanwhile."""
+    # Fitting alone can outlast the lease: the heartbeat renews it until the steps end, and stops before
+    # any clean-up, so the lease is not renewed after the run is handed back.
+    # One native thread, as in model_train: scikit-learn's OpenMP predict of histogram gradient boosting
+    # (the ONNX check, MLflow's signature) spun idle threads and ran several times slower.
+    with attempt.heartbeat(), threadpool_limits(limits=1):
+        _steps(attempt)
+
+
+def failure_reason(exc: Exception) -> str | None:
+    """The reason a run failed for, as its owner reads it; None for an unexpected error."""
+    if isinstance(exc, TrainingInputError | ArtifactError):
+        return str(exc)
+    if isinstance(exc, mlflow_gateway.RegistryError):
+        return f"MLflow refused the run: {exc}"
+    if isinstance(exc, FileNotFoundError):
+        return f"The stored file {exc} is missing from object storage."
+    return None
+
+
+def _steps(attempt: RunAttempt) -> None:
+    run = attempt.run
+    dataset_version = run.dataset_version
+    attempt.progress(5, f"Reading dataset {dataset_version}")
+    frame = _dataset_frame(dataset_version)
+
+    attempt.progress(15, f"Training {run.algorithm} on {len(frame)} rows")
+    result = model_train(
+        frame=frame,
+        schema_columns=dataset_version.schema.get("columns", []),
+        target_column=run.target_column,
+        algorithm=run.algorithm,
+        params=run.params,
+        task=run.task or None,
+        seed=run.seed,
+        test_size=run.test_size,
+    )
+    registered = run.registered_model
+    if registered.task and registered.task != result.task:
+        raise TrainingInputError(
+            f"Model '{registered.name}' holds {registered.task} versions, but this target was treated as "
+            f"{result.task}. Set the task to {registered.task}, or train under another model name."
+        )
+
+    attempt.progress(55, "Converting to ONNX and storing the model files")
+    skops_bytes = artifacts.skops_dump(result.pipeline)
+    skops_sha256 = artifacts.sha256_hex(skops_bytes)
+    conversion = onnx_export.onnx_convert(
+        pipeline=result.pipeline,
+        feature_schema=result.feature_schema,
+        X_holdout=result.X_holdout,
+        classes=result.classes,
+        # model_train already has scikit-learn's predictions on the holdout; the check compares with them.
+        sklearn_predictions=result.holdout_predictions,
+        sklearn_probabilities=result.holdout_probabilities,
+    )
+    skops_key = _model_object_store(attempt, data=skops_bytes, sha256=skops_sha256, kind=artifacts.SKOPS)
+    onnx_key = ""
+    if conversion.available and conversion.data is not None and conversion.sha256 is not None:
+        onnx_key = _model_object_store(
+            attempt, data=conversion.data, sha256=conversion.sha256, kind=artifacts.ONNX
+        )
+
+    attempt.progress(70, "Logging to MLflow")
+    summary = _training_summary(result, conversion)
+    params = _json_safe(result.params)
+    mlflow_run_id = mlflow_gateway.training_run_log(
+        run_key=str(run.key),
+        params={
+            **{f"model.{name}": value for name, value in params.items()},
+            "algorithm": run.algorithm,
+            "task": result.task,
+            "seed": run.seed,
+            "test_size": run.test_size,
+            "target_column": run.target_column,
+        },
+        metrics=result.metrics,
+        tags={
+            "dataset.sha256": dataset_version.sha256,
+            "dataset.name": dataset_version.dataset.name,
+            "dataset.version": dataset_version.version,
+            "model.name": registered.name,
+            "algorithm": run.algorithm,
+            "task": result.task,
+            "onnx.status": "available" if onnx_key else "unavailable",
+        },
+        artifacts=_mlflow_artifacts(result, summary, conversion),
+        model=result.pipeline,
+        skops_trusted_types=artifacts.TRUSTED_TYPES,
+        input_example=result.X_holdout,
+        run_name=f"{registered.name} run {run.pk}",
+    )
+    attempt.write(mlflow_run_id=mlflow_run_id)
+    run.mlflow_run_id = mlflow_run_id
+
+    attempt.progress(85, "Registering the model in MLflow")
+    attempt.mlflow_version = mlflow_gateway.model_register(
+        name=registered.name, run_id=mlflow_run_id, tags={"training_run": str(run.key)}
+    )
+
+    attempt.progress(95, "Recording the model version")
+    _model_version_record(
+        attempt,
+        result=result,
+        summary=summary,
+        skops_key=skops_key,
+        skops_sha256=skops_sha256,
+        onnx_key=onnx_key,
+        conversion=conversion,
+        mlflow_run_id=mlflow_run_id,
+    )
+
+
+def _dataset_frame(dataset_version: DatasetVersion) -> pd.DataFrame:
+    data = storage.read_bytes(dataset_version.object_key)
+    if data is None:
+        raise FileNotFoundError(dataset_version.object_key)
+    if artifacts.sha256_hex(data) != dataset_version.sha256:
+        raise ArtifactError(
+            f"The stored file of dataset version {dataset_version} does not match its recorded sha256; "
+            "it was changed or damaged, so nothing was trained on it."
+        )
+    # The same reading as the upload check, so the columns match the recorded schema.
+    return pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", low_memory=False)
+
+
+def _model_object_store(attempt: RunAttempt, *, data: bytes, sha256: str, kind: str) -> str:
+    key = registry_services.model_object_key(sha256=sha256, kind=kind)
+    if storage.exists(key) and storage.size(key) == len(data):
+        return key
+    storage.put_bytes(key, data)
+    attempt.stored_keys.append(key)
+    return key
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _training_summary(result: Any, conversion: onnx_export.OnnxConversion) -> dict[str, Any]:
+    return _json_safe(
+        {
+            "split": result.split,
+            "metrics_omitted": result.metrics_omitted,
+            "excluded_columns": result.excluded_columns,
+            "fit_seconds": round(result.fit_seconds, 3),
+            "fit_warnings": result.warnings,
+            "onnx_max_probability_diff": conversion.max_probability_diff,
+            "onnx_max_value_diff": conversion.max_value_diff,
+        }
+    )
+
+
+def _mlflow_artifacts(
+    result: Any, summary: dict[str, Any], conversion: onnx_export.OnnxConversion
+) -> dict[str, bytes | str]:
+    files: dict[str, bytes | str] = {
+        "feature_schema.json": json.dumps(_json_safe(result.feature_schema), indent=2),
+        "training_summary.json": json.dumps(summary, indent=2),
+    }
+    for name, value in result.artifacts.items():
+        if name == "figures":
+            for figure_name, figure in value.items():
+                files[f"figures/{figure_name}.json"] = json.dumps(_json_safe(figure))
+        else:
+            files[f"{name}.json"] = json.dumps(_json_safe(value), indent=2)
+    if conversion.available and conversion.data is not None:
+        files["onnx/model.onnx"] = conversion.data
+    return files
+
+
+def _model_version_record(
+    attempt: RunAttempt,
+    *,
+    result: Any,
+    summary: dict[str, Any],
+    skops_key: str,
+    skops_sha256: str,
+    onnx_key: str,
+    conversion: onnx_export.OnnxConversion,
+    mlflow_run_id: str,
+) -> ModelVersion:
+    run = attempt.run
+    with transaction.atomic():
+        registered = RegisteredModel.objects.select_for_update().get(pk=run.registered_model_id)
+        # The fence: only the attempt holding the lease may finish the run.
+        if not attempt.mine().select_for_update().exists():
+            raise attempt.lease_lost()
+        if registered.task and registered.task != result.task:
+            raise TrainingInputError(
+                f"Model '{registered.name}' holds {registered.task} versions; this run trained {result.task}."
+            )
+        version = ModelVersion.objects.filter(training_run=run).first()
+        created = version is None
+        if version is None:
+            number = (registered.versions.aggregate(latest=Max("version"))["latest"] or 0) + 1
+            version = ModelVersion.objects.create(
+                registered_model=registered,
+                version=number,
+                source=ModelVersion.Source.TRAINED,
+                training_run=run,
+                dataset_version=run.dataset_version,
+                task=result.task,
+                algorithm=run.algorithm,
+                params=_json_safe(result.params),
+                seed=run.seed,
+                feature_schema=_json_safe(result.feature_schema),
+                target_column=run.target_column,
+                classes=_json_safe(result.classes),
+                metrics=_json_safe(result.metrics),
+                artifacts=_json_safe(result.artifacts),
+                training_summary=summary,
+                skops_key=skops_key,
+                skops_sha256=skops_sha256,
+                onnx_key=onnx_key,
+                onnx_sha256=(conversion.sha256 or "") if onnx_key else "",
+                onnx_status=ModelVersion.OnnxStatus.AVAILABLE
+                if onnx_key
+                else ModelVersion.OnnxStatus.UNAVAILABLE,
+                onnx_reason="" if onnx_key else (conversion.reason or ""),
+                mlflow_run_id=mlflow_run_id,
+                mlflow_version=attempt.mlflow_version,
+                created_by=run.created_by,
+            )
+        if not registered.task or not registered.target_column:
+            registered.task = registered.task or result.task
+            registered.target_column = registered.target_column or run.target_column
+            registered.save(update_fields=["task", "target_column"])
+        attempt.succeed(
+            progress=100,
+            progress_message=f"Registered as version {version.version}",
+            mlflow_run_id=mlflow_run_id,
+            task=run.task or result.task,
+        )
+        if created:
+            webhook_services.webhook_event_emit(
+                registered_model=registered,
+                event=WebhookEvent.VERSION_REGISTERED,
+                payload=registry_services.model_version_payload(version),
+                event_id=uuid.uuid5(run.key, f"version_registered:{version.pk}"),
+            )
+    # The attempt's objects now belong to a version: nothing to undo after this point.
+    attempt.stored_keys.clear()
+    attempt.mlflow_version = None
+    return version
+
+
+def attempt_undo(attempt: RunAttempt) -> None:
+    """Delete what this attempt registered or stored that no ModelVersion records."""
+    if attempt.mlflow_version is not None:
+        registration_discard(run=attempt.run, known_version=attempt.mlflow_version)
+        attempt.mlflow_version = None
+    for key in attempt.stored_keys:
+        registry_services.model_object_delete_unreferenced(key=key)
+    attempt.stored_keys.clear()
+
+
+def registration_discard(*, run: TrainingRun, known_version: int | None) -> None:
+    """Delete the run's MLflow model version unless a ModelVersion records it.
+
+    Without `known_version` (an attempt that crashed before recording) the version is found by
+    registering again, which returns the existing version of this MLflow run, and then deleted.
+    """
+    if not run.mlflow_run_id or ModelVersion.objects.filter(training_run_id=run.pk).exists():
+        return
+    name = run.registered_model.name
+    try:
+        version = known_version or mlflow_gateway.model_register(name=name, run_id=run.mlflow_run_id)
+        mlflow_gateway.model_version_delete(name=name, version=version)
+        logger.info("run %s: deleted unrecorded MLflow version %s of %s", run.pk, version, name)
+    except mlflow_gateway.RegistryError:
+        logger.exception("run %s: could not delete its unrecorded MLflow version of %s", run.pk, name)
