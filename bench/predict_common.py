@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models_registry import transition_services
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 SECRET_KEY = "benchmark-only-secret-key-0123456789abcdef"  # noqa: S105 (a throwaway site)
@@ -119,7 +121,6 @@ class TrainedModel:
 def forest_train_and_promote(*, data_dir: Path, user: Any, name: str = MODEL_NAME) -> TrainedModel:
     """A 100-tree random forest through our training service, registered here and in MLflow, in production."""
     from datasets import services as dataset_services
-    from models_registry import services as registry_services
     from models_registry.models import ModelVersion, Stage
     from training import services as training_services
     from training.models import TrainingRun
@@ -147,7 +148,7 @@ def forest_train_and_promote(*, data_dir: Path, user: Any, name: str = MODEL_NAM
         raise SystemExit(f"{name} v{version.version} has no verified ONNX model ({version.onnx_status})")
     if version.mlflow_version is None:
         raise SystemExit(f"{name} v{version.version} was not registered in MLflow")
-    registry_services.model_version_transition(
+    transition_services.model_version_transition(
         model_version=version, to_stage=Stage.PRODUCTION, user=user, reason="benchmark"
     )
     # Copies of the verified files for the bench-only servers (the floor view, the batch baseline).

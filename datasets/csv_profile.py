@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from datasets.models import ColumnKind
+from ml import csv_header
 
 # Long lists of bad rows or column names help nobody; the first few locate the problem.
 MAX_LISTED = 5
-MAX_LISTED_COLUMNS = 50
 TOP_VALUES = 5
 TOP_VALUE_MAX_CHARS = 100
 CATEGORICAL_MIN_LIMIT = 20
@@ -70,14 +70,6 @@ class CsvReport:
     profile: CsvProfile | None
 
 
-def _looks_numeric(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
-
-
 def _is_blank_row(row: list[str]) -> bool:
     # pandas skips blank and whitespace-only lines; count rows the same way.
     return not row or (len(row) == 1 and not row[0].strip())
@@ -126,7 +118,7 @@ def read_csv_report(file: IO[bytes], *, target_column: str | None, min_rows: int
             problems=["The file is empty: it has no header row and no data."], header=[], profile=None
         )
 
-    problems.extend(_header_problems(header))
+    problems.extend(csv_header.header_problems(header))
     problems.extend(ragged)
     if ragged_count > len(ragged):
         problems.append(f"… and {ragged_count - len(ragged)} more rows with the wrong number of fields.")
@@ -134,7 +126,8 @@ def read_csv_report(file: IO[bytes], *, target_column: str | None, min_rows: int
         problems.append(f"The file has {_count(data_rows, 'data row')}; at least {min_rows} are required.")
     if target_column is not None and target_column not in header:
         problems.append(
-            f"Target column {target_column!r} is not in the file. Available columns: {_name_list(header)}."
+            f"Target column {target_column!r} is not in the file. "
+            f"Available columns: {csv_header.name_list(header)}."
         )
     if ragged_count:
         return CsvReport(problems=problems, header=header, profile=None)
@@ -147,52 +140,15 @@ def read_csv_report(file: IO[bytes], *, target_column: str | None, min_rows: int
 
     empty = [name for position, name in enumerate(header) if frame.iloc[:, position].isna().all()]
     if empty and len(frame):
-        problems.append(f"These columns have no values at all: {_name_list(empty)}.")
+        problems.append(f"These columns have no values at all: {csv_header.name_list(empty)}.")
     if problems:
         return CsvReport(problems=problems, header=header, profile=None)
     columns = [_profile_column(header[position], frame.iloc[:, position]) for position in range(len(header))]
     return CsvReport(problems=[], header=header, profile=CsvProfile(row_count=len(frame), columns=columns))
 
 
-def _header_problems(header: list[str]) -> list[str]:
-    problems = []
-    if all(not name.strip() or _looks_numeric(name) for name in header):
-        problems.append(
-            "The first row does not look like a header: every field is a number or blank. "
-            "Add a header row with the column names."
-        )
-        return problems
-    blank = [str(position + 1) for position, name in enumerate(header) if not name.strip()]
-    if blank:
-        problems.append(f"Column {', '.join(blank)} has no name in the header row; every column needs one.")
-    seen: dict[str, int] = {}
-    for name in header:
-        seen[name] = seen.get(name, 0) + 1
-    duplicates = [name for name, count in seen.items() if count > 1 and name.strip()]
-    if duplicates:
-        problems.append(
-            f"Column names must be unique; these appear more than once: {_name_list(duplicates)}."
-        )
-    if len(header) == 1:
-        for separator, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
-            if separator in header[0]:
-                problems.append(
-                    f"The file seems to separate fields with {label}; "
-                    "only comma-separated files are accepted."
-                )
-                break
-    return problems
-
-
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
-def _name_list(names: list[str]) -> str:
-    shown = ", ".join(repr(name) for name in names[:MAX_LISTED_COLUMNS])
-    if len(names) > MAX_LISTED_COLUMNS:
-        shown += f" and {len(names) - MAX_LISTED_COLUMNS} more"
-    return shown
 
 
 def _read_frame(file: IO[bytes], *, width: int) -> pd.DataFrame:

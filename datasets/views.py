@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
 from datasets import selectors, services
 from datasets.forms import DatasetUploadForm
 from datasets.models import DatasetVersion
-from mlops_site import pages, storage
+from mlops_site import downloads, pages
 
 logger = logging.getLogger(__name__)
 
@@ -104,35 +102,16 @@ def dataset_version_download(request: HttpRequest, name: str, version: int) -> H
 def dataset_version_file_response(version: DatasetVersion) -> HttpResponse:
     """Stream the stored CSV file.
 
-    Raises Http404 when the object is missing and StorageError when storage cannot be reached, both
+    Raises NotFound when the object is missing and StorageError when storage cannot be reached, both
     before the first byte is sent, so the page and the API still answer them through the one mapping.
     """
-    chunks = storage.iter_chunks(version.object_key)
-    try:
-        # Reading the first chunk opens the object, so errors surface while the status can still change.
-        first = next(chunks, b"")
-    except FileNotFoundError:
-        logger.error(
-            "dataset %s v%s: object %s is missing", version.dataset.name, version.version, version.object_key
-        )
-        raise Http404("The stored file of this version is missing.") from None
-    response = StreamingHttpResponse(_chain(first, chunks), content_type="text/csv; charset=utf-8")
-    response["Content-Length"] = str(version.size_bytes)
-    response["Content-Disposition"] = content_disposition_header(
-        as_attachment=True, filename=f"{version.dataset.name}-v{version.version}.csv"
+    return downloads.stored_file_response(
+        key=version.object_key,
+        filename=f"{version.dataset.name}-v{version.version}.csv",
+        content_type="text/csv; charset=utf-8",
+        size=version.size_bytes,
+        missing="The stored file of this version is missing.",
     )
-    return response
-
-
-def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    try:
-        yield first
-        yield from rest
-    finally:
-        # The response closes this generator; pass that on so the storage handle is released.
-        close = getattr(rest, "close", None)
-        if close is not None:
-            close()
 
 
 def _version_url(version: DatasetVersion) -> str:

@@ -153,7 +153,7 @@ def _mlflow(exc: Exception) -> ErrorAnswer:
 #: is answered like its closest listed base.
 FOREIGN_ERRORS: dict[str, Callable[[Any], ErrorAnswer]] = {
     "mlops_site.storage.StorageError": _storage,
-    "models_registry.services.QualityGateError": _quality_gate,
+    "models_registry.transition_services.QualityGateError": _quality_gate,
     "models_registry.mlflow_gateway.RegistryUnavailable": _mlflow,
     "models_registry.mlflow_gateway.ModelNotFound": lambda exc: ErrorAnswer(404, "not_found", str(exc)),
     # A version whose model file is missing or damaged: retrying will not help until someone fixes it.

@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from mlops_site.admin import ReadOnlyAdmin, ReadOnlyInline
-from models_registry import selectors, services, views
+from models_registry import selectors, services, transition_services, views
 from models_registry.forms import ModelUploadForm
 from models_registry.models import (
     ModelVersion,
@@ -142,7 +142,7 @@ FORCE_ACTION_LABEL = "Force to production (with a written reason)"
 
 class ForceReasonForm(forms.Form):
     reason = forms.CharField(
-        max_length=services.REASON_MAX_LENGTH,
+        max_length=transition_services.REASON_MAX_LENGTH,
         widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
         error_messages={"required": "Write why these versions go to production despite the quality gate."},
         help_text="Required. Recorded on each transition with your name, together with the failing metrics.",
@@ -155,8 +155,10 @@ def _transition_action(to_stage: str, label: str) -> object:
             "registered_model__name", "version"
         ):
             try:
-                services.model_version_transition(model_version=version, to_stage=to_stage, user=request.user)
-            except services.QualityGateError as exc:
+                transition_services.model_version_transition(
+                    model_version=version, to_stage=to_stage, user=request.user
+                )
+            except transition_services.QualityGateError as exc:
                 modeladmin.message_user(
                     request,
                     f"{version}: refused by the quality gate ({'; '.join(exc.reasons)}). "
@@ -310,7 +312,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         rows = [
             {
                 "version": version,
-                "failures": services.quality_gate_check(model_version=version),
+                "failures": transition_services.quality_gate_check(model_version=version),
                 "replaces": version.registered_model.versions.filter(stage=Stage.PRODUCTION)
                 .exclude(pk=version.pk)
                 .first(),
@@ -334,7 +336,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 
     def _force_one(self, request: HttpRequest, version: ModelVersion, *, reason: str) -> None:
         try:
-            services.model_version_transition(
+            transition_services.model_version_transition(
                 model_version=version, to_stage=Stage.PRODUCTION, user=request.user, reason=reason, force=True
             )
         except ValidationError as exc:
@@ -357,7 +359,9 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         models = RegisteredModel.objects.filter(pk__in=queryset.values("registered_model")).order_by("name")
         for registered in models:
             try:
-                restored = services.model_version_rollback(registered_model=registered, user=request.user)
+                restored = transition_services.model_version_rollback(
+                    registered_model=registered, user=request.user
+                )
             except ValidationError as exc:
                 self.message_user(request, " ".join(exc.messages), messages.ERROR)
             else:

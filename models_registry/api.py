@@ -13,7 +13,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from models_registry import selectors, services
+from models_registry import selectors, services, transition_services, upload_services
 from models_registry.models import ModelVersion, RegisteredModel
 from models_registry.serializers import (
     ModelUploadInputSerializer,
@@ -76,7 +76,7 @@ class RegisteredModelViewSet(
     def rollback(self, request: Request, name: str) -> Response:
         registered = self.get_object()
         data = self._valid(RollbackInputSerializer, request)
-        restored = services.model_version_rollback(
+        restored = transition_services.model_version_rollback(
             registered_model=registered, user=request.user, reason=data["reason"]
         )
         found = selectors.model_version_get(model_name=name, version=restored.version)
@@ -125,7 +125,9 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         found = self.get_object()
         serializer = TransitionInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        services.model_version_transition(model_version=found, user=request.user, **serializer.validated_data)
+        transition_services.model_version_transition(
+            model_version=found, user=request.user, **serializer.validated_data
+        )
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(
@@ -142,7 +144,7 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         serializer = ModelUploadInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        created = services.model_version_upload(
+        created = upload_services.model_version_upload(
             registered_model_name=model_name,
             file=data["file"],
             filename=data["file"].name,

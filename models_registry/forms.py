@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from models_registry import selectors, services
+from models_registry import selectors, services, upload_services
 from models_registry.models import MODEL_NAME_MAX_LENGTH, ModelVersion, Stage, Task
 
 
@@ -121,7 +121,7 @@ class ModelUploadForm(forms.Form):
         text = (self.cleaned_data.get("feature_schema") or "").strip()
         if not text:
             return None
-        return services.feature_schema_validate(_json_parse(text, what="The feature schema is"))
+        return upload_services.feature_schema_validate(_json_parse(text, what="The feature schema is"))
 
     def clean_classes(self) -> list[Any] | None:
         text = (self.cleaned_data.get("classes") or "").strip()

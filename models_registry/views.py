@@ -9,15 +9,14 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from mlops_site import pages, storage
+from mlops_site import downloads, pages
 from mlops_site.pages import staff_required
-from models_registry import charts, mlflow_gateway, selectors, services
+from models_registry import charts, mlflow_gateway, selectors, transition_services, upload_services
 from models_registry.forms import ModelUploadForm, RollbackForm, TransitionForm
 from models_registry.models import ModelVersion, RegisteredModel
 
@@ -47,10 +46,10 @@ def _version_rows(versions: list[ModelVersion], metric_names: list[str]) -> list
             {
                 "version": version,
                 "metrics": [(version.metrics or {}).get(name) for name in metric_names],
-                "gate_failures": services.quality_gate_check(model_version=version),
+                "gate_failures": transition_services.quality_gate_check(model_version=version),
                 "transitions": [
                     (stage, TRANSITION_LABELS[stage])
-                    for stage, sources in services.ALLOWED_SOURCES.items()
+                    for stage, sources in transition_services.ALLOWED_SOURCES.items()
                     if version.stage in sources
                 ],
             }
@@ -77,7 +76,7 @@ def _model_detail_context(registered: RegisteredModel) -> dict[str, Any]:
         "comparison_figure": charts.versions_metrics_figure(
             versions=versions, thresholds=registered.min_metrics
         ),
-        "rollback_target": services.rollback_target(registered_model=registered),
+        "rollback_target": transition_services.rollback_target(registered_model=registered),
         "transitions": list(selectors.stage_transition_list(registered_model=registered)[:20]),
         "rollback_form": RollbackForm(),
     }
@@ -97,10 +96,10 @@ def _version_detail_context(version: ModelVersion) -> dict[str, Any]:
         "version": version,
         "metrics": [(charts.metric_label(name), version.metrics[name]) for name in metric_names],
         "omitted_metrics": sorted((version.training_summary or {}).get("metrics_omitted", {}).items()),
-        "gate_failures": services.quality_gate_check(model_version=version),
+        "gate_failures": transition_services.quality_gate_check(model_version=version),
         "transition_choices": [
             (stage, TRANSITION_LABELS[stage])
-            for stage, sources in services.ALLOWED_SOURCES.items()
+            for stage, sources in transition_services.ALLOWED_SOURCES.items()
             if version.stage in sources
         ],
         "figures": charts.version_figures(artifacts=version.artifacts),
@@ -137,14 +136,14 @@ def version_transition(request: HttpRequest, name: str, version: int) -> HttpRes
         return redirect(back)
     to_stage = form.cleaned_data["to_stage"]
     try:
-        services.model_version_transition(
+        transition_services.model_version_transition(
             model_version=found,
             to_stage=to_stage,
             user=request.user,
             reason=form.cleaned_data["reason"],
             force=form.cleaned_data["force"],
         )
-    except services.QualityGateError as exc:
+    except transition_services.QualityGateError as exc:
         # The same page again, with the reasons and a form to force the promotion with a written reason.
         refused = {
             "version": found,
@@ -175,7 +174,7 @@ def model_rollback(request: HttpRequest, name: str) -> HttpResponse:
     form = RollbackForm(request.POST)
     if form.is_valid():
         try:
-            target = services.model_version_rollback(
+            target = transition_services.model_version_rollback(
                 registered_model=registered, user=request.user, reason=form.cleaned_data["reason"]
             )
         except ValidationError as exc:
@@ -200,29 +199,14 @@ def version_download(request: HttpRequest, name: str, version: int, kind: str) -
     key = getattr(found, key_field)
     if not key:
         raise Http404(f"{found} has no {kind} file.")
-    chunks = storage.iter_chunks(key)
-    try:
-        # Reading the first chunk opens the object, so errors surface while the status can still change.
-        first = next(chunks, b"")
-    except FileNotFoundError:
-        logger.error("%s: stored %s file %s is missing", found, kind, key)
-        raise Http404(f"The stored {kind} file of {found} is missing.") from None
-    response = StreamingHttpResponse(_chain(first, chunks), content_type="application/octet-stream")
-    response["Content-Disposition"] = content_disposition_header(
-        as_attachment=True, filename=f"{name}-v{version}.{kind}"
+    response = downloads.stored_file_response(
+        key=key,
+        filename=f"{name}-v{version}.{kind}",
+        content_type="application/octet-stream",
+        missing=f"The stored {kind} file of {found} is missing.",
     )
     response["X-Checksum-SHA256"] = getattr(found, sha_field)
     return response
-
-
-def _chain(first: bytes, rest: Any) -> Any:
-    try:
-        yield first
-        yield from rest
-    finally:
-        close = getattr(rest, "close", None)
-        if close is not None:
-            close()
 
 
 # ------------------------------------------------------------------------------
@@ -250,7 +234,7 @@ def model_upload_submit(
         return None, pages.form_messages(form), 400
     data = form.cleaned_data
     try:
-        version = services.model_version_upload(
+        version = upload_services.model_version_upload(
             registered_model_name=data["model_name"],
             file=data["file"],
             filename=data["file"].name,

@@ -19,7 +19,7 @@ from mlops_site import errors, storage
 from mlops_site.api import exception_handler
 from mlops_site.tests.helpers import error_body, messages_of
 from models_registry import mlflow_gateway
-from models_registry.services import QualityGateError
+from models_registry.transition_services import QualityGateError
 from predictions import model_cache
 from predictions.errors import ModelNotFound, NoVersionInStage
 from predictions.validation import RowsInvalid

@@ -14,7 +14,7 @@ from django.urls import reverse
 from ml import artifacts
 from ml.train import model_train
 from mlops_site import storage
-from models_registry import services as registry_services
+from models_registry import transition_services
 from models_registry.models import ModelVersion, RegisteredModel, StageTransition
 from models_registry.tests.registry_helpers import make_model, make_version
 from training.tests.helpers import cancer_frame, stored_model_files
@@ -47,7 +47,7 @@ def churn():
     registered = make_model("churn", min_metrics={"accuracy": {"min": 0.8}})
     first = make_version(registered, 1, metrics={"accuracy": 0.9})
     make_version(registered, 2, metrics={"accuracy": 0.7})
-    registry_services.model_version_transition(model_version=first, to_stage="production", user=None)
+    transition_services.model_version_transition(model_version=first, to_stage="production", user=None)
     return registered
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from models_registry import services as registry_services
+from models_registry import transition_services
 from models_registry.models import ModelVersion, RegisteredModel, StageTransition, Webhook
 from models_registry.tests.registry_helpers import make_model, make_version
 from tests.admin_helpers import messages_of, run_action
@@ -71,8 +71,8 @@ def test_one_action_on_several_versions_reports_each(client, admin_user, churn):
 def test_the_rollback_action_restores_the_previous_production_version(client, admin_user, churn):
     client.force_login(admin_user)
     v1, v2 = churn.versions.order_by("version")
-    registry_services.model_version_transition(model_version=v1, to_stage="production", user=admin_user)
-    registry_services.model_version_transition(
+    transition_services.model_version_transition(model_version=v1, to_stage="production", user=admin_user)
+    transition_services.model_version_transition(
         model_version=v2, to_stage="production", user=admin_user, force=True, reason="testing"
     )
 

@@ -9,7 +9,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from mlops_site.tests.helpers import error_body, messages_of
-from models_registry import services as registry_services
+from models_registry import transition_services
 from models_registry.models import ModelVersion, RegisteredModel, StageTransition
 from models_registry.tests.registry_helpers import make_model, make_version
 from training.models import TrainingRun
@@ -245,8 +245,8 @@ def test_a_transition_the_service_refuses_is_a_400(staff, churn):
 
 def test_staff_roll_back_and_get_the_restored_version(staff, churn):
     v1, v2 = churn.versions.order_by("version")
-    registry_services.model_version_transition(model_version=v1, to_stage="production", user=staff)
-    registry_services.model_version_transition(
+    transition_services.model_version_transition(model_version=v1, to_stage="production", user=staff)
+    transition_services.model_version_transition(
         model_version=v2, to_stage="production", user=staff, force=True, reason="try"
     )
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from mlops_site import storage
 from models_registry import services as registry_services
+from models_registry import transition_services
 from models_registry.models import ModelVersion, StageTransition
 from models_registry.tests.registry_helpers import make_model, make_version
 from training.models import TrainingRun
@@ -28,7 +29,7 @@ def churn(staff):
     second = make_version(registered, 2, metrics={"accuracy": 0.86, "roc_auc": 0.91})
     make_version(registered, 3, metrics={"accuracy": 0.74, "roc_auc": 0.93}, created_by=staff)
     for version in (first, second):
-        registry_services.model_version_transition(model_version=version, to_stage="production", user=staff)
+        transition_services.model_version_transition(model_version=version, to_stage="production", user=staff)
     registry_services.registered_model_thresholds_set(
         registered_model=registered, min_metrics={"accuracy": 0.8}
     )

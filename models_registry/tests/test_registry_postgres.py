@@ -9,6 +9,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 
 from models_registry import services as registry_services
+from models_registry import transition_services
 from models_registry.models import ModelVersion, StageTransition
 from training.tests.helpers import model_make, version_make
 
@@ -57,7 +58,7 @@ def test_concurrent_promotions_of_different_versions_leave_exactly_one_in_produc
 
     with mock.patch.object(registry_services, "_aliases_sync_on_commit"):
         outcomes = run_together(
-            lambda i: registry_services.model_version_transition(
+            lambda i: transition_services.model_version_transition(
                 model_version=versions[i], to_stage="production", user=staff, reason=f"thread {i}"
             ),
             WORKERS,
@@ -90,18 +91,18 @@ def test_concurrent_rollbacks_and_promotions_keep_one_production_version(staff):
     registered = model_make()
     versions = [version_make(registered, number) for number in range(1, WORKERS + 1)]
     with mock.patch.object(registry_services, "_aliases_sync_on_commit"):
-        registry_services.model_version_transition(
+        transition_services.model_version_transition(
             model_version=versions[0], to_stage="production", user=staff
         )
-        registry_services.model_version_transition(
+        transition_services.model_version_transition(
             model_version=versions[1], to_stage="production", user=staff
         )
 
         def act(index: int) -> None:
             if index % 2:
-                registry_services.model_version_rollback(registered_model=registered, user=staff)
+                transition_services.model_version_rollback(registered_model=registered, user=staff)
             else:
-                registry_services.model_version_transition(
+                transition_services.model_version_transition(
                     model_version=versions[index + 2 if index + 2 < WORKERS else index],
                     to_stage="production",
                     user=staff,

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from ml import artifacts, onnx_export
 from ml.train import model_train
 from mlops_site import storage
-from models_registry import mlflow_gateway, tasks
+from models_registry import mlflow_gateway, tasks, transition_services, upload_services
 from models_registry import services as registry_services
 from models_registry.models import (
     ModelVersion,
@@ -26,7 +26,7 @@ from models_registry.models import (
     WebhookDelivery,
     min_metrics_normalize,
 )
-from models_registry.services import QualityGateError
+from models_registry.transition_services import QualityGateError
 from training.tests.helpers import (
     cancer_frame,
     dataset_upload,
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.django_db
 
 
 def transition(version, to_stage, user, **kwargs):
-    return registry_services.model_version_transition(
+    return transition_services.model_version_transition(
         model_version=version, to_stage=to_stage, user=user, **kwargs
     )
 
@@ -145,7 +145,7 @@ def test_rollback_puts_the_previous_production_version_back(staff):
     transition(first, "production", staff)
     transition(second, "production", staff)
 
-    restored = registry_services.model_version_rollback(
+    restored = transition_services.model_version_rollback(
         registered_model=registered, user=staff, reason="v2 broke"
     )
 
@@ -168,9 +168,9 @@ def test_rolling_back_twice_returns_to_the_version_rolled_back_from(staff):
     first, second = version_make(registered, 1), version_make(registered, 2)
     transition(first, "production", staff)
     transition(second, "production", staff)
-    registry_services.model_version_rollback(registered_model=registered, user=staff)
+    transition_services.model_version_rollback(registered_model=registered, user=staff)
 
-    registry_services.model_version_rollback(registered_model=registered, user=staff)
+    transition_services.model_version_rollback(registered_model=registered, user=staff)
 
     assert stages(registered) == {1: "archived", 2: "production"}
 
@@ -184,7 +184,7 @@ def test_rollback_ignores_the_quality_gate(staff):
         registered_model=registered, min_metrics={"accuracy": 0.8}
     )
 
-    registry_services.model_version_rollback(registered_model=registered, user=staff)
+    transition_services.model_version_rollback(registered_model=registered, user=staff)
 
     assert stages(registered) == {1: "production", 2: "archived"}
 
@@ -196,7 +196,7 @@ def test_rollback_without_an_earlier_production_version_is_refused(staff):
     transition(only, "production", staff)
 
     with pytest.raises(ValidationError, match="'churn' has no earlier production version to roll back to"):
-        registry_services.model_version_rollback(registered_model=registered, user=staff)
+        transition_services.model_version_rollback(registered_model=registered, user=staff)
 
     assert stages(registered) == {1: "production", 2: "staging"}
 
@@ -207,7 +207,7 @@ def test_rollback_after_archiving_production_restores_the_archived_version(staff
     transition(version, "production", staff)
     transition(version, "archived", staff)
 
-    assert registry_services.model_version_rollback(registered_model=registered, user=staff) == version
+    assert transition_services.model_version_rollback(registered_model=registered, user=staff) == version
     assert stages(registered) == {1: "production"}
 
 
@@ -277,7 +277,7 @@ def test_a_metric_the_version_lacks_fails_the_gate():
     registered = model_make(min_metrics={"roc_auc": {"min": 0.7}})
     version = version_make(registered, 1, metrics={"accuracy": 0.99})
 
-    assert registry_services.quality_gate_check(model_version=version) == [
+    assert transition_services.quality_gate_check(model_version=version) == [
         "roc_auc was not measured for this version (required: at least 0.7)"
     ]
 
@@ -331,7 +331,7 @@ def test_transitions_announce_events_to_subscribed_webhooks(staff):
 
     transition(first, "production", staff)
     transition(second, "production", staff)
-    registry_services.model_version_rollback(registered_model=registered, user=staff)
+    transition_services.model_version_rollback(registered_model=registered, user=staff)
 
     events = list(WebhookDelivery.objects.order_by("id").values_list("event", "payload__data__version"))
     assert events == [
@@ -372,7 +372,7 @@ def test_transitions_are_mirrored_to_mlflow_aliases(trained_pair, staff, django_
     assert mlflow_gateway.aliases_get(name="cancer") == {"production": 2}
 
     with django_capture_on_commit_callbacks(execute=True):
-        registry_services.model_version_rollback(registered_model=first.registered_model, user=staff)
+        transition_services.model_version_rollback(registered_model=first.registered_model, user=staff)
     assert mlflow_gateway.aliases_get(name="cancer") == {"production": 1}
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -455,7 +455,7 @@ def stored_model_files() -> list[str]:
 
 
 def upload(data: bytes, filename: str, schema, **kwargs):
-    return registry_services.model_version_upload(
+    return upload_services.model_version_upload(
         registered_model_name=kwargs.pop("name", "external"),
         file=io.BytesIO(data),
         filename=filename,

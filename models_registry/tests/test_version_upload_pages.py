@@ -15,7 +15,7 @@ from django.urls import resolve, reverse
 from ml import artifacts, onnx_export
 from ml.train import model_train
 from mlops_site import errors, storage
-from models_registry import services as registry_services
+from models_registry import upload_services
 from models_registry.models import ModelVersion, RegisteredModel
 from models_registry.tests.registry_helpers import make_model, make_version
 from training.tests.helpers import cancer_frame, stored_model_files
@@ -236,7 +236,7 @@ def test_the_feature_schema_can_be_copied_from_a_trained_version(client, staff, 
     assert response.status_code == 302, problems_of(response)
     assert response.url == reverse("registry:version-detail", args=["cancer", 2])
     uploaded = registered.versions.get(version=2)
-    assert uploaded.feature_schema == registry_services.feature_schema_validate(trained_core.feature_schema)
+    assert uploaded.feature_schema == upload_services.feature_schema_validate(trained_core.feature_schema)
     assert [c["name"] for c in uploaded.feature_schema] == [c["name"] for c in trained_core.feature_schema]
 
 

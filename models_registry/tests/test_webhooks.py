@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.utils import timezone
 
-from models_registry import webhook_services
+from models_registry import transition_services, webhook_services
 
 SECRET = "s3cret-for-tests"
 
@@ -537,7 +537,6 @@ def test_a_promotion_through_the_registry_service_reaches_the_receiver_signed(
 ):
     from unittest import mock
 
-    from models_registry import services as registry_services
     from models_registry.models import ModelVersion, WebhookDelivery
 
     make_webhook(registered_model, receiver.url)
@@ -555,7 +554,7 @@ def test_a_promotion_through_the_registry_service_reaches_the_receiver_signed(
         mock.patch("models_registry.tasks.model_aliases_sync_task.delay"),
         django_capture_on_commit_callbacks(execute=True),
     ):
-        registry_services.model_version_transition(model_version=version, to_stage="production", user=staff)
+        transition_services.model_version_transition(model_version=version, to_stage="production", user=staff)
 
     delivery = WebhookDelivery.objects.get()
     assert delivery.status == WebhookDelivery.Status.SUCCEEDED

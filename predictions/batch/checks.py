@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import IO
 
+from ml import csv_header
 from models_registry.models import ModelVersion
 from predictions.batch import outputs as batch_outputs
 
@@ -22,38 +23,11 @@ def _names(names: Iterable[str]) -> str:
     return ", ".join(repr(n) for n in names)
 
 
-def _number_like(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def header_problems(header: list[str] | None, *, has_rows: bool, version: ModelVersion) -> list[str]:
     if header is None:
         return ["The file is empty: it has no header row and no data."]
-    if all(not name.strip() or _number_like(name) for name in header):
-        return [
-            "The first row does not look like a header: every field is a number or blank. "
-            "Add a header row with the column names."
-        ]
-    problems: list[str] = []
-    blank = [str(position + 1) for position, name in enumerate(header) if not name.strip()]
-    if blank:
-        problems.append(f"Column {', '.join(blank)} has no name in the header row; every column needs one.")
-    seen: set[str] = set()
-    duplicates = sorted({name for name in header if name in seen or seen.add(name)})
-    if duplicates:
-        problems.append(f"Column names must be unique; these appear more than once: {_names(duplicates)}.")
-    if len(header) == 1:
-        for separator, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
-            if separator in header[0]:
-                problems.append(
-                    f"The file seems to separate fields with {label}; "
-                    "only comma-separated files are accepted."
-                )
-                break
+    problems = csv_header.header_problems(header)
+    seen = set(header)
     features = [c["name"] for c in version.feature_schema]
     missing = [name for name in features if name not in seen]
     if missing:

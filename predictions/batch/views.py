@@ -14,15 +14,13 @@ from django.http import (
     HttpResponse,
     HttpResponseBase,
     JsonResponse,
-    StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_http_methods
 
-from mlops_site import errors, pages, storage
+from mlops_site import downloads, errors, pages, storage
 from predictions import selectors
 from predictions.batch import services as batch_services
 from predictions.forms import BatchUploadForm
@@ -148,13 +146,13 @@ def job_file_response(job: BatchPredictionJob, kind: str) -> HttpResponseBase:
     if job.status != BatchPredictionJob.Status.SUCCEEDED:
         raise errors.Conflict(f"The job is {job.status}; its files are ready once it has succeeded.")
     key = job.result_key if kind == RESULT else job.errors_key
-    if not storage.exists(key):
-        raise errors.NotFound("The file is missing from object storage.")
-    size = storage.size(key)
-    response = StreamingHttpResponse(storage.iter_chunks(key), content_type="text/csv; charset=utf-8")
-    response["Content-Length"] = str(size)
-    response["Content-Disposition"] = content_disposition_header(True, download_filename(job, kind))
-    return response
+    return downloads.stored_file_response(
+        key=key,
+        filename=download_filename(job, kind),
+        content_type="text/csv; charset=utf-8",
+        size=storage.size(key) if storage.exists(key) else None,
+        missing="The file is missing from object storage.",
+    )
 
 
 @require_GET

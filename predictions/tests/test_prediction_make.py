@@ -10,8 +10,7 @@ import pytest
 
 from ml import artifacts
 from ml.predictor import OnnxPredictor, SklearnPredictor
-from models_registry import mlflow_gateway
-from models_registry import services as registry_services
+from models_registry import mlflow_gateway, transition_services
 from models_registry.models import ModelVersion, RegisteredModel
 from predictions import model_cache, selectors, services
 from predictions.errors import InputInvalid, ModelNotFound, NoVersionInStage
@@ -159,13 +158,13 @@ def test_a_promotion_and_a_rollback_are_seen_by_the_next_request(alice, staff, d
         version=2,
         stage="staging",
     )
-    registry_services.model_version_transition(model_version=current, to_stage="production", user=staff)
+    transition_services.model_version_transition(model_version=current, to_stage="production", user=staff)
     assert predict([CANCER_ROW], alice).model_version == current
 
-    registry_services.model_version_transition(model_version=candidate, to_stage="production", user=staff)
+    transition_services.model_version_transition(model_version=candidate, to_stage="production", user=staff)
     assert predict([CANCER_ROW], alice).model_version == candidate
 
-    registry_services.model_version_rollback(registered_model=current.registered_model, user=staff)
+    transition_services.model_version_rollback(registered_model=current.registered_model, user=staff)
     assert predict([CANCER_ROW], alice).model_version == current
     # Each version was loaded once; the rollback found version 1 still in the cache.
     assert model_cache.predictors.loads == 2

@@ -19,8 +19,7 @@ import pytest
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 
-from models_registry import mlflow_gateway
-from models_registry import services as registry_services
+from models_registry import mlflow_gateway, transition_services
 from predictions import model_cache
 from predictions.models import Prediction
 from predictions.tests.helpers import make_model_version, trained_model
@@ -168,7 +167,7 @@ def test_a_promotion_and_a_rollback_reach_every_worker_within_one_second(gunicor
     monkeypatch.setattr(
         mlflow_gateway, "aliases_get", lambda **kwargs: (_ for _ in ()).throw(mlflow_gateway.ModelNotFound())
     )
-    registry_services.model_version_transition(model_version=current, to_stage="production", user=staff)
+    transition_services.model_version_transition(model_version=current, to_stage="production", user=staff)
     server = gunicorn_server(Token.objects.create(user=user).key)
     # Both workers have loaded version 1 and serve it from their caches.
     before = _answers_until_every_worker_says(server, 1, timeout=30)
@@ -176,7 +175,7 @@ def test_a_promotion_and_a_rollback_reach_every_worker_within_one_second(gunicor
     workers = {a.pid for a in before}
 
     promoted_at = time.monotonic()
-    registry_services.model_version_transition(
+    transition_services.model_version_transition(
         model_version=candidate, to_stage="production", user=staff, reason="better recall"
     )
     after = _answers_until_every_worker_says(server, 2, timeout=5)
@@ -192,7 +191,7 @@ def test_a_promotion_and_a_rollback_reach_every_worker_within_one_second(gunicor
     assert late == []
 
     rolled_back_at = time.monotonic()
-    registry_services.model_version_rollback(registered_model=current.registered_model, user=staff)
+    transition_services.model_version_rollback(registered_model=current.registered_model, user=staff)
     back = _answers_until_every_worker_says(server, 1, timeout=5)
     back += server.predict_concurrently(4)
 

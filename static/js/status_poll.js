@@ -1,5 +1,5 @@
 // Polls a JSON status endpoint until it reports a terminal state: shared by the training-run and
-// batch-job pages, each of which supplies the function that shows one status.
+// batch-job pages, each of which supplies the function that shows one status (starting with showProgress).
 (function () {
   "use strict";
 
@@ -32,5 +32,21 @@
     }
 
     window.setTimeout(poll, INTERVAL_MS);
+  };
+
+  // What every progress panel shows: the bar, the percentage, the status badge and a failure's reason.
+  window.showProgress = function (panel, data) {
+    var bar = panel.querySelector("[data-progress-bar]");
+    var error = panel.querySelector("[data-error]");
+    var status = panel.querySelector("[data-status]");
+    bar.value = data.progress;
+    bar.textContent = data.progress + "%";
+    panel.querySelector("[data-progress-percent]").textContent = data.progress + "%";
+    status.textContent = data.status_label;
+    status.className = "badge status-" + data.status;
+    if (data.error_message) {
+      error.textContent = data.error_message;
+      error.hidden = false;
+    }
   };
 })();

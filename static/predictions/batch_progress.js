@@ -4,13 +4,9 @@
 
   function start(panel) {
     var url = panel.dataset.statusUrl;
-    var bar = panel.querySelector("[data-progress-bar]");
-    var percent = panel.querySelector("[data-progress-percent]");
-    var status = panel.querySelector("[data-status]");
     var done = panel.querySelector("[data-rows-done]");
     var total = panel.querySelector("[data-rows-total]");
     var failed = panel.querySelector("[data-rows-failed]");
-    var error = panel.querySelector("[data-error]");
     var downloads = panel.querySelector("[data-downloads]");
     var estimate = panel.querySelector("[data-estimate]");
     var started = document.querySelector("[data-started]");
@@ -18,11 +14,7 @@
     var attempts = document.querySelector("[data-attempts]");
 
     function show(data) {
-      bar.value = data.progress;
-      bar.textContent = data.progress + "%";
-      percent.textContent = data.progress + "%";
-      status.textContent = data.status_label;
-      status.className = "badge status-" + data.status;
+      window.showProgress(panel, data);
       done.textContent = data.rows_done;
       total.textContent = data.rows_total;
       failed.textContent = data.rows_failed;
@@ -30,10 +22,6 @@
       started.textContent = data.started_at || "—";
       finished.textContent = data.finished_at || "—";
       attempts.textContent = data.attempts;
-      if (data.error_message) {
-        error.textContent = data.error_message;
-        error.hidden = false;
-      }
       if (data.result_url) {
         panel.querySelector("[data-result-link]").href = data.result_url;
         panel.querySelector("[data-errors-link]").href = data.errors_url;

@@ -4,32 +4,20 @@
 
   function start(panel) {
     var url = panel.dataset.statusUrl;
-    var bar = panel.querySelector("[data-progress-bar]");
-    var percent = panel.querySelector("[data-progress-percent]");
-    var status = panel.querySelector("[data-status]");
     var message = panel.querySelector("[data-progress-message]");
-    var error = panel.querySelector("[data-error]");
     var result = panel.querySelector("[data-result]");
     // The run's facts sit in a panel of their own, below the progress panel.
     var duration = document.querySelector("[data-duration]");
     var attempts = document.querySelector("[data-attempts]");
 
     function show(data) {
-      bar.value = data.progress;
-      bar.textContent = data.progress + "%";
-      percent.textContent = data.progress + "%";
-      status.textContent = data.status_label;
-      status.className = "badge status-" + data.status;
+      window.showProgress(panel, data);
       message.textContent = data.progress_message || "";
       if (duration && data.duration) {
         duration.textContent = data.duration;
       }
       if (attempts) {
         attempts.textContent = data.attempts;
-      }
-      if (data.error_message) {
-        error.textContent = data.error_message;
-        error.hidden = false;
       }
       if (data.version_url) {
         var link = document.createElement("a");
