@@ -26,9 +26,6 @@ TRANSITION_LABELS = {"staging": "To staging", "production": "To production", "ar
 FILE_KINDS = {"skops": ("skops_key", "skops_sha256"), "onnx": ("onnx_key", "onnx_sha256")}
 
 
-# ------------------------------------------------------------------------------
-# Models and versions
-# ------------------------------------------------------------------------------
 @require_GET
 @login_required
 def model_list(request: HttpRequest) -> HttpResponse:
@@ -209,9 +206,6 @@ def version_download(request: HttpRequest, name: str, version: int, kind: str) -
     return response
 
 
-# ------------------------------------------------------------------------------
-# Uploading an externally trained model
-# ------------------------------------------------------------------------------
 def model_upload_initial(model_name: str) -> dict[str, Any]:
     """For "upload a new version of this model": its task and target, and its latest version's schema."""
     registered = selectors.registered_model_list().filter(name=model_name).first()

@@ -58,9 +58,6 @@ class SendOutcome:
     reason: str = ""
 
 
-# ------------------------------------------------------------------------------
-# Signing and one HTTP attempt: no database
-# ------------------------------------------------------------------------------
 def webhook_signature(*, secret: str, timestamp: str, body: bytes) -> str:
     """`sha256=<hex>` of HMAC-SHA256 over "<timestamp>.<body>"; the timestamp stops replays of old bodies."""
     digest = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256)
@@ -127,9 +124,6 @@ def webhook_backoff_seconds(*, attempts_made: int) -> int | None:
     return BACKOFF_SECONDS[attempts_made - 1]
 
 
-# ------------------------------------------------------------------------------
-# Events and deliveries
-# ------------------------------------------------------------------------------
 def webhook_event_emit(
     *,
     registered_model: RegisteredModel,

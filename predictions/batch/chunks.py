@@ -23,8 +23,8 @@ from predictions.batch import files as batch_files
 from predictions.batch import outputs as batch_outputs
 from predictions.batch import rows as batch_rows
 from predictions.batch.attempt import BatchAttempt, BatchRunError
+from predictions.batch.table_validation import TableCheck, table_validate
 from predictions.models import PredictionRequest
-from predictions.validation import TableCheck, table_validate
 
 
 @dataclass(frozen=True)

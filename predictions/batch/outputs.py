@@ -13,8 +13,8 @@ import pyarrow as pa
 from mlops_site import storage
 from predictions.batch import files as batch_files
 from predictions.batch.attempt import BatchAttempt
+from predictions.batch.table_validation import TableCheck
 from predictions.models import BatchPredictionJob
-from predictions.validation import TableCheck
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import math
 
 import pyarrow as pa
 
-from predictions.validation import table_validate
+from predictions.batch.table_validation import table_validate
 
 SCHEMA = [
     {"name": "age", "kind": "numeric", "min": 18.0, "max": 80.0},
