@@ -32,5 +32,5 @@ EXPOSE 8000
 
 HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 CMD ["python", "deploy/healthcheck.py"]
 
-CMD ["gunicorn", "mlops_site.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "2", \
-     "--timeout", "120", "--graceful-timeout", "20", "--access-logfile", "-", "--no-control-socket"]
+# Workers, threads and timeouts: deploy/gunicorn.conf.py (WEB_CONCURRENCY, WEB_THREADS, WEB_READ_TIMEOUT).
+CMD ["gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind", "0.0.0.0:8000"]

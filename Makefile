@@ -13,7 +13,7 @@ SERVICE_VARIABLES := DATABASE_URL REDIS_URL CELERY_BROKER_URL AWS_STORAGE_BUCKET
 # Extra pytest options for both runs, e.g. make test PYTEST_ARGS="-x -k heartbeat".
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench
+.PHONY: run test lint bench load
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is needed, not " + sys.version.split()[0] + ": make PYTHON=/path/to/python3.11")'
@@ -52,3 +52,9 @@ bench: $(RUN_STAMP)
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/predictions_api.py
 	$(BIN)/python bench/predictions_batch.py
+	$(MAKE) load
+
+# The mixed-traffic load test alone, e.g. make load LOAD_MINUTES=1 for a short try.
+LOAD_MINUTES ?= 10
+load: $(RUN_STAMP)
+	$(BIN)/python bench/load_mixed.py --minutes $(LOAD_MINUTES)

@@ -6,11 +6,12 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from accounts import services
 from accounts.serializers import MeOutputSerializer, TokenObtainInputSerializer, TokenOutputSerializer
+from mlops_site.throttling import ScopedRateThrottle
 
 #: Used when DEFAULT_THROTTLE_RATES has no "auth" entry.
 AUTH_THROTTLE_FALLBACK_RATE = "10/minute"
@@ -42,13 +43,17 @@ class AuthTokenView(APIView):
         summary="Get an API token with a username and password",
         description=(
             "Returns the caller's token, creating it on first use. Programs send it as "
-            "`Authorization: Token <token>`. Rate limited more strictly than the rest of the API."
+            "`Authorization: Token <token>`. Rate limited more strictly than the rest of the API, and "
+            "refused with 429 while the account or the caller's address is locked after too many failed "
+            "sign-ins on any login path."
         ),
         request=TokenObtainInputSerializer,
         responses={
             200: TokenOutputSerializer,
             400: OpenApiResponse(description="Missing fields, or a wrong username or password."),
-            429: OpenApiResponse(description="Too many attempts; retry after the given number of seconds."),
+            429: OpenApiResponse(
+                description="Too many attempts, or sign-in locked; retry after the given number of seconds."
+            ),
         },
         auth=[],
         tags=["accounts"],

@@ -5,7 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import authenticate
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
+
+from accounts import services
+
+
+class SignInLockedError(exceptions.APIException):
+    """429 with Retry-After: the account or the client is locked after too many failed sign-ins."""
+
+    status_code = 429
+    default_code = "sign_in_locked"
+
+    def __init__(self, refusal: services.SignInRefusal) -> None:
+        super().__init__(detail=refusal.message)
+        # The API's exception handler turns `wait` into Retry-After, as for throttling.
+        self.wait = refusal.retry_after
 
 
 class TokenObtainInputSerializer(serializers.Serializer):
@@ -16,6 +30,9 @@ class TokenObtainInputSerializer(serializers.Serializer):
         user = authenticate(
             request=self.context.get("request"), username=attrs["username"], password=attrs["password"]
         )
+        refusal = services.sign_in_refusal(request=self.context.get("request"))
+        if refusal is not None:
+            raise SignInLockedError(refusal)
         if user is None:
             # One message for unknown users, wrong passwords and disabled accounts: no user enumeration.
             raise serializers.ValidationError(

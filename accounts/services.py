@@ -1,11 +1,33 @@
-"""Writes of the accounts app: creating, regenerating and revoking a user's API token."""
+"""Writes of the accounts app: API tokens, and the sign-in limits and audit every login path goes through."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
+from django.core.cache import caches
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from rest_framework.authtoken.models import Token
+
+from accounts.models import SignInEvent
+from mlops_site import client_ip
+
+logger = logging.getLogger(__name__)
+audit = logging.getLogger("mlops.audit")
+
+#: The cache holding failure counts and locks (settings.CACHES): Redis when configured.
+CACHE_ALIAS = "throttle"
+#: Where the login backend leaves a refusal for the form or serializer that called authenticate().
+REFUSAL_ATTRIBUTE = "sign_in_refusal"
 
 
 def token_create(*, user: AbstractBaseUser) -> Token:
@@ -51,3 +73,156 @@ def token_obtain(*, user: AbstractBaseUser) -> Token:
     except IntegrityError:
         token = Token.objects.get(user=user)
     return token
+
+
+@dataclass(frozen=True)
+class SignInRefusal:
+    """Why an attempt was refused before its password was checked, and for how long."""
+
+    retry_after: int
+
+    @property
+    def minutes(self) -> int:
+        return max(1, math.ceil(self.retry_after / 60))
+
+    @property
+    def message(self) -> str:
+        unit = "minute" if self.minutes == 1 else "minutes"
+        return (
+            "Too many failed sign-in attempts for this account or from your address; "
+            f"try again in {self.minutes} {unit}."
+        )
+
+
+def _subjects(*, username: str, address: str, now: float) -> list[tuple[str, str, int]]:
+    """(count key, lock key, limit) per subject: the account as typed (case-folded), and the client address.
+
+    Failures are counted in fixed windows of LOGIN_LOCKOUT_MINUTES named by their number, as the API
+    throttles count requests: a new window is a new key, whatever the cache's own expiry does.
+    """
+    window = int(now // (settings.LOGIN_LOCKOUT_MINUTES * 60))
+    # Hashed: usernames are arbitrary text, and cache keys must stay short and printable.
+    account = hashlib.sha256(username.casefold().encode()).hexdigest()[:32]
+    subjects = [(f"account:{account}", settings.LOGIN_FAILURE_LIMIT)]
+    if address:
+        subjects.append((f"client:{address}", settings.LOGIN_CLIENT_FAILURE_LIMIT))
+    return [(f"signin:count:{name}:{window}", f"signin:lock:{name}", limit) for name, limit in subjects]
+
+
+class SignInLocked(PermissionDenied):
+    """Raised instead of checking a password: PermissionDenied makes authenticate() try no other backend."""
+
+    def __init__(self, refusal: SignInRefusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+def _guarded(action: str, work: Callable[[], Any], fallback: Any) -> Any:
+    """Run a cache operation; with the cache down, log and fail open: a login limit is not worth an outage."""
+    try:
+        return work()
+    except Exception as exc:
+        logger.warning("sign-in limits unavailable (%s), attempt allowed unlimited: %s", action, exc)
+        return fallback
+
+
+def _begin(*, subjects: list[tuple[str, str, int]], now: float) -> SignInRefusal | None:
+    """Count an attempt before its password is checked; a refusal when the account or client is locked.
+
+    Counting first (an atomic incr) means parallel guesses cannot all slip in under the limit. The
+    attempt is taken back by `_finish` if it succeeds, so only failures are left counted. A lock holds
+    the time it ends, so it ends on time even where the cache keeps it a little longer.
+    """
+    lockout = settings.LOGIN_LOCKOUT_MINUTES * 60
+    cache = caches[CACHE_ALIAS]
+
+    def check() -> SignInRefusal | None:
+        locks = cache.get_many([lock_key for _, lock_key, _ in subjects])
+        until = max((float(value) for value in locks.values()), default=0.0)
+        if until > now:
+            return SignInRefusal(retry_after=math.ceil(until - now))
+        for count_key, lock_key, limit in subjects:
+            cache.add(count_key, 0, lockout + 1)
+            try:
+                count = cache.incr(count_key)
+            except ValueError:  # evicted between add and incr
+                cache.set(count_key, 1, lockout + 1)
+                count = 1
+            if count > limit:
+                # Limit reached by attempts still in flight: lock now rather than check one too many.
+                cache.set(lock_key, now + lockout, lockout)
+                return SignInRefusal(retry_after=lockout)
+        return None
+
+    return _guarded("check", check, None)
+
+
+def _finish(*, subjects: list[tuple[str, str, int]], now: float, succeeded: bool) -> None:
+    """After the password check: a success clears its account's failures and takes back its own attempt
+    from the client's count (not other accounts' failures); a failure at the limit starts a lock."""
+    lockout = settings.LOGIN_LOCKOUT_MINUTES * 60
+    cache = caches[CACHE_ALIAS]
+
+    def finish() -> None:
+        if succeeded:
+            cache.delete(subjects[0][0])
+            for count_key, _, _ in subjects[1:]:
+                # ValueError: the key expired meanwhile, so there is nothing to take back.
+                with contextlib.suppress(ValueError):
+                    cache.decr(count_key)
+            return
+        counts = cache.get_many([count_key for count_key, _, _ in subjects])
+        for count_key, lock_key, limit in subjects:
+            if int(counts.get(count_key, 0)) >= limit:
+                cache.set(lock_key, now + lockout, lockout)
+
+    _guarded("record", finish, None)
+
+
+def _record(
+    *, request: Any, address: str, username: str, user: AbstractBaseUser | None, outcome: SignInEvent.Outcome
+) -> SignInEvent:
+    """Write the audit row and the `mlops.audit` log line of one attempt."""
+    path = str(getattr(request, "path", ""))[:200]
+    event = SignInEvent.objects.create(
+        username=username[:150], user=user, client_address=address or None, outcome=outcome, path=path
+    )
+    audit.info("sign-in %s username=%r address=%s path=%s", outcome, username[:150], address or "-", path)
+    return event
+
+
+def sign_in_refusal(*, request: Any) -> SignInRefusal | None:
+    """The refusal the login backend left on this request, if it refused the attempt unchecked."""
+    return getattr(request, REFUSAL_ATTRIBUTE, None) if request is not None else None
+
+
+def sign_in_attempt(
+    *, request: Any, username: str, check_password: Callable[[], AbstractBaseUser | None]
+) -> AbstractBaseUser | None:
+    """One attempt on any login path: refused unchecked while its account or client is locked, else the
+    password checked, counted and audited. Returns the user, or None for wrong credentials.
+
+    A refusal raises SignInLocked and is also left on the request (`sign_in_refusal`), because the login
+    forms only learn from authenticate() that it returned None. Wrong passwords, unknown accounts and
+    disabled accounts are counted and refused alike, so the answers never tell which accounts exist.
+    """
+    address = client_ip.client_address(request) if request is not None else ""
+    now = time.time()
+    subjects = _subjects(username=username, address=address, now=now)
+    refusal = _begin(subjects=subjects, now=now)
+    if refusal is not None:
+        _record(
+            request=request,
+            address=address,
+            username=username,
+            user=None,
+            outcome=SignInEvent.Outcome.LOCKED_OUT,
+        )
+        if request is not None:
+            setattr(request, REFUSAL_ATTRIBUTE, refusal)
+        raise SignInLocked(refusal)
+    user = check_password()
+    _finish(subjects=subjects, now=now, succeeded=user is not None)
+    outcome = SignInEvent.Outcome.SUCCEEDED if user is not None else SignInEvent.Outcome.FAILED
+    _record(request=request, address=address, username=username, user=user, outcome=outcome)
+    return user

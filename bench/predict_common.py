@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models_registry import transition_services
-
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 SECRET_KEY = "benchmark-only-secret-key-0123456789abcdef"  # noqa: S105 (a throwaway site)
@@ -121,6 +119,7 @@ class TrainedModel:
 def forest_train_and_promote(*, data_dir: Path, user: Any, name: str = MODEL_NAME) -> TrainedModel:
     """A 100-tree random forest through our training service, registered here and in MLflow, in production."""
     from datasets import services as dataset_services
+    from models_registry import transition_services
     from models_registry.models import ModelVersion, Stage
     from training import services as training_services
     from training.models import TrainingRun

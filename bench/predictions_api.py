@@ -3,7 +3,7 @@
     python bench/predictions_api.py [--seconds 10] [--warmup 3] [--workers 2]
 
 One run, side by side, with the same load generator (wrk and a Lua POST script) and the same row:
-- ours: gunicorn (`mlops_site.wsgi`, WEB_CONCURRENCY workers, DEBUG=False) serving
+- ours: gunicorn with deploy/gunicorn.conf.py (`mlops_site.wsgi`, 2 workers, DEBUG=False) serving
   `POST /api/models/<name>/predict/` with token auth, throttling, validation, the version lookup, the
   onnxruntime model call and the prediction stored; SQLite and local files in a temp DATA_DIR, or the
   PostgreSQL of DATABASE_URL (and the Redis cache of REDIS_URL) when given;
@@ -50,17 +50,18 @@ def _payloads(model: common.TrainedModel) -> tuple[bytes, bytes, dict[str, float
 
 
 def _gunicorn(app: str, port: int, workers: int) -> list[str]:
+    # The project's gunicorn settings (worker class, threads, timeouts), as `make run` and compose use them.
     return [
         str(common.VENV_BIN / "gunicorn"),
+        "-c",
+        str(common.ROOT / "deploy" / "gunicorn.conf.py"),
         app,
         "-w",
         str(workers),
         "-b",
         f"127.0.0.1:{port}",
-        "--timeout",
-        "120",
-        # The default control socket is one path per user: a running `make run` would clash.
-        "--no-control-socket",
+        "--access-logfile",
+        "/dev/null",
     ]
 
 

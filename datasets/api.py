@@ -58,7 +58,7 @@ class DatasetColumnSerializer(serializers.Serializer):
     missing_count = serializers.IntegerField(allow_null=True)
     missing_ratio = serializers.FloatField(allow_null=True)
     stats = serializers.DictField(
-        help_text="numeric: min, max, mean, std, median, unique; otherwise unique, top"
+        help_text="numeric: min, max, mean, std, median, unique, inf_count; otherwise unique, top"
     )
 
 
@@ -68,6 +68,11 @@ class DatasetVersionOutputSerializer(serializers.ModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     target_column = serializers.CharField(read_only=True)
     columns = serializers.SerializerMethodField()
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Problems that do not refuse the data, such as infinite values; one sentence each.",
+    )
     download_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -82,6 +87,7 @@ class DatasetVersionOutputSerializer(serializers.ModelSerializer):
             "column_count",
             "target_column",
             "columns",
+            "warnings",
             "parent",
             "created_by",
             "created_at",

@@ -75,11 +75,14 @@ def _is_blank_row(row: list[str]) -> bool:
     return not row or (len(row) == 1 and not row[0].strip())
 
 
-def read_csv_report(file: IO[bytes], *, target_column: str | None, min_rows: int) -> CsvReport:
+def read_csv_report(
+    file: IO[bytes], *, target_column: str | None, min_rows: int, max_columns: int | None = None
+) -> CsvReport:
     """Check the structure of UTF-8 CSV bytes and, when it is sound, profile every column.
 
     Expects `scan_bytes` to have passed. Problems are collected rather than raised so that the caller
-    can report all of them at once.
+    can report all of them at once; a header wider than `max_columns` is refused before any data row
+    is read.
     """
     problems: list[str] = []
     file.seek(0)
@@ -95,6 +98,15 @@ def read_csv_report(file: IO[bytes], *, target_column: str | None, min_rows: int
                 continue
             if header is None:
                 header = row
+                if max_columns is not None and len(header) > max_columns:
+                    return CsvReport(
+                        problems=[
+                            f"The file has {len(header)} columns; at most {max_columns} are accepted "
+                            "(DATASET_MAX_COLUMNS)."
+                        ],
+                        header=header,
+                        profile=None,
+                    )
                 continue
             data_rows += 1
             if len(row) != len(header):
@@ -205,6 +217,9 @@ def _profile_column(name: str, series: pd.Series) -> ColumnProfile:
             "std": _number(finite.std()) if len(finite) > 1 else None,
             "median": _number(finite.median()) if len(finite) else None,
             "unique": int(present.nunique()),
+            # Written as inf or -inf in the file: left out of the statistics, and training reads them as
+            # missing values (ml.pipeline.frame_prepare); the version page and API warn about them.
+            "inf_count": int(np.isinf(present.astype(float)).sum()),
         }
     else:
         counts = present.astype(str).value_counts()

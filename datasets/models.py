@@ -107,6 +107,20 @@ class DatasetVersion(models.Model):
         return [column["name"] for column in self.schema.get("columns", [])]
 
     @property
+    def warnings(self) -> list[str]:
+        """Problems of the data that do not refuse it, such as infinite values, one sentence each."""
+        found = []
+        for column in self.profile.get("columns", []):
+            count = column.get("stats", {}).get("inf_count")
+            if count:
+                found.append(
+                    f"Column '{column['name']}' holds {count} infinite value{'s' if count != 1 else ''} "
+                    "(inf or -inf): left out of its statistics, and read as missing values in training "
+                    "(imputed for a feature; refused for a regression target)."
+                )
+        return found
+
+    @property
     def columns(self) -> list[dict[str, Any]]:
         """Schema and profile of each column merged, in file order, for display."""
         profiles = {column["name"]: column for column in self.profile.get("columns", [])}

@@ -93,7 +93,10 @@ def dataset_version_create(
         report = None
         if scan.is_readable_text:
             report = csv_profile.read_csv_report(
-                readable, target_column=effective_target, min_rows=settings.DATASET_MIN_ROWS
+                readable,
+                target_column=effective_target,
+                min_rows=settings.DATASET_MIN_ROWS,
+                max_columns=settings.DATASET_MAX_COLUMNS,
             )
             problems.extend(report.problems)
         if problems or report is None or report.profile is None or effective_target is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -16,6 +17,8 @@ from datasets.models import DatasetVersion
 from mlops_site import downloads, pages
 
 logger = logging.getLogger(__name__)
+
+SCHEMA_COLUMNS_PER_PAGE = 100
 
 
 def _render_list(
@@ -85,10 +88,12 @@ def dataset_detail(request: HttpRequest, name: str) -> HttpResponse:
 @pages.staff_required
 def dataset_version_detail(request: HttpRequest, name: str, version: int) -> HttpResponse:
     found = selectors.dataset_version_get(dataset_name=name, version=version)
+    # The widest dataset allowed (DATASET_MAX_COLUMNS) would make a page of megabytes: a page of columns.
+    page = Paginator(found.columns, SCHEMA_COLUMNS_PER_PAGE).get_page(request.GET.get("page"))
     return render(
         request,
         "datasets/version_detail.html",
-        {"version": found, "dataset": found.dataset, "columns": found.columns},
+        {"version": found, "dataset": found.dataset, "columns": page.object_list, "page": page},
     )
 
 

@@ -4,7 +4,8 @@ Run with the project's virtualenv Python from the project folder. Ctrl-C (SIGINT
 all three; if one of them dies, the others are stopped too and the exit code is non-zero.
 
 Variables read here (besides everything settings.py reads): HOST (default 127.0.0.1), PORT (8000),
-WEB_CONCURRENCY (gunicorn workers, 2), WORKER_CONCURRENCY (Celery worker processes, 2),
+WEB_CONCURRENCY, WEB_THREADS, WEB_READ_TIMEOUT (read by deploy/gunicorn.conf.py, checked here),
+WORKER_CONCURRENCY (Celery worker processes, 2),
 DJANGO_ADMIN_USERNAME / DJANGO_ADMIN_PASSWORD / DJANGO_ADMIN_EMAIL (the first admin account).
 """
 
@@ -194,7 +195,10 @@ def install_stop_handlers() -> None:
 def main() -> int:
     host = os.environ.get("HOST", "127.0.0.1")
     port = env_positive_int("PORT", 8000)
-    web_workers = env_positive_int("WEB_CONCURRENCY", 2)
+    # Checked here too, so that a bad value stops `make run` before anything starts.
+    env_positive_int("WEB_CONCURRENCY", 2)
+    env_positive_int("WEB_THREADS", 4)
+    env_positive_int("WEB_READ_TIMEOUT", 10)
     task_workers = env_positive_int("WORKER_CONCURRENCY", 2)
     data = data_dir()
     supervisor = Supervisor()
@@ -207,14 +211,10 @@ def main() -> int:
         admin_lines = manage("ensure_admin", capture=True).strip().splitlines()
         manage("load_demo_datasets")
 
+        # Workers, threads, timeouts: deploy/gunicorn.conf.py, shared with the image and compose.
         supervisor.start(
-            "web",
-            [PYTHON, "-m", "gunicorn", "mlops_site.wsgi:application",
-             "--bind", f"{host}:{port}", "--workers", str(web_workers),
-             "--timeout", "120", "--graceful-timeout", "20", "--access-logfile", "-",
-             # The default control socket is one path per user: a second checkout could not start.
-             "--no-control-socket"],
-        )  # fmt: skip
+            "web", [PYTHON, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind", f"{host}:{port}"]
+        )
         supervisor.start(
             "worker",
             [PYTHON, "-m", "celery", "-A", "mlops_site", "worker", "--loglevel=INFO",

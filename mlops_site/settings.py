@@ -5,6 +5,7 @@ See the "Configuration" table in README.md for each variable.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
@@ -62,10 +63,13 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Before anything reads the body: a chunked body gets its Content-Length here, or a 411/413.
+    "mlops_site.middleware.ChunkedBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    # Django's, without the trailing-slash redirect under /api/ (it would drop a POST body).
+    "mlops_site.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -150,8 +154,21 @@ if CELERY_BROKER_URL == "filesystem://":
         "store_processed": False,
     }
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-    # Must exceed the longest task, or Redis redelivers a task that is still running.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _celery_visibility_timeout}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Must exceed the longest task, or Redis redelivers a task that is still running.
+        "visibility_timeout": _celery_visibility_timeout,
+        # A broker that is down or unreachable fails a submission within seconds (the job row stays
+        # QUEUED and the stale sweep sends it later) instead of holding the web request.
+        "socket_connect_timeout": 3,
+        "socket_timeout": 10,
+    }
+# Sending a message retries briefly, then gives up: the caller keeps the job for the stale sweep.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -164,20 +181,20 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celery" / "beat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # every minute: workers report that they are alive, shown on /readyz and the status page
     "worker-heartbeat": {"task": "monitoring.tasks.worker_heartbeat_task", "schedule": 60.0},
-    # every 5 minutes: re-send training runs whose message was lost or whose worker died
+    # every minute: re-send training runs whose message the broker lost or whose worker died
     "training-runs-stale-requeue": {
         "task": "training.tasks.training_runs_stale_requeue_task",
-        "schedule": 300.0,
+        "schedule": 60.0,
     },
     # every 5 minutes: re-send webhook deliveries whose retry message was lost
     "webhook-deliveries-sweep": {
         "task": "models_registry.tasks.webhook_deliveries_sweep_task",
         "schedule": 300.0,
     },
-    # every 5 minutes: re-send batch prediction jobs whose message was lost or whose worker died
+    # every minute: re-send batch prediction jobs whose message the broker lost or whose worker died
     "batch-prediction-jobs-stale-requeue": {
         "task": "predictions.tasks.batch_prediction_jobs_stale_requeue_task",
-        "schedule": 300.0,
+        "schedule": 60.0,
     },
     # hourly: repair MLflow aliases whose sync message was lost
     "model-aliases-sync-all": {
@@ -198,8 +215,14 @@ AWS_SECRET_ACCESS_KEY = env_secret("AWS_SECRET_ACCESS_KEY")
 AWS_S3_ADDRESSING_STYLE = env_str("AWS_S3_ADDRESSING_STYLE", "path")
 # A key prefix inside the bucket, so several sites (or test runs) can share one bucket.
 AWS_LOCATION = env_str("AWS_LOCATION")
+# Seconds to connect and to wait for each answer, and tries per call (1 = no retry).
+AWS_S3_CONNECT_TIMEOUT = 5
+AWS_S3_READ_TIMEOUT = 30
+AWS_S3_MAX_ATTEMPTS = 3
 MEDIA_ROOT = DATA_DIR / "media"
 if AWS_STORAGE_BUCKET_NAME:
+    from botocore.config import Config
+
     _default_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
@@ -214,6 +237,15 @@ if AWS_STORAGE_BUCKET_NAME:
             "file_overwrite": False,
             "default_acl": None,
             "querystring_auth": True,
+            # A storage server that is down or stalls fails the request within these bounds (a 503, or a
+            # job retried later) instead of holding a web worker or a job for minutes.
+            "client_config": Config(
+                connect_timeout=AWS_S3_CONNECT_TIMEOUT,
+                read_timeout=AWS_S3_READ_TIMEOUT,
+                retries={"max_attempts": AWS_S3_MAX_ATTEMPTS, "mode": "standard"},
+                s3={"addressing_style": AWS_S3_ADDRESSING_STYLE},
+                signature_version="s3v4",
+            ),
         },
     }
 else:
@@ -247,6 +279,8 @@ MLFLOW_EXPERIMENT_NAME = env_str("MLFLOW_EXPERIMENT_NAME", "mlops-site")
 # ------------------------------------------------------------------------------
 DATASET_MAX_UPLOAD_MB = env_int("DATASET_MAX_UPLOAD_MB", 200)
 DATASET_MIN_ROWS = env_int("DATASET_MIN_ROWS", 10)
+# Checked on the header before the file is parsed; every page stays usable up to this width.
+DATASET_MAX_COLUMNS = env_int("DATASET_MAX_COLUMNS", 1000)
 # Django rejects larger request bodies before our own size check could name the limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
@@ -260,6 +294,8 @@ MODEL_MAX_UPLOAD_MB = env_int("MODEL_MAX_UPLOAD_MB", 100)
 # Predictions
 # ------------------------------------------------------------------------------
 PREDICTION_MAX_ROWS = env_int("PREDICTION_MAX_ROWS", 1000)
+# Longest category or text value a prediction (single row or batch cell) may carry.
+PREDICTION_MAX_TEXT_CHARS = env_int("PREDICTION_MAX_TEXT_CHARS", 1000)
 # Big enough that per-chunk costs (a transaction, two storage writes) vanish, small enough that a
 # chunk stays far below 100 MB in memory.
 BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 50_000)
@@ -272,6 +308,16 @@ BATCH_MAX_UPLOAD_MB = env_int("BATCH_MAX_UPLOAD_MB", 500)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+# Every login path (the pages, the admin, POST /api/auth/token/) goes through this backend's limits.
+AUTHENTICATION_BACKENDS = ["accounts.backends.LimitedModelBackend"]
+# Failed sign-ins counted in the throttle cache: after this many per account, or per client address,
+# within LOGIN_LOCKOUT_MINUTES, further attempts are refused unchecked for LOGIN_LOCKOUT_MINUTES.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_CLIENT_FAILURE_LIMIT = env_int("LOGIN_CLIENT_FAILURE_LIMIT", 20)
+LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15)
+for _name in ("LOGIN_FAILURE_LIMIT", "LOGIN_CLIENT_FAILURE_LIMIT", "LOGIN_LOCKOUT_MINUTES"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, not {globals()[_name]}")
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -286,6 +332,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # DRF's parsers, with JSON nesting limited: deep nesting is a 400, not a RecursionError.
+    "DEFAULT_PARSER_CLASSES": [
+        "mlops_site.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "mlops_site.schema.AutoSchema",
@@ -313,12 +365,34 @@ SPECTACULAR_SETTINGS = {
 }
 
 # ------------------------------------------------------------------------------
-# Security behind a TLS proxy
+# HTTPS and proxies: all off by default, so `make run` works over plain HTTP on 127.0.0.1
+# https://docs.djangoproject.com/en/5.2/ref/middleware/#module-django.middleware.security
 # ------------------------------------------------------------------------------
-if env_bool("SECURE_PROXY_SSL", False):
+SECURE_PROXY_SSL = env_bool("SECURE_PROXY_SSL", False)
+if SECURE_PROXY_SSL:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Health checks and Prometheus call the app over plain HTTP from inside the network, past the proxy:
+# redirecting them to https would make a healthy site look down.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured(f"SECURE_HSTS_SECONDS must be 0 (off) or more, not {SECURE_HSTS_SECONDS}")
+# A site reached over HTTPS must never send its session or CSRF cookie over plain HTTP.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_PROXY_SSL or SECURE_SSL_REDIRECT
+
+# Proxies whose X-Forwarded-For we believe (mlops_site.client_ip): comma-separated addresses or networks.
+# Empty trusts no forwarded header: the client is the address that connected.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or network (e.g. 10.0.0.5 or 172.18.0.0/16)"
+        ) from None
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 from django.core.cache import caches
 from rest_framework import throttling
+
+from mlops_site import client_ip
+
+logger = logging.getLogger(__name__)
 
 #: The cache alias holding the counters (settings.CACHES): Redis when configured, else per-process memory.
 CACHE_ALIAS = "throttle"
@@ -20,6 +25,10 @@ class FixedWindowMixin:
     with the file-based cache a temporary file written and renamed per request.
     """
 
+    def get_ident(self, request: Any) -> str:
+        # DRF's own reads X-Forwarded-For from anyone, so a client could pick a fresh budget per request.
+        return client_ip.client_address(request)
+
     def allow_request(self, request: Any, view: Any) -> bool:
         if self.rate is None:
             return True
@@ -31,13 +40,18 @@ class FixedWindowMixin:
         window = int(self.now // self.duration)
         self.window_ends = (window + 1) * self.duration
         key = f"{self.key}:{window}"
-        # The window's key outlives it by a second, so incr never meets an expired key mid-window.
-        cache.add(key, 0, self.duration + 1)
         try:
-            count = cache.incr(key)
-        except ValueError:  # evicted between add and incr
-            cache.set(key, 1, self.duration + 1)
-            count = 1
+            # The window's key outlives it by a second, so incr never meets an expired key mid-window.
+            cache.add(key, 0, self.duration + 1)
+            try:
+                count = cache.incr(key)
+            except ValueError:  # evicted between add and incr
+                cache.set(key, 1, self.duration + 1)
+                count = 1
+        except Exception as exc:
+            # A rate limit is not worth an outage: with the cache (Redis) down, requests go unlimited.
+            logger.warning("API throttle cache unavailable, request allowed unthrottled: %s", exc)
+            return True
         return count <= self.num_requests
 
     def wait(self) -> float:
@@ -50,3 +64,16 @@ class AnonRateThrottle(FixedWindowMixin, throttling.AnonRateThrottle):
 
 class UserRateThrottle(FixedWindowMixin, throttling.UserRateThrottle):
     pass
+
+
+class ScopedRateThrottle(FixedWindowMixin, throttling.ScopedRateThrottle):
+    """The rate named by the view's `throttle_scope`, per user or, anonymously, per client address."""
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        # DRF's ScopedRateThrottle reads the scope here, then defers to the counting it inherits.
+        self.scope = getattr(view, self.scope_attr, None)
+        if not self.scope:
+            return True
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request, view)

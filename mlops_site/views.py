@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import Resolver404, resolve
 from django.views import defaults
 
 from mlops_site.errors import ErrorAnswer
@@ -20,8 +21,10 @@ def home(request: HttpRequest) -> HttpResponse:
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if request.path_info.startswith(API_PREFIX):
-        answer = ErrorAnswer(404, "not_found", "There is no API endpoint at this address.")
-        return JsonResponse(answer.body(), status=404)
+        detail = "There is no API endpoint at this address."
+        if not request.path_info.endswith("/") and _resolves(f"{request.path_info}/"):
+            detail += f" Did you mean {request.path_info}/ (API addresses end with a slash)?"
+        return JsonResponse(ErrorAnswer(404, "not_found", detail).body(), status=404)
     return defaults.page_not_found(request, exception)
 
 
@@ -31,3 +34,11 @@ def server_error(request: HttpRequest) -> HttpResponse:
         answer = ErrorAnswer(500, "server_error", "The server failed; the error was logged.")
         return JsonResponse(answer.body(), status=500)
     return defaults.server_error(request)
+
+
+def _resolves(path: str) -> bool:
+    try:
+        resolve(path)
+    except Resolver404:
+        return False
+    return True

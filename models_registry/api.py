@@ -9,10 +9,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from mlops_site import parsers
 from models_registry import selectors, services, transition_services, upload_services
 from models_registry.models import ModelVersion, RegisteredModel
 from models_registry.serializers import (
@@ -120,7 +121,7 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             ),
         },
     )
-    @action(detail=True, methods=["post"], parser_classes=[JSONParser, FormParser, MultiPartParser])
+    @action(detail=True, methods=["post"], parser_classes=[parsers.JSONParser, FormParser, MultiPartParser])
     def transition(self, request: Request, model_name: str, version: str) -> Response:
         found = self.get_object()
         serializer = TransitionInputSerializer(data=request.data)

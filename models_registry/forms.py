@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from mlops_site import parsers
 from models_registry import selectors, services, upload_services
 from models_registry.models import MODEL_NAME_MAX_LENGTH, ModelVersion, Stage, Task
 
@@ -32,7 +33,7 @@ FEATURE_SCHEMA_EXAMPLE = (
 
 def _json_parse(text: str, *, what: str) -> Any:
     try:
-        return json.loads(text)
+        return parsers.json_loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationError(
             f"{what} not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."

@@ -447,16 +447,50 @@ def model_version_delete(*, name: str, version: int) -> None:
         _client().delete_model_version(name, str(version))
 
 
+#: Tries of an alias update that lost a race with a concurrent update of the same alias.
+ALIAS_ATTEMPTS = 4
+# How the store words a refused duplicate row (SQLite, PostgreSQL, MySQL), also through a tracking server.
+_DUPLICATE_WORDS = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry")
+
+
+def _is_duplicate(exc: BaseException) -> bool:
+    """Whether exc (or its cause) is a unique-constraint refusal: another writer inserted the row first."""
+    while exc is not None:
+        if isinstance(exc, sqlalchemy.exc.IntegrityError) or any(w in str(exc) for w in _DUPLICATE_WORDS):
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False
+
+
+def _alias_update(action: str, update: Any) -> None:
+    """Run an alias update, again when it lost a race: MLflow checks for the alias row, then inserts it,
+    so two updates at once can both insert and one is refused as a duplicate. That is no outage: the
+    retry finds the row and updates it."""
+    for attempt in range(1, ALIAS_ATTEMPTS + 1):
+        try:
+            with _translated(action):
+                update()
+            return
+        except RegistryError as exc:
+            if attempt == ALIAS_ATTEMPTS or not _is_duplicate(exc):
+                raise
+            logger.info("MLflow %s collided with a concurrent update; retrying", action)
+            time.sleep(0.05 * attempt)
+
+
 def alias_set(*, name: str, alias: str, version: int) -> None:
     """Point the alias at the version, moving it away from whichever version held it."""
-    with _translated(f"setting alias {alias!r} of {name!r} to version {version}"):
-        _client().set_registered_model_alias(name, alias, str(version))
+    _alias_update(
+        f"setting alias {alias!r} of {name!r} to version {version}",
+        lambda: _client().set_registered_model_alias(name, alias, str(version)),
+    )
 
 
 def alias_delete(*, name: str, alias: str) -> None:
     """Remove the alias; removing an alias that is not set does nothing."""
-    with _translated(f"removing alias {alias!r} of {name!r}"):
-        _client().delete_registered_model_alias(name, alias)
+    _alias_update(
+        f"removing alias {alias!r} of {name!r}", lambda: _client().delete_registered_model_alias(name, alias)
+    )
 
 
 def aliases_get(*, name: str) -> dict[str, int]:

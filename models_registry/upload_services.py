@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import IO, Any
@@ -16,7 +15,7 @@ from django.db.models import Max
 from ml import artifacts, predictor
 from ml.errors import ArtifactError, PredictionInputError
 from ml.pipeline import CATEGORICAL, NUMERIC
-from mlops_site import storage
+from mlops_site import parsers, storage
 from models_registry import services, webhook_services
 from models_registry.models import (
     TASK_METRICS,
@@ -70,7 +69,7 @@ def feature_schema_validate(value: Any) -> list[dict[str, Any]]:
     """
     if isinstance(value, str | bytes):
         try:
-            value = json.loads(value)
+            value = parsers.json_loads(value)
         except ValueError as exc:
             raise ValidationError(f"The feature schema is not valid JSON: {exc}") from None
     if not isinstance(value, list) or not value:
@@ -124,7 +123,7 @@ def feature_schema_validate(value: Any) -> list[dict[str, Any]]:
 def _classes_validate(classes: Any, *, task: str) -> list[Any] | None:
     if isinstance(classes, str):
         try:
-            classes = json.loads(classes) if classes.strip() else None
+            classes = parsers.json_loads(classes) if classes.strip() else None
         except ValueError as exc:
             raise ValidationError(f"The classes are not valid JSON: {exc}") from None
     if task == Task.REGRESSION:
@@ -147,7 +146,7 @@ def _metrics_validate(metrics: Any, *, task: str) -> dict[str, float]:
         return {}
     if isinstance(metrics, str):
         try:
-            metrics = json.loads(metrics)
+            metrics = parsers.json_loads(metrics)
         except ValueError as exc:
             raise ValidationError(f"The metrics are not valid JSON: {exc}") from None
     if not isinstance(metrics, dict):

@@ -11,12 +11,11 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mlops_site import errors
+from mlops_site import errors, parsers
 from predictions import selectors, services
 from predictions.forms import PredictionFilterForm
 from predictions.models import Channel, Prediction
@@ -24,7 +23,7 @@ from predictions.models import Channel, Prediction
 REQUEST_ID_HEADER = "X-Request-ID"
 
 
-class LenientJSONParser(JSONParser):
+class LenientJSONParser(parsers.JSONParser):
     """Accepts NaN and Infinity literals, so validation can name the row and field that holds them."""
 
     strict = False

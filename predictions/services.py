@@ -17,7 +17,13 @@ from models_registry.models import ModelVersion
 from predictions import model_cache, selectors
 from predictions.errors import InputInvalid
 from predictions.models import Channel, Prediction, PredictionRequest
-from predictions.validation import RowsInvalid, rows_validate
+from predictions.validation import (
+    NOT_FINITE_OUTPUT,
+    NOT_FINITE_OUTPUT_MESSAGE,
+    RowsInvalid,
+    not_finite_rows,
+    rows_validate,
+)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 
@@ -79,12 +85,25 @@ def prediction_make(
     model_version = model_cache.resolutions.resolve(
         registered_model_name=registered_model_name, version=version, stage=stage
     )
-    validated = rows_validate(rows=rows, feature_schema=model_version.feature_schema, max_rows=max_rows())
+    validated = rows_validate(
+        rows=rows,
+        feature_schema=model_version.feature_schema,
+        max_rows=max_rows(),
+        max_text_chars=settings.PREDICTION_MAX_TEXT_CHARS,
+    )
     predictor = model_cache.predictors.get(model_cache.ModelArtifacts.of_version(model_version))
     try:
         labels, probabilities = predictor.predict_columns(validated.columns)
     except PredictionInputError as exc:
         raise RowsInvalid([problem(str(exc), code="not_scorable")]) from exc
+    unscorable = not_finite_rows(labels, probabilities)
+    if len(unscorable):
+        raise RowsInvalid(
+            [
+                problem(NOT_FINITE_OUTPUT_MESSAGE, row=int(index) + 1, code=NOT_FINITE_OUTPUT)
+                for index in unscorable
+            ]
+        )
     latency_ms = (time.perf_counter() - started) * 1000
     classes = model_version.classes or predictor.classes
     with transaction.atomic():

@@ -19,10 +19,23 @@ MISSING_FEATURE = "missing_feature"
 UNKNOWN_FIELD = "unknown_field"
 WRONG_TYPE = "wrong_type"
 NOT_FINITE = "not_finite"
+TOO_LARGE_NUMBER = "too_large_number"
+TOO_LONG_TEXT = "too_long_text"
+#: A row the model gave NaN or infinity for (inputs within range can still overflow inside a model).
+NOT_FINITE_OUTPUT = "not_finite_output"
+NOT_FINITE_OUTPUT_MESSAGE = (
+    "The model gave no finite prediction for this row (NaN or infinity); nothing was stored for it."
+)
 # Warning codes: the row is predicted and the warning is stored with it.
 MISSING_VALUE = "missing_value"
 UNKNOWN_CATEGORY = "unknown_category"
 OUT_OF_RANGE = "out_of_range"
+
+#: Largest magnitude a feature may have: models compute in float32 (ONNX, scikit-learn's trees), where
+#: anything larger becomes infinity and the prediction NaN.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Default for settings.PREDICTION_MAX_TEXT_CHARS: a category or text value stored with every row.
+DEFAULT_MAX_TEXT_CHARS = 1000
 
 _NOT_FINITE_TEXT = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 
@@ -83,11 +96,40 @@ def _number(value: Any) -> float:
     return number
 
 
+def not_finite_rows(labels: Any, probabilities: Any) -> np.ndarray:
+    """0-based positions of rows whose prediction or probabilities are NaN or infinite: never stored."""
+    bad = np.zeros(len(labels), dtype=bool)
+    if probabilities is not None and len(probabilities):
+        bad |= ~np.isfinite(np.asarray(probabilities, dtype="float64")).all(axis=1)
+    numbers = np.asarray(labels)
+    if numbers.dtype.kind == "f":
+        bad |= ~np.isfinite(numbers)
+    return np.flatnonzero(bad)
+
+
 def range_text(low: float | None, high: float | None) -> str:
     return f"{low:g} to {high:g}"
 
 
-def rows_validate(*, rows: Any, feature_schema: list[dict[str, Any]], max_rows: int) -> ValidatedRows:
+def too_large_suffix() -> str:
+    return f" is beyond the largest number the model can represent (±{FLOAT32_MAX:.7g}, float32)."
+
+
+def too_large_message(name: str, shown: str) -> str:
+    return f"'{name}' = {shown}{too_large_suffix()}"
+
+
+def too_long_message(name: str, length: int, limit: int) -> str:
+    return f"'{name}' is {length} characters long; at most {limit} characters are accepted."
+
+
+def rows_validate(
+    *,
+    rows: Any,
+    feature_schema: list[dict[str, Any]],
+    max_rows: int,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+) -> ValidatedRows:
     """Check every row and field; raise RowsInvalid listing all problems, or return the model's arrays.
 
     A feature given as null (or an empty string) is missing: the pipeline imputes it, and the row gets a
@@ -182,6 +224,10 @@ def rows_validate(*, rows: Any, feature_schema: list[dict[str, Any]], max_rows: 
                         )
                     )
                     continue
+                if abs(number) > FLOAT32_MAX:
+                    message = too_large_message(name, _describe(value))
+                    errors.append(_issue(index, name, TOO_LARGE_NUMBER, message))
+                    continue
                 values[index] = number
                 inputs[index][name] = number
                 if (low is not None and number < low) or (high is not None and number > high):
@@ -216,6 +262,11 @@ def rows_validate(*, rows: Any, feature_schema: list[dict[str, Any]], max_rows: 
                     )
                     continue
                 text = category_text(value)
+                if len(text) > max_text_chars:
+                    errors.append(
+                        _issue(index, name, TOO_LONG_TEXT, too_long_message(name, len(text), max_text_chars))
+                    )
+                    continue
                 values[index] = text
                 inputs[index][name] = text
                 if seen is not None and text not in seen:

@@ -84,7 +84,15 @@ def start_celery_worker(transactional_db, tmp_path) -> Iterator[Callable[..., Wo
     """
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(broker_url: str, *, extra_env: dict[str, str] | None = None) -> WorkerProcess:
+    def start(
+        broker_url: str,
+        *,
+        extra_env: dict[str, str] | None = None,
+        pool: str = "solo",
+        concurrency: int = 1,
+        app: str = "mlops_site",
+    ) -> WorkerProcess:
+        """`pool="prefork"` runs tasks in child processes; `app` names another Celery app module."""
         data_dir = tmp_path / "worker-data"
         transport_options: dict[str, object] = {}
         if broker_url == "filesystem://":
@@ -120,8 +128,8 @@ def start_celery_worker(transactional_db, tmp_path) -> Iterator[Callable[..., Wo
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "celery", "-A", "mlops_site", "worker",
-                    "--pool=solo", "--concurrency=1", "-Q", "celery", "-n", f"{nodename}@%h",
+                    sys.executable, "-m", "celery", "-A", app, "worker",
+                    f"--pool={pool}", f"--concurrency={concurrency}", "-Q", "celery", "-n", f"{nodename}@%h",
                     "--without-mingle", "--without-gossip", "--loglevel=INFO",
                 ],
                 env=env,

@@ -7,6 +7,8 @@ import io
 import pandas as pd
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -37,3 +39,12 @@ def make_classification_frame(rows: int = 60, seed: int = 0) -> pd.DataFrame:
     city = rng.choice(["Berlin", "Paris", "Rome"], rows)
     label = np.where(income + rng.normal(0, 5_000, rows) > 50_000, "yes", "no")
     return pd.DataFrame({"age": age, "income": income, "city": city, "label": label})
+
+
+def make_api_client(user: AbstractUser | None) -> APIClient:
+    """An API client sending the user's token; no credentials for None (anonymous)."""
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client

@@ -166,3 +166,129 @@ def test_mlflow_tracking_uri_selects_a_tracking_server(tmp_path):
     shown = _settings(tmp_path, MLFLOW_TRACKING_URI="http://mlflow.example:5000")
 
     assert shown["mlflow"] == "http://mlflow.example:5000"
+
+
+#: What a production deployment behind a TLS proxy sets (README, "Security").
+PRODUCTION_HTTPS = {
+    "DEBUG": "False",
+    "ALLOWED_HOSTS": "mlops.example.com",
+    "SECURE_PROXY_SSL": "True",
+    "SECURE_SSL_REDIRECT": "True",
+    "SECURE_HSTS_SECONDS": "31536000",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "True",
+    "SECURE_HSTS_PRELOAD": "True",
+    "TRUSTED_PROXIES": "10.0.0.5,172.18.0.0/16",
+}
+SHOW_SECURITY = (
+    "import json, mlops_site.settings as s; print(json.dumps({name: getattr(s, name, None) for name in ("
+    "'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS', 'SECURE_HSTS_INCLUDE_SUBDOMAINS', 'SECURE_HSTS_PRELOAD',"
+    "'SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', 'SECURE_PROXY_SSL_HEADER', 'TRUSTED_PROXIES')}))"
+)
+
+
+def _security_settings(tmp_path: Path, **variables: str) -> dict[str, object]:
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DATA_DIR": str(tmp_path / "data")}
+    environment.update({"SECRET_KEY": STRONG_KEY, **variables})
+    result = subprocess.run(
+        [sys.executable, "-c", SHOW_SECURITY],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_check_deploy_is_clean_with_production_https_settings(tmp_path):
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DATA_DIR": str(tmp_path / "data")}
+    environment.update({"SECRET_KEY": STRONG_KEY, **PRODUCTION_HTTPS})
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_production_https_variables_set_hsts_redirect_and_secure_cookies(tmp_path):
+    shown = _security_settings(tmp_path, **PRODUCTION_HTTPS)
+
+    assert shown == {
+        "SECURE_SSL_REDIRECT": True,
+        "SECURE_HSTS_SECONDS": 31536000,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+        "SECURE_HSTS_PRELOAD": True,
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"],
+        "TRUSTED_PROXIES": ["10.0.0.5", "172.18.0.0/16"],
+    }
+
+
+def test_by_default_plain_http_works_no_redirect_no_hsts_and_no_forwarded_header_believed(tmp_path):
+    shown = _security_settings(tmp_path)
+
+    assert shown == {
+        "SECURE_SSL_REDIRECT": False,
+        "SECURE_HSTS_SECONDS": 0,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": False,
+        "SECURE_HSTS_PRELOAD": False,
+        "SESSION_COOKIE_SECURE": False,
+        "CSRF_COOKIE_SECURE": False,
+        "SECURE_PROXY_SSL_HEADER": None,
+        "TRUSTED_PROXIES": [],
+    }
+
+
+def test_a_redirect_to_https_turns_secure_cookies_on_without_a_proxy(tmp_path):
+    shown = _security_settings(tmp_path, SECURE_SSL_REDIRECT="True")
+
+    assert shown["SESSION_COOKIE_SECURE"] is True
+    assert shown["CSRF_COOKIE_SECURE"] is True
+
+
+@pytest.mark.parametrize("proxies", ["10.0.0.300", "proxy.example", "10.0.0.0/40"])
+def test_trusted_proxies_must_be_addresses_or_networks(tmp_path, proxies):
+    result = _settings_in_subprocess(tmp_path, SECRET_KEY=STRONG_KEY, TRUSTED_PROXIES=proxies)
+
+    assert result.returncode != 0
+    assert "TRUSTED_PROXIES" in result.stderr
+    assert "is not an IP address or network" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "variable", ["LOGIN_FAILURE_LIMIT", "LOGIN_CLIENT_FAILURE_LIMIT", "LOGIN_LOCKOUT_MINUTES"]
+)
+def test_login_limits_must_be_at_least_one(tmp_path, variable):
+    result = _settings_in_subprocess(tmp_path, SECRET_KEY=STRONG_KEY, **{variable: "0"})
+
+    assert result.returncode != 0
+    assert f"{variable} must be at least 1, not 0" in result.stderr
+
+
+@pytest.mark.django_db
+def test_the_default_settings_serve_plain_http_without_a_redirect(client):
+    assert client.get("/accounts/login/").status_code == 200
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_with_the_https_redirect_on_pages_redirect_but_health_checks_and_metrics_do_not(client, settings):
+    settings.SECURE_SSL_REDIRECT = True
+
+    page = client.get("/accounts/login/")
+
+    assert page.status_code == 301
+    assert page["Location"] == "https://testserver/accounts/login/"
+    assert client.get("/healthz").status_code == 200
+    for path in ("/readyz", "/metrics"):
+        assert client.get(path).status_code != 301, path
+    assert client.get("/accounts/login/", secure=True).status_code == 200

@@ -12,6 +12,7 @@ from datasets import selectors as dataset_selectors
 from datasets.models import DatasetVersion
 from ml import catalogue
 from ml.train import MAX_SEED, TEST_SIZE_MAX, TEST_SIZE_MIN
+from mlops_site import parsers
 from models_registry.models import MODEL_NAME_MAX_LENGTH
 
 #: The algorithm value when the task is left to be inferred from the target column.
@@ -86,7 +87,7 @@ class TrainingRunForm(forms.Form):
         if not text:
             return {}
         try:
-            return json.loads(text)
+            return parsers.json_loads(text)
         except json.JSONDecodeError as exc:
             raise ValidationError(
                 f"This is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."

@@ -53,6 +53,7 @@ RUNS = engine.JobSpec(
     renew_seconds=LEASE_RENEW_SECONDS,
     max_attempts=MAX_ATTEMPTS,
     stale_queued_minutes=STALE_QUEUED_MINUTES,
+    task_name="training.tasks.training_run_execute_task",
     transient_errors=TRANSIENT_ERRORS,
     attempt_class=execution.RunAttempt,
     select_related=("dataset_version__dataset", "registered_model"),

@@ -76,3 +76,28 @@ def test_the_auth_scope_does_not_spend_the_anonymous_budget(api_client, alice, t
             api_client.post("/api/auth/token/", {"username": "alice", "password": PASSWORD}).status_code
             == 200
         )
+
+
+def test_sixty_guesses_with_a_new_forwarded_address_each_are_throttled(
+    api_client, alice, settings, tiny_rates
+):
+    tiny_rates(anon="100/minute", user="100/minute", auth="10/minute")
+    settings.TRUSTED_PROXIES = []
+    # The per-account and per-client sign-in limits would stop this too; here only the rate limit may.
+    settings.LOGIN_FAILURE_LIMIT = settings.LOGIN_CLIENT_FAILURE_LIMIT = 1000
+
+    statuses = [
+        api_client.post(
+            "/api/auth/token/",
+            {"username": "alice", "password": f"guess-{n}"},
+            HTTP_X_FORWARDED_FOR=f"198.51.{n // 256}.{n % 256}",
+        ).status_code
+        for n in range(60)
+    ]
+    right = api_client.post(
+        "/api/auth/token/", {"username": "alice", "password": PASSWORD}, HTTP_X_FORWARDED_FOR="192.0.2.1"
+    )
+
+    assert statuses == [400] * 10 + [429] * 50
+    assert right.status_code == 429
+    assert not Token.objects.filter(user=alice).exists()

@@ -247,3 +247,29 @@ def test_download_while_storage_is_down_is_503(client, staff, version):
     assert response["Retry-After"] == str(errors.RETRY_AFTER_SECONDS)
     assert response.templates[0].name == "error.html"
     assert errors.STORAGE_UNAVAILABLE in response.content.decode()
+
+
+def test_the_widest_dataset_allowed_is_shown_a_page_of_columns_at_a_time(client, staff, settings):
+    import numpy as np
+    import pandas as pd
+
+    from training.tests.helpers import dataset_upload
+
+    width = settings.DATASET_MAX_COLUMNS
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(12, width - 1)), columns=[f"f{i:04d}" for i in range(width - 1)])
+    frame["label"] = ["a", "b", "c"] * 4
+    version = dataset_upload(frame, name="wide", target="label", user=staff)
+    client.force_login(staff)
+    url = f"/datasets/wide/versions/{version.version}/"
+
+    first = client.get(url).content.decode()
+    last = client.get(url, {"page": "last"}).content.decode()
+    nonsense = client.get(url, {"page": "not-a-number"})
+
+    assert "<code>f0000</code>" in first
+    assert "<code>f0100</code>" not in first
+    assert f"({width} columns)" in first
+    assert "<code>label</code>" in last
+    assert len(first.encode()) < 200_000
+    assert nonsense.status_code == 200

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from unittest import mock
@@ -17,6 +18,9 @@ import mlflow
 import mlflow.sklearn
 import numpy as np
 import pytest
+import sqlalchemy.exc
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import BAD_REQUEST
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -218,6 +222,104 @@ def test_it_deletes_a_version_that_never_becomes_ready(pipeline):
 
     assert list(_client().search_model_versions("name = 'churn'")) == []
     assert mlflow_gateway.model_register(name="churn", run_id=run_id) == 2
+
+
+def _duplicate_alias_refusal() -> MlflowException:
+    """What MLflow's store raises when a concurrent update inserted the alias row first."""
+    integrity = sqlalchemy.exc.IntegrityError(
+        "INSERT INTO registered_model_aliases",
+        {},
+        Exception("UNIQUE constraint failed: registered_model_aliases"),
+    )
+    try:
+        raise integrity
+    except sqlalchemy.exc.IntegrityError as cause:
+        try:
+            raise MlflowException(message=str(cause), error_code=BAD_REQUEST) from cause
+        except MlflowException as refusal:
+            return refusal
+
+
+def test_two_threads_updating_one_alias_at_once_both_succeed_when_one_collides(pipeline):
+    one = mlflow_gateway.model_register(name="churn", run_id=_log("run-11", pipeline))
+    two = mlflow_gateway.model_register(name="churn", run_id=_log("run-12", pipeline))
+    real_set = mlflow.MlflowClient.set_registered_model_alias
+    real_delete = mlflow.MlflowClient.delete_registered_model_alias
+    both_started = threading.Barrier(2)
+    collided: list[str] = []
+
+    def collide_once(real):
+        def call(client, *args):
+            both_started.wait(timeout=10)
+            if threading.current_thread().name not in collided:
+                # The other thread's insert came first, as in the race MLflow's check-then-insert allows.
+                collided.append(threading.current_thread().name)
+                raise _duplicate_alias_refusal()
+            return real(client, *args)
+
+        return call
+
+    errors: list[BaseException] = []
+
+    def run(update):
+        try:
+            update()
+        except BaseException as exc:
+            errors.append(exc)
+
+    with mock.patch.object(mlflow.MlflowClient, "set_registered_model_alias", collide_once(real_set)):
+        threads = [
+            threading.Thread(
+                target=run,
+                args=(lambda v=v: mlflow_gateway.alias_set(name="churn", alias="production", version=v),),
+                name=f"set-{v}",
+            )
+            for v in (one, two)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    assert errors == []
+    assert sorted(collided) == [f"set-{one}", f"set-{two}"]
+    assert mlflow_gateway.aliases_get(name="churn")["production"] in (one, two)
+
+    both_started = threading.Barrier(2)
+    collided.clear()
+    with mock.patch.object(mlflow.MlflowClient, "delete_registered_model_alias", collide_once(real_delete)):
+        threads = [
+            threading.Thread(
+                target=run,
+                args=(lambda: mlflow_gateway.alias_delete(name="churn", alias="production"),),
+                name=f"delete-{i}",
+            )
+            for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    assert errors == []
+    assert "production" not in mlflow_gateway.aliases_get(name="churn")
+
+
+def test_an_alias_update_refused_for_another_reason_is_not_retried(pipeline):
+    one = mlflow_gateway.model_register(name="churn", run_id=_log("run-13", pipeline))
+    calls = []
+
+    def refuse(client, *args):
+        calls.append(args)
+        raise MlflowException(message="alias is reserved", error_code=BAD_REQUEST)
+
+    with (
+        mock.patch.object(mlflow.MlflowClient, "set_registered_model_alias", refuse),
+        pytest.raises(mlflow_gateway.RegistryError),
+    ):
+        mlflow_gateway.alias_set(name="churn", alias="production", version=one)
+
+    assert len(calls) == 1
 
 
 def test_aliases_are_set_moved_and_deleted(pipeline):

@@ -56,7 +56,7 @@ def test_concurrent_promotions_of_different_versions_leave_exactly_one_in_produc
     registered = model_make()
     versions = [version_make(registered, number) for number in range(1, WORKERS + 1)]
 
-    with mock.patch.object(registry_services, "_aliases_sync_on_commit"):
+    with mock.patch.object(registry_services, "model_aliases_sync_on_commit"):
         outcomes = run_together(
             lambda i: transition_services.model_version_transition(
                 model_version=versions[i], to_stage="production", user=staff, reason=f"thread {i}"
@@ -90,7 +90,7 @@ def test_the_database_alone_refuses_concurrent_writes_of_a_second_production_row
 def test_concurrent_rollbacks_and_promotions_keep_one_production_version(staff):
     registered = model_make()
     versions = [version_make(registered, number) for number in range(1, WORKERS + 1)]
-    with mock.patch.object(registry_services, "_aliases_sync_on_commit"):
+    with mock.patch.object(registry_services, "model_aliases_sync_on_commit"):
         transition_services.model_version_transition(
             model_version=versions[0], to_stage="production", user=staff
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import io
 import threading
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 
@@ -25,6 +27,7 @@ from predictions.batch import rows as batch_rows
 from predictions.batch.attempt import BatchAttempt, BatchRunError
 from predictions.batch.table_validation import TableCheck, table_validate
 from predictions.models import PredictionRequest
+from predictions.validation import NOT_FINITE_OUTPUT, NOT_FINITE_OUTPUT_MESSAGE, not_finite_rows
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,40 @@ class Computed:
     rows: batch_rows.Rows | None
 
 
+def _outputs_refused(check: TableCheck, unscorable: np.ndarray) -> TableCheck:
+    """`check` with the predicted rows at positions `unscorable` (among its valid rows) made errors."""
+    positions = np.flatnonzero(check.valid)[unscorable]
+    valid = check.valid.copy()
+    valid[positions] = False
+    count = len(positions)
+    added = {
+        "position": positions,
+        "field": np.full(count, "", dtype=object),
+        "code": np.full(count, NOT_FINITE_OUTPUT, dtype=object),
+        "message": np.full(count, NOT_FINITE_OUTPUT_MESSAGE, dtype=object),
+        "value": np.full(count, "", dtype=object),
+    }
+    merged = {name: np.concatenate([check.errors[name], added[name]]) for name in added}
+    order = np.argsort(merged["position"], kind="stable")
+    kept = np.ones(check.n_valid, dtype=bool)
+    kept[unscorable] = False
+    return dataclasses.replace(
+        check,
+        columns={name: values[kept] for name, values in check.columns.items()},
+        valid=valid,
+        errors={name: values[order] for name, values in merged.items()},
+    )
+
+
 def chunk_compute(attempt: BatchAttempt, model: Model, *, chunk: batch_files.Chunk) -> Computed:
     """Validate and predict a chunk, write its errors part, and encode its rows for the database."""
     job = attempt.job
     started = time.perf_counter()
-    check = table_validate(table=chunk.table, feature_schema=model.feature_schema)
+    check = table_validate(
+        table=chunk.table,
+        feature_schema=model.feature_schema,
+        max_text_chars=settings.PREDICTION_MAX_TEXT_CHARS,
+    )
     started = attempt.timed("validate", started)
     labels: list[Any] = []
     probabilities = np.empty((0, len(model.classes or [])))
@@ -109,6 +141,13 @@ def chunk_compute(attempt: BatchAttempt, model: Model, *, chunk: batch_files.Chu
             ) from exc
         if model.classes is not None and raw_probabilities is not None:
             probabilities = np.asarray(raw_probabilities, dtype="float64")
+        unscorable = not_finite_rows(labels, probabilities if len(probabilities) else None)
+        if len(unscorable):
+            check = _outputs_refused(check, unscorable)
+            kept = np.ones(len(labels), dtype=bool)
+            kept[unscorable] = False
+            labels = [label for label, keep in zip(labels, kept, strict=True) if keep]
+            probabilities = probabilities[kept] if len(probabilities) else probabilities
     started = attempt.timed("predict", started)
     if check.n_errors or chunk.ragged:
         batch_outputs.object_replace(

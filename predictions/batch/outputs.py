@@ -9,6 +9,7 @@ from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlops_site import storage
 from predictions.batch import files as batch_files
@@ -23,6 +24,37 @@ PREDICTION_COLUMN = "prediction"
 PROBABILITY_PREFIX = "probability_"
 TRAILING_COLUMNS = ("prediction_id", "row", "warnings")
 ERRORS_COLUMNS = ("row", "field", "code", "message", "value")
+
+
+# A cell a spreadsheet would run as a formula (=, +, -, @, or a leading tab or carriage return) ...
+_FORMULA_START = r"^[=+\-@\t\r]"
+# ... unless it is a plain number such as -1.5 or +3e2, which spreadsheets read as a number.
+_PLAIN_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+
+
+def spreadsheet_safe(table: pa.Table) -> pa.Table:
+    """Text cells that would start a spreadsheet formula, prefixed with a single quote (shown as text).
+
+    Result and errors files repeat what uploaders wrote; opened in a spreadsheet, a cell such as
+    =HYPERLINK(...) would otherwise run. Plain numbers are left alone.
+    """
+    columns = []
+    for column in table.columns:
+        if not pa.types.is_string(column.type):
+            columns.append(column)
+            continue
+        risky = pc.and_(
+            pc.match_substring_regex(column, _FORMULA_START),
+            pc.invert(pc.match_substring_regex(column, _PLAIN_NUMBER)),
+        )
+        columns.append(pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column))
+    return pa.table(columns, names=table.column_names)
+
+
+def spreadsheet_safe_names(names: list[str]) -> list[str]:
+    """Header names neutralised as spreadsheet_safe neutralises cells."""
+    safe = spreadsheet_safe(pa.table({"name": pa.array(names, pa.string())}))
+    return safe.column("name").to_pylist()
 
 
 def output_columns(*, classes: list[Any] | None) -> list[str]:
@@ -73,7 +105,7 @@ def errors_part(chunk: batch_files.Chunk, check: TableCheck) -> bytes:
             **{name: pa.array(np.concatenate(parts)[order], pa.string()) for name, parts in columns.items()},
         }
     )
-    return batch_files.csv_part(table)
+    return batch_files.csv_part(spreadsheet_safe(table))
 
 
 def result_part(
@@ -101,7 +133,7 @@ def result_part(
     columns["prediction_id"] = pa.array(ids, mask=ids == 0)
     columns["row"] = pa.array(chunk.rows)
     columns["warnings"] = pa.array(check.warnings_text, pa.string())
-    return batch_files.csv_part(pa.table(columns))
+    return batch_files.csv_part(spreadsheet_safe(pa.table(columns)))
 
 
 def concatenate(attempt: BatchAttempt, *, key: str, header: bytes, parts: list[str]) -> None:
@@ -124,7 +156,7 @@ def files_assemble(attempt: BatchAttempt, *, header: list[str], classes: list[st
     concatenate(
         attempt,
         key=result_key(job),
-        header=batch_files.header_line([*header, *output_columns(classes=classes)]),
+        header=batch_files.header_line(spreadsheet_safe_names([*header, *output_columns(classes=classes)])),
         parts=result_parts,
     )
     error_parts = [key for key in (part_key(job, "errors", i) for i in range(chunks)) if storage.exists(key)]

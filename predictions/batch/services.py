@@ -50,6 +50,7 @@ JOBS = engine.JobSpec(
     lease_seconds=LEASE_SECONDS,
     max_attempts=MAX_ATTEMPTS,
     stale_queued_minutes=STALE_QUEUED_MINUTES,
+    task_name="predictions.tasks.batch_prediction_run_task",
     transient_errors=TRANSIENT_ERRORS,
     attempt_class=BatchAttempt,
     select_related=("model_version__registered_model",),
@@ -136,7 +137,8 @@ def batch_prediction_start(
                 chunk_rows=chunk_rows(),
                 rows_total=rows_estimate,
             )
-            transaction.on_commit(lambda: _enqueue(job.pk))
+            # robust: a broker outage must not undo the accepted job; the stale sweep sends it later.
+            transaction.on_commit(lambda: _enqueue(job.pk), robust=True)
     except BaseException:
         with contextlib.suppress(storage.StorageError):
             storage.delete(input_key)

@@ -12,12 +12,18 @@ import pyarrow.compute as pc
 
 from ml.pipeline import NUMERIC
 from predictions.validation import (
+    DEFAULT_MAX_TEXT_CHARS,
+    FLOAT32_MAX,
     MISSING_VALUE,
     NOT_FINITE,
     OUT_OF_RANGE,
+    TOO_LARGE_NUMBER,
+    TOO_LONG_TEXT,
     UNKNOWN_CATEGORY,
     WRONG_TYPE,
     range_text,
+    too_large_suffix,
+    too_long_message,
 )
 
 #: Cells read as missing, like pandas' default NA markers (what training read as missing) except the
@@ -85,7 +91,19 @@ class _Notes:
         current = self.text[positions]
         self.text[positions] = np.where(current == "", short, current + "; " + short)
 
-    def error(self, mask: np.ndarray, *, name: str, code: str, values: Any, before: str, after: str) -> None:
+    def error(
+        self,
+        mask: np.ndarray,
+        *,
+        name: str,
+        code: str,
+        values: Any,
+        before: str = "",
+        after: str = "",
+        message: str | None = None,
+    ) -> None:
+        """Refuse the rows of `mask`; the message quotes each value between before and after, or is
+        `message` for all, and then the errors file shows the value cut short too (it may be huge)."""
         positions = np.flatnonzero(mask)
         if not len(positions):
             return
@@ -94,6 +112,10 @@ class _Notes:
         cut = np.array([len(v) > VALUE_SHOWN_CHARS for v in shown], dtype=bool)
         quoted = shown.copy()
         quoted[cut] = [v[: VALUE_SHOWN_CHARS - 3] + "..." for v in shown[cut]]
+        if message is not None:
+            messages = np.full(len(positions), message, dtype=object)
+            self.errors.append((positions, name, code, messages, quoted))
+            return
         self.errors.append((positions, name, code, before + quoted + after, shown))
 
     def error_table(self) -> dict[str, np.ndarray]:
@@ -152,12 +174,15 @@ def _canonical_numbers(values: Any) -> Any:
     return pa.array(text, type=pa.string())
 
 
-def table_validate(*, table: pa.Table, feature_schema: list[dict[str, Any]]) -> TableCheck:
+def table_validate(
+    *, table: pa.Table, feature_schema: list[dict[str, Any]], max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+) -> TableCheck:
     """Check every feature cell of a chunk whose columns are all text, as written in the CSV file.
 
     The rules of rows_validate, per column: an empty cell (or an NA marker such as "NA", "null") is a
     missing value, imputed by the model with a warning; a numeric cell that is not a number is an error,
-    and so is NaN or infinity written out; unknown categories and out-of-range numbers are warnings.
+    and so are NaN or infinity written out, a number beyond float32's range and a category longer than
+    `max_text_chars`; unknown categories and out-of-range numbers are warnings.
     Columns that are not features are ignored. Categories written as numbers are read as training read
     them when every training category is a number ("3.0" → "3").
     """
@@ -182,7 +207,12 @@ def table_validate(*, table: pa.Table, feature_schema: list[dict[str, Any]]) -> 
         if column["kind"] == NUMERIC:
             present = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), stripped)
             numbers, wrong = _numbers(present, missing)
-            not_finite = ~missing & ~wrong & ~np.isfinite(numbers)
+            too_large = ~missing & ~wrong & np.isfinite(numbers) & (np.abs(numbers) > FLOAT32_MAX)
+            not_finite = ~missing & ~wrong & ~too_large & ~np.isfinite(numbers)
+            notes.error(
+                too_large, name=name, code=TOO_LARGE_NUMBER, values=stripped,
+                before=f"'{name}' = ", after=too_large_suffix(),
+            )  # fmt: skip
             notes.error(
                 wrong, name=name, code=WRONG_TYPE, values=stripped,
                 before=f"'{name}' must be a number; got '", after="'.",
@@ -192,7 +222,7 @@ def table_validate(*, table: pa.Table, feature_schema: list[dict[str, Any]]) -> 
                 before=f"'{name}' must be a finite number; got '",
                 after="'. Leave the cell empty for a missing value.",
             )  # fmt: skip
-            ok = ~(missing | wrong | not_finite)
+            ok = ~(missing | wrong | not_finite | too_large)
             values = np.where(ok, numbers, np.nan)
             low, high = column.get("min"), column.get("max")
             outside = np.zeros(n, dtype=bool)
@@ -219,6 +249,15 @@ def table_validate(*, table: pa.Table, feature_schema: list[dict[str, Any]]) -> 
             if categories and all(_number_like(c) for c in categories):
                 text = _canonical_numbers(raw)
             text = pc.if_else(pa.array(missing), pa.scalar("", pa.string()), text)
+            lengths = pc.fill_null(pc.utf8_length(raw), 0).to_numpy(zero_copy_only=False)
+            too_long = ~missing & (lengths > max_text_chars)
+            if too_long.any():
+                for length in np.unique(lengths[too_long]):
+                    same = too_long & (lengths == length)
+                    notes.error(
+                        same, name=name, code=TOO_LONG_TEXT, values=raw,
+                        message=too_long_message(name, int(length), max_text_chars),
+                    )  # fmt: skip
             if categories:
                 unknown = ~missing & ~_mask(pc.is_in(text, value_set=pa.array(categories, pa.string())))
                 if unknown.any():

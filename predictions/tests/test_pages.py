@@ -101,6 +101,25 @@ def test_an_invalid_value_is_shown_on_its_field_and_nothing_is_stored(alice, mix
     assert Prediction.objects.count() == 0
 
 
+def test_a_number_beyond_float32_or_an_overlong_category_on_the_form_is_refused_on_its_field(
+    alice, mixed_v1, settings
+):
+    settings.PREDICTION_MAX_TEXT_CHARS = 20
+    client = client_for(alice)
+    form = client.get("/predict/mixed/").context["form"]
+
+    response = client.post(
+        "/predict/mixed/", form_data(form, {"age": "1e308", "income": "-1e39", "city": "P" * 21})
+    )
+
+    assert response.status_code == 400
+    errors = response.context["form"].errors
+    assert "beyond the largest number the model can represent" in errors[form.field_of_feature["age"]][0]
+    assert "beyond the largest number" in errors[form.field_of_feature["income"]][0]
+    assert "at most 20 characters" in errors[form.field_of_feature["city"]][0]
+    assert Prediction.objects.count() == 0
+
+
 def test_an_unknown_category_posted_to_the_form_is_predicted_with_a_warning(alice, mixed_v1):
     client = client_for(alice)
     form = client.get("/predict/mixed/").context["form"]

@@ -11,6 +11,7 @@ from rest_framework.throttling import UserRateThrottle
 
 from mlops_site import errors, storage
 from mlops_site.tests.helpers import error_body
+from predictions import model_cache
 from predictions.models import Prediction, PredictionRequest
 from predictions.tests.helpers import make_model_version, trained_model
 
@@ -294,3 +295,54 @@ def test_the_api_schema_documents_the_prediction_endpoints(client):
     paths = json.loads(response.content)["paths"]
     assert "post" in paths["/api/models/{name}/predict/"]
     assert {"/api/predictions/", "/api/predictions/{id}/"} <= set(paths)
+
+
+@pytest.mark.parametrize("value", [1e39, -1e39, 1e308, "1e308", "-3.5e38"])
+def test_a_number_beyond_float32_is_400_naming_the_limit(client, cancer_v1, value):
+    body = error_body(post(client, {"rows": [ROW, {**ROW, "mean area": value}]}), 400, "invalid")
+
+    assert [(e["row"], e["field"], e["code"]) for e in body["errors"]] == [
+        (2, "mean area", "too_large_number")
+    ]
+    assert "3.402823e+38" in body["errors"][0]["message"]
+    assert_nothing_stored()
+
+
+def test_the_largest_float32_number_is_predicted(client, cancer_v1):
+    response = post(client, {"inputs": {**ROW, "mean area": 3.4e38}})
+
+    assert response.status_code == 200, response.content
+    assert Prediction.objects.count() == 1
+
+
+def test_a_category_longer_than_the_limit_is_400_and_nothing_is_stored(client, mixed_v1, settings):
+    settings.PREDICTION_MAX_TEXT_CHARS = 50
+    row = {"age": 30, "income": 50_000.0, "city": "B" * 51}
+
+    body = error_body(post(client, {"rows": [row]}, url="/api/models/mixed/predict/"), 400, "invalid")
+
+    assert [(e["row"], e["field"], e["code"]) for e in body["errors"]] == [(1, "city", "too_long_text")]
+    assert "at most 50 characters" in body["errors"][0]["message"]
+    assert_nothing_stored()
+
+
+def test_a_megabyte_category_is_refused_under_the_default_limit(client, mixed_v1):
+    row = {"age": 30, "income": 50_000.0, "city": "x" * 1_000_000}
+
+    assert refused(post(client, {"rows": [row]}, url="/api/models/mixed/predict/")) == [
+        (1, "city", "too_long_text")
+    ]
+
+
+def test_a_model_giving_nan_probabilities_refuses_the_row_and_stores_nothing(client, cancer_v1, monkeypatch):
+    predictor = model_cache.predictors.get(model_cache.ModelArtifacts.of_version(cancer_v1))
+    real = predictor.predict_columns
+
+    def nan_for_second_row(columns):
+        labels, probabilities = real(columns)
+        probabilities[1] = [float("nan")] * len(probabilities[1])
+        return labels, probabilities
+
+    monkeypatch.setattr(predictor, "predict_columns", nan_for_second_row)
+
+    assert refused(post(client, {"rows": [ROW, ROW, ROW]})) == [(2, None, "not_finite_output")]

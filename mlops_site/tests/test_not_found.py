@@ -1,0 +1,28 @@
+"""Addresses that match nothing: a JSON 404 under /api/ naming the address with its slash; pages redirect."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_api_address_without_its_trailing_slash_is_a_json_404_naming_the_right_one(staff):
+    client = APIClient()
+    client.force_authenticate(staff)
+
+    response = client.post("/api/datasets", {"name": "x"}, format="json")
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert "Did you mean /api/datasets/" in response.json()["detail"]
+
+
+def test_pages_still_get_the_trailing_slash_redirect(client, staff):
+    client.force_login(staff)
+
+    response = client.get("/datasets")
+
+    assert response.status_code == 301
+    assert response["Location"] == "/datasets/"
