@@ -50,7 +50,8 @@ class AuthTokenView(APIView):
         request=TokenObtainInputSerializer,
         responses={
             200: TokenOutputSerializer,
-            400: OpenApiResponse(description="Missing fields, or a wrong username or password."),
+            400: OpenApiResponse(description="Missing or malformed fields."),
+            401: OpenApiResponse(description="A wrong username or password (the same answer for both)."),
             429: OpenApiResponse(
                 description="Too many attempts, or sign-in locked; retry after the given number of seconds."
             ),

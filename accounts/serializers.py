@@ -35,9 +35,8 @@ class TokenObtainInputSerializer(serializers.Serializer):
             raise SignInLockedError(refusal)
         if user is None:
             # One message for unknown users, wrong passwords and disabled accounts: no user enumeration.
-            raise serializers.ValidationError(
-                "Unable to log in with the given username and password.", code="authorization"
-            )
+            # Well-formed credentials that do not sign in: a 401, like a wrong token, not malformed input.
+            raise exceptions.AuthenticationFailed("Unable to log in with the given username and password.")
         attrs["user"] = user
         return attrs
 

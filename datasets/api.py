@@ -30,7 +30,8 @@ from datasets.views import dataset_version_file_response
 
 
 class DatasetOutputSerializer(serializers.ModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Null once the account is deleted (SET_NULL) or for rows no user made.
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     latest_version = serializers.IntegerField(read_only=True, allow_null=True)
     latest_row_count = serializers.IntegerField(read_only=True, allow_null=True)
     version_count = serializers.IntegerField(read_only=True)
@@ -65,7 +66,8 @@ class DatasetColumnSerializer(serializers.Serializer):
 class DatasetVersionOutputSerializer(serializers.ModelSerializer):
     dataset = serializers.SlugRelatedField(slug_field="name", read_only=True)
     parent = serializers.SerializerMethodField()
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Null once the account is deleted (SET_NULL) or for rows no user made.
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     target_column = serializers.CharField(read_only=True)
     columns = serializers.SerializerMethodField()
     warnings = serializers.ListField(
@@ -120,7 +122,7 @@ class DatasetUploadInputSerializer(serializers.Serializer):
     )
     description = serializers.CharField(required=False, allow_blank=True, default="")
     parent = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, help_text="Version number of the same dataset."
+        required=False, min_value=1, help_text="Version number of the same dataset; leave out for none."
     )
 
 

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from rest_framework import exceptions
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
@@ -63,4 +64,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if answer.retry_after:
         headers["Retry-After"] = str(answer.retry_after)
     set_rollback()
-    return Response(answer.body(), status=answer.status, headers=headers)
+    response = Response(answer.body(), status=answer.status, headers=headers)
+    # An error is JSON even where the client asked for another format (a CSV download, say).
+    request = context.get("request")
+    if request is not None:
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = JSONRenderer.media_type
+    return response

@@ -154,6 +154,7 @@ def _mlflow(exc: Exception) -> ErrorAnswer:
 FOREIGN_ERRORS: dict[str, Callable[[Any], ErrorAnswer]] = {
     "mlops_site.storage.StorageError": _storage,
     "models_registry.transition_services.QualityGateError": _quality_gate,
+    "models_registry.services.ModelNameTaken": lambda exc: ErrorAnswer(409, "name_taken", exc.messages[0]),
     "models_registry.mlflow_gateway.RegistryUnavailable": _mlflow,
     "models_registry.mlflow_gateway.ModelNotFound": lambda exc: ErrorAnswer(404, "not_found", str(exc)),
     # A version whose model file is missing or damaged: retrying will not help until someone fixes it.

@@ -91,6 +91,13 @@ class AutoSchema(openapi.AutoSchema):
         view_permissions = self.view.get_permissions()
         if self.method in ("POST", "PUT", "PATCH"):
             statuses.add("400")
+        # A wrong token is a 401 wherever tokens are read, even on operations open to everyone.
+        if any("tokenAuth" in scheme for scheme in self.get_auth() or []):
+            statuses.add("401")
+        paginated = self.method == "GET" and self._is_list_view() and self.view.paginator is not None
+        if paginated:
+            # A malformed page number or size is a 400; a page past the last one a 404.
+            statuses.update({"400", "404"})
         if not any(isinstance(p, permissions.AllowAny) for p in view_permissions):
             statuses.add("401")
             # A session request that changes something needs its CSRF token; staff-only views refuse users.

@@ -57,7 +57,10 @@ class RegisteredModelViewSet(
     @extend_schema(
         summary="Register a model with its quality-gate thresholds (staff)",
         request=RegisteredModelInputSerializer,
-        responses={201: RegisteredModelOutputSerializer},
+        responses={
+            201: RegisteredModelOutputSerializer,
+            409: OpenApiResponse(description="A model of that name exists already."),
+        },
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = self._valid(RegisteredModelInputSerializer, request)

@@ -14,11 +14,13 @@ from models_registry.models import (
     RegisteredModel,
     Stage,
     Task,
+    model_name_validator,
 )
 
 
 class RegisteredModelOutputSerializer(serializers.ModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Null once the account is deleted (SET_NULL) or for rows no user made.
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     version_count = serializers.IntegerField(read_only=True)
     latest_version = serializers.IntegerField(read_only=True, allow_null=True)
     production_version = serializers.IntegerField(read_only=True, allow_null=True)
@@ -51,7 +53,12 @@ class RegisteredModelOutputSerializer(serializers.ModelSerializer):
 
 
 class RegisteredModelInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=MODEL_NAME_MAX_LENGTH)
+    # The pattern is in the schema so clients know it; the service checks it again (and reserved names).
+    name = serializers.RegexField(
+        r"^[a-z0-9][a-z0-9_-]*$",
+        max_length=MODEL_NAME_MAX_LENGTH,
+        error_messages={"invalid": model_name_validator.message},
+    )
     description = serializers.CharField(required=False, allow_blank=True, default="")
     task = serializers.ChoiceField(choices=Task.choices, required=False, allow_blank=True, default="")
     target_column = serializers.CharField(required=False, allow_blank=True, default="", max_length=255)
@@ -71,7 +78,8 @@ class DatasetVersionRefSerializer(serializers.Serializer):
 
 class ModelVersionOutputSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="registered_model.name", read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Null once the account is deleted (SET_NULL) or for rows no user made.
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     dataset_version = serializers.SerializerMethodField()
     training_run = serializers.PrimaryKeyRelatedField(read_only=True)
     url = serializers.SerializerMethodField()

@@ -29,6 +29,10 @@ STAGING_ALIAS = "staging"
 MODEL_OBJECT_PREFIX = "models/sha256"
 
 
+class ModelNameTaken(ValidationError):
+    """A new model's name is already registered: a conflict with what exists (409), not malformed input."""
+
+
 def model_object_key(*, sha256: str, kind: str) -> str:
     return f"{MODEL_OBJECT_PREFIX}/{sha256[:2]}/{sha256}.{kind}"
 
@@ -117,7 +121,7 @@ def registered_model_create(
     thresholds = min_metrics_normalize(task=task, value=min_metrics)
     with transaction.atomic():
         if RegisteredModel.objects.filter(name=name).exists():
-            raise ValidationError(f"A model named {name!r} already exists.")
+            raise ModelNameTaken(f"A model named {name!r} already exists.")
         return RegisteredModel.objects.create(
             name=name,
             task=task,

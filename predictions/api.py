@@ -10,12 +10,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mlops_site import errors, parsers
+from mlops_site import errors, pagination, parsers
 from predictions import selectors, services
 from predictions.forms import PredictionFilterForm
 from predictions.models import Channel, Prediction
@@ -143,7 +142,8 @@ class ModelPredictView(APIView):
 class PredictionOutputSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model_version.registered_model.name")
     model_version = serializers.IntegerField(source="model_version.version")
-    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Null once the account is deleted (SET_NULL) or for rows no user made.
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     request_id = serializers.CharField(source="request.request_id")
     latency_ms = serializers.FloatField(source="request.latency_ms")
 
@@ -166,10 +166,16 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
         ]
 
 
-class PredictionPagination(PageNumberPagination):
+class PredictionPagination(pagination.PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+
+#: What the created_after/created_before filters accept, as the page's filter form parses them.
+DATE_OR_DATE_TIME = {
+    "oneOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]
+}
 
 
 @extend_schema_view(
@@ -177,10 +183,10 @@ class PredictionPagination(PageNumberPagination):
         parameters=[
             OpenApiParameter("model", OpenApiTypes.STR, description="A registered model's name."),
             OpenApiParameter(
-                "created_after", OpenApiTypes.STR, description="A date (whole day) or date-time."
+                "created_after", DATE_OR_DATE_TIME, description="A date (whole day) or date-time."
             ),
             OpenApiParameter(
-                "created_before", OpenApiTypes.STR, description="A date (whole day) or date-time."
+                "created_before", DATE_OR_DATE_TIME, description="A date (whole day) or date-time."
             ),
         ],
         responses={
@@ -202,6 +208,12 @@ class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     def get_queryset(self) -> QuerySet[Prediction]:
         if self.action != "list":
             return selectors.prediction_list(user=self.request.user)
+        # The page's filter form sends empty fields; a program that names a filter must give it a value.
+        empty = [
+            name for name in PredictionFilterForm.base_fields if self.request.query_params.get(name) == ""
+        ]
+        if empty:
+            raise ValidationError({name: ["Give a value, or leave the parameter out."] for name in empty})
         form = PredictionFilterForm(self.request.query_params)
         if not form.is_valid():
             raise ValidationError(

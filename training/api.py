@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from mlops_site import parsers
 from training import selectors, services
 from training.models import TrainingRun
 from training.serializers import TrainingRunInputSerializer, TrainingRunOutputSerializer
@@ -24,6 +25,8 @@ class TrainingRunViewSet(
 ):
     permission_classes = [permissions.IsAdminUser]
     serializer_class = TrainingRunOutputSerializer
+    # Hyperparameters are a JSON object: a form-encoded body has no way to send one.
+    parser_classes = [parsers.JSONParser]
 
     def get_queryset(self) -> QuerySet[TrainingRun]:
         return selectors.training_run_list()
@@ -33,7 +36,10 @@ class TrainingRunViewSet(
         description="A request the run could not train with is refused with 400 naming each problem. "
         "Problems only training finds make the run FAILED with the reason.",
         request=TrainingRunInputSerializer,
-        responses={201: TrainingRunOutputSerializer},
+        responses={
+            201: TrainingRunOutputSerializer,
+            404: OpenApiResponse(description="The dataset has no such version."),
+        },
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = TrainingRunInputSerializer(data=request.data)

@@ -9,6 +9,7 @@ from rest_framework import serializers
 from datasets import selectors as dataset_selectors
 from ml import catalogue
 from ml.train import MAX_SEED, TEST_SIZE_MAX, TEST_SIZE_MIN
+from mlops_site import errors
 from models_registry.models import MODEL_NAME_MAX_LENGTH, ModelVersion, Task
 from training.models import TrainingRun
 
@@ -18,7 +19,8 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
     dataset = serializers.CharField(source="dataset_version.dataset.name", read_only=True)
     dataset_version = serializers.IntegerField(source="dataset_version.version", read_only=True)
     model_version = serializers.SerializerMethodField()
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Null once the account is deleted (SET_NULL) or for rows no user made.
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     duration_seconds = serializers.SerializerMethodField()
 
     class Meta:
@@ -94,7 +96,8 @@ class TrainingRunInputSerializer(serializers.Serializer):
         )
         if found is None:
             name, number = attrs["dataset"], attrs["dataset_version"]
-            problem = f"Dataset {name!r} has no version {number}."
-            raise serializers.ValidationError({"dataset_version": problem})
+            # Well-formed but naming nothing: the referenced version is not found, as in its own URL.
+            message = f"Dataset {name!r} has no version {number}."
+            raise errors.NotFound(message, errors=[errors.problem(message, field="dataset_version")])
         attrs["dataset_version"] = found
         return attrs

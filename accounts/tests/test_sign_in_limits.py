@@ -126,7 +126,7 @@ def test_the_token_endpoint_answers_429_with_retry_after_while_the_account_is_lo
     api_client, alice, clock
 ):
     for _ in range(3):
-        assert api_client.post(TOKEN, {"username": "alice", "password": "wrong"}).status_code == 400
+        assert api_client.post(TOKEN, {"username": "alice", "password": "wrong"}).status_code == 401
 
     response = api_client.post(TOKEN, {"username": "alice", "password": PASSWORD})
 

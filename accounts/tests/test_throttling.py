@@ -54,7 +54,7 @@ def test_password_attempts_are_throttled_by_the_auth_scope(api_client, alice, ti
         api_client.post("/api/auth/token/", {"username": "alice", "password": PASSWORD}).status_code
     )
 
-    assert statuses == [400, 400, 429]
+    assert statuses == [401, 401, 429]
     assert not Token.objects.filter(user=alice).exists()
 
 
@@ -98,6 +98,6 @@ def test_sixty_guesses_with_a_new_forwarded_address_each_are_throttled(
         "/api/auth/token/", {"username": "alice", "password": PASSWORD}, HTTP_X_FORWARDED_FOR="192.0.2.1"
     )
 
-    assert statuses == [400] * 10 + [429] * 50
+    assert statuses == [401] * 10 + [429] * 50
     assert right.status_code == 429
     assert not Token.objects.filter(user=alice).exists()

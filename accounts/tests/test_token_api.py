@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.authtoken.models import Token
 
-from mlops_site.tests.helpers import error_body, messages_of
+from mlops_site.tests.helpers import error_body
 from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -38,21 +38,19 @@ def test_asking_again_returns_the_same_token(api_client, alice):
     assert first == second
 
 
-def test_a_wrong_password_is_a_400_without_a_token(api_client, alice):
+def test_a_wrong_password_is_a_401_without_a_token(api_client, alice):
     response = api_client.post(TOKEN_URL, {"username": "alice", "password": "nope"}, format="json")
 
-    body = error_body(response, 400, "invalid")
-    assert messages_of(body) == ["Unable to log in with the given username and password."]
-    assert body["errors"][0]["code"] == "authorization"
+    body = error_body(response, 401, "authentication_failed")
+    assert body["detail"] == "Unable to log in with the given username and password."
     assert not Token.objects.filter(user=alice).exists()
 
 
 def test_an_unknown_user_gets_the_same_answer_as_a_wrong_password(api_client):
     response = api_client.post(TOKEN_URL, {"username": "nobody", "password": "nope"}, format="json")
 
-    body = error_body(response, 400, "invalid")
+    body = error_body(response, 401, "authentication_failed")
     assert body["detail"] == "Unable to log in with the given username and password."
-    assert messages_of(body) == ["Unable to log in with the given username and password."]
 
 
 def test_a_disabled_account_gets_no_token(api_client, alice):
@@ -61,7 +59,7 @@ def test_a_disabled_account_gets_no_token(api_client, alice):
 
     response = api_client.post(TOKEN_URL, {"username": "alice", "password": PASSWORD}, format="json")
 
-    assert response.status_code == 400
+    assert response.status_code == 401
     assert not Token.objects.filter(user=alice).exists()
 
 

@@ -246,16 +246,20 @@ def test_two_threads_updating_one_alias_at_once_both_succeed_when_one_collides(p
     real_set = mlflow.MlflowClient.set_registered_model_alias
     real_delete = mlflow.MlflowClient.delete_registered_model_alias
     both_started = threading.Barrier(2)
+    writing = threading.Lock()
     collided: list[str] = []
 
     def collide_once(real):
         def call(client, *args):
-            both_started.wait(timeout=10)
             if threading.current_thread().name not in collided:
+                both_started.wait(timeout=10)
                 # The other thread's insert came first, as in the race MLflow's check-then-insert allows.
                 collided.append(threading.current_thread().name)
                 raise _duplicate_alias_refusal()
-            return real(client, *args)
+            # The retries then write one at a time: the collision above is the race under test, not
+            # SQLite's own write lock.
+            with writing:
+                return real(client, *args)
 
         return call
 

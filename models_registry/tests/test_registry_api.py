@@ -145,14 +145,13 @@ def test_staff_register_a_model_with_thresholds(staff):
 @pytest.mark.parametrize(
     ("data", "field", "problem"),
     [
-        ({"name": "Bad Name"}, None, "is not valid"),
+        ({"name": "Bad Name"}, "name", "Use lowercase letters"),
         (
             {"name": "fraud", "task": "classification", "min_metrics": {"rmse": 3}},
             None,
             "Unknown metric 'rmse'",
         ),
         ({"name": "fraud", "task": "clustering"}, "task", "is not a valid choice"),
-        ({"name": "churn"}, None, "already exists"),
     ],
 )
 def test_a_bad_model_registration_is_a_400_naming_the_problem(staff, churn, data, field, problem):
@@ -160,6 +159,14 @@ def test_a_bad_model_registration_is_a_400_naming_the_problem(staff, churn, data
 
     body = error_body(response, 400, "invalid")
     assert any(problem in message for message in messages_of(body, field)), body
+
+
+def test_registering_a_taken_model_name_is_a_409_conflict(staff, churn):
+    response = api_for(staff).post("/api/models/", {"name": "churn"}, format="json")
+
+    body = error_body(response, 409, "name_taken")
+    assert body["detail"] == "A model named 'churn' already exists."
+    assert RegisteredModel.objects.filter(name="churn").count() == 1
 
 
 # ------------------------------------------------------------------------------

@@ -9,12 +9,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from mlops_site import pagination
 from predictions import selectors
 from predictions.batch import services as batch_services
 from predictions.batch import views as batch_views
@@ -39,7 +39,8 @@ class BatchJobSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
     model = serializers.CharField(source="model_version.registered_model.name")
     model_version = serializers.IntegerField(source="model_version.version")
-    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Null once the account is deleted (SET_NULL) or for rows no user made.
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     progress = serializers.IntegerField(help_text="Percent; 100 only once succeeded.")
     rows_predicted = serializers.IntegerField()
     url = serializers.SerializerMethodField()
@@ -124,7 +125,7 @@ class ModelBatchView(APIView):
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
 
-class BatchJobPagination(PageNumberPagination):
+class BatchJobPagination(pagination.PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200

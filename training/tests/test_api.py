@@ -55,12 +55,6 @@ def test_staff_queue_a_training_run_and_follow_it_to_its_version(
 @pytest.mark.parametrize(
     ("data", "field", "problem"),
     [
-        (
-            {"dataset": "cancer", "dataset_version": 7},
-            "dataset_version",
-            "Dataset 'cancer' has no version 7.",
-        ),
-        ({"dataset": "nope", "dataset_version": 1}, "dataset_version", "Dataset 'nope' has no version 1."),
         ({"params": [1, 2]}, "params", "must be a JSON object"),
         ({"params": {"max_depth": "deep"}}, "params", "max_depth"),
         ({"algorithm": "svm"}, "algorithm", "svm"),
@@ -84,6 +78,23 @@ def test_a_malformed_training_request_is_a_400_and_queues_nothing(staff, cancer,
 
     body = error_body(response, 400, "invalid")
     assert any(problem in message for message in messages_of(body, field)), body
+    assert TrainingRun.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("reference", "problem"),
+    [
+        ({"dataset": "cancer", "dataset_version": 7}, "Dataset 'cancer' has no version 7."),
+        ({"dataset": "nope", "dataset_version": 1}, "Dataset 'nope' has no version 1."),
+    ],
+)
+def test_a_run_on_a_dataset_version_that_does_not_exist_is_a_404(staff, cancer, reference, problem):
+    request = {"model_name": "cancer", "algorithm": "random_forest", **reference}
+
+    response = api_for(staff).post("/api/training-runs/", request, format="json")
+
+    body = error_body(response, 404, "not_found")
+    assert messages_of(body, "dataset_version") == [problem]
     assert TrainingRun.objects.count() == 0
 
 
