@@ -10,6 +10,8 @@ rules they keep:
 - `attempts` counts the claims that ended without handing the job back (crashes) plus the current one:
   a transient failure releases the job and takes its claim back. A job claimed more than max_attempts
   times keeps killing its worker (out of memory?) and is failed instead.
+- A worker that is asked to stop hands its jobs back at their next write (Stopping); a worker whose pool
+  child died ends that job's lease at once (job_lease_end), so another delivery claims it without waiting.
 """
 
 from __future__ import annotations
@@ -35,12 +37,25 @@ logger = logging.getLogger(__name__)
 ERROR_MESSAGE_MAX_LENGTH = 4000
 # A busy job is checked again this long after the other attempt's lease runs out, and never sooner.
 BUSY_MARGIN_SECONDS = 5
+# A QUEUED job is re-sent when its message is not waiting in the broker this long after it was created:
+# the broker lost it (restarted without persistence, or down when the job was submitted).
+QUEUED_GRACE_SECONDS = 60
+
+# Set in a worker process that is shutting down (jobs.policy connects it to Celery's signals).
+stop_requested = threading.Event()
+
+# Every spec by the name of the Celery task that runs its jobs, for the worker's main process.
+SPECS_BY_TASK: dict[str, JobSpec[Any]] = {}
 
 J = TypeVar("J", bound=LeasedJob)
 
 
 class LeaseLost(Exception):
     """Another attempt claimed the job after this attempt's lease ran out; this attempt must stop."""
+
+
+class Stopping(Exception):
+    """The worker is shutting down: the attempt hands the job back at its next write, for another worker."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,15 @@ class JobSpec(Generic[J]):
     failed_fields: dict[str, Any] = field(default_factory=dict)
     # Cleans up what dead attempts left behind, when the job is failed without a live attempt to do it.
     abandon: Callable[[J], None] | None = None
+    # The Celery task that runs the job (one id argument): the stale sweep looks for its messages in the
+    # broker, and the worker's main process ends the lease of a job whose pool child died.
+    task_name: str = ""
+    # The ids of this task's messages waiting in the broker, or None when the broker cannot be read.
+    broker_ids: Callable[[str], set[int] | None] = field(default=lambda task_name: _waiting_ids(task_name))
+
+    def __post_init__(self) -> None:
+        if self.task_name:
+            SPECS_BY_TASK[self.task_name] = self
 
     def name(self, job_id: Any) -> str:
         return f"{self.label} {job_id}"
@@ -91,6 +115,12 @@ class JobSpec(Generic[J]):
     def jobs(self) -> QuerySet[J]:
         objects = self.model._default_manager
         return objects.select_related(*self.select_related) if self.select_related else objects.all()
+
+
+def _waiting_ids(task_name: str) -> set[int] | None:
+    from mlops_site.celery import waiting_job_ids
+
+    return waiting_job_ids(task_name)
 
 
 def interrupted_message(spec: JobSpec[Any], times: int) -> str:
@@ -126,9 +156,12 @@ class Attempt(Generic[J]):
         return {"lease_expires_at": timezone.now() + timedelta(seconds=self.spec.lease_seconds)}
 
     def check(self) -> None:
-        """Raise LeaseLost if the heartbeat found the job taken by another attempt."""
+        """Raise LeaseLost if the heartbeat found the job taken by another attempt, Stopping if the worker
+        is shutting down."""
         if self._lost.is_set():
             raise self.lease_lost()
+        if stop_requested.is_set():
+            raise Stopping(f"{self}: the worker is shutting down")
 
     def write(self, *, only_if: Q | None = None, **fields: Any) -> None:
         """Update the job and renew the lease, fenced; raises LeaseLost when another attempt holds it.
@@ -288,6 +321,12 @@ def job_run(
     except LeaseLost:
         logger.warning("%s lost its lease to another attempt; stopping", attempt)
         return JobOutcome("lost", message=f"Another attempt took over the {spec.noun}.")
+    except Stopping:
+        logger.warning("%s: the worker is shutting down; handing the %s back", attempt, spec.noun)
+        if undo is not None:
+            undo(attempt)
+        attempt.release("Handed back: its worker was shutting down")
+        raise
     except spec.transient_errors as exc:
         logger.warning("%s: transient failure, will retry: %s", spec.name(job_id), exc)
         if undo is not None:
@@ -326,19 +365,40 @@ def job_fail(spec: JobSpec[J], *, job_id: int, message: str) -> bool:
     return marked == 1
 
 
-def jobs_stale_requeue(spec: JobSpec[J], *, now: datetime | None = None) -> list[int]:
-    """Send again jobs whose message was lost: QUEUED for long, or RUNNING with an expired lease.
+def job_lease_end(spec: JobSpec[J], *, job_id: int) -> bool:
+    """End the lease of a RUNNING job whose attempt is known dead (its pool child was killed).
 
-    A job whose lease ran out after max_attempts claims is failed instead. Returns the ids sent. Safe to
-    run at any time: the claim ignores jobs another attempt holds.
+    The next delivery then claims it at once instead of waiting for the lease to run out. The claim it
+    made still counts, so a job that keeps killing its worker is failed after max_attempts. Should the
+    attempt be alive after all, its fenced writes change nothing once another attempt claims the job.
+    """
+    now = timezone.now()
+    ended = spec.model._default_manager.filter(
+        pk=job_id, status=LeasedJob.Status.RUNNING, lease_expires_at__gt=now
+    ).update(lease_expires_at=now)
+    return ended == 1
+
+
+def jobs_stale_requeue(spec: JobSpec[J], *, now: datetime | None = None) -> list[int]:
+    """Send again jobs whose message was lost: QUEUED without a message, or RUNNING with an expired lease.
+
+    A QUEUED job is re-sent when its message is not waiting in the broker QUEUED_GRACE_SECONDS after it
+    was created; when the broker cannot be read, after stale_queued_minutes. A job whose lease ran out
+    after max_attempts claims is failed instead. Returns the ids sent. Safe to run at any time: the
+    claim ignores jobs another attempt holds, and a duplicate message finds the job busy or finished.
     """
     now = now or timezone.now()
-    stale = spec.model._default_manager.filter(
-        Q(
-            status=LeasedJob.Status.QUEUED,
-            created_at__lt=now - timedelta(minutes=spec.stale_queued_minutes),
+    waiting = spec.broker_ids(spec.task_name) if spec.task_name else None
+    if waiting is None:
+        queued = Q(
+            status=LeasedJob.Status.QUEUED, created_at__lt=now - timedelta(minutes=spec.stale_queued_minutes)
         )
-        | Q(status=LeasedJob.Status.RUNNING, lease_expires_at__lt=now)
+    else:
+        queued = Q(
+            status=LeasedJob.Status.QUEUED, created_at__lt=now - timedelta(seconds=QUEUED_GRACE_SECONDS)
+        ) & ~Q(pk__in=waiting)
+    stale = spec.model._default_manager.filter(
+        queued | Q(status=LeasedJob.Status.RUNNING, lease_expires_at__lt=now)
     )
     sent = []
     for job_id, status, attempts in stale.values_list("pk", "status", "attempts"):
