@@ -23,6 +23,7 @@ RETRY_AFTER_SECONDS = 30
 
 STORAGE_UNAVAILABLE = "Object storage is unavailable, so nothing was read or saved. Please try again shortly."
 MLFLOW_UNAVAILABLE = "The MLflow tracking server is unavailable. Please try again shortly."
+DATABASE_UNAVAILABLE = "The database is unavailable. Please try again shortly."
 
 
 def problem(
@@ -144,6 +145,12 @@ def _storage(exc: Exception) -> ErrorAnswer:
     return ErrorAnswer(503, "storage_unavailable", STORAGE_UNAVAILABLE, retry_after=RETRY_AFTER_SECONDS)
 
 
+def database_unavailable(exc: BaseException) -> ErrorAnswer:
+    # A restart or failover: Django reconnects on the next request (CONN_HEALTH_CHECKS), so retrying helps.
+    logger.warning("the database failed: %s", exc)
+    return ErrorAnswer(503, "database_unavailable", DATABASE_UNAVAILABLE, retry_after=RETRY_AFTER_SECONDS)
+
+
 def _mlflow(exc: Exception) -> ErrorAnswer:
     logger.warning("MLflow failed: %s", exc)
     return ErrorAnswer(503, "mlflow_unavailable", MLFLOW_UNAVAILABLE, retry_after=RETRY_AFTER_SECONDS)
@@ -153,6 +160,8 @@ def _mlflow(exc: Exception) -> ErrorAnswer:
 #: is answered like its closest listed base.
 FOREIGN_ERRORS: dict[str, Callable[[Any], ErrorAnswer]] = {
     "mlops_site.storage.StorageError": _storage,
+    "django.db.utils.OperationalError": database_unavailable,
+    "django.db.utils.InterfaceError": database_unavailable,
     "models_registry.transition_services.QualityGateError": _quality_gate,
     "models_registry.services.ModelNameTaken": lambda exc: ErrorAnswer(409, "name_taken", exc.messages[0]),
     "models_registry.mlflow_gateway.RegistryUnavailable": _mlflow,

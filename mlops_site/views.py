@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+
 from django.contrib.auth.decorators import login_required
+from django.db import DatabaseError, DataError, IntegrityError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import Resolver404, resolve
 from django.views import defaults
 
+from mlops_site import errors
 from mlops_site.errors import ErrorAnswer
 
 #: Where the API is mounted (mlops_site.urls); a 404 or 500 there answers JSON, not a page.
 API_PREFIX = "/api/"
+PLAIN_TEXT = "text/plain; charset=utf-8"
 
 
 @login_required
@@ -30,6 +35,19 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 def server_error(request: HttpRequest) -> HttpResponse:
     # Nothing here may need the database, URL reversing or templates' context: they may be what broke.
+    # Django calls this while handling the exception, so it is still at hand: a database outage that
+    # struck outside a view (the session or user lookup in a middleware) is a 503 too, not a 500.
+    exception = sys.exc_info()[1]
+    if isinstance(exception, DatabaseError) and not isinstance(exception, IntegrityError | DataError):
+        answer = errors.database_unavailable(exception)
+        if request.path_info.startswith(API_PREFIX):
+            response: HttpResponse = JsonResponse(answer.body(), status=answer.status)
+        else:
+            response = HttpResponse(
+                answer.detail, status=answer.status, content_type="text/plain; charset=utf-8"
+            )
+        response["Retry-After"] = str(answer.retry_after)
+        return response
     if request.path_info.startswith(API_PREFIX):
         answer = ErrorAnswer(500, "server_error", "The server failed; the error was logged.")
         return JsonResponse(answer.body(), status=500)

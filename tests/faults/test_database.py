@@ -154,6 +154,8 @@ def test_a_postgresql_restart_under_load_fails_requests_only_while_it_is_down(
     assert after
     assert set(before) == {200}
     assert set(after) == {200}
+    # While it is down, requests are refused as retryable (503 with Retry-After), never a 500.
+    assert set(during) <= {200, 503}
 
     # The worker, never restarted, writes to the database again: its heartbeat task runs.
     sent_at = time.time()
