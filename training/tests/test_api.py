@@ -17,24 +17,25 @@ def cancer(staff):
     return dataset_upload(cancer_frame(60), name="cancer", target="diagnosis", user=staff)
 
 
+def queue_run(api, **fields):
+    """POST a forest run on cancer v1 with the fast hyperparameters, and `fields` on top."""
+    request = {
+        "dataset": "cancer",
+        "dataset_version": 1,
+        "model_name": "cancer",
+        "algorithm": "random_forest",
+        "params": FAST_FOREST,
+    }
+    return api.post("/api/training-runs/", {**request, **fields}, format="json")
+
+
 def test_staff_queue_a_training_run_and_follow_it_to_its_version(
     staff, cancer, django_capture_on_commit_callbacks
 ):
     api = api_for(staff)
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = api.post(
-            "/api/training-runs/",
-            {
-                "dataset": "cancer",
-                "dataset_version": 1,
-                "model_name": "cancer",
-                "algorithm": "random_forest",
-                "params": FAST_FOREST,
-                "seed": 3,
-            },
-            format="json",
-        )
+        response = queue_run(api, seed=3)
 
     assert response.status_code == 201, response.json()
     created = response.json()
@@ -116,18 +117,7 @@ def test_a_problem_only_training_finds_fails_the_run_with_the_reason(
     api = api_for(staff)
 
     with django_capture_on_commit_callbacks(execute=True):
-        created = api.post(
-            "/api/training-runs/",
-            {
-                "dataset": "cancer",
-                "dataset_version": 1,
-                "model_name": "cancer",
-                "algorithm": "random_forest",
-                "params": FAST_FOREST,
-                "target_column": "no_such_column",
-            },
-            format="json",
-        )
+        created = queue_run(api, target_column="no_such_column")
 
     assert created.status_code == 201, created.json()
     run = api.get(f"/api/training-runs/{created.json()['id']}/").json()
