@@ -161,6 +161,10 @@ def _mlflow(exc: Exception) -> ErrorAnswer:
 FOREIGN_ERRORS: dict[str, Callable[[Any], ErrorAnswer]] = {
     "mlops_site.storage.StorageError": _storage,
     "django.db.utils.OperationalError": database_unavailable,
+    # The client stopped sending its body (gone, or too slow for the server's read timeout).
+    "django.http.request.UnreadablePostError": lambda exc: ErrorAnswer(
+        400, "incomplete_body", "The request body stopped arriving before it was complete."
+    ),
     "django.db.utils.InterfaceError": database_unavailable,
     "models_registry.transition_services.QualityGateError": _quality_gate,
     "models_registry.services.ModelNameTaken": lambda exc: ErrorAnswer(409, "name_taken", exc.messages[0]),

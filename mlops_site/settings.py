@@ -216,9 +216,12 @@ AWS_S3_ADDRESSING_STYLE = env_str("AWS_S3_ADDRESSING_STYLE", "path")
 # A key prefix inside the bucket, so several sites (or test runs) can share one bucket.
 AWS_LOCATION = env_str("AWS_LOCATION")
 # Seconds to connect and to wait for each answer, and tries per call (1 = no retry).
-AWS_S3_CONNECT_TIMEOUT = 5
-AWS_S3_READ_TIMEOUT = 30
-AWS_S3_MAX_ATTEMPTS = 3
+AWS_S3_CONNECT_TIMEOUT = env_int("AWS_S3_CONNECT_TIMEOUT", 5)
+AWS_S3_READ_TIMEOUT = env_int("AWS_S3_READ_TIMEOUT", 30)
+AWS_S3_MAX_ATTEMPTS = env_int("AWS_S3_MAX_ATTEMPTS", 3)
+for _name in ("AWS_S3_CONNECT_TIMEOUT", "AWS_S3_READ_TIMEOUT", "AWS_S3_MAX_ATTEMPTS"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, not {globals()[_name]}.")
 MEDIA_ROOT = DATA_DIR / "media"
 if AWS_STORAGE_BUCKET_NAME:
     from botocore.config import Config

@@ -6,7 +6,7 @@ import sys
 
 from django.contrib.auth.decorators import login_required
 from django.db import DatabaseError, DataError, IntegrityError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
 from django.shortcuts import render
 from django.urls import Resolver404, resolve
 from django.views import defaults
@@ -38,15 +38,20 @@ def server_error(request: HttpRequest) -> HttpResponse:
     # Django calls this while handling the exception, so it is still at hand: a database outage that
     # struck outside a view (the session or user lookup in a middleware) is a 503 too, not a 500.
     exception = sys.exc_info()[1]
+    answer = None
     if isinstance(exception, DatabaseError) and not isinstance(exception, IntegrityError | DataError):
         answer = errors.database_unavailable(exception)
+    elif isinstance(exception, UnreadablePostError):
+        # Read by a middleware (CSRF) before any view: the client stopped sending, so it is its error.
+        answer = errors.error_answer(exception)
+    if answer is not None:
         if request.path_info.startswith(API_PREFIX):
             response: HttpResponse = JsonResponse(answer.body(), status=answer.status)
         else:
-            response = HttpResponse(
-                answer.detail, status=answer.status, content_type="text/plain; charset=utf-8"
-            )
-        response["Retry-After"] = str(answer.retry_after)
+            # No template: rendering one would look the user up, perhaps in the database that is down.
+            response = HttpResponse(answer.detail, status=answer.status, content_type=PLAIN_TEXT)
+        if answer.retry_after:
+            response["Retry-After"] = str(answer.retry_after)
         return response
     if request.path_info.startswith(API_PREFIX):
         answer = ErrorAnswer(500, "server_error", "The server failed; the error was logged.")

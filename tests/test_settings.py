@@ -265,9 +265,17 @@ def test_trusted_proxies_must_be_addresses_or_networks(tmp_path, proxies):
 
 
 @pytest.mark.parametrize(
-    "variable", ["LOGIN_FAILURE_LIMIT", "LOGIN_CLIENT_FAILURE_LIMIT", "LOGIN_LOCKOUT_MINUTES"]
+    "variable",
+    [
+        "LOGIN_FAILURE_LIMIT",
+        "LOGIN_CLIENT_FAILURE_LIMIT",
+        "LOGIN_LOCKOUT_MINUTES",
+        "AWS_S3_CONNECT_TIMEOUT",
+        "AWS_S3_READ_TIMEOUT",
+        "AWS_S3_MAX_ATTEMPTS",
+    ],
 )
-def test_login_limits_must_be_at_least_one(tmp_path, variable):
+def test_limits_and_timeouts_must_be_at_least_one(tmp_path, variable):
     result = _settings_in_subprocess(tmp_path, SECRET_KEY=STRONG_KEY, **{variable: "0"})
 
     assert result.returncode != 0
@@ -292,3 +300,26 @@ def test_with_the_https_redirect_on_pages_redirect_but_health_checks_and_metrics
     for path in ("/readyz", "/metrics"):
         assert client.get(path).status_code != 301, path
     assert client.get("/accounts/login/", secure=True).status_code == 200
+
+
+def test_object_storage_timeouts_come_from_the_environment(tmp_path):
+    show = (
+        "import mlops_site.settings as s; c = s.STORAGES['default']['OPTIONS']['client_config'];"
+        "print(c.connect_timeout, c.read_timeout, c.retries['max_attempts'])"
+    )
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DATA_DIR": str(tmp_path / "data"),
+        "SECRET_KEY": STRONG_KEY,
+        "AWS_STORAGE_BUCKET_NAME": "models",
+        "AWS_S3_CONNECT_TIMEOUT": "2",
+        "AWS_S3_READ_TIMEOUT": "7",
+        "AWS_S3_MAX_ATTEMPTS": "1",
+    }
+
+    result = subprocess.run(
+        [sys.executable, "-c", show], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2", "7", "1"]

@@ -1,4 +1,4 @@
-"""A database outage is a retryable 503 with Retry-After, in a view or before any view runs, never a 500."""
+"""Failures that are not bugs are never a 500: a database outage is a retryable 503, a cut-off body a 400."""
 
 from __future__ import annotations
 
@@ -38,3 +38,19 @@ def test_a_database_outage_inside_an_api_view_is_a_503_envelope(client, staff):
         "code": "database_unavailable",
         "errors": [],
     }
+
+
+def test_a_body_that_stops_arriving_is_a_400_not_a_500(client, staff):
+    from django.http import UnreadablePostError
+
+    client.raise_request_exception = False
+    client.force_login(staff)
+    with mock.patch(
+        "django.core.handlers.wsgi.WSGIRequest.read", side_effect=UnreadablePostError("connection reset")
+    ):
+        page = client.post("/training/new", {"model_name": "x"})
+        api = client.post("/api/datasets/", {"name": "x"})
+
+    assert page.status_code == 400
+    assert api.status_code == 400
+    assert api.json()["code"] == "incomplete_body"
