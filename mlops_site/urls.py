@@ -40,6 +40,7 @@ urlpatterns = [
     path("", include("django_prometheus.urls")),
 ]
 
+handler400 = "mlops_site.views.bad_request"
 handler404 = "mlops_site.views.not_found"
 handler500 = "mlops_site.views.server_error"
 

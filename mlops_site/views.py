@@ -33,6 +33,14 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     return defaults.page_not_found(request, exception)
 
 
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    # Django refuses some requests before any view (too many fields, a malformed multipart body).
+    if request.path_info.startswith(API_PREFIX):
+        answer = ErrorAnswer(400, "invalid", str(exception) or "The request was malformed.")
+        return JsonResponse(answer.body(), status=400)
+    return defaults.bad_request(request, exception)
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     # Nothing here may need the database, URL reversing or templates' context: they may be what broke.
     # Django calls this while handling the exception, so it is still at hand: a database outage that

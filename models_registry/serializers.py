@@ -81,7 +81,8 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer):
     # Null once the account is deleted (SET_NULL) or for rows no user made.
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     dataset_version = serializers.SerializerMethodField()
-    training_run = serializers.PrimaryKeyRelatedField(read_only=True)
+    # Null for an uploaded version, which no training run made.
+    training_run = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     url = serializers.SerializerMethodField()
 
     class Meta:

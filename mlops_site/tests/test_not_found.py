@@ -26,3 +26,16 @@ def test_pages_still_get_the_trailing_slash_redirect(client, staff):
 
     assert response.status_code == 301
     assert response["Location"] == "/datasets/"
+
+
+def test_a_request_django_refuses_before_any_view_is_a_json_400_under_the_api(client, staff, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 10
+    client.raise_request_exception = False
+    client.force_login(staff)
+    query = "&".join(f"f{n}=1" for n in range(20))
+
+    api = client.get(f"/api/datasets/?{query}")
+
+    assert api.status_code == 400
+    assert api["Content-Type"] == "application/json"
+    assert api.json()["code"] == "invalid"
