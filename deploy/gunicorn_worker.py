@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import re
 import selectors
@@ -12,6 +13,7 @@ import time
 from functools import partial
 from typing import Any
 
+from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 #: Bytes of a request (headers and body) gathered in the poller before it goes to a thread. Bodies larger
@@ -66,6 +68,21 @@ class _BoundedReads:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+def _write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own refusals (a request line or headers too large, a malformed request) as the site's
+    JSON error envelope instead of an HTML page, so API clients parse every error the same way."""
+    body = json.dumps({"detail": mesg, "code": "bad_request", "errors": []}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin1") + body)
+
+
+# The base worker calls util.write_error for every request it refuses before the application sees it.
+util.write_error = _write_json_error
 
 
 class BoundedReadWorker(ThreadWorker):

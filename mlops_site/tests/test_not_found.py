@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -39,3 +41,20 @@ def test_a_request_django_refuses_before_any_view_is_a_json_400_under_the_api(cl
     assert api.status_code == 400
     assert api["Content-Type"] == "application/json"
     assert api.json()["code"] == "invalid"
+
+
+@pytest.mark.worker
+def test_a_request_line_too_long_for_gunicorn_is_refused_with_the_json_envelope(transactional_db, tmp_path):
+    import http.client
+
+    from tests.live_gunicorn import gunicorn_serving
+
+    with gunicorn_serving(data_dir=tmp_path) as port:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", "/api/batch-jobs/?page=" + "9" * 9000)
+        response = connection.getresponse()
+        body = response.read()
+
+    assert response.status == 400
+    assert response.getheader("Content-Type") == "application/json"
+    assert json.loads(body)["code"] == "bad_request"
