@@ -53,6 +53,31 @@ class Invalid(DomainError):
     """The input was refused (400); `errors` names every problem by row and field."""
 
 
+class ProblemsInvalid(Invalid):
+    """Input refused with every problem listed (400); nothing was stored.
+
+    `errors` lists every problem as {row, field, code, message}, rows counted from 1 as in a batch job's
+    errors file; a problem given as text concerns no row or field. Subclasses name what was refused.
+    """
+
+    what = "request"
+
+    def __init__(self, problems: list[dict[str, Any] | str]) -> None:
+        items = [p if isinstance(p, dict) else problem(p) for p in problems]
+        count = len(items)
+        super().__init__(
+            f"The {self.what} was refused ({count} problem{'s' if count != 1 else ''}); nothing was stored.",
+            errors=items,
+        )
+
+    @property
+    def problems(self) -> list[str]:
+        return [item["message"] for item in self.errors]
+
+    def __str__(self) -> str:
+        return "; ".join(self.problems[:5])
+
+
 class NotFound(DomainError):
     """The thing asked for does not exist, or the caller may not know that it does (404)."""
 

@@ -305,6 +305,16 @@ BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 50_000)
 BATCH_MAX_UPLOAD_MB = env_int("BATCH_MAX_UPLOAD_MB", 500)
 
 # ------------------------------------------------------------------------------
+# Feedback and live quality
+# ------------------------------------------------------------------------------
+# Items one bulk feedback request may carry; larger sets go in a file import.
+FEEDBACK_BULK_MAX = env_int("FEEDBACK_BULK_MAX", 1000)
+# The "last N labelled predictions" window of live quality.
+FEEDBACK_LAST_N = env_int("FEEDBACK_LAST_N", 200)
+FEEDBACK_IMPORT_MAX_UPLOAD_MB = env_int("FEEDBACK_IMPORT_MAX_UPLOAD_MB", 200)
+FEEDBACK_IMPORT_CHUNK_ROWS = env_int("FEEDBACK_IMPORT_CHUNK_ROWS", 20_000)
+
+# ------------------------------------------------------------------------------
 # Accounts and the API
 # https://www.django-rest-framework.org/api-guide/settings/
 # ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ api_patterns = [
     path("", include("models_registry.api_urls")),
     path("", include("training.api_urls")),
     path("", include("predictions.api_urls")),
+    path("", include("feedback.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("", RedirectView.as_view(pattern_name="swagger-ui"), name="api-root"),

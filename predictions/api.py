@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -41,6 +48,13 @@ class PredictInputSerializer(serializers.Serializer):
     stage = serializers.CharField(
         required=False, help_text=f"One of: {', '.join(selectors.SERVABLE_STAGES)}. Default: production."
     )
+    keys = serializers.ListField(
+        required=False,
+        child=serializers.JSONField(),
+        help_text=f"With rows: your own key for each row ({services.KEY_RULE}), unique per model; feedback "
+        "can then name the row by it.",
+    )
+    key = serializers.JSONField(required=False, help_text="With inputs: your key for the row, as in keys.")
     request_id = serializers.CharField(
         required=False,
         help_text="Your id for this call: 1 to 64 letters, digits, dots, colons, underscores or hyphens; "
@@ -60,11 +74,16 @@ class PredictInputSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 'Send either "rows" (a list of objects) or "inputs" (one object), not both.'
             )
+        if "keys" in attrs and "rows" not in attrs:
+            raise serializers.ValidationError({"keys": 'Send "keys" with "rows"; with "inputs" send "key".'})
+        if "key" in attrs and "inputs" not in attrs:
+            raise serializers.ValidationError({"key": 'Send "key" with "inputs"; with "rows" send "keys".'})
         return attrs
 
 
 class RowPredictionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
+    key = serializers.CharField(allow_null=True, help_text="Your key for the row, if you sent one.")
     prediction = serializers.JSONField()
     probabilities = serializers.DictField(child=serializers.FloatField(), allow_null=True)
     warnings = serializers.ListField(child=serializers.DictField())
@@ -116,8 +135,10 @@ class ModelPredictView(APIView):
             version=data.get("version"),
             stage=data.get("stage"),
             request_id=data.get("request_id") or request.headers.get(REQUEST_ID_HEADER),
+            keys=data.get("keys", [data["key"]] if "key" in data else None),
         )
         version = outcome.model_version
+        keys = data.get("keys") or ([data["key"]] if "key" in data else [None] * len(outcome.predictions))
         return Response(
             PredictOutputSerializer(
                 {
@@ -128,15 +149,25 @@ class ModelPredictView(APIView):
                     "predictions": [
                         {
                             "id": p.pk,
+                            "key": key,
                             "prediction": p.prediction,
                             "probabilities": p.probabilities,
                             "warnings": p.warnings,
                         }
-                        for p in outcome.predictions
+                        for p, key in zip(outcome.predictions, keys, strict=True)
                     ],
                 }
             ).data
         )
+
+
+def _has_related(prediction: Prediction, name: str) -> bool:
+    """Whether a reverse one-to-one row exists, without a query when select_related fetched it."""
+    try:
+        getattr(prediction, name)
+    except ObjectDoesNotExist:
+        return False
+    return True
 
 
 class PredictionOutputSerializer(serializers.ModelSerializer):
@@ -146,6 +177,30 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
     user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     request_id = serializers.CharField(source="request.request_id")
     latency_ms = serializers.FloatField(source="request.latency_ms")
+    key = serializers.SerializerMethodField(help_text="Your key for the row, if you sent one.")
+    feedback = serializers.SerializerMethodField(
+        help_text="The outcome given: {correct, true_label, true_value}, or null."
+    )
+
+    def get_key(self, prediction: Prediction) -> str | None:
+        return prediction.key.key if _has_related(prediction, "key") else None
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "correct": {"type": "boolean", "nullable": True},
+                "true_label": {"type": "string"},
+                "true_value": {"type": "number", "nullable": True},
+            },
+        }
+    )
+    def get_feedback(self, prediction: Prediction) -> dict[str, Any] | None:
+        if not _has_related(prediction, "feedback"):
+            return None
+        given = prediction.feedback
+        return {"correct": given.correct, "true_label": given.true_label, "true_value": given.true_value}
 
     class Meta:
         model = Prediction
@@ -163,6 +218,8 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
             "warnings",
             "latency_ms",
             "created_at",
+            "key",
+            "feedback",
         ]
 
 
@@ -182,6 +239,13 @@ DATE_OR_DATE_TIME = {
     list=extend_schema(
         parameters=[
             OpenApiParameter("model", OpenApiTypes.STR, description="A registered model's name."),
+            OpenApiParameter(
+                "feedback",
+                OpenApiTypes.STR,
+                enum=["labelled", "unlabelled", "wrong"],
+                description="Feedback state.",
+            ),
+            OpenApiParameter("channel", OpenApiTypes.STR, enum=["page", "api", "batch"]),
             OpenApiParameter(
                 "created_after", DATE_OR_DATE_TIME, description="A date (whole day) or date-time."
             ),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from mlops_site import errors
 
 
@@ -17,29 +15,10 @@ class NoVersionInStage(errors.Conflict):
     code = "no_version_in_stage"
 
 
-class InputInvalid(errors.Invalid):
-    """The request was refused and nothing was stored (400).
-
-    `errors` lists every problem as {row, field, code, message}, rows counted from 1 as in a batch job's
-    errors file; a problem given as text concerns no row or field.
-    """
+class InputInvalid(errors.ProblemsInvalid):
+    """The request was refused and nothing was stored (400); `errors` lists every problem by row, field."""
 
     what = "request"
-
-    def __init__(self, problems: list[dict[str, Any] | str]) -> None:
-        items = [p if isinstance(p, dict) else errors.problem(p) for p in problems]
-        count = len(items)
-        super().__init__(
-            f"The {self.what} was refused ({count} problem{'s' if count != 1 else ''}); nothing was stored.",
-            errors=items,
-        )
-
-    @property
-    def problems(self) -> list[str]:
-        return [item["message"] for item in self.errors]
-
-    def __str__(self) -> str:
-        return "; ".join(self.problems[:5])
 
 
 class BatchUploadInvalid(InputInvalid):

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from ml.pipeline import NUMERIC
+from predictions.models import Channel
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")
 
@@ -94,12 +95,22 @@ class DateOrDateTimeField(forms.CharField):
         return parsed
 
 
+#: The history's feedback filter (see selectors.FEEDBACK_FILTERS).
+FEEDBACK_STATES = [("labelled", "Labelled"), ("unlabelled", "Not labelled"), ("wrong", "Marked wrong")]
+
+
 class PredictionFilterForm(forms.Form):
     """The history filter, shared by the page and GET /api/predictions/."""
 
     model = forms.CharField(required=False, max_length=64)
     created_after = DateOrDateTimeField(required=False, label="From")
     created_before = DateOrDateTimeField(required=False, label="Until")
+    feedback = forms.ChoiceField(
+        required=False,
+        label="Feedback",
+        choices=[("", "Any"), *FEEDBACK_STATES],
+    )
+    channel = forms.ChoiceField(required=False, label="Channel", choices=[("", "Any"), *Channel.choices])
 
     def __init__(self, *args: Any, model_names: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,6 +133,8 @@ class PredictionFilterForm(forms.Form):
             "model": self.cleaned_data.get("model") or None,
             "created_after": self.cleaned_data.get("created_after"),
             "created_before": self.cleaned_data.get("created_before"),
+            "feedback": self.cleaned_data.get("feedback") or None,
+            "channel": self.cleaned_data.get("channel") or None,
         }
 
 

@@ -84,6 +84,9 @@ class Prediction(models.Model):
     # {class label: probability} for classifiers that give probabilities, else null.
     probabilities = models.JSONField(null=True, blank=True)
     warnings = models.JSONField(default=list, blank=True)
+    # The highest class probability, so the label queue can list the least confident rows first from an
+    # index; null for regression and for classifiers without probabilities.
+    confidence = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -101,6 +104,7 @@ class Prediction(models.Model):
             models.Index(fields=["user", "-created_at"], name="prediction_user_created"),
             models.Index(fields=["model_version", "-created_at"], name="prediction_version_created"),
             models.Index(fields=["-created_at"], name="prediction_created"),
+            models.Index(fields=["model_version", "confidence"], name="prediction_version_confidence"),
         ]
 
     def __str__(self) -> str:
@@ -123,6 +127,52 @@ class Prediction(models.Model):
     def probability_items(self) -> list[tuple[str, float]]:
         """(class, probability) pairs, most likely first, for display."""
         return sorted((self.probabilities or {}).items(), key=lambda item: -item[1])
+
+
+class PredictionKey(models.Model):
+    """A client's own key for a predicted row (an order id, a ticket number), unique per registered model.
+
+    Feedback can then name the row by the key the client already has instead of our id. A table of its
+    own, so rows predicted without a key cost nothing.
+    """
+
+    registered_model = models.ForeignKey(
+        "models_registry.RegisteredModel", on_delete=models.CASCADE, related_name="prediction_keys"
+    )
+    key = models.CharField(max_length=128)
+    prediction = models.OneToOneField(Prediction, on_delete=models.CASCADE, related_name="key")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["registered_model", "key"], name="prediction_key_unique_per_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class PredictionHourly(models.Model):
+    """Rows predicted per model version and hour, kept in the transaction that stores them.
+
+    Feedback coverage (labelled / predicted) and volume charts read these instead of counting
+    predictions, so a figure costs the same at a thousand rows as at a hundred million.
+    """
+
+    model_version = models.ForeignKey(
+        "models_registry.ModelVersion", on_delete=models.CASCADE, related_name="prediction_hours"
+    )
+    hour = models.DateTimeField()
+    n = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model_version", "hour"], name="prediction_hourly_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version_id} @ {self.hour:%Y-%m-%d %H}: {self.n}"
 
 
 class BatchPredictionJob(LeasedJob):

@@ -13,7 +13,14 @@ from django.utils import timezone
 from mlops_site.errors import problem
 from models_registry.models import ModelVersion, RegisteredModel, Stage
 from predictions.errors import InputInvalid, ModelNotFound, NoVersionInStage
-from predictions.models import BatchPredictionJob, Prediction
+from predictions.models import BatchPredictionJob, Channel, Prediction
+
+#: History filters by feedback state, as lookups through the reverse one-to-one of feedback.Feedback.
+FEEDBACK_FILTERS: dict[str, dict[str, Any]] = {
+    "labelled": {"feedback__isnull": False},
+    "unlabelled": {"feedback__isnull": True},
+    "wrong": {"feedback__correct": False},
+}
 
 #: Stages a client may ask for instead of pinning a version.
 SERVABLE_STAGES = (Stage.PRODUCTION.value, Stage.STAGING.value)
@@ -92,17 +99,32 @@ def prediction_list(
     model: str | None = None,
     created_after: dt.date | dt.datetime | None = None,
     created_before: dt.date | dt.datetime | None = None,
+    feedback: str | None = None,
+    channel: str | None = None,
 ) -> QuerySet[Prediction]:
-    """The predictions `user` may see (their own; staff: everyone's), newest first.
+    """The predictions `user` may see (their own; staff: everyone's), newest first, with their key and
+    outcome joined.
+
+    `feedback`: "labelled", "unlabelled" or "wrong" (labelled as not right). `channel`: page, api or batch.
 
     A date bound covers whole days: created_after=2024-05-01 starts at its midnight, created_before=2024-05-03
     includes all of May 3rd. A datetime bound is used as it is (after: >=, before: <).
     """
-    predictions = Prediction.objects.select_related("model_version__registered_model", "user", "request")
+    predictions = Prediction.objects.select_related(
+        "model_version__registered_model", "user", "request", "key", "feedback"
+    )
     if not user.is_staff:
         predictions = predictions.filter(user=user)
     if model:
         predictions = predictions.filter(model_version__registered_model__name=model)
+    if feedback is not None:
+        if feedback not in FEEDBACK_FILTERS:
+            raise _option_invalid("feedback", f"'feedback' must be one of: {', '.join(FEEDBACK_FILTERS)}.")
+        predictions = predictions.filter(**FEEDBACK_FILTERS[feedback])
+    if channel is not None:
+        if channel not in Channel.values:
+            raise _option_invalid("channel", f"'channel' must be one of: {', '.join(Channel.values)}.")
+        predictions = predictions.filter(channel=channel)
     if created_after is not None:
         if not isinstance(created_after, dt.datetime):
             created_after = _day_start(created_after)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 import uuid
@@ -9,14 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from ml.errors import PredictionInputError
+from mlops_site import rollups
 from mlops_site.errors import problem
 from models_registry.models import ModelVersion
 from predictions import model_cache, selectors
 from predictions.errors import InputInvalid
-from predictions.models import Channel, Prediction, PredictionRequest
+from predictions.models import Channel, Prediction, PredictionHourly, PredictionKey, PredictionRequest
 from predictions.validation import (
     NOT_FINITE_OUTPUT,
     NOT_FINITE_OUTPUT_MESSAGE,
@@ -26,6 +28,9 @@ from predictions.validation import (
 )
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
+#: A client's key for a row: printable ASCII without spaces, so it survives CSV files and URLs unchanged.
+_KEY = re.compile(r"^[!-~]{1,128}\Z")
+KEY_RULE = "1 to 128 printable characters without spaces"
 
 
 def max_rows() -> int:
@@ -55,6 +60,66 @@ def _request_id_check(request_id: Any) -> None:
         )
 
 
+def _keys_check(keys: Any, *, n_rows: int) -> list[str] | None:
+    """The rows' keys, one per row, or None; raises InputInvalid naming each bad or repeated key's row."""
+    if keys is None:
+        return None
+    if not isinstance(keys, list) or len(keys) != n_rows:
+        raise InputInvalid(
+            [problem(f"Give one key per row: {n_rows} in all.", field="keys", code="invalid_option")]
+        )
+    problems: list[dict[str, Any]] = []
+    first_row: dict[str, int] = {}
+    for row, key in enumerate(keys, start=1):
+        if not isinstance(key, str) or not _KEY.match(key):
+            problems.append(problem(f"A key must be {KEY_RULE}; got {key!r:.80}.", row=row, field="key"))
+        elif key in first_row:
+            problems.append(
+                problem(
+                    f"Key {key!r} is also row {first_row[key]}'s; keys are unique per model.",
+                    row=row,
+                    field="key",
+                    code="duplicate_key",
+                )
+            )
+        else:
+            first_row[key] = row
+    if problems:
+        raise InputInvalid(problems)
+    return keys
+
+
+def _keys_taken(version: ModelVersion, keys: list[str]) -> None:
+    taken = set(
+        PredictionKey.objects.filter(
+            registered_model_id=version.registered_model_id, key__in=keys
+        ).values_list("key", flat=True)
+    )
+    if taken:
+        raise InputInvalid(
+            [
+                problem(
+                    f"Key {key!r} already names a prediction of model '{version.registered_model.name}'.",
+                    row=row,
+                    field="key",
+                    code="duplicate_key",
+                )
+                for row, key in enumerate(keys, start=1)
+                if key in taken
+            ]
+        )
+
+
+def prediction_hours_add(*, model_version_id: int, hour: dt.datetime, rows: int) -> None:
+    """Count `rows` predicted by a version in an hour; call inside the transaction that stores them."""
+    rollups.counters_add(
+        PredictionHourly,
+        keys=("model_version", "hour"),
+        sums=("n",),
+        deltas={(model_version_id, rollups.hour_of(hour)): (rows,)},
+    )
+
+
 def _probabilities(classes: list[Any] | None, row: list[float] | None) -> dict[str, float] | None:
     if row is None or not classes:
         return None
@@ -70,9 +135,13 @@ def prediction_make(
     version: int | None = None,
     stage: str | None = None,
     request_id: str | None = None,
+    keys: list[str] | None = None,
 ) -> PredictionOutcome:
     """Predict `rows` with the pinned version or the one in `stage` (default production), storing every row
     in one bulk insert.
+
+    `keys` (one per row) are the client's own names for the rows, unique per registered model, by which
+    feedback can name them later.
 
     Raises InputInvalid (every problem per row and field; nothing stored), ModelNotFound, NoVersionInStage,
     model_cache.ModelUnavailable, or storage.StorageError while a model file is first read.
@@ -91,6 +160,7 @@ def prediction_make(
         max_rows=max_rows(),
         max_text_chars=settings.PREDICTION_MAX_TEXT_CHARS,
     )
+    keys = _keys_check(keys, n_rows=validated.n_rows)
     predictor = model_cache.predictors.get(model_cache.ModelArtifacts.of_version(model_version))
     try:
         labels, probabilities = predictor.predict_columns(validated.columns)
@@ -106,7 +176,13 @@ def prediction_make(
         )
     latency_ms = (time.perf_counter() - started) * 1000
     classes = model_version.classes or predictor.classes
+    row_probabilities = [
+        _probabilities(classes, probabilities[index] if probabilities else None)
+        for index in range(len(labels))
+    ]
     with transaction.atomic():
+        if keys is not None:
+            _keys_taken(model_version, keys)
         request = PredictionRequest.objects.create(
             request_id=request_id or uuid.uuid4().hex,
             user=user,
@@ -126,11 +202,30 @@ def prediction_make(
                     channel=channel,
                     inputs=validated.inputs[index],
                     prediction=label,
-                    probabilities=_probabilities(classes, probabilities[index] if probabilities else None),
+                    probabilities=row_probabilities[index],
+                    confidence=max(row_probabilities[index].values()) if row_probabilities[index] else None,
                     warnings=validated.warnings[index],
                     created_at=request.created_at,
                 )
                 for index, label in enumerate(labels)
             ]
+        )
+        if keys is not None:
+            try:
+                with transaction.atomic():
+                    PredictionKey.objects.bulk_create(
+                        [
+                            PredictionKey(
+                                registered_model_id=model_version.registered_model_id, key=key, prediction=p
+                            )
+                            for key, p in zip(keys, predictions, strict=True)
+                        ]
+                    )
+            except IntegrityError:
+                # Another request took one of the keys since the check above.
+                _keys_taken(model_version, keys)
+                raise
+        prediction_hours_add(
+            model_version_id=model_version.pk, hour=request.created_at, rows=validated.n_rows
         )
     return PredictionOutcome(request=request, predictions=predictions)

@@ -21,6 +21,7 @@ from ml.errors import PredictionInputError
 from ml.pipeline import NUMERIC
 from models_registry.models import ModelVersion
 from predictions import model_cache
+from predictions import services as prediction_services
 from predictions.batch import files as batch_files
 from predictions.batch import outputs as batch_outputs
 from predictions.batch import rows as batch_rows
@@ -164,6 +165,7 @@ def chunk_compute(attempt: BatchAttempt, model: Model, *, chunk: batch_files.Chu
             predictions=batch_rows.labels_json(labels),
             probabilities=encoded,
             warnings=check.warnings_json[check.valid],
+            confidence=probabilities.max(axis=1) if model.classes and len(probabilities) else None,
         )
     attempt.timed("encode", started)
     return Computed(chunk=chunk, check=check, labels=labels, probabilities=probabilities, rows=rows)
@@ -186,6 +188,9 @@ def chunk_store(attempt: BatchAttempt, model: Model, computed: Computed) -> None
             batch_rows.rows_insert(rows)
             PredictionRequest.objects.filter(pk=job.prediction_request_id).update(
                 n_rows=F("n_rows") + rows.count
+            )
+            prediction_services.prediction_hours_add(
+                model_version_id=job.model_version_id, hour=rows.created_at, rows=rows.count
             )
             ids = batch_rows.ids_read(job, row_indexes=chunk.rows - 1)
         started = attempt.timed("store", started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ class Rows:
     """One chunk's Prediction rows, encoded for one statement of the database at hand."""
 
     count: int
+    created_at: dt.datetime
     # "copy" (PostgreSQL), "execute" (SQLite: one INSERT … SELECT over json_each) or "executemany".
     method: str
     sql: str
@@ -51,7 +53,7 @@ _CONSTANT_COLUMNS = (
     "inputs",
     "created_at",
 )
-_ROW_COLUMNS = ("row_index", "prediction", "probabilities", "warnings")
+_ROW_COLUMNS = ("row_index", "prediction", "probabilities", "warnings", "confidence")
 
 
 def _copy_escaped(values: np.ndarray) -> np.ndarray:
@@ -74,6 +76,7 @@ def rows_encode(
     predictions: np.ndarray,
     probabilities: np.ndarray | None,
     warnings: np.ndarray,
+    confidence: np.ndarray | None = None,
 ) -> Rows:
     """Encode one chunk's rows (JSON values already encoded, column-wise) for a single statement.
 
@@ -87,6 +90,10 @@ def rows_encode(
     constants = [job.prediction_request_id, job.user_id, job.model_version_id, Channel.BATCH.value, job.pk]
     count = len(row_indexes)
     rows_text = row_indexes.astype(str).astype(object)
+    # repr() of a float64 is its shortest exact text, which both databases read back unchanged.
+    confidence_text = (
+        np.asarray(confidence, dtype="float64").astype(str).astype(object) if confidence is not None else None
+    )
     if connection.vendor == "postgresql":
         prefix = "\t".join("\\N" if v is None else str(v) for v in constants)
         prefix += "\t{}\t" + now.isoformat() + "\t"
@@ -100,19 +107,30 @@ def rows_encode(
             + column
             + "\t"
             + _copy_escaped(warnings)
+            + "\t"
+            + (confidence_text if confidence_text is not None else np.array("\\N"))
         )
         payload = ("\n".join(lines) + "\n").encode("utf-8")
-        return Rows(count=count, method="copy", sql=f"COPY {table} ({names}) FROM STDIN", params=payload)
+        return Rows(
+            count=count,
+            created_at=now,
+            method="copy",
+            sql=f"COPY {table} ({names}) FROM STDIN",
+            params=payload,
+        )
     created_at = connection.ops.adapt_datetimefield_value(now)
     if connection.vendor == "sqlite" and sqlite_json_arrows():
         column = probabilities if probabilities is not None else np.array("null")
-        items = "[" + rows_text + "," + predictions + "," + column + "," + warnings + "]"
+        scores = confidence_text if confidence_text is not None else np.array("null")
+        items = "[" + rows_text + "," + predictions + "," + column + "," + warnings + "," + scores + "]"
         sql = (
             f"INSERT INTO {table} ({names}) SELECT %s, %s, %s, %s, %s, %s, %s, "  # noqa: S608
-            "j.value ->> 0, j.value -> 1, NULLIF(j.value -> 2, 'null'), j.value -> 3 FROM json_each(%s) AS j"
+            "j.value ->> 0, j.value -> 1, NULLIF(j.value -> 2, 'null'), j.value -> 3, j.value ->> 4 "
+            "FROM json_each(%s) AS j"
         )
         return Rows(
             count=count,
+            created_at=now,
             method="execute",
             sql=sql,
             params=[*constants, "{}", created_at, "[" + ",".join(items) + "]"],
@@ -125,11 +143,13 @@ def rows_encode(
             predictions.tolist(),
             probabilities.tolist() if probabilities is not None else [None] * count,
             warnings.tolist(),
+            confidence.tolist() if confidence is not None else [None] * count,
             strict=True,
         )
     )
     return Rows(
         count=count,
+        created_at=now,
         method="executemany",
         sql=f"INSERT INTO {table} ({names}) VALUES ({placeholders})",  # noqa: S608
         params=values,
