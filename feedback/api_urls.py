@@ -1,6 +1,6 @@
 """API routes of the feedback app, mounted under /api/."""
 
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from feedback import api
 
@@ -18,4 +18,5 @@ urlpatterns = [
         api.VersionQualityView.as_view(),
         name="api-version-quality",
     ),
+    path("", include("feedback.imports.api_urls")),
 ]

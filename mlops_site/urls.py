@@ -36,6 +36,7 @@ urlpatterns = [
     path("training/", include("training.urls")),
     path("", include("models_registry.urls")),
     path("", include("predictions.urls")),
+    path("", include("feedback.urls")),
     path("api/", include(api_patterns)),
     path("", include("monitoring.urls")),
     path("", include("django_prometheus.urls")),

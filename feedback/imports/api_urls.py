@@ -1,0 +1,3 @@
+"""API routes of feedback imports, mounted under /api/."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Pages of feedback imports (files of true outcomes)."""
+
+urlpatterns: list = []
