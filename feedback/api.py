@@ -24,7 +24,9 @@ WINDOW_PARAMETERS = [
         "whole hours).",
     ),
     OpenApiParameter(
-        "last", OpenApiTypes.INT, description=f"N for window=last: 1 to {selectors.LAST_N_MAX}."
+        "last",
+        {"type": "integer", "minimum": 1, "maximum": selectors.LAST_N_MAX},
+        description=f"N for window=last: 1 to {selectors.LAST_N_MAX}.",
     ),
 ]
 

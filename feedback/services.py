@@ -657,6 +657,8 @@ def feedback_give(*, prediction_id: int, user: Any, source: str, data: Mapping[s
                 )
             ]
         )
+    if not 1 <= prediction_id <= 2**63 - 1:
+        raise PredictionNotFound("No such prediction.")
     result = feedback_check([{**data, "prediction": prediction_id}], user=user)
     if any(p["code"] == "not_found" for p in result.problems):
         raise PredictionNotFound("No such prediction.")

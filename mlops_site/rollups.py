@@ -10,8 +10,8 @@ from django.db import connection, models
 
 
 def hour_of(moment: dt.datetime) -> dt.datetime:
-    """The start of the hour `moment` falls in, the bucket every hourly rollup uses."""
-    return moment.replace(minute=0, second=0, microsecond=0)
+    """The start of the UTC hour `moment` falls in, the bucket every hourly rollup uses."""
+    return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def counters_add(

@@ -49,6 +49,7 @@ def test_one_row_as_inputs_gets_a_prediction_with_its_id_and_version(client, ali
     assert body["predictions"] == [
         {
             "id": stored.pk,
+            "key": None,
             "prediction": stored.prediction,
             "probabilities": stored.probabilities,
             "warnings": [],
