@@ -1,21 +1,15 @@
-"""Read-only admin for stored predictions and batch jobs: records of what a model answered, never edited."""
+"""Read-only admin for stored predictions and batch jobs: records of what a model answered, never edited.
+
+Nor deleted here: the hourly counts and live-quality rollups are kept by the services that write rows,
+and a delete from the admin would leave them counting rows that are gone.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+from mlops_site.admin import ReadOnlyAdmin
 from predictions.models import BatchPredictionJob, Prediction, PredictionRequest
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(PredictionRequest)

@@ -50,7 +50,7 @@ class PredictInputSerializer(serializers.Serializer):
     )
     keys = serializers.ListField(
         required=False,
-        child=serializers.JSONField(),
+        child=serializers.JSONField(allow_null=True),
         help_text=f"With rows: your own key for each row ({services.KEY_RULE}), unique per model; feedback "
         "can then name the row by it.",
     )

@@ -347,3 +347,64 @@ def test_a_model_giving_nan_probabilities_refuses_the_row_and_stores_nothing(cli
     monkeypatch.setattr(predictor, "predict_columns", nan_for_second_row)
 
     assert refused(post(client, {"rows": [ROW, ROW, ROW]})) == [(2, None, "not_finite_output")]
+
+
+@pytest.mark.django_db
+def test_keys_name_each_row_and_come_back_with_its_prediction(client, cancer_v1):
+    response = post(client, {"rows": CANCER.sample_rows[:2], "keys": ["order-17", "order-18"]})
+
+    assert response.status_code == 200, response.content
+    assert [p["key"] for p in response.json()["predictions"]] == ["order-17", "order-18"]
+    single = post(client, {"inputs": ROW, "key": "order-19"})
+    assert single.json()["predictions"][0]["key"] == "order-19"
+    listed = client.get("/api/predictions/").json()["results"]
+    assert {row["key"] for row in listed} == {"order-17", "order-18", "order-19"}
+
+
+@pytest.mark.django_db
+def test_a_key_already_used_for_the_model_refuses_the_request(client, cancer_v1):
+    post(client, {"inputs": ROW, "key": "order-1"})
+
+    response = post(client, {"rows": CANCER.sample_rows[:2], "keys": ["order-2", "order-1"]})
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {
+            "row": 2,
+            "field": "key",
+            "code": "duplicate_key",
+            "message": "Key 'order-1' already names a prediction of model 'cancer'.",
+        }
+    ]
+    assert Prediction.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_same_key_may_name_rows_of_two_models(client, cancer_v1):
+    make_model_version(trained=trained_model("cancer"), name="cancer-b", version=1)
+
+    assert post(client, {"inputs": ROW, "key": "shared"}).status_code == 200
+    assert post(client, {"inputs": ROW, "key": "shared"}, url="/api/models/cancer-b/predict/").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"rows": [ROW, ROW], "keys": ["a", "a"]}, "key"),
+        ({"rows": [ROW, ROW], "keys": ["a"]}, "keys"),
+        ({"rows": [ROW], "keys": ["has space"]}, "key"),
+        ({"rows": [ROW], "keys": ["k" * 129]}, "key"),
+        ({"rows": [ROW], "keys": [17]}, "key"),
+        ({"rows": [ROW], "keys": [None]}, "key"),
+        ({"rows": [ROW], "key": "a"}, "key"),
+        ({"inputs": ROW, "keys": ["a"]}, "keys"),
+        ({"inputs": ROW, "key": ""}, "key"),
+    ],
+)
+def test_bad_keys_are_refused_naming_the_row_and_nothing_is_stored(client, cancer_v1, body, field):
+    response = post(client, body)
+
+    assert response.status_code == 400, response.content
+    assert field in {e["field"] for e in response.json()["errors"]}
+    assert_nothing_stored()
