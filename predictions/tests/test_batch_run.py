@@ -15,7 +15,7 @@ from predictions.batch import chunks as batch_chunks
 from predictions.batch import outputs as batch_outputs
 from predictions.batch import rows as batch_rows
 from predictions.batch import services as batch_services
-from predictions.models import BatchPredictionJob, Prediction, PredictionRequest
+from predictions.models import BatchPredictionJob, Prediction, PredictionHourly, PredictionRequest
 from predictions.tests.batch_helpers import (
     cancer_rows,
     csv_bytes,
@@ -102,9 +102,13 @@ def test_every_predicted_row_is_stored_once_with_its_job_row_and_version(alice, 
     assert set(first.probabilities) == set(classes)
     assert first.probabilities[classes[0]] == pytest.approx(float(result[0][f"probability_{classes[0]}"]))
     assert first.inputs == {}
+    # The label queue's confidence: the top probability, as stored.
+    assert [p.confidence for p in stored] == pytest.approx([max(p.probabilities.values()) for p in stored])
     request = PredictionRequest.objects.get(pk=job.prediction_request_id)
     assert (request.channel, request.n_rows) == ("batch", 12)
     assert request.latency_ms > 0
+    # Feedback coverage counts batch rows too, per version and hour.
+    assert sum(PredictionHourly.objects.filter(model_version=cancer_v1).values_list("n", flat=True)) == 12
 
 
 def test_rows_that_fail_validation_are_reported_by_row_number_and_the_rest_predicted(alice, cancer_v1):
@@ -186,6 +190,7 @@ def test_a_regression_model_gets_a_prediction_column_and_no_probabilities(alice,
     assert [float(r["prediction"]) for r in result] == pytest.approx(labels)
     stored = Prediction.objects.filter(batch_job=job).order_by("row_index")
     assert [p.probabilities for p in stored] == [None] * 8
+    assert [p.confidence for p in stored] == [None] * 8
     assert [p.prediction for p in stored] == pytest.approx(labels)
 
 
