@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +128,13 @@ def _scoped(user: Any) -> Any:
 
 
 _TARGET_FIELDS = ("pk", "model_version_id", "created_at", "prediction")
+#: Values per IN (...) list: far below SQLite's bound on parameters, and a plan PostgreSQL handles well.
+_IN_LIST = 5000
+
+
+def _parts(values: list[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(values), _IN_LIST):
+        yield values[start : start + _IN_LIST]
 
 
 def _int_or_none(value: Any, *, text: bool) -> int | None:
@@ -225,11 +232,10 @@ def _resolve(
 
     if by_id:
         seen = set()
-        for values in (
-            scoped.filter(pk__in=list(by_id)).values_list(*_TARGET_FIELDS).iterator(chunk_size=5000)
-        ):
-            take(by_id[values[0]], values)
-            seen.add(values[0])
+        for part in _parts(list(by_id)):
+            for values in scoped.filter(pk__in=part).values_list(*_TARGET_FIELDS):
+                take(by_id[values[0]], values)
+                seen.add(values[0])
         for pk in set(by_id) - seen:
             for row in by_id[pk]:
                 result.refuse(
@@ -242,10 +248,8 @@ def _resolve(
         for model in {m for m, _ in by_key}:
             keys = [k for m, k in by_key if m == model]
             seen = set()
-            for start in range(0, len(keys), 5000):
-                rows = PredictionKey.objects.filter(
-                    registered_model__name=model, key__in=keys[start : start + 5000]
-                ).values_list(
+            for part in _parts(keys):
+                rows = PredictionKey.objects.filter(registered_model__name=model, key__in=part).values_list(
                     "key",
                     "prediction_id",
                     "prediction__model_version",
@@ -269,12 +273,13 @@ def _resolve(
         for job in {j for j, _ in by_row}:
             numbers = [n - 1 for j, n in by_row if j == job]
             seen = set()
-            rows = scoped.filter(batch_job__uuid=job, row_index__in=numbers).values_list(
-                "row_index", *_TARGET_FIELDS
-            )
-            for index, *values in rows:
-                take(by_row[(job, index + 1)], tuple(values))
-                seen.add(index)
+            for part in _parts(numbers):
+                rows = scoped.filter(batch_job__uuid=job, row_index__in=part).values_list(
+                    "row_index", *_TARGET_FIELDS
+                )
+                for index, *values in rows:
+                    take(by_row[(job, index + 1)], tuple(values))
+                    seen.add(index)
             for index in set(numbers) - seen:
                 for row in by_row[(job, index + 1)]:
                     result.refuse(
@@ -532,18 +537,11 @@ def feedback_store(checked: Sequence[Checked], *, user: Any, source: str) -> lis
 def _store(checked: Sequence[Checked], *, user: Any, source: str) -> list[Stored]:
     now = timezone.now()
     ids = sorted(c.target.prediction_id for c in checked)
-    for start in range(0, len(ids), 5000):
-        list(
-            Prediction.objects.select_for_update()
-            .filter(pk__in=ids[start : start + 5000])
-            .order_by("pk")
-            .values_list("pk")
-        )
+    for part in _parts(ids):
+        list(Prediction.objects.select_for_update().filter(pk__in=part).order_by("pk").values_list("pk"))
     existing: dict[int, Feedback] = {}
-    for start in range(0, len(ids), 5000):
-        existing.update(
-            (f.prediction_id, f) for f in Feedback.objects.filter(prediction_id__in=ids[start : start + 5000])
-        )
+    for part in _parts(ids):
+        existing.update((f.prediction_id, f) for f in Feedback.objects.filter(prediction_id__in=part))
     user_id = getattr(user, "pk", None)
     cells: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
     delays: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0])
