@@ -6,6 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from feedback import services
 from feedback.models import Feedback, FeedbackChange
 
 OUTCOME_HELP = (
@@ -73,7 +74,7 @@ class FeedbackDetailOutputSerializer(FeedbackOutputSerializer):
 
 class GivenOutputSerializer(serializers.Serializer):
     status = serializers.ChoiceField(
-        choices=["created", "updated", "unchanged"],
+        choices=services.STORED_STATUSES,
         help_text="unchanged: the same outcome was already stored (idempotent).",
     )
     feedback = FeedbackOutputSerializer()
@@ -82,7 +83,7 @@ class GivenOutputSerializer(serializers.Serializer):
 class BulkResultSerializer(serializers.Serializer):
     row = serializers.IntegerField(help_text="The item's position, from 1.")
     prediction = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=["created", "updated", "unchanged"])
+    status = serializers.ChoiceField(choices=services.STORED_STATUSES)
 
 
 class BulkOutputSerializer(serializers.Serializer):

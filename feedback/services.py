@@ -94,10 +94,14 @@ class CheckResult:
         self.failed_rows.add(row)
 
 
+#: What storing an outcome did: a first outcome, a different one (or a new comment), or nothing.
+STORED_STATUSES = ("created", "updated", "unchanged")
+
+
 @dataclass(frozen=True)
 class Stored:
     prediction_id: int
-    status: str  # "created", "updated" or "unchanged"
+    status: str  # one of STORED_STATUSES
     feedback: Feedback
 
 

@@ -375,6 +375,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Fields named alike with different choices get names of their own (the jobs' keeps its old name).
+    "ENUM_NAME_OVERRIDES": {
+        "StatusEnum": "jobs.models.LeasedJob.Status",
+        "FeedbackSourceEnum": "feedback.models.Source",
+        "OutcomeStatusEnum": "feedback.services.STORED_STATUSES",
+    },
 }
 
 # ------------------------------------------------------------------------------
