@@ -587,7 +587,8 @@ def _store(checked: Sequence[Checked], *, user: Any, source: str) -> list[Stored
                 true_value=outcome.true_value,
                 comment=outcome.comment or "",
                 source=source,
-                labelled_by_id=user_id,
+                # The user object, not only its id: answering with the username needs no query then.
+                labelled_by=user if user_id is not None else None,
                 created_at=now,
                 updated_at=now,
             )
