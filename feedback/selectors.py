@@ -192,10 +192,17 @@ def model_quality(
     window: str = "all",
     last_n: int | None = None,
     now: dt.datetime | None = None,
+    versions: list[ModelVersion] | None = None,
 ) -> list[dict[str, Any]]:
-    """Live quality of every version of a model, newest first, in a handful of queries."""
+    """Live quality of every version of a model, newest first, in a handful of queries.
+
+    `versions`: the model's versions when the caller has them already (a page that lists them), saving
+    their query.
+    """
     window, n = window_check(window, last_n)
-    versions = list(ModelVersion.objects.filter(registered_model=registered_model).order_by("-version"))
+    if versions is None:
+        versions = list(ModelVersion.objects.filter(registered_model=registered_model))
+    versions = sorted(versions, key=lambda v: -v.version)
     figures = _versions_quality(versions, window=window, last_n=n, now=now or timezone.now())
     return [
         {

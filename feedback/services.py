@@ -103,6 +103,8 @@ class Stored:
     prediction_id: int
     status: str  # one of STORED_STATUSES
     feedback: Feedback
+    # False when only the comment changed: no history row was written.
+    outcome_changed: bool = True
 
 
 def _label_text(value: Any) -> str:
@@ -562,9 +564,9 @@ def _store(checked: Sequence[Checked], *, user: Any, source: str) -> list[Stored
                 old.comment = outcome.comment
                 old.updated_at = now
                 updated.append(old)
-                stored.append(Stored(target.prediction_id, "updated", old))
+                stored.append(Stored(target.prediction_id, "updated", old, outcome_changed=False))
             else:
-                stored.append(Stored(target.prediction_id, "unchanged", old))
+                stored.append(Stored(target.prediction_id, "unchanged", old, outcome_changed=False))
             continue
         predicted, actual, abs_error, sq_error = _cell(
             version, target, outcome.true_label, outcome.true_value

@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from feedback import selectors as feedback_selectors
 from mlops_site import downloads, pages
 from mlops_site.pages import staff_required
 from models_registry import charts, mlflow_gateway, selectors, transition_services, upload_services
@@ -54,10 +55,30 @@ def _version_rows(versions: list[ModelVersion], metric_names: list[str]) -> list
     return rows
 
 
-def _model_detail_context(registered: RegisteredModel) -> dict[str, Any]:
+def _live_quality(
+    registered: RegisteredModel, versions: list[ModelVersion], *, window: str, last_n: int
+) -> list[dict[str, Any]]:
+    """Live quality of the production version and of every version with feedback, production first."""
+    figures = feedback_selectors.model_quality(
+        registered_model=registered, window=window, last_n=last_n, versions=versions
+    )
+    shown = [v for v in figures if v["live"]["n"] or v["stage"] == "production"]
+    return sorted(shown, key=lambda v: v["stage"] != "production")
+
+
+def _model_detail_context(
+    registered: RegisteredModel, *, window: str | None = None, last_n: str | None = None
+) -> dict[str, Any]:
+    """Raises feedback's Invalid for an unknown window or `last` (the page answers 400 naming it)."""
+    window, last = feedback_selectors.window_check(window, last_n)
     versions = list(selectors.model_version_list(model_name=registered.name))
     metric_names = charts.metric_names(versions)
+    live_quality = _live_quality(registered, versions, window=window, last_n=last)
     return {
+        "live_quality": live_quality,
+        "live_window": window,
+        "live_last_n": last,
+        "live_labelled": any(v["live"]["n"] for v in live_quality),
         "model": registered,
         "versions": versions,
         "rows": _version_rows(versions, metric_names),
@@ -81,14 +102,26 @@ def _model_detail_context(registered: RegisteredModel) -> dict[str, Any]:
 
 @require_GET
 @login_required
+@pages.domain_errors
 def model_detail(request: HttpRequest, name: str) -> HttpResponse:
+    """The model's versions side by side, with their live quality over `?window=` (and `?last=`)."""
     registered = selectors.registered_model_get(name=name)
-    return render(request, "models_registry/model_detail.html", _model_detail_context(registered))
+    context = _model_detail_context(
+        registered, window=request.GET.get("window"), last_n=request.GET.get("last")
+    )
+    return render(request, "models_registry/model_detail.html", context)
 
 
-def _version_detail_context(version: ModelVersion) -> dict[str, Any]:
+def _version_detail_context(
+    version: ModelVersion, *, window: str | None = None, last_n: str | None = None
+) -> dict[str, Any]:
+    """Raises feedback's Invalid for an unknown window or `last` (the page answers 400 naming it)."""
+    window, last = feedback_selectors.window_check(window, last_n)
     metric_names = charts.metric_names([version])
     return {
+        "live_quality": feedback_selectors.version_quality(version=version, window=window, last_n=last),
+        "live_window": window,
+        "live_last_n": last,
         "model": version.registered_model,
         "version": version,
         "metrics": [(charts.metric_label(name), version.metrics[name]) for name in metric_names],
@@ -110,9 +143,12 @@ def _version_detail_context(version: ModelVersion) -> dict[str, Any]:
 
 @require_GET
 @login_required
+@pages.domain_errors
 def version_detail(request: HttpRequest, name: str, version: int) -> HttpResponse:
+    """One version: lineage, holdout metrics and charts, and its live quality over `?window=`."""
     found = selectors.model_version_get(model_name=name, version=version)
-    return render(request, "models_registry/version_detail.html", _version_detail_context(found))
+    context = _version_detail_context(found, window=request.GET.get("window"), last_n=request.GET.get("last"))
+    return render(request, "models_registry/version_detail.html", context)
 
 
 @require_POST

@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from feedback import selectors as feedback_selectors
 from mlops_site import pages
 from mlops_site.errors import problem
 from models_registry.models import ModelVersion
@@ -105,6 +106,7 @@ def prediction_list(request: HttpRequest) -> HttpResponse:
             "predictions": list(page.object_list),
             "querystring": query.urlencode(),
             "show_user": request.user.is_staff,
+            "here": request.get_full_path(),
         },
         status=200 if valid else 400,
     )
@@ -113,8 +115,10 @@ def prediction_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def prediction_detail(request: HttpRequest, prediction_id: int) -> HttpResponse:
-    """One prediction; someone else's is a 404 (staff see all), so guessing ids reveals nothing."""
+    """One prediction and its true outcome with the outcome's history; someone else's is a 404 (staff see
+    all), so guessing ids reveals nothing."""
     prediction = selectors.prediction_get(user=request.user, prediction_id=prediction_id)
+    feedback = feedback_selectors.feedback_of(prediction=prediction)
     warnings_of: dict[str, list[str]] = {}
     for warning in prediction.warnings:
         warnings_of.setdefault(warning.get("field") or "", []).append(warning["message"])
@@ -133,5 +137,7 @@ def prediction_detail(request: HttpRequest, prediction_id: int) -> HttpResponse:
             "inputs": inputs,
             "chart": _chart_data(prediction),
             "show_user": request.user.is_staff,
+            "feedback": feedback,
+            "feedback_changes": list(feedback.changes.all()) if feedback is not None else [],
         },
     )

@@ -13,7 +13,8 @@ from feedback import quality
 
 
 def test_the_wilson_interval_matches_values_computed_by_hand():
-    # 8 of 10: p = 0.8, z = 1.96; centre (0.8 + 0.19208) / 1.38415, half 1.96 * sqrt(0.016 + 0.0009604) / 1.38415.
+    # 8 of 10: p = 0.8, z = 1.96; centre (0.8 + 0.19208) / 1.38415,
+    # half 1.96 * sqrt(0.016 + 0.0009604) / 1.38415.
     low, high = quality.wilson_interval(8, 10)
     assert low == pytest.approx(0.4901625, abs=1e-6)
     assert high == pytest.approx(0.9433178, abs=1e-6)

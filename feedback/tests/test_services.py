@@ -367,3 +367,14 @@ def test_any_sequence_of_outcomes_leaves_rollups_equal_to_a_rebuild(iris_v1, ali
     live = selectors.version_quality(version=iris_v1)["live"]
     assert live["n"] == Feedback.objects.filter(model_version=iris_v1).count()
     assert live["correct"] == Feedback.objects.filter(model_version=iris_v1, correct=True).count()
+
+
+def test_a_new_comment_alone_updates_the_outcome_without_a_history_row(cancer_v1, alice):
+    (prediction,) = make_predictions(user=alice, name="cancer")
+    give(prediction, alice, correct=True)
+
+    stored = give(prediction, alice, correct=True, comment="seen again")
+
+    assert (stored.status, stored.outcome_changed) == ("updated", False)
+    assert Feedback.objects.get().comment == "seen again"
+    assert FeedbackChange.objects.count() == 0

@@ -8,6 +8,7 @@ import json
 from django.test import Client
 from django.utils import timezone
 
+from feedback import services as feedback_services
 from predictions.models import Prediction, PredictionRequest
 from predictions.tests.helpers import make_model_version, make_predictions, trained_model
 from tests.factories import make_user
@@ -273,3 +274,82 @@ def test_a_regression_result_shows_the_number_and_no_chart(alice, db):
     stored = Prediction.objects.get()
     assert isinstance(stored.prediction, float)
     assert f'id="predicted-value">{stored.prediction:.6g}</p>' in response.content.decode()
+
+
+# ------------------------------------------------------------------------------
+# The history's feedback: filters by outcome and channel, a feedback column, no extra queries
+# ------------------------------------------------------------------------------
+
+
+def _give(prediction, user, **data):
+    return feedback_services.feedback_give(prediction_id=prediction.pk, user=user, source="api", data=data)
+
+
+def test_the_history_filters_by_feedback_state(alice, cancer_v1):
+    right, wrong, unlabelled = make_predictions(user=alice, count=3)
+    _give(right, alice, correct=True)
+    _give(wrong, alice, correct=False)
+    client = client_for(alice)
+
+    def ids(**query):
+        response = client.get("/predictions/", query)
+        assert response.status_code == 200
+        return sorted(p.pk for p in response.context["predictions"])
+
+    assert ids(feedback="labelled") == sorted([right.pk, wrong.pk])
+    assert ids(feedback="unlabelled") == [unlabelled.pk]
+    assert ids(feedback="wrong") == [wrong.pk]
+    html = client.get("/predictions/", {"feedback": "wrong"}).content.decode()
+    assert '<option value="wrong" selected>Marked wrong</option>' in html
+    assert "<th>Feedback</th>" in html
+
+
+def test_the_history_filters_by_channel(alice, cancer_v1):
+    (api,) = make_predictions(user=alice, channel="api")
+    (page,) = make_predictions(user=alice, channel="page")
+    client = client_for(alice)
+
+    by_page = client.get("/predictions/", {"channel": "page"})
+    by_api = client.get("/predictions/", {"channel": "api", "feedback": "unlabelled"})
+
+    assert [p.pk for p in by_page.context["predictions"]] == [page.pk]
+    assert [p.pk for p in by_api.context["predictions"]] == [api.pk]
+    assert '<option value="page" selected>Page</option>' in by_page.content.decode()
+
+
+def test_an_unknown_feedback_state_or_channel_is_400_with_the_message(alice, cancer_v1):
+    client = client_for(alice)
+
+    for query in ({"feedback": "maybe"}, {"channel": "fax"}):
+        response = client.get("/predictions/", query)
+
+        assert response.status_code == 400
+        assert "Select a valid choice." in response.content.decode()
+
+
+def test_the_history_shows_each_outcome_in_the_feedback_column(alice, cancer_v1):
+    right, wrong, _ = make_predictions(user=alice, count=3)
+    _give(right, alice, correct=True)
+    _give(wrong, alice, correct=False)
+
+    html = client_for(alice).get("/predictions/").content.decode()
+
+    assert html.count('class="outcome is-right" data-outcome>Right</span>') == 1
+    assert html.count('class="outcome is-wrong" data-outcome>Wrong: ') == 1
+    assert html.count("data-outcome>not labelled</span>") == 1
+
+
+def test_the_history_with_feedback_and_forms_runs_the_same_fixed_number_of_queries(
+    alice, cancer_v1, mixed_v1, django_assert_num_queries
+):
+    predictions = make_predictions(user=alice, count=4) + make_predictions(user=alice, count=3, name="mixed")
+    for prediction in predictions[::2]:
+        _give(prediction, alice, correct=False)
+    client = client_for(alice)
+    client.get("/predictions/")
+
+    # Session, user, model names, the count and the page: outcomes and forms query nothing.
+    with django_assert_num_queries(5):
+        response = client.get("/predictions/")
+
+    assert response.content.decode().count('class="feedback-form compact"') == 7
