@@ -46,12 +46,14 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 
-# Benchmarks; results in bench/results/. wrk is needed for the API benchmark.
+# Benchmarks; results in bench/results/. wrk is needed for the API benchmarks, PostgreSQL's server
+# programs for the feedback ones.
 bench: $(RUN_STAMP)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/predictions_api.py
 	$(BIN)/python bench/predictions_batch.py
+	$(BIN)/python bench/feedback_quality.py
 	$(MAKE) load
 
 # The mixed-traffic load test alone, e.g. make load LOAD_MINUTES=1 for a short try.

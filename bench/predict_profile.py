@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import inspect
 import io
 import itertools
 import json
@@ -60,7 +61,10 @@ class StepTimers:
 
     def wrap(self, owner: Any, attribute: str, name: str) -> None:
         """Time every call of owner.attribute (a function, method or property getter) as step `name`."""
-        original = owner.__dict__[attribute] if isinstance(owner, type) else getattr(owner, attribute)
+        # getattr_static finds an inherited method or property as defined, without binding it.
+        original = (
+            inspect.getattr_static(owner, attribute) if isinstance(owner, type) else getattr(owner, attribute)
+        )
         if isinstance(original, property):
             getter = original.fget
 

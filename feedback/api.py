@@ -128,7 +128,7 @@ class ModelQualityView(APIView):
         tags=["feedback"],
     )
     def get(self, request: Request, name: str) -> Response:
-        model = registry_selectors.registered_model_get(name=name)
+        model = selectors.registered_model_named(name=name)
         versions = selectors.model_quality(
             registered_model=model,
             window=request.query_params.get("window"),

@@ -25,6 +25,7 @@ _WINDOW_HOURS = {"24h": 24, "7d": 7 * 24}
 #: Holdout metrics shown beside their live counterparts.
 LIVE_METRICS = {Task.CLASSIFICATION: ("accuracy", "f1_macro"), Task.REGRESSION: ("mae", "rmse")}
 LAST_N_MAX = 10_000
+_QUALITY_VERSION_FIELDS = ("pk", "registered_model_id", "version", "stage", "task", "classes", "metrics")
 
 
 def window_check(window: Any, last_n: Any = None) -> tuple[str, int]:
@@ -201,7 +202,10 @@ def model_quality(
     """
     window, n = window_check(window, last_n)
     if versions is None:
-        versions = list(ModelVersion.objects.filter(registered_model=registered_model))
+        # Not the artifacts and summaries: kilobytes of JSON per version that no figure needs.
+        versions = list(
+            ModelVersion.objects.filter(registered_model=registered_model).only(*_QUALITY_VERSION_FIELDS)
+        )
     versions = sorted(versions, key=lambda v: -v.version)
     figures = _versions_quality(versions, window=window, last_n=n, now=now or timezone.now())
     return [
@@ -216,6 +220,14 @@ def model_quality(
         }
         for v in versions
     ]
+
+
+def registered_model_named(*, name: str) -> RegisteredModel:
+    """The model by its name alone (the registry's lookup also counts versions, which quality needs not)."""
+    found = RegisteredModel.objects.filter(name=name).first()
+    if found is None:
+        raise Http404(f"No registered model named {name!r}.")
+    return found
 
 
 def feedback_of(*, prediction: Prediction) -> Feedback | None:

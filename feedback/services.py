@@ -117,13 +117,23 @@ def _predicted_label(target: Target) -> str:
     return _label_text(target.predicted)
 
 
+#: A version's task and classes never change once it exists, so each process reads them once.
+_version_infos: dict[int, VersionInfo] = {}
+_VERSION_INFOS_MAX = 1000
+
+
 def _versions(version_ids: set[int]) -> dict[int, VersionInfo]:
-    return {
-        pk: VersionInfo(task=task, classes=tuple(_label_text(c) for c in (classes or [])))
-        for pk, task, classes in ModelVersion.objects.filter(pk__in=version_ids).values_list(
-            "pk", "task", "classes"
+    missing = version_ids - set(_version_infos)
+    if missing:
+        if len(_version_infos) + len(missing) > _VERSION_INFOS_MAX:
+            _version_infos.clear()
+        _version_infos.update(
+            (pk, VersionInfo(task=task, classes=tuple(_label_text(c) for c in (classes or []))))
+            for pk, task, classes in ModelVersion.objects.filter(pk__in=missing).values_list(
+                "pk", "task", "classes"
+            )
         )
-    }
+    return {pk: _version_infos[pk] for pk in version_ids if pk in _version_infos}
 
 
 def _scoped(user: Any) -> Any:

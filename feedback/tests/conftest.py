@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from feedback import services as feedback_services
 from predictions import model_cache
 from predictions.tests.helpers import make_model_version, trained_model
 from tests.factories import make_user
@@ -13,9 +14,12 @@ from tests.factories import make_user
 def _empty_predictor_cache():
     model_cache.predictors.clear()
     model_cache.resolutions.clear()
+    # Rolled-back tests reuse version ids, which the process cache of versions would take for the old ones.
+    feedback_services._version_infos.clear()
     yield
     model_cache.predictors.clear()
     model_cache.resolutions.clear()
+    feedback_services._version_infos.clear()
 
 
 @pytest.fixture
