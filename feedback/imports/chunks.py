@@ -8,6 +8,7 @@ import gc
 import io
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -16,7 +17,6 @@ from django.db import connection, transaction
 
 from feedback import services as feedback_services
 from feedback.imports import files as import_files
-from feedback.imports import store as import_store
 from feedback.imports.attempt import ImportAttempt
 from feedback.models import FeedbackImport, Source
 from mlops_site import storage
@@ -200,7 +200,10 @@ def chunk_store(attempt: ImportAttempt, checked: Checked) -> None:
     started = time.perf_counter()
     with transaction.atomic():
         attempt.checkpoint(index=checked.index, rows=checked.rows, failed=checked.failed)
-        counts = import_store.outcomes_store(checked.valid, user=attempt.job.user, source=Source.FILE)
+        stored = feedback_services.feedback_store(
+            checked.valid, user=attempt.job.user, source=Source.FILE, answer=False
+        )
+        counts = Counter(s.status for s in stored)
         attempt.stored(created=counts["created"], updated=counts["updated"], unchanged=counts["unchanged"])
     attempt.timed("store", started)
 

@@ -172,8 +172,8 @@ def feedback_import_run(*, import_id: int) -> engine.JobOutcome:
 
     A first pass over the file finds the rows naming a prediction an earlier row names (files.
     duplicates_find); then each chunk is checked by feedback_check, its errors part written, and its
-    outcomes, history and rollups stored (store.outcomes_store: feedback_store's semantics, with COPY on
-    PostgreSQL) in the transaction that also advances the checkpoint (chunks_done and the row counts).
+    outcomes, history and rollups stored (feedback_store, the one write path of outcomes) in the
+    transaction that also advances the checkpoint (chunks_done and the row counts).
     Chunks are stored in order on a thread of their own while the next one is checked (chunks.Writer).
 
     Idempotent and crash-safe: the claim is a conditional UPDATE (see jobs.engine), so a duplicate message

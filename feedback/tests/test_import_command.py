@@ -7,8 +7,8 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from feedback import services as feedback_services
 from feedback.imports import services as import_services
-from feedback.imports import store as import_store
 from feedback.models import Feedback, FeedbackImport
 from feedback.tests.import_helpers import csv_bytes, predictions_of
 
@@ -72,7 +72,7 @@ def test_a_failed_import_is_an_error(transactional_db, outcomes, staff, monkeypa
     def broken(checked, **kwargs):
         raise ValueError("a bug")
 
-    monkeypatch.setattr(import_store, "outcomes_store", broken)
+    monkeypatch.setattr(feedback_services, "feedback_store", broken)
 
     with pytest.raises(CommandError, match=r"failed after 0 rows: .*Unexpected error \(ValueError\): a bug"):
         run(str(outcomes), "--model", "cancer", "--user", "staff")

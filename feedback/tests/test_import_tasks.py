@@ -13,9 +13,9 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from feedback import reconcile, tasks
+from feedback import services as feedback_services
 from feedback.imports import chunks as import_chunks
 from feedback.imports import services as import_services
-from feedback.imports import store as import_store
 from feedback.models import Feedback, FeedbackChange, FeedbackImport, QualityHourly
 from feedback.tests.import_helpers import csv_bytes, import_start, predictions_of
 from mlops_site import storage
@@ -45,7 +45,7 @@ def job(cancer_v1, alice, staff, settings):
 
 def fail_store_on_chunk(monkeypatch, chunk: int, error: BaseException) -> None:
     """Storing the chunk's outcomes raises `error` once, on the given chunk (counted from 0)."""
-    original = import_store.outcomes_store
+    original = feedback_services.feedback_store
     calls = {"n": 0, "raised": False}
 
     def store(checked, **kwargs):
@@ -55,7 +55,7 @@ def fail_store_on_chunk(monkeypatch, chunk: int, error: BaseException) -> None:
         calls["n"] += 1
         return original(checked, **kwargs)
 
-    monkeypatch.setattr(import_store, "outcomes_store", store)
+    monkeypatch.setattr(feedback_services, "feedback_store", store)
 
 
 def assert_imported_once(job: FeedbackImport) -> None:
