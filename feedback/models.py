@@ -30,8 +30,16 @@ class Feedback(models.Model):
     prediction = models.OneToOneField(
         "predictions.Prediction", on_delete=models.CASCADE, related_name="feedback"
     )
+    # Without database constraints or an index of its own (the composite index below leads with it): each
+    # costs every stored outcome a check or an index entry, and a file import stores 20,000 per chunk.
+    # Django still protects a version with outcomes from deletion, and nulls labelled_by when its user
+    # is deleted.
     model_version = models.ForeignKey(
-        "models_registry.ModelVersion", on_delete=models.PROTECT, related_name="feedback"
+        "models_registry.ModelVersion",
+        on_delete=models.PROTECT,
+        related_name="feedback",
+        db_constraint=False,
+        db_index=False,
     )
     prediction_created_at = models.DateTimeField()
     predicted_label = models.CharField(max_length=255, blank=True)
@@ -43,7 +51,14 @@ class Feedback(models.Model):
     comment = models.CharField(max_length=1000, blank=True)
     source = models.CharField(max_length=8, choices=Source.choices)
     labelled_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
+        # Read only when a user is deleted (to null it): an index would cost every outcome an entry.
+        db_index=False,
     )
     # When the first outcome arrived (label delay is measured to it) and when the current one did.
     created_at = models.DateTimeField(default=timezone.now)
@@ -73,7 +88,13 @@ class FeedbackChange(models.Model):
     old = models.JSONField()
     new = models.JSONField()
     changed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     source = models.CharField(max_length=8, choices=Source.choices)
     changed_at = models.DateTimeField(default=timezone.now)

@@ -53,8 +53,8 @@ def feedback_store(
             with transaction.atomic():
                 return store.outcomes_write(checked, user=user, source=source, answer=answer)
         except IntegrityError:
-            # SQLite cannot lock rows: a concurrent writer created one of the outcomes first. The
-            # second pass finds it and updates it instead.
+            # A concurrent writer created one of the outcomes first (there was no row to lock yet).
+            # The second pass finds it, locks it and updates it instead.
             if attempt:
                 raise
     raise AssertionError("unreachable")

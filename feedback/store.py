@@ -25,7 +25,6 @@ from feedback.checks import Checked, Target, VersionInfo, label_text, parts
 from feedback.models import DelayHourly, Feedback, FeedbackChange, QualityHourly
 from mlops_site import rollups
 from models_registry.models import Task
-from predictions.models import Prediction
 
 #: What storing an outcome did: a first outcome, a different one (or a new comment), or nothing.
 STORED_STATUSES = ("created", "updated", "unchanged")
@@ -48,7 +47,7 @@ FEEDBACK_COLUMNS = (
 )
 CHANGE_COLUMNS = ("feedback_id", "old", "new", "changed_by_id", "source", "changed_at")
 UPDATED_COLUMNS = ("correct", "true_label", "true_value", "comment", "source", "labelled_by_id", "updated_at")
-_EXISTING_COLUMNS = ("prediction_id", "id", *UPDATED_COLUMNS, "created_at")
+_EXISTING_COLUMNS = ("prediction_id", "id", *UPDATED_COLUMNS)
 #: Changed rows from which a temporary table and one UPDATE beat an UPDATE per row (PostgreSQL).
 _UPDATE_IN_BULK = 50
 
@@ -100,19 +99,36 @@ def cell(
     return label_text(target.predicted), true_label, 0.0, 0.0
 
 
-def _lock_and_read(ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Lock the predictions in id order (concurrent writers of one prediction queue up behind the first;
-    SQLite locks the whole database on the first write instead) and read the outcomes they have."""
+def _lock_and_read(ids: list[int], *, answer: bool) -> dict[int, dict[str, Any]]:
+    """Read the outcomes the predictions have, locking them (in prediction order) until the commit.
+
+    Two writers of one outcome thus queue up, and the second plans from what the first wrote. A first
+    outcome has no row to lock: two writers creating it at once meet at the unique index instead, and
+    feedback_store retries the loser, which then finds and locks the winner's row. Locking the
+    predictions instead would write a lock into 20,000 prediction rows per chunk of a file.
+    """
+    # The first outcome's time only for an answer: reading a datetime is the dearest part of a row.
+    columns = (*_EXISTING_COLUMNS, "created_at") if answer else _EXISTING_COLUMNS
     existing: dict[int, dict[str, Any]] = {}
     for part in parts(ids):
-        list(Prediction.objects.select_for_update().filter(pk__any_of=part).order_by("pk").values_list("pk"))
-        for row in Feedback.objects.filter(prediction_id__any_of=part).values_list(*_EXISTING_COLUMNS):
-            existing[row[0]] = dict(zip(_EXISTING_COLUMNS, row, strict=True))
+        rows = (
+            Feedback.objects.select_for_update()
+            .filter(prediction_id__any_of=part)
+            .order_by("prediction_id")
+            .values_list(*columns)
+        )
+        for row in rows:
+            existing[row[0]] = dict(zip(columns, row, strict=True))
     return existing
 
 
 def _plan(
-    checked: Sequence[Checked], existing: dict[int, dict[str, Any]], *, user_id: Any, source: str
+    checked: Sequence[Checked],
+    existing: dict[int, dict[str, Any]],
+    *,
+    user_id: Any,
+    source: str,
+    answer: bool,
 ) -> Plan:
     now = timezone.now()
     plan = Plan()
@@ -151,9 +167,8 @@ def _plan(
                 now,
             )
             plan.created.append(values)
-            plan.results.append(
-                (target.prediction_id, "created", True, dict(zip(FEEDBACK_COLUMNS, values, strict=True)))
-            )
+            row = dict(zip(FEEDBACK_COLUMNS, values, strict=True)) if answer else {}
+            plan.results.append((target.prediction_id, "created", True, row))
             continue
         old_predicted, old_actual, old_abs, old_sq = cell(
             version, target, old["true_label"], old["true_value"]
@@ -206,7 +221,11 @@ def _insert(model: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> 
         return
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            with cursor.cursor.copy(f"COPY {_table(model)} ({_names(columns)}) FROM STDIN") as copy:
+            # The driver's own cursor, so its errors are wrapped here as Django's (IntegrityError).
+            with (
+                connection.wrap_database_errors,
+                cursor.cursor.copy(f"COPY {_table(model)} ({_names(columns)}) FROM STDIN") as copy,
+            ):
                 for row in rows:
                     copy.write_row(row)
             return
@@ -231,9 +250,12 @@ def _update(rows: list[tuple[Any, ...]]) -> None:
                 "source varchar(8), labelled_by_id bigint, updated_at timestamp with time zone) "
                 "ON COMMIT DROP"
             )
-            with cursor.cursor.copy(
-                f"COPY feedback_updated ({_names(('id', *UPDATED_COLUMNS))}) FROM STDIN"
-            ) as copy:
+            with (
+                connection.wrap_database_errors,
+                cursor.cursor.copy(
+                    f"COPY feedback_updated ({_names(('id', *UPDATED_COLUMNS))}) FROM STDIN"
+                ) as copy,
+            ):
                 for row in rows:
                     copy.write_row(row)
             assignments = ", ".join(f"{c} = u.{c}" for c in _names(UPDATED_COLUMNS).split(", "))
@@ -257,8 +279,8 @@ def outcomes_write(checked: Sequence[Checked], *, user: Any, source: str, answer
     values written, with the caller as labelled_by where the caller gave it).
     """
     user_id = getattr(user, "pk", None)
-    existing = _lock_and_read(sorted(c.target.prediction_id for c in checked))
-    plan = _plan(checked, existing, user_id=user_id, source=source)
+    existing = _lock_and_read(sorted(c.target.prediction_id for c in checked), answer=answer)
+    plan = _plan(checked, existing, user_id=user_id, source=source, answer=answer)
     _insert(Feedback, FEEDBACK_COLUMNS, plan.created)
     _update(plan.updated)
     _insert(FeedbackChange, CHANGE_COLUMNS, plan.changes)

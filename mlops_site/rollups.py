@@ -11,7 +11,9 @@ from django.db import connection, models
 
 def hour_of(moment: dt.datetime) -> dt.datetime:
     """The start of the UTC hour `moment` falls in, the bucket every hourly rollup uses."""
-    return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    if moment.tzinfo is not dt.UTC:  # the database's datetimes are UTC already: no conversion per row
+        moment = moment.astimezone(dt.UTC)
+    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 def counters_add(
