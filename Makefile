@@ -54,6 +54,7 @@ bench: $(RUN_STAMP)
 	$(BIN)/python bench/predictions_api.py
 	$(BIN)/python bench/predictions_batch.py
 	$(BIN)/python bench/feedback_quality.py
+	$(BIN)/python bench/feedback_import.py
 	$(MAKE) load
 
 # The mixed-traffic load test alone, e.g. make load LOAD_MINUTES=1 for a short try.

@@ -196,6 +196,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "predictions.tasks.batch_prediction_jobs_stale_requeue_task",
         "schedule": 60.0,
     },
+    # every minute: re-send feedback imports whose message the broker lost or whose worker died
+    "feedback-imports-stale-requeue": {
+        "task": "feedback.tasks.feedback_imports_stale_requeue_task",
+        "schedule": 60.0,
+    },
     # hourly: repair MLflow aliases whose sync message was lost
     "model-aliases-sync-all": {
         "task": "models_registry.tasks.model_aliases_sync_all_task",

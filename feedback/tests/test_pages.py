@@ -18,6 +18,7 @@ from feedback.models import Feedback, FeedbackChange, Source
 from predictions import services as prediction_services
 from predictions.models import Prediction
 from predictions.tests.helpers import make_model_version, make_predictions, trained_model
+from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -376,8 +377,14 @@ def test_the_model_page_shows_the_production_version_with_nothing_labelled_yet(a
     assert "0 of 2 (0.0%)" in row
     assert 'id="live-quality-empty"' in html
     assert 'id="live-quality-figure"' not in html
-    # The label queue is for staff.
+    # The label queue and outcome files are for staff.
     assert 'id="label-queue-link"' not in html
+    assert 'id="import-outcomes-link"' not in html
+    staff_html = client_for(make_user("boss", staff=True)).get(
+        reverse("registry:model-detail", args=["cancer"])
+    )
+    assert reverse("feedback:label-queue", args=["cancer"]) in staff_html.content.decode()
+    assert reverse("feedback:import-new") + "?model=cancer" in staff_html.content.decode()
 
 
 def test_the_model_page_shows_live_accuracy_with_its_interval_beside_the_holdout(alice, staff, cancer_v1):
