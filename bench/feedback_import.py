@@ -38,9 +38,7 @@ import json
 import os
 import platform
 import pstats
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,39 +46,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import predict_common as common
+from bench.postgres import postgres
 from bench.predictions_batch import group_pids, vm_hwm_bytes
 
 RESULTS = common.ROOT / "bench" / "results" / "feedback_import.json"
 MIB = 1024 * 1024
 RATE_TARGET = 20_000
 PEAK_LIMIT_BYTES = 500 * MIB
-
-
-@contextlib.contextmanager
-def postgres() -> Any:
-    """DATABASE_URL as given, else a throwaway PostgreSQL from deploy/test_services.py, stopped at the end."""
-    if os.environ.get("DATABASE_URL"):
-        yield "DATABASE_URL from the environment"
-        return
-    from deploy import test_services
-
-    root = Path(tempfile.mkdtemp(prefix="bench-feedback-import-pg-"))
-    services = test_services.Services(root)
-    try:
-        try:
-            started = services.start_postgres()
-        except test_services.ServiceUnavailable as exc:
-            raise SystemExit(f"this benchmark needs PostgreSQL: {exc}") from None
-        os.environ["DATABASE_URL"] = services.env["DATABASE_URL"]
-        yield started
-    finally:
-        with contextlib.suppress(Exception):
-            from django.db import connections
-
-            connections.close_all()
-        services.stop_all()
-        os.environ.pop("DATABASE_URL", None)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def predictions_seed(*, version_id: int, user_id: int, classes: list[str], rows: int, seed: int = 0) -> Any:
@@ -253,12 +225,12 @@ def _profile(path: Path, *, user: Any, top: int = 25) -> str:
     finally:
         import_services._enqueue = enqueue
     # The store on the main thread too: cProfile sees one thread.
-    original = import_chunks.Writer.__init__
+    original = import_chunks.store_thread
 
-    def unthreaded(writer: Any, attempt: Any, *, threaded: bool) -> None:
-        original(writer, attempt, threaded=False)
+    def unthreaded(attempt: Any, *, threaded: bool) -> Any:
+        return original(attempt, threaded=False)
 
-    import_chunks.Writer.__init__ = unthreaded  # type: ignore[method-assign]
+    import_chunks.store_thread = unthreaded  # type: ignore[assignment]
     profiler = cProfile.Profile()
     started = time.perf_counter()
     try:
@@ -266,7 +238,7 @@ def _profile(path: Path, *, user: Any, top: int = 25) -> str:
         import_services.feedback_import_run(import_id=job.pk)
         profiler.disable()
     finally:
-        import_chunks.Writer.__init__ = original  # type: ignore[method-assign]
+        import_chunks.store_thread = original  # type: ignore[assignment]
     seconds = time.perf_counter() - started
     job = FeedbackImport.objects.get(pk=job.pk)
     out = io.StringIO()
@@ -290,7 +262,7 @@ def main() -> int:
     started = time.monotonic()
 
     with (
-        postgres() as database_note,
+        postgres("feedback-import") as database_note,
         common.temp_dir("bench-feedback-import-") as tmp,
         contextlib.ExitStack() as servers,
     ):

@@ -39,7 +39,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import predict_common as common
+from bench.postgres import postgres
 
 RESULTS = common.ROOT / "bench" / "results" / "feedback_quality.json"
 MODEL_NAME = f"bench-feedback-{os.getpid()}"
@@ -69,33 +69,6 @@ IDS_PER_SECOND = 3000
 # --------------------------------------------------------------------------------------------------
 # PostgreSQL
 # --------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def postgres() -> Any:
-    """DATABASE_URL as given, else a throwaway PostgreSQL from deploy/test_services.py, stopped at the end."""
-    if os.environ.get("DATABASE_URL"):
-        yield "DATABASE_URL from the environment"
-        return
-    from deploy import test_services
-
-    root = Path(tempfile.mkdtemp(prefix="bench-feedback-pg-"))
-    services = test_services.Services(root)
-    try:
-        try:
-            started = services.start_postgres()
-        except test_services.ServiceUnavailable as exc:
-            raise SystemExit(f"this benchmark needs PostgreSQL: {exc}") from None
-        os.environ["DATABASE_URL"] = services.env["DATABASE_URL"]
-        yield started
-    finally:
-        with contextlib.suppress(Exception):
-            from django.db import connections
-
-            connections.close_all()
-        services.stop_all()
-        os.environ.pop("DATABASE_URL", None)
-        import shutil
-
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -611,7 +584,7 @@ def main() -> int:
 
     with (
         common.temp_dir("bench-feedback-") as tmp,
-        postgres() as database_started,
+        postgres("feedback") as database_started,
         contextlib.ExitStack() as servers,
     ):
         data_dir = Path(tmp)

@@ -3,13 +3,11 @@ live quality kept beside them."""
 
 from __future__ import annotations
 
-import uuid
-
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from jobs.models import LeasedJob, lease_index
+from jobs.models import ChunkedFileJob, lease_index
 
 
 class Source(models.TextChoices):
@@ -155,16 +153,11 @@ class DelayHourly(models.Model):
         return f"{self.model_version_id} @ {self.hour:%Y-%m-%d %H} bin {self.bin}: {self.n}"
 
 
-class FeedbackImport(LeasedJob):
+class FeedbackImport(ChunkedFileJob):
     """A staff upload of true outcomes (a CSV of prediction ids or keys with labels), stored in chunks by
-    a worker on the leased-job engine.
+    a worker on the leased-job engine (see ChunkedFileJob); invalid rows are listed by row in the errors
+    file and never stored."""
 
-    `chunks_done` is the checkpoint: it advances with rows_done and rows_failed in the transaction that
-    stores the chunk's feedback, so a retry after a killed worker resumes after the last committed chunk
-    and counts nothing twice. Invalid rows are listed by row in the errors file and never stored.
-    """
-
-    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -176,22 +169,12 @@ class FeedbackImport(LeasedJob):
         on_delete=models.PROTECT,
         related_name="feedback_imports",
     )
-    input_key = models.CharField(max_length=255)
-    original_filename = models.CharField(max_length=255, blank=True)
-    input_size_bytes = models.PositiveBigIntegerField(default=0)
-    errors_key = models.CharField(max_length=255, blank=True)
-    chunk_rows = models.PositiveIntegerField()
-    chunks_done = models.PositiveIntegerField(default=0)
-    rows_total = models.PositiveBigIntegerField(default=0)
-    rows_done = models.PositiveBigIntegerField(default=0)
-    rows_failed = models.PositiveBigIntegerField(default=0)
     # Of the stored rows: new outcomes, changed ones, and ones that repeated what was already there.
     rows_created = models.PositiveBigIntegerField(default=0)
     rows_updated = models.PositiveBigIntegerField(default=0)
     rows_unchanged = models.PositiveBigIntegerField(default=0)
-    timings = models.JSONField(default=dict, blank=True)
 
-    class Meta(LeasedJob.Meta):
+    class Meta(ChunkedFileJob.Meta):
         indexes = [
             models.Index(fields=["user", "-created_at"], name="feedback_import_user_created"),
             lease_index("feedback_import_status"),
@@ -205,12 +188,3 @@ class FeedbackImport(LeasedJob):
 
     def __str__(self) -> str:
         return f"Feedback import {self.uuid} ({self.original_filename or 'upload'})"
-
-    @property
-    def progress(self) -> int:
-        """Percent of rows done: 100 only once succeeded, since rows_total is an estimate until then."""
-        if self.status == self.Status.SUCCEEDED:
-            return 100
-        if not self.rows_total:
-            return 0
-        return min(99, self.rows_done * 100 // self.rows_total)

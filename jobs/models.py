@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from django.db import models
@@ -51,3 +52,38 @@ class LeasedJob(models.Model):
         if self.started_at is None:
             return None
         return (self.finished_at or timezone.now()) - self.started_at
+
+
+class ChunkedFileJob(LeasedJob):
+    """A leased job that works through an uploaded CSV file in chunks (see jobs.chunked).
+
+    `chunks_done` is the checkpoint: it advances, with rows_done and rows_failed, in the transaction that
+    stores the chunk's rows, so a retry resumes after the last committed chunk. `chunk_rows` is fixed at
+    submission, so a retry cuts the file into the same chunks as the attempt before it.
+    """
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    input_key = models.CharField(max_length=255)
+    original_filename = models.CharField(max_length=255, blank=True)
+    input_size_bytes = models.PositiveBigIntegerField(default=0)
+    errors_key = models.CharField(max_length=255, blank=True)
+    chunk_rows = models.PositiveIntegerField()
+    chunks_done = models.PositiveIntegerField(default=0)
+    # Estimated from the line count at submission (at least the real count); exact once succeeded.
+    rows_total = models.PositiveBigIntegerField(default=0)
+    rows_done = models.PositiveBigIntegerField(default=0)
+    rows_failed = models.PositiveBigIntegerField(default=0)
+    # Seconds spent per step, summed over the chunks and attempts.
+    timings = models.JSONField(default=dict, blank=True)
+
+    class Meta(LeasedJob.Meta):
+        abstract = True
+
+    @property
+    def progress(self) -> int:
+        """Percent of rows done: 100 only once succeeded, since rows_total is an estimate until then."""
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        if not self.rows_total:
+            return 0
+        return min(99, self.rows_done * 100 // self.rows_total)

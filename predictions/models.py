@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from jobs.models import LeasedJob, lease_index
+from jobs.models import ChunkedFileJob, lease_index
 
 
 class Channel(models.TextChoices):
@@ -175,15 +173,9 @@ class PredictionHourly(models.Model):
         return f"{self.model_version_id} @ {self.hour:%Y-%m-%d %H}: {self.n}"
 
 
-class BatchPredictionJob(LeasedJob):
-    """A CSV file predicted in chunks by a Celery worker on the leased-job engine (jobs.engine).
+class BatchPredictionJob(ChunkedFileJob):
+    """A CSV file predicted in chunks by a Celery worker on the leased-job engine (see ChunkedFileJob)."""
 
-    Every chunk renews the lease. `chunks_done` is the checkpoint: it advances, with rows_done and
-    rows_failed, in the transaction that stores the chunk's predictions, so a retry resumes after the last
-    committed chunk.
-    """
-
-    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -205,22 +197,9 @@ class BatchPredictionJob(LeasedJob):
     prediction_request = models.OneToOneField(
         PredictionRequest, on_delete=models.PROTECT, related_name="batch_job"
     )
-    input_key = models.CharField(max_length=255)
-    original_filename = models.CharField(max_length=255, blank=True)
-    input_size_bytes = models.PositiveBigIntegerField(default=0)
     result_key = models.CharField(max_length=255, blank=True)
-    errors_key = models.CharField(max_length=255, blank=True)
-    # Fixed at submission, so a retry cuts the file into the same chunks as the attempt before it.
-    chunk_rows = models.PositiveIntegerField()
-    chunks_done = models.PositiveIntegerField(default=0)
-    # Estimated from the line count at submission (at least the real count); exact once succeeded.
-    rows_total = models.PositiveBigIntegerField(default=0)
-    rows_done = models.PositiveBigIntegerField(default=0)
-    rows_failed = models.PositiveBigIntegerField(default=0)
-    # Seconds spent per step (read, validate, predict, write, store, finish), summed over the chunks.
-    timings = models.JSONField(default=dict, blank=True)
 
-    class Meta(LeasedJob.Meta):
+    class Meta(ChunkedFileJob.Meta):
         indexes = [
             models.Index(fields=["user", "-created_at"], name="batch_job_user_created"),
             lease_index("batch_job_status"),
@@ -237,12 +216,3 @@ class BatchPredictionJob(LeasedJob):
     @property
     def rows_predicted(self) -> int:
         return self.rows_done - self.rows_failed
-
-    @property
-    def progress(self) -> int:
-        """Percent of rows done: 100 only once succeeded, since rows_total is an estimate until then."""
-        if self.status == self.Status.SUCCEEDED:
-            return 100
-        if not self.rows_total:
-            return 0
-        return min(99, self.rows_done * 100 // self.rows_total)

@@ -6,19 +6,19 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from django.db import connection, transaction
+from django.db import transaction
 
 from feedback import services as feedback_services
 from feedback.imports import files as import_files
 from feedback.imports.attempt import ImportAttempt
 from feedback.models import FeedbackImport, Source
+from jobs.chunked import StoreThread
 from mlops_site import storage
 from mlops_site.errors import problem
 from models_registry.models import ModelVersion
@@ -208,50 +208,12 @@ def chunk_store(attempt: ImportAttempt, checked: Checked) -> None:
     attempt.timed("store", started)
 
 
-class Writer:
-    """Stores checked chunks one at a time, in order, while the main thread reads and checks the next one.
-
-    The database (the PostgreSQL server, or SQLite's C code, which releases the GIL) then works in
-    parallel with checking: half the time of a chunk is the server inserting, checking foreign keys and
-    committing. At most one chunk is in flight, so memory holds two. Without a thread of its own
-    (`threaded=False`, used when the caller holds a transaction that a second connection could not see
-    into) it stores at once.
-    """
-
-    def __init__(self, attempt: ImportAttempt, *, threaded: bool) -> None:
-        self.attempt = attempt
-        self.threaded = threaded
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def submit(self, checked: Checked) -> None:
-        self.wait()
-        if not self.threaded:
-            chunk_store(self.attempt, checked)
-            return
-        self._thread = threading.Thread(
-            target=self._store,
-            args=(checked,),
-            name=f"feedback-import-{self.attempt.job.pk}-store",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def _store(self, checked: Checked) -> None:
-        try:
-            chunk_store(self.attempt, checked)
-        except BaseException as exc:  # handed to the main thread by wait()
-            self._error = exc
-        finally:
-            connection.close()
-
-    def wait(self) -> None:
-        """Block until the chunk in flight is stored; raise what storing it raised."""
-        if self._thread is not None:
-            started = time.perf_counter()
-            self._thread.join()
-            self._thread = None
-            self.attempt.timed("wait", started)
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+def store_thread(attempt: ImportAttempt, *, threaded: bool) -> StoreThread[Checked]:
+    """Stores checked chunks in order on a thread of its own while the main thread checks the next one;
+    half the time of a chunk is the server inserting, checking keys and committing."""
+    return StoreThread(
+        attempt,
+        lambda checked: chunk_store(attempt, checked),
+        name=f"feedback-import-{attempt.job.pk}-store",
+        threaded=threaded,
+    )

@@ -174,7 +174,7 @@ def feedback_import_run(*, import_id: int) -> engine.JobOutcome:
     duplicates_find); then each chunk is checked by feedback_check, its errors part written, and its
     outcomes, history and rollups stored (feedback_store, the one write path of outcomes) in the
     transaction that also advances the checkpoint (chunks_done and the row counts).
-    Chunks are stored in order on a thread of their own while the next one is checked (chunks.Writer).
+    Chunks are stored in order on a thread of their own while the next one is checked (chunks.store_thread).
 
     Idempotent and crash-safe: the claim is a conditional UPDATE (see jobs.engine), so a duplicate message
     finds the import busy or finished; a retry after a crash skips the committed chunks and counts
@@ -211,7 +211,7 @@ def _run(attempt: ImportAttempt) -> None:
         attempt.timed("scan", started)
         versions = _model_versions(job)
         chunks = import_files.chunks_read(readable, chunk_rows=job.chunk_rows, skip=attempt.chunks_done)
-        writer = import_chunks.Writer(attempt, threaded=not connection.in_atomic_block)
+        writer = import_chunks.store_thread(attempt, threaded=not connection.in_atomic_block)
         try:
             with import_chunks.collector_paused():
                 while True:

@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import gc
 import io
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,9 +13,10 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 
+from jobs.chunked import StoreThread
 from ml.errors import PredictionInputError
 from ml.pipeline import NUMERIC
 from models_registry.models import ModelVersion
@@ -208,47 +208,11 @@ def chunk_store(attempt: BatchAttempt, model: Model, computed: Computed) -> None
     attempt.timed("store", started)
 
 
-class Writer:
-    """Stores computed chunks one at a time, in order, while the main thread computes the next one.
-
-    The database (a PostgreSQL server, or SQLite's C code, which releases the GIL) then works in parallel
-    with reading, validating and predicting: a worker on two cores keeps both busy. At most one chunk is
-    in flight, so memory holds two chunks. Without a thread of its own (`threaded=False`, used when the
-    caller holds a transaction that a second connection could not see into) it stores at once.
-    """
-
-    def __init__(self, attempt: BatchAttempt, model: Model, *, threaded: bool) -> None:
-        self.attempt = attempt
-        self.model = model
-        self.threaded = threaded
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def submit(self, computed: Computed) -> None:
-        self.wait()
-        if not self.threaded:
-            chunk_store(self.attempt, self.model, computed)
-            return
-        self._thread = threading.Thread(
-            target=self._store, args=(computed,), name=f"batch-job-{self.attempt.job.pk}-store", daemon=True
-        )
-        self._thread.start()
-
-    def _store(self, computed: Computed) -> None:
-        try:
-            chunk_store(self.attempt, self.model, computed)
-        except BaseException as exc:  # handed to the main thread by wait()
-            self._error = exc
-        finally:
-            connection.close()
-
-    def wait(self) -> None:
-        """Block until the chunk in flight is stored; raise what storing it raised."""
-        if self._thread is not None:
-            started = time.perf_counter()
-            self._thread.join()
-            self._thread = None
-            self.attempt.timed("wait", started)
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+def store_thread(attempt: BatchAttempt, model: Model, *, threaded: bool) -> StoreThread[Computed]:
+    """Stores computed chunks in order on a thread of its own while the main thread computes the next."""
+    return StoreThread(
+        attempt,
+        lambda computed: chunk_store(attempt, model, computed),
+        name=f"batch-job-{attempt.job.pk}-store",
+        threaded=threaded,
+    )

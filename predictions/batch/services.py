@@ -182,7 +182,7 @@ def _chunks_run(attempt: BatchAttempt) -> None:
         header, _ = batch_files.records_head(handle)
         handle.seek(0)
         chunks = batch_files.chunks_read(handle, header=header or [], chunk_rows=job.chunk_rows)
-        writer = batch_chunks.Writer(attempt, model, threaded=not connection.in_atomic_block)
+        writer = batch_chunks.store_thread(attempt, model, threaded=not connection.in_atomic_block)
         try:
             while True:
                 started = time.perf_counter()
