@@ -41,15 +41,6 @@ def diabetes_v1(db):
 
 
 @pytest.fixture
-def alice(db):
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob(db):
-    return make_user("bob")
-
-
-@pytest.fixture
 def staff(db):
+    """Named plainly: commands and files in these tests name the importing user."""
     return make_user("staff", staff=True)
