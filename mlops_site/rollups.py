@@ -57,4 +57,7 @@ def counters_add(
         for key, values in sorted(deltas.items(), key=lambda item: tuple(map(str, item[0])))
     ]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+        if len(rows) == 1:
+            cursor.execute(sql, rows[0])
+        else:
+            cursor.executemany(sql, rows)
