@@ -25,10 +25,12 @@ class Feedback(models.Model):
     model. Regression: `true_value` is the observed number.
     """
 
+    # Unique but without a database constraint, like the version below: checking the key of every outcome
+    # at commit was a tenth of a file import's time. Django still deletes an outcome with its prediction.
     prediction = models.OneToOneField(
-        "predictions.Prediction", on_delete=models.CASCADE, related_name="feedback"
+        "predictions.Prediction", on_delete=models.CASCADE, related_name="feedback", db_constraint=False
     )
-    # Without database constraints or an index of its own (the composite index below leads with it): each
+    # Without a database constraint or an index of its own (the composite index below leads with it): each
     # costs every stored outcome a check or an index entry, and a file import stores 20,000 per chunk.
     # Django still protects a version with outcomes from deletion, and nulls labelled_by when its user
     # is deleted.
