@@ -4,6 +4,7 @@ its history, and the label queue."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -13,6 +14,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from feedback import quality
+from feedback.checks import label_text
 from feedback.models import DelayHourly, Feedback, FeedbackImport, QualityHourly
 from mlops_site import rollups
 from mlops_site.errors import Invalid, problem
@@ -80,7 +82,7 @@ def _figures(
             n, sum(v[1] for v in cells.values()), sum(v[2] for v in cells.values())
         )
     counts = {key: int(v[0]) for key, v in cells.items() if v[0]}
-    labels = [str(int(c)) if isinstance(c, float) and c.is_integer() else str(c) for c in (classes or [])]
+    labels = [label_text(c) for c in (classes or [])]
     return quality.classification_figures(counts, labels)
 
 
@@ -276,8 +278,6 @@ def feedback_import_list(*, user: Any) -> QuerySet[FeedbackImport]:
 
 
 def feedback_import_get(*, user: Any, import_uuid: Any) -> FeedbackImport:
-    import uuid
-
     try:
         key = uuid.UUID(str(import_uuid))
     except ValueError:

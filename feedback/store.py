@@ -21,8 +21,9 @@ from django.db import connection
 from django.utils import timezone
 
 from feedback import quality
-from feedback.checks import Checked, Target, VersionInfo, label_text, parts
+from feedback.checks import Checked, VersionInfo, label_text
 from feedback.models import DelayHourly, Feedback, FeedbackChange, QualityHourly
+from feedback.references import Target, parts
 from mlops_site import rollups
 from models_registry.models import Task
 

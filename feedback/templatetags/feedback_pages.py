@@ -13,6 +13,7 @@ from django import template
 from django.conf import settings
 
 from feedback import charts
+from feedback.checks import label_text
 
 register = template.Library()
 
@@ -30,9 +31,7 @@ def live_confusion_figure(live: Mapping[str, Any]) -> dict[str, Any]:
 @register.filter
 def class_text(label: Any) -> str:
     """A class as feedback names it: 1.0 → "1", as the service compares labels."""
-    if isinstance(label, float) and label.is_integer():
-        return str(int(label))
-    return str(label)
+    return label_text(label)
 
 
 @register.filter
