@@ -9,6 +9,7 @@ from feedback import reconcile, selectors, services
 from feedback.models import Feedback, FeedbackChange, Source
 from models_registry.tests.test_registry_postgres import run_together
 from predictions import services as prediction_services
+from predictions.models import Prediction
 from predictions.tests.helpers import make_predictions, trained_model
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -76,6 +77,22 @@ def test_the_label_queue_walks_the_confidence_index(cancer_v1, alice):
     from django.db import connection
 
     make_predictions(user=alice, count=5, name="cancer")
+    # With a handful of rows every index costs the same and the planner picks either; a queue of 20,000
+    # makes the index walk the only sensible plan, as it is in production.
+    columns = [
+        f.column
+        for f in Prediction._meta.concrete_fields
+        if f.column not in ("id", "row_index", "confidence")
+    ]
+    listed = ", ".join(columns)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Prediction._meta.db_table} ({listed}, row_index, confidence) "  # noqa: S608
+            f"SELECT {listed}, row_index + 100 * copy, random() FROM {Prediction._meta.db_table}, "
+            "generate_series(1, 4000) AS copy WHERE model_version_id = %s",
+            [cancer_v1.pk],
+        )
+        cursor.execute(f"ANALYZE {Prediction._meta.db_table}")
     with CaptureQueriesContext(connection) as captured:
         list(selectors.label_queue(version=cancer_v1)[:25])
     sql = captured.captured_queries[-1]["sql"]
