@@ -67,6 +67,9 @@ class DatasetVersion(models.Model):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
+    # How a derived version was made (a retraining: the parent's rows plus which outcomes, by id range and
+    # time window); {} for uploads.
+    lineage = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

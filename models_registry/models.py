@@ -85,11 +85,23 @@ def min_metrics_normalize(*, task: str, value: Any) -> dict[str, dict[str, float
     return normalized
 
 
+class ChallengerMode(models.TextChoices):
+    """How the staging version (the challenger) takes part in production traffic."""
+
+    OFF = "off", "Off"
+    # Scores every production prediction on a worker; its answers are stored, never returned.
+    SHADOW = "shadow", "Shadow"
+    # Answers canary_percent of production traffic, sticky by the client's key (or user).
+    CANARY = "canary", "Canary"
+
+
 class RegisteredModel(models.Model):
     """A named model whose versions are compared, promoted and rolled back.
 
     `task` and `target_column` stay blank until the first version fixes them; every later version must
     match. `min_metrics` holds the quality gate (see min_metrics_normalize for its form).
+    `challenger_mode` and `canary_percent` say how the staging version meets production traffic;
+    `challenger_since` is when the current mode started (shadow scores predictions from then on).
     """
 
     name = models.CharField(max_length=MODEL_NAME_MAX_LENGTH, unique=True, validators=[model_name_validator])
@@ -97,6 +109,11 @@ class RegisteredModel(models.Model):
     task = models.CharField(max_length=20, choices=Task.choices, blank=True)
     target_column = models.CharField(max_length=255, blank=True)
     min_metrics = models.JSONField(default=dict, blank=True)
+    challenger_mode = models.CharField(
+        max_length=8, choices=ChallengerMode.choices, default=ChallengerMode.OFF
+    )
+    canary_percent = models.PositiveSmallIntegerField(default=0)
+    challenger_since = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -108,6 +125,11 @@ class RegisteredModel(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(canary_percent__lte=100), name="registered_model_canary_percent_max"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -253,6 +275,15 @@ class WebhookEvent(models.TextChoices):
     VERSION_PROMOTED = "version_promoted", "Version promoted"
     VERSION_ROLLED_BACK = "version_rolled_back", "Version rolled back"
     VERSION_ARCHIVED = "version_archived", "Version archived"
+    # The closed loop's decisions (training.retraining), one event each.
+    RETRAINING_TRIGGERED = "retraining_triggered", "Retraining triggered"
+    DATASET_DERIVED = "dataset_derived", "Dataset derived"
+    CHALLENGER_TRAINED = "challenger_trained", "Challenger trained"
+    CHALLENGER_COMPARED = "challenger_compared", "Challenger compared"
+    CHALLENGER_PROMOTED = "challenger_promoted", "Challenger promoted"
+    CHALLENGER_HELD_BACK = "challenger_held_back", "Challenger held back"
+    CHAMPION_ROLLED_BACK = "champion_rolled_back", "Champion rolled back"
+    RETRAINING_FAILED = "retraining_failed", "Retraining failed"
 
 
 def webhook_events_validate(value: Any) -> None:

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from jobs.models import ChunkedFileJob, lease_index
+from jobs.models import ChunkedFileJob, LeasedJob, lease_index
 
 
 class Channel(models.TextChoices):
@@ -216,3 +216,78 @@ class BatchPredictionJob(ChunkedFileJob):
     @property
     def rows_predicted(self) -> int:
         return self.rows_done - self.rows_failed
+
+
+class ShadowPrediction(models.Model):
+    """The challenger's answer to a production prediction, scored on a worker and never returned.
+
+    Feedback on the prediction then scores champion and challenger on the same row (the paired comparison
+    in predictions.shadow). The version and time are copied from the prediction, so the comparison reads
+    this table and Feedback alone.
+    """
+
+    # Without a database constraint, like Feedback's: a shadow batch writes many rows at once.
+    prediction = models.ForeignKey(
+        Prediction, on_delete=models.CASCADE, related_name="shadows", db_constraint=False, db_index=False
+    )
+    model_version = models.ForeignKey(
+        "models_registry.ModelVersion", on_delete=models.CASCADE, related_name="shadow_predictions"
+    )
+    # The production version that answered the client.
+    champion = models.ForeignKey(
+        "models_registry.ModelVersion",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    prediction_value = models.JSONField()
+    probabilities = models.JSONField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    prediction_created_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # A retried batch never scores a row twice with one version.
+            models.UniqueConstraint(fields=["prediction", "model_version"], name="shadow_prediction_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["model_version", "prediction"], name="shadow_prediction_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Shadow of prediction {self.prediction_id} by {self.model_version_id}"
+
+
+class ShadowBatch(LeasedJob):
+    """Production predictions with ids first_id..last_id scored by the challenger on a worker.
+
+    Created by the shadow sweep from where the challenger's previous batch ended, so a batch covers many
+    rows (never one task per row) and every row once; unique per (challenger, first_id), so a sweep run
+    twice creates nothing new.
+    """
+
+    registered_model = models.ForeignKey(
+        "models_registry.RegisteredModel", on_delete=models.CASCADE, related_name="shadow_batches"
+    )
+    champion = models.ForeignKey("models_registry.ModelVersion", on_delete=models.CASCADE, related_name="+")
+    challenger = models.ForeignKey(
+        "models_registry.ModelVersion", on_delete=models.CASCADE, related_name="shadow_batches"
+    )
+    first_id = models.PositiveBigIntegerField()
+    last_id = models.PositiveBigIntegerField()
+    rows_scored = models.PositiveIntegerField(default=0)
+
+    class Meta(LeasedJob.Meta):
+        verbose_name_plural = "shadow batches"
+        constraints = [
+            models.UniqueConstraint(fields=["challenger", "first_id"], name="shadow_batch_unique_start"),
+            models.CheckConstraint(
+                condition=models.Q(last_id__gte=models.F("first_id")), name="shadow_batch_range"
+            ),
+        ]
+        indexes = [lease_index("shadow_batch_status")]
+
+    def __str__(self) -> str:
+        return f"Shadow batch {self.pk} ({self.first_id}..{self.last_id})"

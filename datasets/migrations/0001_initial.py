@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,41 +15,110 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Dataset',
+            name="Dataset",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64, unique=True, validators=[django.core.validators.RegexValidator(message='Use lowercase letters, digits, hyphens and underscores, starting with a letter or digit (at most 64 characters).', regex='^[a-z0-9][a-z0-9_-]*\\Z')])),
-                ('description', models.TextField(blank=True)),
-                ('target_column', models.CharField(max_length=255)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='datasets', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=64,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                message="Use lowercase letters, digits, hyphens and underscores, starting with a letter or digit (at most 64 characters).",
+                                regex="^[a-z0-9][a-z0-9_-]*\\Z",
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.TextField(blank=True)),
+                ("target_column", models.CharField(max_length=255)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="datasets",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='DatasetVersion',
+            name="DatasetVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('sha256', models.CharField(max_length=64)),
-                ('object_key', models.CharField(max_length=255)),
-                ('original_filename', models.CharField(blank=True, max_length=255)),
-                ('size_bytes', models.PositiveBigIntegerField()),
-                ('schema', models.JSONField()),
-                ('profile', models.JSONField()),
-                ('row_count', models.PositiveIntegerField()),
-                ('column_count', models.PositiveIntegerField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='dataset_versions', to=settings.AUTH_USER_MODEL)),
-                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='datasets.dataset')),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='children', to='datasets.datasetversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                ("sha256", models.CharField(max_length=64)),
+                ("object_key", models.CharField(max_length=255)),
+                ("original_filename", models.CharField(blank=True, max_length=255)),
+                ("size_bytes", models.PositiveBigIntegerField()),
+                ("schema", models.JSONField()),
+                ("profile", models.JSONField()),
+                ("row_count", models.PositiveIntegerField()),
+                ("column_count", models.PositiveIntegerField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="dataset_versions",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "dataset",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="versions",
+                        to="datasets.dataset",
+                    ),
+                ),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="children",
+                        to="datasets.datasetversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['dataset__name', '-version'],
-                'indexes': [models.Index(fields=['object_key'], name='dataset_version_object_key'), models.Index(fields=['-created_at'], name='dataset_version_created')],
-                'constraints': [models.UniqueConstraint(fields=('dataset', 'version'), name='dataset_version_unique_number'), models.UniqueConstraint(fields=('dataset', 'sha256'), name='dataset_version_unique_content'), models.CheckConstraint(condition=models.Q(('version__gte', 1)), name='dataset_version_number_positive')],
+                "ordering": ["dataset__name", "-version"],
+                "indexes": [
+                    models.Index(fields=["object_key"], name="dataset_version_object_key"),
+                    models.Index(fields=["-created_at"], name="dataset_version_created"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("dataset", "version"), name="dataset_version_unique_number"
+                    ),
+                    models.UniqueConstraint(
+                        fields=("dataset", "sha256"), name="dataset_version_unique_content"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("version__gte", 1)), name="dataset_version_number_positive"
+                    ),
+                ],
             },
         ),
     ]

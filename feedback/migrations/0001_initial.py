@@ -8,130 +8,258 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('models_registry', '0002_initial'),
-        ('predictions', '0001_initial'),
+        ("models_registry", "0002_initial"),
+        ("predictions", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Feedback',
+            name="Feedback",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('prediction_created_at', models.DateTimeField()),
-                ('predicted_label', models.CharField(blank=True, max_length=255)),
-                ('predicted_value', models.FloatField(blank=True, null=True)),
-                ('correct', models.BooleanField(blank=True, null=True)),
-                ('true_label', models.CharField(blank=True, max_length=255)),
-                ('true_value', models.FloatField(blank=True, null=True)),
-                ('comment', models.CharField(blank=True, max_length=1000)),
-                ('source', models.CharField(choices=[('page', 'Page'), ('api', 'API'), ('file', 'File')], max_length=8)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('labelled_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='feedback', to='models_registry.modelversion')),
-                ('prediction', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='feedback', to='predictions.prediction')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("prediction_created_at", models.DateTimeField()),
+                ("predicted_label", models.CharField(blank=True, max_length=255)),
+                ("predicted_value", models.FloatField(blank=True, null=True)),
+                ("correct", models.BooleanField(blank=True, null=True)),
+                ("true_label", models.CharField(blank=True, max_length=255)),
+                ("true_value", models.FloatField(blank=True, null=True)),
+                ("comment", models.CharField(blank=True, max_length=1000)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("page", "Page"), ("api", "API"), ("file", "File")], max_length=8
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "labelled_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="feedback",
+                        to="models_registry.modelversion",
+                    ),
+                ),
+                (
+                    "prediction",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="feedback",
+                        to="predictions.prediction",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-prediction_created_at', '-id'],
+                "ordering": ["-prediction_created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='FeedbackChange',
+            name="FeedbackChange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('old', models.JSONField()),
-                ('new', models.JSONField()),
-                ('source', models.CharField(choices=[('page', 'Page'), ('api', 'API'), ('file', 'File')], max_length=8)),
-                ('changed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('changed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('feedback', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='changes', to='feedback.feedback')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("old", models.JSONField()),
+                ("new", models.JSONField()),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("page", "Page"), ("api", "API"), ("file", "File")], max_length=8
+                    ),
+                ),
+                ("changed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "changed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "feedback",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="changes",
+                        to="feedback.feedback",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-changed_at', '-id'],
+                "ordering": ["-changed_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='FeedbackImport',
+            name="FeedbackImport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='queued', max_length=10)),
-                ('error_message', models.TextField(blank=True)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('uuid', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('input_key', models.CharField(max_length=255)),
-                ('original_filename', models.CharField(blank=True, max_length=255)),
-                ('input_size_bytes', models.PositiveBigIntegerField(default=0)),
-                ('errors_key', models.CharField(blank=True, max_length=255)),
-                ('chunk_rows', models.PositiveIntegerField()),
-                ('chunks_done', models.PositiveIntegerField(default=0)),
-                ('rows_total', models.PositiveBigIntegerField(default=0)),
-                ('rows_done', models.PositiveBigIntegerField(default=0)),
-                ('rows_failed', models.PositiveBigIntegerField(default=0)),
-                ('rows_created', models.PositiveBigIntegerField(default=0)),
-                ('rows_updated', models.PositiveBigIntegerField(default=0)),
-                ('rows_unchanged', models.PositiveBigIntegerField(default=0)),
-                ('timings', models.JSONField(blank=True, default=dict)),
-                ('registered_model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='feedback_imports', to='models_registry.registeredmodel')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("error_message", models.TextField(blank=True)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("uuid", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("input_key", models.CharField(max_length=255)),
+                ("original_filename", models.CharField(blank=True, max_length=255)),
+                ("input_size_bytes", models.PositiveBigIntegerField(default=0)),
+                ("errors_key", models.CharField(blank=True, max_length=255)),
+                ("chunk_rows", models.PositiveIntegerField()),
+                ("chunks_done", models.PositiveIntegerField(default=0)),
+                ("rows_total", models.PositiveBigIntegerField(default=0)),
+                ("rows_done", models.PositiveBigIntegerField(default=0)),
+                ("rows_failed", models.PositiveBigIntegerField(default=0)),
+                ("rows_created", models.PositiveBigIntegerField(default=0)),
+                ("rows_updated", models.PositiveBigIntegerField(default=0)),
+                ("rows_unchanged", models.PositiveBigIntegerField(default=0)),
+                ("timings", models.JSONField(blank=True, default=dict)),
+                (
+                    "registered_model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="feedback_imports",
+                        to="models_registry.registeredmodel",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'abstract': False,
+                "ordering": ["-created_at", "-id"],
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='QualityHourly',
+            name="QualityHourly",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hour', models.DateTimeField()),
-                ('predicted', models.CharField(blank=True, max_length=255)),
-                ('actual', models.CharField(blank=True, max_length=255)),
-                ('n', models.BigIntegerField(default=0)),
-                ('sum_abs_error', models.FloatField(default=0.0)),
-                ('sum_sq_error', models.FloatField(default=0.0)),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='quality_hours', to='models_registry.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("hour", models.DateTimeField()),
+                ("predicted", models.CharField(blank=True, max_length=255)),
+                ("actual", models.CharField(blank=True, max_length=255)),
+                ("n", models.BigIntegerField(default=0)),
+                ("sum_abs_error", models.FloatField(default=0.0)),
+                ("sum_sq_error", models.FloatField(default=0.0)),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="quality_hours",
+                        to="models_registry.modelversion",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='DelayHourly',
+            name="DelayHourly",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hour', models.DateTimeField()),
-                ('bin', models.PositiveSmallIntegerField()),
-                ('n', models.BigIntegerField(default=0)),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='delay_hours', to='models_registry.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("hour", models.DateTimeField()),
+                ("bin", models.PositiveSmallIntegerField()),
+                ("n", models.BigIntegerField(default=0)),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="delay_hours",
+                        to="models_registry.modelversion",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('model_version', 'hour', 'bin'), name='delay_hourly_unique')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("model_version", "hour", "bin"), name="delay_hourly_unique"
+                    )
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='feedback',
-            index=models.Index(fields=['model_version', '-prediction_created_at'], name='feedback_version_recent'),
+            model_name="feedback",
+            index=models.Index(
+                fields=["model_version", "-prediction_created_at"], name="feedback_version_recent"
+            ),
         ),
         migrations.AddIndex(
-            model_name='feedbackimport',
-            index=models.Index(fields=['user', '-created_at'], name='feedback_import_user_created'),
+            model_name="feedbackimport",
+            index=models.Index(fields=["user", "-created_at"], name="feedback_import_user_created"),
         ),
         migrations.AddIndex(
-            model_name='feedbackimport',
-            index=models.Index(fields=['status', 'lease_expires_at'], name='feedback_import_status'),
+            model_name="feedbackimport",
+            index=models.Index(fields=["status", "lease_expires_at"], name="feedback_import_status"),
         ),
         migrations.AddConstraint(
-            model_name='feedbackimport',
-            constraint=models.CheckConstraint(condition=models.Q(('rows_failed__lte', models.F('rows_done'))), name='feedback_import_failed_le_done'),
+            model_name="feedbackimport",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("rows_failed__lte", models.F("rows_done"))),
+                name="feedback_import_failed_le_done",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='qualityhourly',
-            constraint=models.UniqueConstraint(fields=('model_version', 'hour', 'predicted', 'actual'), name='quality_hourly_unique'),
+            model_name="qualityhourly",
+            constraint=models.UniqueConstraint(
+                fields=("model_version", "hour", "predicted", "actual"), name="quality_hourly_unique"
+            ),
         ),
     ]

@@ -9,124 +9,279 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('datasets', '0001_initial'),
+        ("datasets", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RegisteredModel',
+            name="RegisteredModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64, unique=True, validators=[django.core.validators.RegexValidator(message='Use lowercase letters, digits, hyphens and underscores, starting with a letter or digit (at most 64 characters).', regex='^[a-z0-9][a-z0-9_-]*\\Z')])),
-                ('description', models.TextField(blank=True)),
-                ('task', models.CharField(blank=True, choices=[('classification', 'Classification'), ('regression', 'Regression')], max_length=20)),
-                ('target_column', models.CharField(blank=True, max_length=255)),
-                ('min_metrics', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=64,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                message="Use lowercase letters, digits, hyphens and underscores, starting with a letter or digit (at most 64 characters).",
+                                regex="^[a-z0-9][a-z0-9_-]*\\Z",
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.TextField(blank=True)),
+                (
+                    "task",
+                    models.CharField(
+                        blank=True,
+                        choices=[("classification", "Classification"), ("regression", "Regression")],
+                        max_length=20,
+                    ),
+                ),
+                ("target_column", models.CharField(blank=True, max_length=255)),
+                ("min_metrics", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='StageTransition',
+            name="StageTransition",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('from_stage', models.CharField(choices=[('none', 'None'), ('staging', 'Staging'), ('production', 'Production'), ('archived', 'Archived')], max_length=12)),
-                ('to_stage', models.CharField(choices=[('none', 'None'), ('staging', 'Staging'), ('production', 'Production'), ('archived', 'Archived')], max_length=12)),
-                ('action', models.CharField(choices=[('promote', 'Promote'), ('rollback', 'Roll back'), ('archive', 'Archive')], max_length=10)),
-                ('reason', models.TextField(blank=True)),
-                ('forced', models.BooleanField(default=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "from_stage",
+                    models.CharField(
+                        choices=[
+                            ("none", "None"),
+                            ("staging", "Staging"),
+                            ("production", "Production"),
+                            ("archived", "Archived"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                (
+                    "to_stage",
+                    models.CharField(
+                        choices=[
+                            ("none", "None"),
+                            ("staging", "Staging"),
+                            ("production", "Production"),
+                            ("archived", "Archived"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[("promote", "Promote"), ("rollback", "Roll back"), ("archive", "Archive")],
+                        max_length=10,
+                    ),
+                ),
+                ("reason", models.TextField(blank=True)),
+                ("forced", models.BooleanField(default=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Webhook',
+            name="Webhook",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('url', models.URLField(max_length=500, validators=[django.core.validators.URLValidator(schemes=['http', 'https'])])),
-                ('secret', models.CharField(max_length=255)),
-                ('events', models.JSONField(default=list, validators=[models_registry.models.webhook_events_validate])),
-                ('is_active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "url",
+                    models.URLField(
+                        max_length=500,
+                        validators=[django.core.validators.URLValidator(schemes=["http", "https"])],
+                    ),
+                ),
+                ("secret", models.CharField(max_length=255)),
+                (
+                    "events",
+                    models.JSONField(
+                        default=list, validators=[models_registry.models.webhook_events_validate]
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['registered_model__name', 'id'],
+                "ordering": ["registered_model__name", "id"],
             },
         ),
         migrations.CreateModel(
-            name='WebhookAttempt',
+            name="WebhookAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('status_code', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('duration_ms', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                ("status_code", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("duration_ms", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['delivery', 'number'],
+                "ordering": ["delivery", "number"],
             },
         ),
         migrations.CreateModel(
-            name='WebhookDelivery',
+            name="WebhookDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event', models.CharField(choices=[('version_registered', 'Version registered'), ('version_promoted', 'Version promoted'), ('version_rolled_back', 'Version rolled back'), ('version_archived', 'Version archived')], max_length=32)),
-                ('event_id', models.UUIDField(default=uuid.uuid4)),
-                ('payload', models.JSONField(default=dict)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='pending', max_length=10)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('last_status_code', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "event",
+                    models.CharField(
+                        choices=[
+                            ("version_registered", "Version registered"),
+                            ("version_promoted", "Version promoted"),
+                            ("version_rolled_back", "Version rolled back"),
+                            ("version_archived", "Version archived"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("event_id", models.UUIDField(default=uuid.uuid4)),
+                ("payload", models.JSONField(default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("pending", "Pending"), ("succeeded", "Succeeded"), ("failed", "Failed")],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("last_status_code", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("delivered_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'verbose_name_plural': 'webhook deliveries',
-                'ordering': ['-created_at', '-id'],
+                "verbose_name_plural": "webhook deliveries",
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('source', models.CharField(choices=[('trained', 'Trained here'), ('uploaded', 'Uploaded')], default='trained', max_length=10)),
-                ('task', models.CharField(choices=[('classification', 'Classification'), ('regression', 'Regression')], max_length=20)),
-                ('algorithm', models.CharField(blank=True, max_length=64)),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('seed', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('feature_schema', models.JSONField(default=list)),
-                ('target_column', models.CharField(blank=True, max_length=255)),
-                ('classes', models.JSONField(blank=True, null=True)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('artifacts', models.JSONField(blank=True, default=dict)),
-                ('training_summary', models.JSONField(blank=True, default=dict)),
-                ('skops_key', models.CharField(blank=True, max_length=255)),
-                ('skops_sha256', models.CharField(blank=True, max_length=64)),
-                ('onnx_key', models.CharField(blank=True, max_length=255)),
-                ('onnx_sha256', models.CharField(blank=True, max_length=64)),
-                ('onnx_status', models.CharField(choices=[('available', 'Available'), ('unavailable', 'Unavailable')], default='unavailable', max_length=12)),
-                ('onnx_reason', models.TextField(blank=True)),
-                ('mlflow_run_id', models.CharField(blank=True, max_length=64)),
-                ('mlflow_version', models.PositiveIntegerField(blank=True, null=True)),
-                ('stage', models.CharField(choices=[('none', 'None'), ('staging', 'Staging'), ('production', 'Production'), ('archived', 'Archived')], default='none', max_length=12)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='model_versions', to=settings.AUTH_USER_MODEL)),
-                ('dataset_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='model_versions', to='datasets.datasetversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("trained", "Trained here"), ("uploaded", "Uploaded")],
+                        default="trained",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "task",
+                    models.CharField(
+                        choices=[("classification", "Classification"), ("regression", "Regression")],
+                        max_length=20,
+                    ),
+                ),
+                ("algorithm", models.CharField(blank=True, max_length=64)),
+                ("params", models.JSONField(blank=True, default=dict)),
+                ("seed", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("feature_schema", models.JSONField(default=list)),
+                ("target_column", models.CharField(blank=True, max_length=255)),
+                ("classes", models.JSONField(blank=True, null=True)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("artifacts", models.JSONField(blank=True, default=dict)),
+                ("training_summary", models.JSONField(blank=True, default=dict)),
+                ("skops_key", models.CharField(blank=True, max_length=255)),
+                ("skops_sha256", models.CharField(blank=True, max_length=64)),
+                ("onnx_key", models.CharField(blank=True, max_length=255)),
+                ("onnx_sha256", models.CharField(blank=True, max_length=64)),
+                (
+                    "onnx_status",
+                    models.CharField(
+                        choices=[("available", "Available"), ("unavailable", "Unavailable")],
+                        default="unavailable",
+                        max_length=12,
+                    ),
+                ),
+                ("onnx_reason", models.TextField(blank=True)),
+                ("mlflow_run_id", models.CharField(blank=True, max_length=64)),
+                ("mlflow_version", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "stage",
+                    models.CharField(
+                        choices=[
+                            ("none", "None"),
+                            ("staging", "Staging"),
+                            ("production", "Production"),
+                            ("archived", "Archived"),
+                        ],
+                        default="none",
+                        max_length=12,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="model_versions",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "dataset_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="model_versions",
+                        to="datasets.datasetversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['registered_model__name', '-version'],
+                "ordering": ["registered_model__name", "-version"],
             },
         ),
     ]

@@ -6,98 +6,154 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('models_registry', '0001_initial'),
-        ('training', '0001_initial'),
+        ("models_registry", "0001_initial"),
+        ("training", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='modelversion',
-            name='training_run',
-            field=models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='model_version', to='training.trainingrun'),
+            model_name="modelversion",
+            name="training_run",
+            field=models.OneToOneField(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="model_version",
+                to="training.trainingrun",
+            ),
         ),
         migrations.AddField(
-            model_name='registeredmodel',
-            name='created_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='registered_models', to=settings.AUTH_USER_MODEL),
+            model_name="registeredmodel",
+            name="created_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="registered_models",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='modelversion',
-            name='registered_model',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='models_registry.registeredmodel'),
+            model_name="modelversion",
+            name="registered_model",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="versions",
+                to="models_registry.registeredmodel",
+            ),
         ),
         migrations.AddField(
-            model_name='stagetransition',
-            name='model_version',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='transitions', to='models_registry.modelversion'),
+            model_name="stagetransition",
+            name="model_version",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="transitions",
+                to="models_registry.modelversion",
+            ),
         ),
         migrations.AddField(
-            model_name='stagetransition',
-            name='user',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='stage_transitions', to=settings.AUTH_USER_MODEL),
+            model_name="stagetransition",
+            name="user",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="stage_transitions",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='webhook',
-            name='registered_model',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='webhooks', to='models_registry.registeredmodel'),
+            model_name="webhook",
+            name="registered_model",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="webhooks",
+                to="models_registry.registeredmodel",
+            ),
         ),
         migrations.AddField(
-            model_name='webhookdelivery',
-            name='webhook',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='models_registry.webhook'),
+            model_name="webhookdelivery",
+            name="webhook",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="deliveries",
+                to="models_registry.webhook",
+            ),
         ),
         migrations.AddField(
-            model_name='webhookattempt',
-            name='delivery',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attempt_log', to='models_registry.webhookdelivery'),
+            model_name="webhookattempt",
+            name="delivery",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="attempt_log",
+                to="models_registry.webhookdelivery",
+            ),
         ),
         migrations.AddIndex(
-            model_name='modelversion',
-            index=models.Index(fields=['registered_model', 'stage'], name='model_version_stage'),
+            model_name="modelversion",
+            index=models.Index(fields=["registered_model", "stage"], name="model_version_stage"),
         ),
         migrations.AddIndex(
-            model_name='modelversion',
-            index=models.Index(fields=['skops_key'], name='model_version_skops_key'),
+            model_name="modelversion",
+            index=models.Index(fields=["skops_key"], name="model_version_skops_key"),
         ),
         migrations.AddIndex(
-            model_name='modelversion',
-            index=models.Index(fields=['onnx_key'], name='model_version_onnx_key'),
+            model_name="modelversion",
+            index=models.Index(fields=["onnx_key"], name="model_version_onnx_key"),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(fields=('registered_model', 'version'), name='model_version_unique_number'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                fields=("registered_model", "version"), name="model_version_unique_number"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(condition=models.Q(('stage', 'production')), fields=('registered_model',), name='one_production_version_per_model'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("stage", "production")),
+                fields=("registered_model",),
+                name="one_production_version_per_model",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.CheckConstraint(condition=models.Q(('version__gte', 1)), name='model_version_number_positive'),
+            model_name="modelversion",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("version__gte", 1)), name="model_version_number_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('skops_key', ''), _negated=True), models.Q(('onnx_key', ''), _negated=True), _connector='OR'), name='model_version_has_artifact'),
+            model_name="modelversion",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("skops_key", ""), _negated=True),
+                    models.Q(("onnx_key", ""), _negated=True),
+                    _connector="OR",
+                ),
+                name="model_version_has_artifact",
+            ),
         ),
         migrations.AddIndex(
-            model_name='stagetransition',
-            index=models.Index(fields=['model_version', '-created_at'], name='stage_transition_version'),
+            model_name="stagetransition",
+            index=models.Index(fields=["model_version", "-created_at"], name="stage_transition_version"),
         ),
         migrations.AddIndex(
-            model_name='webhookdelivery',
-            index=models.Index(fields=['status', 'next_attempt_at'], name='webhook_delivery_due'),
+            model_name="webhookdelivery",
+            index=models.Index(fields=["status", "next_attempt_at"], name="webhook_delivery_due"),
         ),
         migrations.AddConstraint(
-            model_name='webhookdelivery',
-            constraint=models.UniqueConstraint(fields=('webhook', 'event_id'), name='webhook_delivery_unique_event'),
+            model_name="webhookdelivery",
+            constraint=models.UniqueConstraint(
+                fields=("webhook", "event_id"), name="webhook_delivery_unique_event"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='webhookattempt',
-            constraint=models.UniqueConstraint(fields=('delivery', 'number'), name='webhook_attempt_unique_number'),
+            model_name="webhookattempt",
+            constraint=models.UniqueConstraint(
+                fields=("delivery", "number"), name="webhook_attempt_unique_number"
+            ),
         ),
     ]

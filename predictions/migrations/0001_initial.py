@@ -8,123 +8,243 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('models_registry', '0001_initial'),
+        ("models_registry", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='BatchPredictionJob',
+            name="BatchPredictionJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('stage', models.CharField(blank=True, max_length=12)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='queued', max_length=10)),
-                ('input_key', models.CharField(max_length=255)),
-                ('original_filename', models.CharField(blank=True, max_length=255)),
-                ('input_size_bytes', models.PositiveBigIntegerField(default=0)),
-                ('result_key', models.CharField(blank=True, max_length=255)),
-                ('errors_key', models.CharField(blank=True, max_length=255)),
-                ('chunk_rows', models.PositiveIntegerField()),
-                ('chunks_done', models.PositiveIntegerField(default=0)),
-                ('rows_total', models.PositiveBigIntegerField(default=0)),
-                ('rows_done', models.PositiveBigIntegerField(default=0)),
-                ('rows_failed', models.PositiveBigIntegerField(default=0)),
-                ('error_message', models.TextField(blank=True)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('timings', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='batch_prediction_jobs', to='models_registry.modelversion')),
-                ('registered_model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='batch_prediction_jobs', to='models_registry.registeredmodel')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='batch_prediction_jobs', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("uuid", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("stage", models.CharField(blank=True, max_length=12)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("input_key", models.CharField(max_length=255)),
+                ("original_filename", models.CharField(blank=True, max_length=255)),
+                ("input_size_bytes", models.PositiveBigIntegerField(default=0)),
+                ("result_key", models.CharField(blank=True, max_length=255)),
+                ("errors_key", models.CharField(blank=True, max_length=255)),
+                ("chunk_rows", models.PositiveIntegerField()),
+                ("chunks_done", models.PositiveIntegerField(default=0)),
+                ("rows_total", models.PositiveBigIntegerField(default=0)),
+                ("rows_done", models.PositiveBigIntegerField(default=0)),
+                ("rows_failed", models.PositiveBigIntegerField(default=0)),
+                ("error_message", models.TextField(blank=True)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("timings", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="batch_prediction_jobs",
+                        to="models_registry.modelversion",
+                    ),
+                ),
+                (
+                    "registered_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="batch_prediction_jobs",
+                        to="models_registry.registeredmodel",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="batch_prediction_jobs",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='PredictionRequest',
+            name="PredictionRequest",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('request_id', models.CharField(db_index=True, max_length=64)),
-                ('channel', models.CharField(choices=[('page', 'Page'), ('api', 'API'), ('batch', 'Batch')], max_length=8)),
-                ('stage', models.CharField(blank=True, max_length=12)),
-                ('n_rows', models.PositiveIntegerField()),
-                ('latency_ms', models.FloatField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='prediction_requests', to='models_registry.modelversion')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='prediction_requests', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("request_id", models.CharField(db_index=True, max_length=64)),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[("page", "Page"), ("api", "API"), ("batch", "Batch")], max_length=8
+                    ),
+                ),
+                ("stage", models.CharField(blank=True, max_length=12)),
+                ("n_rows", models.PositiveIntegerField()),
+                ("latency_ms", models.FloatField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="prediction_requests",
+                        to="models_registry.modelversion",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="prediction_requests",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Prediction',
+            name="Prediction",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('row_index', models.PositiveIntegerField()),
-                ('channel', models.CharField(choices=[('page', 'Page'), ('api', 'API'), ('batch', 'Batch')], max_length=8)),
-                ('inputs', models.JSONField()),
-                ('prediction', models.JSONField()),
-                ('probabilities', models.JSONField(blank=True, null=True)),
-                ('warnings', models.JSONField(blank=True, default=list)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('batch_job', models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='predictions', to='predictions.batchpredictionjob')),
-                ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='predictions', to='models_registry.modelversion')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='predictions', to=settings.AUTH_USER_MODEL)),
-                ('request', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='predictions', to='predictions.predictionrequest')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("row_index", models.PositiveIntegerField()),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[("page", "Page"), ("api", "API"), ("batch", "Batch")], max_length=8
+                    ),
+                ),
+                ("inputs", models.JSONField()),
+                ("prediction", models.JSONField()),
+                ("probabilities", models.JSONField(blank=True, null=True)),
+                ("warnings", models.JSONField(blank=True, default=list)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "batch_job",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        db_index=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="predictions",
+                        to="predictions.batchpredictionjob",
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="predictions",
+                        to="models_registry.modelversion",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="predictions",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "request",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="predictions",
+                        to="predictions.predictionrequest",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddField(
-            model_name='batchpredictionjob',
-            name='prediction_request',
-            field=models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='batch_job', to='predictions.predictionrequest'),
+            model_name="batchpredictionjob",
+            name="prediction_request",
+            field=models.OneToOneField(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="batch_job",
+                to="predictions.predictionrequest",
+            ),
         ),
         migrations.AddIndex(
-            model_name='predictionrequest',
-            index=models.Index(fields=['model_version', '-created_at'], name='prediction_request_version'),
+            model_name="predictionrequest",
+            index=models.Index(fields=["model_version", "-created_at"], name="prediction_request_version"),
         ),
         migrations.AddIndex(
-            model_name='prediction',
-            index=models.Index(fields=['user', '-created_at'], name='prediction_user_created'),
+            model_name="prediction",
+            index=models.Index(fields=["user", "-created_at"], name="prediction_user_created"),
         ),
         migrations.AddIndex(
-            model_name='prediction',
-            index=models.Index(fields=['model_version', '-created_at'], name='prediction_version_created'),
+            model_name="prediction",
+            index=models.Index(fields=["model_version", "-created_at"], name="prediction_version_created"),
         ),
         migrations.AddIndex(
-            model_name='prediction',
-            index=models.Index(fields=['-created_at'], name='prediction_created'),
+            model_name="prediction",
+            index=models.Index(fields=["-created_at"], name="prediction_created"),
         ),
         migrations.AddConstraint(
-            model_name='prediction',
-            constraint=models.UniqueConstraint(fields=('request', 'row_index'), name='prediction_unique_row'),
+            model_name="prediction",
+            constraint=models.UniqueConstraint(fields=("request", "row_index"), name="prediction_unique_row"),
         ),
         migrations.AddConstraint(
-            model_name='prediction',
-            constraint=models.UniqueConstraint(condition=models.Q(('batch_job__isnull', False)), fields=('batch_job', 'row_index'), name='prediction_unique_batch_row'),
+            model_name="prediction",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("batch_job__isnull", False)),
+                fields=("batch_job", "row_index"),
+                name="prediction_unique_batch_row",
+            ),
         ),
         migrations.AddIndex(
-            model_name='batchpredictionjob',
-            index=models.Index(fields=['user', '-created_at'], name='batch_job_user_created'),
+            model_name="batchpredictionjob",
+            index=models.Index(fields=["user", "-created_at"], name="batch_job_user_created"),
         ),
         migrations.AddIndex(
-            model_name='batchpredictionjob',
-            index=models.Index(fields=['status', 'lease_expires_at'], name='batch_job_status'),
+            model_name="batchpredictionjob",
+            index=models.Index(fields=["status", "lease_expires_at"], name="batch_job_status"),
         ),
         migrations.AddConstraint(
-            model_name='batchpredictionjob',
-            constraint=models.CheckConstraint(condition=models.Q(('rows_failed__lte', models.F('rows_done'))), name='batch_job_failed_le_done'),
+            model_name="batchpredictionjob",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("rows_failed__lte", models.F("rows_done"))),
+                name="batch_job_failed_le_done",
+            ),
         ),
     ]

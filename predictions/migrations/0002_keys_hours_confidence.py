@@ -6,59 +6,82 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('models_registry', '0002_initial'),
-        ('predictions', '0001_initial'),
+        ("models_registry", "0002_initial"),
+        ("predictions", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='PredictionHourly',
+            name="PredictionHourly",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hour', models.DateTimeField()),
-                ('n', models.PositiveBigIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("hour", models.DateTimeField()),
+                ("n", models.PositiveBigIntegerField(default=0)),
             ],
         ),
         migrations.CreateModel(
-            name='PredictionKey',
+            name="PredictionKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=128)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=128)),
             ],
         ),
         migrations.AddField(
-            model_name='prediction',
-            name='confidence',
+            model_name="prediction",
+            name="confidence",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddIndex(
-            model_name='prediction',
-            index=models.Index(fields=['model_version', 'confidence'], name='prediction_version_confidence'),
+            model_name="prediction",
+            index=models.Index(fields=["model_version", "confidence"], name="prediction_version_confidence"),
         ),
         migrations.AddField(
-            model_name='predictionhourly',
-            name='model_version',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='prediction_hours', to='models_registry.modelversion'),
+            model_name="predictionhourly",
+            name="model_version",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="prediction_hours",
+                to="models_registry.modelversion",
+            ),
         ),
         migrations.AddField(
-            model_name='predictionkey',
-            name='prediction',
-            field=models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='key', to='predictions.prediction'),
+            model_name="predictionkey",
+            name="prediction",
+            field=models.OneToOneField(
+                on_delete=django.db.models.deletion.CASCADE, related_name="key", to="predictions.prediction"
+            ),
         ),
         migrations.AddField(
-            model_name='predictionkey',
-            name='registered_model',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='prediction_keys', to='models_registry.registeredmodel'),
+            model_name="predictionkey",
+            name="registered_model",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="prediction_keys",
+                to="models_registry.registeredmodel",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='predictionhourly',
-            constraint=models.UniqueConstraint(fields=('model_version', 'hour'), name='prediction_hourly_unique'),
+            model_name="predictionhourly",
+            constraint=models.UniqueConstraint(
+                fields=("model_version", "hour"), name="prediction_hourly_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='predictionkey',
-            constraint=models.UniqueConstraint(fields=('registered_model', 'key'), name='prediction_key_unique_per_model'),
+            model_name="predictionkey",
+            constraint=models.UniqueConstraint(
+                fields=("registered_model", "key"), name="prediction_key_unique_per_model"
+            ),
         ),
     ]

@@ -7,45 +7,99 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('datasets', '0001_initial'),
-        ('models_registry', '0001_initial'),
+        ("datasets", "0001_initial"),
+        ("models_registry", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TrainingRun',
+            name="TrainingRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('target_column', models.CharField(max_length=255)),
-                ('task', models.CharField(blank=True, choices=[('classification', 'Classification'), ('regression', 'Regression')], max_length=20)),
-                ('algorithm', models.CharField(max_length=64)),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('seed', models.PositiveBigIntegerField(default=42)),
-                ('test_size', models.FloatField(default=0.2)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='queued', max_length=10)),
-                ('progress', models.PositiveSmallIntegerField(default=0)),
-                ('progress_message', models.CharField(blank=True, max_length=255)),
-                ('error_message', models.TextField(blank=True)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('mlflow_run_id', models.CharField(blank=True, max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='training_runs', to=settings.AUTH_USER_MODEL)),
-                ('dataset_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='training_runs', to='datasets.datasetversion')),
-                ('registered_model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='training_runs', to='models_registry.registeredmodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("target_column", models.CharField(max_length=255)),
+                (
+                    "task",
+                    models.CharField(
+                        blank=True,
+                        choices=[("classification", "Classification"), ("regression", "Regression")],
+                        max_length=20,
+                    ),
+                ),
+                ("algorithm", models.CharField(max_length=64)),
+                ("params", models.JSONField(blank=True, default=dict)),
+                ("seed", models.PositiveBigIntegerField(default=42)),
+                ("test_size", models.FloatField(default=0.2)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("progress", models.PositiveSmallIntegerField(default=0)),
+                ("progress_message", models.CharField(blank=True, max_length=255)),
+                ("error_message", models.TextField(blank=True)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("mlflow_run_id", models.CharField(blank=True, max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="training_runs",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "dataset_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="training_runs",
+                        to="datasets.datasetversion",
+                    ),
+                ),
+                (
+                    "registered_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="training_runs",
+                        to="models_registry.registeredmodel",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['status', 'lease_expires_at'], name='training_run_status')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('progress__lte', 100)), name='training_run_progress_max'), models.CheckConstraint(condition=models.Q(('test_size__gt', 0), ('test_size__lt', 1)), name='training_run_test_size_range')],
+                "ordering": ["-created_at", "-id"],
+                "indexes": [models.Index(fields=["status", "lease_expires_at"], name="training_run_status")],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("progress__lte", 100)), name="training_run_progress_max"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("test_size__gt", 0), ("test_size__lt", 1)),
+                        name="training_run_test_size_range",
+                    ),
+                ],
             },
         ),
     ]
