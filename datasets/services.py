@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import IO
+from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -40,6 +40,7 @@ def dataset_version_create(
     description: str = "",
     parent: DatasetVersion | int | None = None,
     original_filename: str = "",
+    lineage: dict[str, Any] | None = None,
 ) -> tuple[DatasetVersion, bool]:
     """Validate, store and record a CSV file as the next version of dataset `name`.
 
@@ -48,7 +49,8 @@ def dataset_version_create(
     Idempotent: a file whose bytes equal an existing version of the same dataset returns that version
     with created=False, also when two identical uploads race. `parent` may be a version number of the
     same dataset. A new dataset needs a target column; later versions default to the dataset's target.
-    `description` fills the dataset's description when it has none.
+    `description` fills the dataset's description when it has none. `lineage` records how a derived
+    version was made (see DatasetVersion.lineage).
 
     Raises ValidationError listing every problem found, or storage.StorageError when object storage
     fails; in both cases no row is written and no newly stored object is left behind.
@@ -116,6 +118,7 @@ def dataset_version_create(
             original_filename=original_filename,
             size_bytes=scan.size_bytes,
             profile=report.profile,
+            lineage=lineage or {},
         )
     except BaseException:
         if newly_stored:
@@ -189,6 +192,7 @@ def _record_version(
     original_filename: str,
     size_bytes: int,
     profile: csv_profile.CsvProfile,
+    lineage: dict[str, Any],
 ) -> tuple[DatasetVersion, bool]:
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         try:
@@ -222,6 +226,7 @@ def _record_version(
                     row_count=profile.row_count,
                     column_count=len(profile.columns),
                     parent=parent,
+                    lineage=lineage,
                     created_by=created_by,
                 )
                 return version, True

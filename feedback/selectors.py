@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -86,6 +87,81 @@ def _figures(
     return quality.classification_figures(counts, labels)
 
 
+def _outcome_rows(version: ModelVersion, *, newest: bool, n: int) -> list[tuple[Any, ...]]:
+    order = ("-prediction_created_at", "-id") if newest else ("prediction_created_at", "id")
+    return list(
+        Feedback.objects.filter(model_version=version)
+        .order_by(*order)
+        .values_list(
+            "predicted_label",
+            "predicted_value",
+            "true_label",
+            "true_value",
+            "created_at",
+            "prediction_created_at",
+        )[:n]
+    )
+
+
+def _row_cells(version: ModelVersion, rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], list[float]]:
+    cells: dict[tuple[str, str], list[float]] = {}
+    for predicted_label, predicted_value, true_label, true_value, _, _ in rows:
+        if version.task == Task.REGRESSION:
+            error = float(true_value) - float(predicted_value)
+            cell = cells.setdefault(("", ""), [0, 0.0, 0.0])
+            cell[0] += 1
+            cell[1] += abs(error)
+            cell[2] += error * error
+        else:
+            cells.setdefault((predicted_label, true_label), [0, 0.0, 0.0])[0] += 1
+    return cells
+
+
+def version_first_quality(*, version: ModelVersion, first_n: int) -> dict[str, Any]:
+    """Live figures of a version over its first `first_n` labelled predictions (a new champion's watch)."""
+    return _versions_quality([version], window="first", last_n=first_n, now=timezone.now())[version.pk]
+
+
+@dataclass(frozen=True)
+class LabelledRow:
+    """A labelled prediction as a training row: its inputs and the true outcome."""
+
+    feedback_id: int
+    inputs: dict[str, Any]
+    target: Any
+    prediction_created_at: dt.datetime
+    labelled_at: dt.datetime
+
+
+def labelled_rows(*, registered_model: RegisteredModel, limit: int) -> list[LabelledRow]:
+    """The newest `limit` outcomes of the model's predictions that name the true outcome, oldest first.
+
+    Left out: "wrong" without the true class (nothing to learn) and batch rows, whose inputs stay in the
+    batch job's file.
+    """
+    outcomes = (
+        Feedback.objects.filter(model_version__registered_model=registered_model)
+        .exclude(true_label="", true_value__isnull=True)
+        .exclude(prediction__inputs={})
+        .order_by("-prediction_created_at", "-id")
+        .values_list(
+            "id", "prediction__inputs", "true_label", "true_value", "prediction_created_at", "updated_at"
+        )
+    )[:limit]
+    rows = [
+        LabelledRow(
+            feedback_id=feedback_id,
+            inputs=inputs,
+            target=true_value if true_value is not None else true_label,
+            prediction_created_at=made,
+            labelled_at=labelled,
+        )
+        for feedback_id, inputs, true_label, true_value, made, labelled in outcomes
+    ]
+    rows.reverse()
+    return rows
+
+
 def _versions_quality(
     versions: list[ModelVersion], *, window: str, last_n: int, now: dt.datetime
 ) -> dict[int, dict[str, Any]]:
@@ -95,29 +171,10 @@ def _versions_quality(
     predicted: dict[int, int] = {}
     delays: dict[int, dict[int, int]] = defaultdict(dict)
     exact_delay: dict[int, float | None] = {}
-    if window == "last":
+    if window in ("last", "first"):
         for version in versions:
-            rows = list(
-                Feedback.objects.filter(model_version=version)
-                .order_by("-prediction_created_at", "-id")
-                .values_list(
-                    "predicted_label",
-                    "predicted_value",
-                    "true_label",
-                    "true_value",
-                    "created_at",
-                    "prediction_created_at",
-                )[:last_n]
-            )
-            for predicted_label, predicted_value, true_label, true_value, _, _ in rows:
-                if version.task == Task.REGRESSION:
-                    error = float(true_value) - float(predicted_value)
-                    cell = cells[version.pk].setdefault(("", ""), [0, 0.0, 0.0])
-                    cell[0] += 1
-                    cell[1] += abs(error)
-                    cell[2] += error * error
-                else:
-                    cells[version.pk].setdefault((predicted_label, true_label), [0, 0.0, 0.0])[0] += 1
+            rows = _outcome_rows(version, newest=window == "last", n=last_n)
+            cells[version.pk] = _row_cells(version, rows)
             exact_delay[version.pk] = quality.exact_median(
                 max(0.0, (created - made).total_seconds()) for *_, created, made in rows
             )
@@ -286,3 +343,8 @@ def feedback_import_get(*, user: Any, import_uuid: Any) -> FeedbackImport:
     if found is None:
         raise Http404("No such import.")
     return found
+
+
+def labelled_count(*, registered_model: RegisteredModel) -> int:
+    """Outcomes given on the model's predictions, all versions (the loop's minimum-labels guardrail)."""
+    return Feedback.objects.filter(model_version__registered_model=registered_model).count()

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+# Scores are ratios of counts: a difference equal to the margin must not fail it by a rounding error.
+TOLERANCE = 1e-9
 # Below this many discordant rows McNemar's test is the exact binomial one; above, the chi-square with
 # continuity correction, which is then within a rounding error of it.
 MCNEMAR_EXACT_MAX = 50
@@ -47,13 +49,13 @@ class PairedComparison:
         return (
             improvement is not None
             and self.p_value is not None
-            and improvement >= margin
+            and improvement >= margin - TOLERANCE
             and self.p_value < alpha
         )
 
     def worse_by_more_than(self, margin: float) -> bool:
         improvement = self.improvement
-        return improvement is not None and improvement < -margin
+        return improvement is not None and improvement < -margin - TOLERANCE
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "improvement": self.improvement}

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import has_fit_parameter
 from threadpoolctl import threadpool_limits
 
 from ml import catalogue, metrics
@@ -131,12 +132,25 @@ def _holdout_fingerprint(index: pd.Index) -> str:
     return hashlib.sha256("\n".join(map(str, index.tolist())).encode("utf-8")).hexdigest()
 
 
-def _fit(pipeline: Pipeline, X: pd.DataFrame, y: pd.Series, *, label: str) -> tuple[float, list[str]]:
+def _fit(
+    pipeline: Pipeline, X: pd.DataFrame, y: pd.Series, *, label: str, weights: np.ndarray | None = None
+) -> tuple[float, list[str]]:
     started = time.perf_counter()
+    fit_params: dict[str, Any] = {}
+    if weights is not None:
+        if has_fit_parameter(pipeline[-1], "sample_weight"):
+            fit_params["model__sample_weight"] = weights
+        else:
+            # An estimator without weights (nearest neighbours) sees each row as many times as its weight.
+            repeats = np.maximum(1, np.rint(weights)).astype(int)
+            X, y = (
+                X.iloc[np.repeat(np.arange(len(X)), repeats)],
+                y.iloc[np.repeat(np.arange(len(y)), repeats)],
+            )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            pipeline.fit(X, y)
+            pipeline.fit(X, y, **fit_params)
         except ValueError as exc:
             raise TrainingInputError(f"{label} could not be trained with these settings: {exc}") from exc
     return time.perf_counter() - started, sorted({f"{w.category.__name__}: {w.message}" for w in caught})
@@ -185,6 +199,73 @@ def _evaluate(
     return _Evaluation(values, omitted, artifacts, classes, predicted, proba)
 
 
+@dataclass(frozen=True)
+class HoldoutPlan:
+    """An explicit split for a retraining, instead of the seeded one.
+
+    The frame's first `original_rows` rows are the parent dataset: their holdout is the parent's own seeded
+    split (`original_seed`, `original_test_size`), so champion and challenger are judged on the rows the
+    champion was. Rows from `recent_from_row` on are the newest outcomes and are held out too. Rows from
+    `weighted_from_row` on weigh `recent_weight` in the fit (recent labels outvote outdated ones).
+    """
+
+    original_rows: int
+    original_seed: int
+    original_test_size: float
+    recent_from_row: int
+    weighted_from_row: int
+    recent_weight: float = 1.0
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> HoldoutPlan:
+        return cls(**{name: value[name] for name in cls.__dataclass_fields__ if name in value})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def _seeded_test_index(
+    y: pd.Series, counts: pd.Series | None, *, test_size: float, seed: int
+) -> tuple[pd.Index, bool]:
+    """The rows of the seeded holdout (train_test_split), and whether it was stratified by class."""
+    n_train, n_test = _split_sizes(len(y), test_size)
+    stratified = bool(
+        counts is not None and counts.min() >= 2 and n_test >= len(counts) and n_train >= len(counts)
+    )
+    # Class codes in the labels' sorted order give the stratified splitter the same classes and counts as
+    # the labels themselves, so the same split, without it sorting every text label.
+    strata = pd.factorize(y, sort=True)[0] if stratified else None
+    _, test = train_test_split(y.index, test_size=n_test, random_state=seed, stratify=strata)
+    return pd.Index(test), stratified
+
+
+def _plan_split(y: pd.Series, frame_rows: int, plan: HoldoutPlan) -> tuple[pd.Index, np.ndarray]:
+    """The holdout rows and the training rows' weights under an explicit plan."""
+    if not 0 < plan.original_rows <= plan.recent_from_row <= frame_rows:
+        raise TrainingInputError("The retraining's holdout plan does not fit the dataset's rows.")
+    original = y.loc[y.index < plan.original_rows]
+    counts = original.value_counts() if not pd.api.types.is_float_dtype(original) else None
+    original_test, _ = _seeded_test_index(
+        original, counts, test_size=plan.original_test_size, seed=plan.original_seed
+    )
+    recent_test = y.index[y.index >= plan.recent_from_row]
+    test = original_test.append(recent_test)
+    train = y.index.difference(test)
+    weights = np.where(train >= plan.weighted_from_row, float(plan.recent_weight), 1.0)
+    return test, weights
+
+
+def seeded_holdout_rows(
+    frame: pd.DataFrame, *, target_column: str, task: str, seed: int, test_size: float
+) -> np.ndarray:
+    """Positions in `frame` of the rows model_train holds out for this seed and size (sorted)."""
+    y = frame[target_column].reset_index(drop=True)
+    y = _target_prepare(y.loc[y.notna()], task=task, target_column=target_column)
+    counts = y.value_counts() if task == catalogue.CLASSIFICATION else None
+    test, _ = _seeded_test_index(y, counts, test_size=test_size, seed=seed)
+    return np.sort(test.to_numpy())
+
+
 def model_train(
     *,
     frame: pd.DataFrame,
@@ -196,12 +277,14 @@ def model_train(
     seed: int = 42,
     test_size: float = 0.2,
     threads: int = 1,
+    holdout_plan: HoldoutPlan | None = None,
 ) -> TrainingResult:
     """Train and evaluate; every problem with the inputs raises TrainingInputError with a readable reason.
 
     Rows whose target is missing are dropped and counted. The holdout is train_test_split with
     random_state=seed, stratified by class when every class has at least two rows and both parts can
     hold one row of each class. The same inputs and seed give the same split and the same predictions.
+    A `holdout_plan` (a retraining's) replaces that split and weighs recent rows (see HoldoutPlan).
     Native thread pools (OpenMP, BLAS) are capped at `threads` for the run: on a shared worker, spinning
     OpenMP threads of histogram gradient boosting made training many times slower, not faster.
     """
@@ -270,15 +353,26 @@ def model_train(
             raise TrainingInputError("Every feature column is empty; there is nothing to train on.")
         X = X[[c["name"] for c in features]]
 
-    stratified = bool(
-        counts is not None and counts.min() >= 2 and n_test >= len(counts) and n_train >= len(counts)
-    )
-    # Class codes in the labels' sorted order give the stratified splitter the same classes and counts as
-    # the labels themselves, so the same split, without it sorting every text label.
-    strata = pd.factorize(y, sort=True)[0] if stratified else None
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=n_test, random_state=seed, stratify=strata
-    )
+    weights: np.ndarray | None = None
+    if holdout_plan is None:
+        stratified = bool(
+            counts is not None and counts.min() >= 2 and n_test >= len(counts) and n_train >= len(counts)
+        )
+        # Class codes in the labels' sorted order give the stratified splitter the same classes and counts
+        # as the labels themselves, so the same split, without it sorting every text label. The split
+        # depends only on the row count, the seed and the strata: _seeded_test_index finds the same rows.
+        strata = pd.factorize(y, sort=True)[0] if stratified else None
+        X_train, X_test, y_train, y_test = train_test_split(
+            X, y, test_size=n_test, random_state=seed, stratify=strata
+        )
+    else:
+        test_index, weights = _plan_split(y, len(frame) + n_dropped, holdout_plan)
+        train_index = y.index.difference(test_index)
+        stratified = False
+        if len(train_index) < MIN_TRAIN_ROWS or len(test_index) < MIN_TEST_ROWS:
+            raise TrainingInputError("Too few rows to train and judge a challenger under the holdout plan.")
+        X_train, X_test = X.loc[train_index], X.loc[test_index]
+        y_train, y_test = y.loc[train_index], y.loc[test_index]
     if counts is not None and y_train.nunique() < 2:
         raise TrainingInputError(
             "The training part of the split holds only one class; add rows or lower the holdout fraction."
@@ -286,7 +380,7 @@ def model_train(
 
     pipeline = pipeline_build(feature_columns=features, estimator=estimator, scale_numeric=spec.scale_numeric)
     with threadpool_limits(limits=threads):
-        fit_seconds, fit_warnings = _fit(pipeline, X_train, y_train, label=spec.label)
+        fit_seconds, fit_warnings = _fit(pipeline, X_train, y_train, label=spec.label, weights=weights)
         evaluation = _evaluate(pipeline, X_test, y_test, task=task, seed=seed)
 
     return TrainingResult(

@@ -193,6 +193,10 @@ FOREIGN_ERRORS: dict[str, Callable[[Any], ErrorAnswer]] = {
     "django.db.utils.InterfaceError": database_unavailable,
     "models_registry.transition_services.QualityGateError": _quality_gate,
     "models_registry.services.ModelNameTaken": lambda exc: ErrorAnswer(409, "name_taken", exc.messages[0]),
+    # A guardrail of the closed loop (cooldown, daily cap, one at a time…): the code names it.
+    "training.retraining_services.RetrainingRefused": lambda exc: ErrorAnswer(
+        409, exc.reason, exc.messages[0]
+    ),
     "models_registry.mlflow_gateway.RegistryUnavailable": _mlflow,
     "models_registry.mlflow_gateway.ModelNotFound": lambda exc: ErrorAnswer(404, "not_found", str(exc)),
     # A version whose model file is missing or damaged: retrying will not help until someone fixes it.

@@ -201,6 +201,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "feedback.tasks.feedback_imports_stale_requeue_task",
         "schedule": 60.0,
     },
+    # every minute: the closed loop: live metrics against each policy's threshold, shadow decisions,
+    # and the watch over new champions' first outcomes
+    "retraining-loop-check": {
+        "task": "training.tasks.retraining_loop_check_task",
+        "schedule": 60.0,
+    },
+    # every minute: re-send retrainings whose message the broker lost or whose worker died
+    "retrainings-stale-requeue": {
+        "task": "training.tasks.retrainings_stale_requeue_task",
+        "schedule": 60.0,
+    },
     # hourly: repair MLflow aliases whose sync message was lost
     "model-aliases-sync-all": {
         "task": "models_registry.tasks.model_aliases_sync_all_task",
@@ -318,6 +329,14 @@ FEEDBACK_BULK_MAX = env_int("FEEDBACK_BULK_MAX", 1000)
 FEEDBACK_LAST_N = env_int("FEEDBACK_LAST_N", 200)
 FEEDBACK_IMPORT_MAX_UPLOAD_MB = env_int("FEEDBACK_IMPORT_MAX_UPLOAD_MB", 200)
 FEEDBACK_IMPORT_CHUNK_ROWS = env_int("FEEDBACK_IMPORT_CHUNK_ROWS", 20_000)
+
+# ------------------------------------------------------------------------------
+# The closed loop: retraining from feedback (policies are per model, in the app)
+# ------------------------------------------------------------------------------
+# The newest labelled predictions a retraining adds to the champion's training data.
+RETRAINING_MAX_FEEDBACK_ROWS = env_int("RETRAINING_MAX_FEEDBACK_ROWS", 100_000)
+# Bearer token Alertmanager sends to POST /api/alerts/alertmanager/; empty turns the receiver off.
+ALERTMANAGER_WEBHOOK_TOKEN = env_secret("ALERTMANAGER_WEBHOOK_TOKEN")
 
 # ------------------------------------------------------------------------------
 # Accounts and the API

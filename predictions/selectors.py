@@ -180,3 +180,10 @@ def model_versions_servable(*, registered_model_name: str) -> list[ModelVersion]
 
 def registered_model_exists(*, name: str) -> bool:
     return RegisteredModel.objects.filter(name=name).exists()
+
+
+def version_predictor(*, version: ModelVersion) -> Any:
+    """The version's loaded model (ml.predictor), from the same bounded cache the predictions use."""
+    from predictions import model_cache
+
+    return model_cache.predictors.get(model_cache.ModelArtifacts.of_version(version))

@@ -17,7 +17,7 @@ from datasets.models import DatasetVersion
 from jobs import engine
 from ml import artifacts, onnx_export
 from ml.errors import ArtifactError, TrainingInputError
-from ml.train import model_train
+from ml.train import HoldoutPlan, model_train
 from mlops_site import storage
 from models_registry import mlflow_gateway, webhook_services
 from models_registry import services as registry_services
@@ -85,6 +85,7 @@ def _steps(attempt: RunAttempt) -> None:
         task=run.task or None,
         seed=run.seed,
         test_size=run.test_size,
+        holdout_plan=HoldoutPlan.from_dict(run.holdout) if run.holdout else None,
     )
     registered = run.registered_model
     if registered.task and registered.task != result.task:

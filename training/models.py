@@ -94,6 +94,9 @@ class RetrainingPolicy(models.Model):
     max_per_day = models.PositiveSmallIntegerField(default=3)
     # Share of the newest labelled rows kept out of training to judge champion and challenger on.
     recent_holdout_share = models.FloatField(default=0.3)
+    # The weight of the outcomes in the window the trigger read, against 1 for older rows: recent labels
+    # outvote what the concept used to be.
+    recent_weight = models.FloatField(default=5.0)
     shadow_min_labels = models.PositiveIntegerField(default=100)
     rollback_labels = models.PositiveIntegerField(default=200)
     updated_by = models.ForeignKey(
@@ -198,6 +201,7 @@ class RetrainingEvent(models.Model):
         DATASET_DERIVED = "dataset_derived", "Dataset derived"
         TRAINED = "trained", "Trained"
         COMPARED = "compared", "Compared"
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
         PROMOTED = "promoted", "Promoted"
         HELD_BACK = "held_back", "Held back"
         ROLLED_BACK = "rolled_back", "Rolled back"

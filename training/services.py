@@ -74,8 +74,14 @@ def training_run_create(
     task: str | None = None,
     seed: int = 42,
     test_size: float = 0.2,
+    holdout: dict[str, Any] | None = None,
+    enqueue: bool = True,
 ) -> TrainingRun:
     """Record a QUEUED run and send it to the worker when the transaction commits.
+
+    `holdout` is a retraining's explicit split (ml.train.HoldoutPlan as a dict). With `enqueue` False the
+    caller runs it itself (a retraining executes its run inline); the stale sweep still re-sends it
+    should that caller die.
 
     Requests the worker would refuse raise ValidationError naming each field before anything is
     stored: params not a JSON object or not taken by the algorithm's estimator, an unknown algorithm or
@@ -123,11 +129,14 @@ def training_run_create(
             seed=seed,
             test_size=float(test_size),
             created_by=created_by,
+            holdout=holdout or {},
             progress_message="Waiting for a worker",
         )
         run_id = run.pk
-        # robust: a broker outage must not undo the recorded run; training_runs_stale_requeue re-sends it.
-        transaction.on_commit(lambda: _enqueue(run_id), robust=True)
+        if enqueue:
+            # robust: a broker outage must not undo the recorded run; training_runs_stale_requeue re-sends
+            # it.
+            transaction.on_commit(lambda: _enqueue(run_id), robust=True)
     return run
 
 
