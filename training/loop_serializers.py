@@ -15,6 +15,8 @@ MAX_ALERTS = 1000
 class RetrainingPolicySerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="registered_model.name", read_only=True)
     updated_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    # Null until the policy is first saved (the defaults are shown before that).
+    updated_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta:
         model = RetrainingPolicy
