@@ -105,6 +105,8 @@ def _steps(attempt: RunAttempt) -> None:
         # model_train already has scikit-learn's predictions on the holdout; the check compares with them.
         sklearn_predictions=result.holdout_predictions,
         sklearn_probabilities=result.holdout_probabilities,
+        # The check's sample of holdout rows is drawn with the run's seed, so a repeated run checks the same.
+        seed=run.seed,
     )
     skops_key = _model_object_store(attempt, data=skops_bytes, sha256=skops_sha256, kind=artifacts.SKOPS)
     onnx_key = ""
@@ -138,6 +140,8 @@ def _steps(attempt: RunAttempt) -> None:
         },
         artifacts=_mlflow_artifacts(result, summary, conversion),
         model=result.pipeline,
+        # The file stored above: MLflow would otherwise dump the model again and load it back to check it.
+        model_skops=skops_bytes,
         skops_trusted_types=artifacts.TRUSTED_TYPES,
         input_example=result.X_holdout,
         run_name=f"{registered.name} run {run.pk}",
@@ -199,6 +203,7 @@ def _training_summary(result: Any, conversion: onnx_export.OnnxConversion) -> di
             "fit_warnings": result.warnings,
             "onnx_max_probability_diff": conversion.max_probability_diff,
             "onnx_max_value_diff": conversion.max_value_diff,
+            "onnx_checked_rows": conversion.checked_rows,
         }
     )
 

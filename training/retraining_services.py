@@ -3,34 +3,23 @@ holdout. What happens after (shadow evidence, promotion, rollback) is in trainin
 
 from __future__ import annotations
 
-import io
 import logging
-import math
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from datasets import selectors as dataset_selectors
-from datasets import services as dataset_services
 from feedback import selectors as feedback_selectors
 from jobs import engine
-from ml import compare
 from ml.errors import ArtifactError, TrainingInputError
-from ml.pipeline import columns_from_frame, frame_prepare
-from ml.train import HoldoutPlan, seeded_holdout_rows
 from models_registry import transition_services
-from models_registry.models import ModelVersion, RegisteredModel, Stage, Task
-from predictions import selectors as prediction_selectors
-from training import decision_services, event_services, policy_services
+from models_registry.models import ModelVersion, RegisteredModel, Stage
+from training import decision_services, derive_services, event_services, holdout_services, policy_services
 from training import services as training_services
-from training.models import Retraining, RetrainingEvent, RetrainingPolicy, TrainingRun, Window
+from training.models import Retraining, RetrainingEvent, RetrainingPolicy, TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -251,90 +240,11 @@ def _work(attempt: engine.Attempt[Retraining]) -> None:
         _judge_on_holdout(attempt)
 
 
-def _window_start(rows: list[feedback_selectors.LabelledRow], *, window: str, last_n: int) -> int:
-    """Index of the first row inside the policy's window (rows oldest first)."""
-    if window == Window.LAST:
-        return max(0, len(rows) - last_n)
-    since = timezone.now() - (timedelta(days=1) if window == Window.DAY else timedelta(days=7))
-    for index, row in enumerate(rows):
-        if row.prediction_created_at >= since:
-            return index
-    return len(rows)
-
-
 def _derive(attempt: engine.Attempt[Retraining]) -> None:
-    """The parent's rows, then the labelled predictions (deduplicated), as a new dataset version."""
     retraining = attempt.job
-    champion = retraining.champion
-    parent = champion.dataset_version
-    policy = policy_services.retraining_policy_get(registered_model=retraining.registered_model)
-    parent_frame = dataset_selectors.dataset_version_frame(version=parent)
-    rows = feedback_selectors.labelled_rows(
-        registered_model=retraining.registered_model, limit=settings.RETRAINING_MAX_FEEDBACK_ROWS
-    )
-    if not rows:
-        raise TrainingInputError("There are no labelled predictions with their inputs to learn from.")
-    features = [column["name"] for column in champion.feature_schema]
-    target = champion.target_column
-    outcomes = pd.DataFrame([row.inputs for row in rows], columns=features)
-    outcomes[target] = [row.target for row in rows]
-    window_from = _window_start(rows, window=policy.window, last_n=policy.last_n)
-    outcomes["_recent"] = np.arange(len(rows)) >= window_from
-    outcomes["_id"] = [row.feedback_id for row in rows]
-    # The same inputs labelled more than once teach one thing: the newest outcome.
-    outcomes = outcomes.drop_duplicates(subset=features, keep="last").reset_index(drop=True)
-    if not outcomes["_recent"].any():
-        raise TrainingInputError("None of the labelled predictions is inside the policy's window.")
-    n_parent = len(parent_frame)
-    first_recent = int(np.flatnonzero(outcomes["_recent"].to_numpy())[0])
-    n_recent = len(outcomes) - first_recent
-    held_out = max(2, math.ceil(policy.recent_holdout_share * n_recent))
-    if held_out >= n_recent:
-        raise TrainingInputError(
-            f"Only {n_recent} labelled predictions in the policy's window: too few to both learn from and "
-            "judge on."
-        )
-    plan = HoldoutPlan(
-        original_rows=n_parent,
-        original_seed=int(champion.seed if champion.seed is not None else champion.training_run.seed),
-        original_test_size=float(champion.training_run.test_size),
-        recent_from_row=n_parent + len(outcomes) - held_out,
-        weighted_from_row=n_parent + first_recent,
-        recent_weight=float(policy.recent_weight),
-    )
-    derived = pd.concat([parent_frame, outcomes.reindex(columns=parent_frame.columns)], ignore_index=True)
-    kept = outcomes["_id"].tolist()
-    kept_ids = set(kept)
-    used = [row for row in rows if row.feedback_id in kept_ids]
-    lineage = event_services.plain(
-        {
-            "retraining": retraining.pk,
-            "parent": {"dataset": parent.dataset.name, "version": parent.version, "sha256": parent.sha256},
-            "parent_rows": n_parent,
-            "feedback": {
-                "rows": len(outcomes),
-                "duplicates_dropped": len(rows) - len(outcomes),
-                "first_id": min(kept),
-                "last_id": max(kept),
-                "predicted_from": min(r.prediction_created_at for r in used).isoformat(),
-                "predicted_to": max(r.prediction_created_at for r in used).isoformat(),
-                "labelled_to": max(r.labelled_at for r in used).isoformat(),
-                "window": policy.window,
-                "in_window": n_recent,
-            },
-            "holdout_plan": plan.as_dict(),
-        }
-    )
-    version, _ = dataset_services.dataset_version_create(
-        name=parent.dataset.name,
-        file=io.BytesIO(derived.to_csv(index=False).encode("utf-8")),
-        target_column=parent.target_column,
-        created_by=None,
-        parent=parent,
-        original_filename=f"retraining-{retraining.pk}.csv",
-        lineage=lineage,
-    )
-    figures = {**retraining.figures, "plan": plan.as_dict(), "lineage": lineage}
+    derived = derive_services.retraining_dataset_derive(retraining=retraining)
+    version, lineage = derived.version, derived.lineage
+    figures = {**retraining.figures, "plan": derived.plan.as_dict(), "lineage": lineage}
     attempt.write(dataset_version=version, step=Retraining.Step.TRAIN, figures=figures)
     retraining.dataset_version, retraining.figures = version, figures
     feedback = lineage["feedback"]
@@ -343,10 +253,11 @@ def _derive(attempt: engine.Attempt[Retraining]) -> None:
         retraining=retraining,
         kind=Kind.DATASET_DERIVED,
         message=(
-            f"Dataset {version}: the {n_parent} rows of {parent} and {feedback['rows']} labelled predictions "
-            f"(outcome ids {feedback['first_id']} to {feedback['last_id']}, predicted "
-            f"{feedback['predicted_from'][:16]} to {feedback['predicted_to'][:16]}; "
-            f"{feedback['duplicates_dropped']} repeats dropped). {held_out} of the newest are held out."
+            f"Dataset {version}: the {lineage['parent_rows']} rows of {retraining.champion.dataset_version} "
+            f"and {feedback['rows']} labelled predictions (outcome ids {feedback['first_id']} to "
+            f"{feedback['last_id']}, predicted {feedback['predicted_from'][:16]} to "
+            f"{feedback['predicted_to'][:16]}; {feedback['duplicates_dropped']} repeats dropped). "
+            f"{derived.held_out} of the newest are held out."
         ),
         figures={"dataset_version": version.version, "lineage": lineage},
     )
@@ -398,66 +309,12 @@ def _challenger_train(attempt: engine.Attempt[Retraining]) -> None:
     )
 
 
-def _labels(values: Any) -> np.ndarray:
-    return np.array([feedback_selectors.label_text(v) for v in values], dtype=object)
-
-
-def holdout_compare(
-    *, champion: ModelVersion, challenger: ModelVersion, frame: pd.DataFrame
-) -> compare.PairedComparison:
-    """Both versions' predictions on the same rows (a frame with the target), paired."""
-    target = champion.target_column
-    present = frame[frame[target].notna()]
-    predictions = []
-    for version in (champion, challenger):
-        prepared = frame_prepare(present, version.feature_schema)
-        labels, _ = prediction_selectors.version_predictor(version=version).predict_columns(
-            columns_from_frame(prepared, version.feature_schema)
-        )
-        predictions.append(labels)
-    if champion.task == Task.REGRESSION:
-        truth = present[target].to_numpy(dtype=float)
-        return compare.regression_compare(
-            champion_errors=np.asarray(predictions[0], dtype=float) - truth,
-            challenger_errors=np.asarray(predictions[1], dtype=float) - truth,
-        )
-    truth = _labels(present[target].tolist())
-    return compare.classification_compare(
-        champion_right=_labels(predictions[0]) == truth, challenger_right=_labels(predictions[1]) == truth
-    )
-
-
-def _holdout_parts(retraining: Retraining) -> dict[str, pd.DataFrame]:
-    frame = dataset_selectors.dataset_version_frame(version=retraining.dataset_version)
-    plan = HoldoutPlan.from_dict(retraining.figures["plan"])
-    champion = retraining.champion
-    original = frame.iloc[: plan.original_rows]
-    original_rows = seeded_holdout_rows(
-        original,
-        target_column=champion.target_column,
-        task=champion.task,
-        seed=plan.original_seed,
-        test_size=plan.original_test_size,
-    )
-    return {
-        "original": original.iloc[original_rows],
-        "recent": frame.iloc[plan.recent_from_row :],
-    }
-
-
 def _judge_on_holdout(attempt: engine.Attempt[Retraining]) -> None:
     """Compare on the original and the recent holdout; stage the challenger and shadow it, or hold it back."""
     retraining = attempt.job
     policy = policy_services.retraining_policy_get(registered_model=retraining.registered_model)
     champion, challenger = retraining.champion, retraining.challenger
-    parts = _holdout_parts(retraining)
-    results = {
-        name: holdout_compare(champion=champion, challenger=challenger, frame=part)
-        for name, part in parts.items()
-    }
-    results["combined"] = holdout_compare(
-        champion=champion, challenger=challenger, frame=pd.concat(list(parts.values()))
-    )
+    results = holdout_services.retraining_holdout_compare(retraining=retraining)
     gate = transition_services.quality_gate_check(model_version=challenger)
     problems = decision_services.holdout_problems(
         results=results, margin=policy.margin, alpha=policy.alpha, gate=gate
