@@ -205,15 +205,18 @@ class HoldoutPlan:
 
     The frame's first `original_rows` rows are the parent dataset: their holdout is the parent's own seeded
     split (`original_seed`, `original_test_size`), so champion and challenger are judged on the rows the
-    champion was. Rows from `recent_from_row` on are the newest outcomes and are held out too. Rows from
-    `weighted_from_row` on weigh `recent_weight` in the fit (recent labels outvote outdated ones).
+    champion was. Rows from `recent_from_row` on are the newest outcomes (the policy's window): a seeded
+    sample of `recent_holdout` of them is held out too, and the others weigh `recent_weight` in the fit, so
+    recent labels outvote what the concept used to be. A sample rather than the newest rows: right after a
+    drift the newest rows are the only ones that show it, and the challenger must learn from some of them.
     """
 
     original_rows: int
     original_seed: int
     original_test_size: float
     recent_from_row: int
-    weighted_from_row: int
+    recent_holdout: int
+    recent_seed: int
     recent_weight: float = 1.0
 
     @classmethod
@@ -222,6 +225,15 @@ class HoldoutPlan:
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def recent_holdout_rows(self, n_rows: int) -> np.ndarray:
+        """Positions of the held-out recent rows in a frame of `n_rows` rows (sorted)."""
+        window = np.arange(self.recent_from_row, n_rows)
+        if not 0 < self.recent_holdout < len(window):
+            raise TrainingInputError("The retraining's holdout plan does not fit the dataset's rows.")
+        return np.sort(
+            np.random.default_rng(self.recent_seed).choice(window, self.recent_holdout, replace=False)
+        )
 
 
 def _seeded_test_index(
@@ -241,17 +253,17 @@ def _seeded_test_index(
 
 def _plan_split(y: pd.Series, frame_rows: int, plan: HoldoutPlan) -> tuple[pd.Index, np.ndarray]:
     """The holdout rows and the training rows' weights under an explicit plan."""
-    if not 0 < plan.original_rows <= plan.recent_from_row <= frame_rows:
+    if not 0 < plan.original_rows <= plan.recent_from_row < frame_rows:
         raise TrainingInputError("The retraining's holdout plan does not fit the dataset's rows.")
     original = y.loc[y.index < plan.original_rows]
     counts = original.value_counts() if not pd.api.types.is_float_dtype(original) else None
     original_test, _ = _seeded_test_index(
         original, counts, test_size=plan.original_test_size, seed=plan.original_seed
     )
-    recent_test = y.index[y.index >= plan.recent_from_row]
+    recent_test = pd.Index(plan.recent_holdout_rows(frame_rows)).intersection(y.index)
     test = original_test.append(recent_test)
     train = y.index.difference(test)
-    weights = np.where(train >= plan.weighted_from_row, float(plan.recent_weight), 1.0)
+    weights = np.where(train >= plan.recent_from_row, float(plan.recent_weight), 1.0)
     return test, weights
 
 

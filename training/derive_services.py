@@ -80,8 +80,9 @@ def retraining_dataset_derive(*, retraining: Retraining) -> Derived:
         original_rows=n_parent,
         original_seed=int(champion.seed if champion.seed is not None else champion.training_run.seed),
         original_test_size=float(champion.training_run.test_size),
-        recent_from_row=n_parent + len(outcomes) - held_out,
-        weighted_from_row=n_parent + first_recent,
+        recent_from_row=n_parent + first_recent,
+        recent_holdout=held_out,
+        recent_seed=retraining.pk,
         recent_weight=float(policy.recent_weight),
     )
     derived = pd.concat([parent_frame, outcomes.reindex(columns=parent_frame.columns)], ignore_index=True)

@@ -60,7 +60,7 @@ def holdout_parts(*, retraining: Retraining) -> dict[str, pd.DataFrame]:
     )
     return {
         "original": original.iloc[original_rows],
-        "recent": frame.iloc[plan.recent_from_row :],
+        "recent": frame.iloc[plan.recent_holdout_rows(len(frame))],
     }
 
 

@@ -38,7 +38,7 @@ def _traffic(user, *, n: int, drifted: bool, seed: int, random: bool = False) ->
     """Predict `n` rows through the prediction service and give each its true outcome; returns their ids."""
     rng = np.random.default_rng(seed)
     rows = sim.features_draw(n, rng=rng)
-    truth = sim.random_labels(n, rng=rng) if random else sim.labels(rows, drifted=drifted)
+    truth = sim.random_labels(n, rng=rng) if random else sim.labels(rows, drifted=drifted, rng=rng)
     outcome = prediction_services.prediction_make(
         registered_model_name="concept", rows=rows.to_dict("records"), user=user, channel=Channel.API
     )
