@@ -52,6 +52,7 @@ bench: $(RUN_STAMP)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/predictions_api.py
+	$(BIN)/python bench/shadow_latency.py
 	$(BIN)/python bench/predictions_batch.py
 	$(BIN)/python bench/feedback_quality.py
 	$(BIN)/python bench/feedback_import.py

@@ -14,7 +14,7 @@ import pandas as pd
 
 X0_RANGE = (-3.0, 3.0)
 TRAINING_X0_MAX = 1.0
-DRIFT_X0_MIN = 1.5
+DRIFT_X0_MIN = 1.0
 LABEL_NOISE = 0.03
 TARGET = "label"
 FEATURES = ("x0", "x1", "x2")

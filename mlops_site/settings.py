@@ -201,6 +201,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "feedback.tasks.feedback_imports_stale_requeue_task",
         "schedule": 60.0,
     },
+    # every 10 seconds: cut new production predictions of models in shadow mode into batches for the
+    # challenger to score on a worker
+    "shadow-batches-create": {
+        "task": "predictions.tasks.shadow_batches_create_task",
+        "schedule": 10.0,
+    },
+    # every minute: re-send shadow batches whose message the broker lost or whose worker died
+    "shadow-batches-stale-requeue": {
+        "task": "predictions.tasks.shadow_batches_stale_requeue_task",
+        "schedule": 60.0,
+    },
     # every minute: the closed loop: live metrics against each policy's threshold, shadow decisions,
     # and the watch over new champions' first outcomes
     "retraining-loop-check": {
@@ -319,6 +330,10 @@ PREDICTION_MAX_TEXT_CHARS = env_int("PREDICTION_MAX_TEXT_CHARS", 1000)
 # chunk stays far below 100 MB in memory.
 BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 50_000)
 BATCH_MAX_UPLOAD_MB = env_int("BATCH_MAX_UPLOAD_MB", 500)
+# Production predictions one shadow batch gives the challenger to score on a worker (one leased job).
+SHADOW_BATCH_ROWS = env_int("SHADOW_BATCH_ROWS", 5000)
+if SHADOW_BATCH_ROWS < 1:
+    raise ImproperlyConfigured(f"SHADOW_BATCH_ROWS must be at least 1, not {SHADOW_BATCH_ROWS}")
 
 # ------------------------------------------------------------------------------
 # Feedback and live quality
@@ -333,7 +348,8 @@ FEEDBACK_IMPORT_CHUNK_ROWS = env_int("FEEDBACK_IMPORT_CHUNK_ROWS", 20_000)
 # ------------------------------------------------------------------------------
 # The closed loop: retraining from feedback (policies are per model, in the app)
 # ------------------------------------------------------------------------------
-# The newest labelled predictions a retraining adds to the champion's training data.
+# The most labelled predictions a retraining may add to the champion's training data, whatever a
+# model's policy asks for (its feedback_rows): they are read into memory at once.
 RETRAINING_MAX_FEEDBACK_ROWS = env_int("RETRAINING_MAX_FEEDBACK_ROWS", 100_000)
 # Bearer token Alertmanager sends to POST /api/alerts/alertmanager/; empty turns the receiver off.
 ALERTMANAGER_WEBHOOK_TOKEN = env_secret("ALERTMANAGER_WEBHOOK_TOKEN")

@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from mlops_site.admin import ReadOnlyAdmin, ReadOnlyInline
-from models_registry import selectors, services, transition_services, views
+from models_registry import challenger_services, selectors, services, transition_services, views
 from models_registry.forms import ModelUploadForm
 from models_registry.models import (
     ModelVersion,
@@ -51,15 +51,53 @@ def _metric_summary(metrics: dict | None) -> str:
     return ", ".join(f"{name} {value:.4g}" for name, value in sorted((metrics or {}).items())) or "—"
 
 
+CHALLENGER_FIELDS = ["challenger_mode", "canary_percent"]
+
+
 class RegisteredModelAdminForm(forms.ModelForm):
     class Meta:
         model = RegisteredModel
-        fields = ["name", "description", "task", "target_column", "min_metrics"]
+        fields = ["name", "description", "task", "target_column", "min_metrics", *CHALLENGER_FIELDS]
         help_texts = {
             "min_metrics": 'Quality gate, for example {"accuracy": 0.8, "log_loss": 0.5}: '
             "a minimum for scores, "
             "a maximum for error metrics (rmse, mae, log_loss).",
+            "challenger_mode": "How the newest staging version (the challenger) meets production traffic: "
+            "shadow scores every production prediction on a worker, never answering; canary answers the "
+            "share below, sticky by the client's key (or user).",
+            "canary_percent": "Share of production traffic (0 to 100) the canary answers; 0 rolls it back.",
         }
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # Left out of a post (a script that edits the description), they keep their values.
+        for name in CHALLENGER_FIELDS:
+            if name in self.fields:
+                self.fields[name].required = False
+
+    def clean_challenger_mode(self) -> str:
+        return self.cleaned_data.get("challenger_mode") or self.instance.challenger_mode
+
+    def clean_canary_percent(self) -> int:
+        percent = self.cleaned_data.get("canary_percent")
+        return self.instance.canary_percent if percent is None else percent
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.instance.pk is None or not set(CHALLENGER_FIELDS) & set(self.changed_data):
+            return cleaned
+        try:
+            challenger_services.challenger_mode_check(
+                registered_model=self.instance,
+                mode=cleaned.get("challenger_mode"),
+                canary_percent=cleaned.get("canary_percent"),
+            )
+        except ValidationError as exc:
+            for name, messages_of in exc.message_dict.items():
+                self.add_error("challenger_mode" if name == "mode" else name, messages_of)
+        except challenger_services.ChallengerUnavailable as exc:
+            self.add_error("challenger_mode", exc.detail)
+        return cleaned
 
 
 @admin.register(RegisteredModel)
@@ -71,6 +109,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
         "target_column",
         "version_count",
         "production",
+        "challenger_mode",
         "created_by",
         "created_at",
     ]
@@ -94,11 +133,16 @@ class RegisteredModelAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: RegisteredModel | None = None) -> list[str]:
         # The name is MLflow's registered model name; task and target are fixed by the first version.
-        return ["name", "task", "target_column", "created_by", "created_at"] if obj else []
+        return (
+            ["name", "task", "target_column", "challenger_since", "created_by", "created_at"] if obj else []
+        )
 
     def get_fields(self, request: HttpRequest, obj: RegisteredModel | None = None) -> list[str]:
         fields = ["name", "description", "task", "target_column", "min_metrics"]
-        return [*fields, "created_by", "created_at"] if obj else fields
+        # A new model has no versions yet, so no challenger either.
+        return (
+            [*fields, *CHALLENGER_FIELDS, "challenger_since", "created_by", "created_at"] if obj else fields
+        )
 
     def save_model(
         self, request: HttpRequest, obj: RegisteredModel, form: forms.ModelForm, change: bool
@@ -120,6 +164,13 @@ class RegisteredModelAdmin(admin.ModelAdmin):
         services.registered_model_thresholds_set(registered_model=obj, min_metrics=obj.min_metrics)
         if "description" in form.changed_data:
             obj.save(update_fields=["description"])
+        if set(CHALLENGER_FIELDS) & set(form.changed_data):
+            challenger_services.challenger_mode_set(
+                registered_model=obj,
+                mode=obj.challenger_mode,
+                canary_percent=obj.canary_percent,
+                user=request.user,
+            )
 
     @admin.display(description="Versions", ordering="version_total")
     def version_count(self, obj: RegisteredModel) -> int:

@@ -12,11 +12,14 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from mlops_site import parsers
-from models_registry import selectors, services, transition_services, upload_services
+from models_registry import challenger_services, selectors, services, transition_services, upload_services
 from models_registry.models import ModelVersion, RegisteredModel
 from models_registry.serializers import (
+    ChallengerInputSerializer,
+    ChallengerOutputSerializer,
     ModelUploadInputSerializer,
     ModelVersionOutputSerializer,
     RegisteredModelInputSerializer,
@@ -162,3 +165,49 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         )
         found = selectors.model_version_get(model_name=created.registered_model.name, version=created.version)
         return Response(self.get_serializer(found).data, status=status.HTTP_201_CREATED)
+
+
+class ChallengerView(APIView):
+    """GET and PUT /api/models/{name}/challenger/: how the staging version meets production traffic.
+
+    Every signed-in user reads what the model page shows; staff change it.
+    """
+
+    permission_classes = [IsStaffForWrites]
+    parser_classes = [parsers.JSONParser]
+
+    def _answer(self, registered: RegisteredModel) -> Response:
+        return Response(
+            ChallengerOutputSerializer(selectors.challenger_state(registered_model=registered)).data
+        )
+
+    @extend_schema(
+        operation_id="models_challenger_retrieve",
+        summary="The challenger mode, champion and challenger, and their paired comparison",
+        responses={200: ChallengerOutputSerializer, 404: OpenApiResponse(description="No such model.")},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        return self._answer(selectors.registered_model_get(name=name))
+
+    @extend_schema(
+        operation_id="models_challenger_update",
+        summary="Set the challenger mode: off, shadow or canary with its share (staff)",
+        request=ChallengerInputSerializer,
+        responses={
+            200: ChallengerOutputSerializer,
+            400: OpenApiResponse(description="An unknown mode, or a share that is not a whole number 0-100."),
+            404: OpenApiResponse(description="No such model."),
+            409: OpenApiResponse(
+                description="Shadow or canary needs a production and a staging version "
+                "(code no_version_in_stage, field mode)."
+            ),
+        },
+    )
+    def put(self, request: Request, name: str) -> Response:
+        registered = selectors.registered_model_get(name=name)
+        body = ChallengerInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        challenger_services.challenger_mode_set(
+            registered_model=registered, user=request.user, **body.validated_data
+        )
+        return self._answer(registered)

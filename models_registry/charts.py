@@ -173,3 +173,64 @@ def feature_importances_figure(*, importances: Mapping[str, Any], top: int = TOP
     layout["margin"] = {**layout.get("margin", {}), "l": 10}
     layout.setdefault("yaxis", {})["automargin"] = True
     return figure
+
+
+CHAMPION_COLOUR = STAGE_COLOURS["production"]
+CHALLENGER_COLOUR = STAGE_COLOURS["staging"]
+
+
+def _error_bars(days: Sequence[Mapping[str, Any]], side: str) -> dict[str, Any]:
+    """Asymmetric error bars from each day's interval; a day without one gets none."""
+    above = [None if d[f"{side}_high"] is None else d[f"{side}_high"] - d[side] for d in days]
+    below = [None if d[f"{side}_low"] is None else d[side] - d[f"{side}_low"] for d in days]
+    return {"type": "data", "symmetric": False, "array": above, "arrayminus": below, "thickness": 1.2}
+
+
+def challenger_comparison_figure(
+    *, days: Sequence[Mapping[str, Any]], task: str, champion_label: str, challenger_label: str
+) -> dict[str, Any]:
+    """Champion and challenger per day on the rows both scored: each one's score with its 95% interval
+    (accuracy, or mean absolute error for regression), and the day's shared rows as bars behind them."""
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    score = "MAE (lower is better)" if task == "regression" else "Accuracy"
+    labels = [d["day"] for d in days]
+    figure.add_trace(
+        go.Bar(
+            x=labels,
+            y=[d["n"] for d in days],
+            name="Shared rows",
+            marker_color="#d0d5dd",
+            opacity=0.6,
+            hovertemplate="%{x}: %{y} shared rows<extra></extra>",
+        ),
+        secondary_y=True,
+    )
+    for side, label, colour in (
+        ("champion", champion_label, CHAMPION_COLOUR),
+        ("challenger", challenger_label, CHALLENGER_COLOUR),
+    ):
+        figure.add_trace(
+            go.Scatter(
+                x=labels,
+                y=[d[side] for d in days],
+                name=label,
+                mode="lines+markers",
+                line={"color": colour},
+                error_y={**_error_bars(days, side), "color": colour},
+                hovertemplate=f"{label} %{{x}}: %{{y:.4g}}<extra></extra>",
+            ),
+            secondary_y=False,
+        )
+    figure.update_layout(
+        template=TEMPLATE,
+        height=340,
+        margin={"t": 30, "b": 40, "l": 50, "r": 50},
+        legend={"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"},
+        bargap=0.4,
+    )
+    figure.update_xaxes(type="category")
+    figure.update_yaxes(title_text=score, secondary_y=False, rangemode="tozero")
+    figure.update_yaxes(title_text="Shared rows", secondary_y=True, rangemode="tozero", showgrid=False)
+    if not days:
+        figure.add_annotation(text="No shared rows with an outcome yet", showarrow=False, font={"size": 14})
+    return _figure_dict(figure)

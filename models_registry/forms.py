@@ -1,4 +1,4 @@
-"""Forms of the registry pages: a transition, a rollback, a model upload."""
+"""Forms of the registry pages: a transition, a rollback, a model upload, the challenger mode."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 
 from mlops_site import parsers
 from models_registry import selectors, services, upload_services
-from models_registry.models import MODEL_NAME_MAX_LENGTH, ModelVersion, Stage, Task
+from models_registry.models import MODEL_NAME_MAX_LENGTH, ChallengerMode, ModelVersion, Stage, Task
 
 
 class TransitionForm(forms.Form):
@@ -164,3 +164,16 @@ class ModelUploadForm(forms.Form):
         elif source is not None:
             cleaned["feature_schema"] = source.feature_schema
         return cleaned
+
+
+class ChallengerForm(forms.Form):
+    """The model page's challenger mode and canary share (staff)."""
+
+    mode = forms.ChoiceField(choices=ChallengerMode.choices)
+    canary_percent = forms.IntegerField(
+        label="Canary share (%)",
+        min_value=0,
+        max_value=100,
+        required=False,
+        help_text="Of production traffic, in canary mode; 0 rolls the canary back at once.",
+    )

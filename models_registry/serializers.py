@@ -10,6 +10,7 @@ from rest_framework.reverse import reverse
 
 from models_registry.models import (
     MODEL_NAME_MAX_LENGTH,
+    ChallengerMode,
     ModelVersion,
     RegisteredModel,
     Stage,
@@ -160,3 +161,82 @@ class ModelUploadInputSerializer(serializers.Serializer):
         help_text='JSON object of holdout metrics, e.g. {"accuracy": 0.9}.',
     )
     description = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ChallengerInputSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(
+        choices=ChallengerMode.choices,
+        help_text="off; shadow: the staging version (the challenger) scores every production prediction on "
+        "a worker, never answering; canary: it answers canary_percent of production traffic, sticky by "
+        "the row's key (else the user).",
+    )
+    canary_percent = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=100,
+        help_text="Share of production traffic the canary answers (0 to 100; 0 rolls it back at once). "
+        "Default: unchanged.",
+    )
+
+
+class ChallengerVersionSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    stage = serializers.CharField()
+    algorithm = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ChallengerDaySerializer(serializers.Serializer):
+    day = serializers.DateField(help_text="Day the predictions were made (site time zone).")
+    n = serializers.IntegerField(help_text="Shared rows with an outcome that day.")
+    champion = serializers.FloatField(help_text="Accuracy, or mean absolute error for regression.")
+    champion_low = serializers.FloatField(allow_null=True, help_text="95% interval (Wilson for accuracy).")
+    champion_high = serializers.FloatField(allow_null=True)
+    challenger = serializers.FloatField()
+    challenger_low = serializers.FloatField(allow_null=True)
+    challenger_high = serializers.FloatField(allow_null=True)
+
+
+class ChallengerComparisonSerializer(serializers.Serializer):
+    task = serializers.CharField()
+    test = serializers.ChoiceField(
+        choices=["mcnemar", "wilcoxon"], help_text="McNemar (classification) or Wilcoxon (regression)."
+    )
+    n = serializers.IntegerField(help_text="Rows both scored that have an outcome.")
+    champion_score = serializers.FloatField(allow_null=True)
+    challenger_score = serializers.FloatField(allow_null=True)
+    higher_is_better = serializers.BooleanField()
+    p_value = serializers.FloatField(allow_null=True, help_text="Two-sided; null without shared rows.")
+    champion_only = serializers.IntegerField(help_text="Rows only the champion got right (or nearer).")
+    challenger_only = serializers.IntegerField(help_text="Rows only the challenger got right (or nearer).")
+    improvement = serializers.FloatField(allow_null=True, help_text="Challenger better by (score units).")
+    alpha = serializers.FloatField()
+    significant = serializers.BooleanField()
+    summary = serializers.CharField()
+    excluded_unknown_class = serializers.IntegerField(
+        help_text="Outcomes marked wrong without the true class, left out of the pairs."
+    )
+    days = ChallengerDaySerializer(many=True)
+
+
+class ChallengerLiveSerializer(serializers.Serializer):
+    champion = serializers.DictField(allow_null=True, help_text="Live quality of the production version.")
+    challenger = serializers.DictField(
+        allow_null=True, help_text="Live quality of the staging version: the rows it answered (canary)."
+    )
+
+
+class ChallengerOutputSerializer(serializers.Serializer):
+    model = serializers.CharField(source="registered_model.name")
+    mode = serializers.ChoiceField(choices=ChallengerMode.choices)
+    canary_percent = serializers.IntegerField()
+    since = serializers.DateTimeField(allow_null=True, help_text="When the current mode started.")
+    active = serializers.BooleanField(help_text="The mode is on and both versions exist.")
+    champion = ChallengerVersionSerializer(allow_null=True, help_text="The production version.")
+    challenger = ChallengerVersionSerializer(allow_null=True, help_text="The newest staging version.")
+    comparison = serializers.SerializerMethodField()
+    live = ChallengerLiveSerializer()
+
+    @extend_schema_field(ChallengerComparisonSerializer(allow_null=True))
+    def get_comparison(self, state: Any) -> dict[str, Any] | None:
+        return None if state.comparison is None else state.comparison.as_dict()

@@ -17,8 +17,15 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from feedback import selectors as feedback_selectors
 from mlops_site import downloads, pages
 from mlops_site.pages import staff_required
-from models_registry import charts, mlflow_gateway, selectors, transition_services, upload_services
-from models_registry.forms import ModelUploadForm, RollbackForm, TransitionForm
+from models_registry import (
+    challenger_services,
+    charts,
+    mlflow_gateway,
+    selectors,
+    transition_services,
+    upload_services,
+)
+from models_registry.forms import ChallengerForm, ModelUploadForm, RollbackForm, TransitionForm
 from models_registry.models import ModelVersion, RegisteredModel
 
 logger = logging.getLogger(__name__)
@@ -97,6 +104,27 @@ def _model_detail_context(
         "rollback_target": transition_services.rollback_target(registered_model=registered),
         "transitions": list(selectors.stage_transition_list(registered_model=registered)[:20]),
         "rollback_form": RollbackForm(),
+        **_challenger_context(registered, versions),
+    }
+
+
+def _challenger_context(registered: RegisteredModel, versions: list[ModelVersion]) -> dict[str, Any]:
+    """The champion-and-challenger panel: the mode, both versions, their comparison and its chart."""
+    state = selectors.challenger_state(registered_model=registered, versions=versions, live=False)
+    figure = None
+    if state.comparison is not None and state.champion is not None and state.challenger is not None:
+        figure = charts.challenger_comparison_figure(
+            days=state.comparison.days,
+            task=state.comparison.task,
+            champion_label=f"v{state.champion.version} (champion)",
+            challenger_label=f"v{state.challenger.version} (challenger)",
+        )
+    return {
+        "challenger": state,
+        "challenger_figure": figure,
+        "challenger_form": ChallengerForm(
+            initial={"mode": registered.challenger_mode, "canary_percent": registered.canary_percent}
+        ),
     }
 
 
@@ -219,6 +247,34 @@ def model_rollback(request: HttpRequest, name: str) -> HttpResponse:
         for message in pages.form_messages(form):
             messages.error(request, message)
     return redirect("registry:model-detail", name=name)
+
+
+@require_POST
+@staff_required
+@pages.domain_errors
+def model_challenger(request: HttpRequest, name: str) -> HttpResponse:
+    """Set the challenger mode and the canary's share from the model page."""
+    registered = selectors.registered_model_get(name=name)
+    form = ChallengerForm(request.POST)
+    if form.is_valid():
+        try:
+            challenger_services.challenger_mode_set(
+                registered_model=registered,
+                mode=form.cleaned_data["mode"],
+                canary_percent=form.cleaned_data["canary_percent"],
+                user=request.user,
+            )
+        except (ValidationError, challenger_services.ChallengerUnavailable) as exc:
+            for message in pages.refused(exc).messages:
+                messages.error(request, message)
+        else:
+            mode = registered.get_challenger_mode_display().lower()
+            share = f", {registered.canary_percent}% of production traffic" if mode == "canary" else ""
+            messages.success(request, f"Challenger mode of {name}: {mode}{share}.")
+    else:
+        for message in pages.form_messages(form):
+            messages.error(request, message)
+    return redirect(reverse("registry:model-detail", args=[name]) + "#challenger")
 
 
 @require_GET

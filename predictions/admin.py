@@ -1,4 +1,5 @@
-"""Read-only admin for stored predictions and batch jobs: records of what a model answered, never edited.
+"""Read-only admin for stored predictions, batch jobs and shadow scoring: records of what a model answered,
+never edited.
 
 Nor deleted here: the hourly counts and live-quality rollups are kept by the services that write rows,
 and a delete from the admin would leave them counting rows that are gone.
@@ -9,7 +10,13 @@ from __future__ import annotations
 from django.contrib import admin
 
 from mlops_site.admin import ReadOnlyAdmin
-from predictions.models import BatchPredictionJob, Prediction, PredictionRequest
+from predictions.models import (
+    BatchPredictionJob,
+    Prediction,
+    PredictionRequest,
+    ShadowBatch,
+    ShadowPrediction,
+)
 
 
 @admin.register(PredictionRequest)
@@ -60,3 +67,41 @@ class BatchPredictionJobAdmin(ReadOnlyAdmin):
     search_fields = ["uuid", "original_filename", "user__username", "model_version__registered_model__name"]
     raw_id_fields = ["user", "registered_model", "model_version", "prediction_request"]
     date_hierarchy = "created_at"
+
+
+@admin.register(ShadowBatch)
+class ShadowBatchAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "registered_model",
+        "champion",
+        "challenger",
+        "first_id",
+        "last_id",
+        "status",
+        "rows_scored",
+        "attempts",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "created_at"]
+    list_select_related = ["registered_model", "champion__registered_model", "challenger__registered_model"]
+    search_fields = ["registered_model__name"]
+    raw_id_fields = ["registered_model", "champion", "challenger"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(ShadowPrediction)
+class ShadowPredictionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "prediction",
+        "model_version",
+        "champion",
+        "prediction_value",
+        "prediction_created_at",
+    ]
+    list_select_related = ["model_version__registered_model", "champion__registered_model"]
+    search_fields = ["model_version__registered_model__name"]
+    raw_id_fields = ["prediction", "model_version", "champion"]
+    date_hierarchy = "prediction_created_at"

@@ -27,6 +27,8 @@ from predictions.forms import PredictionFilterForm
 from predictions.models import Channel, Prediction
 
 REQUEST_ID_HEADER = "X-Request-ID"
+#: served_by of an answer whose rows a canary split between the champion and the challenger.
+SPLIT = "split"
 
 
 class LenientJSONParser(parsers.JSONParser):
@@ -81,18 +83,35 @@ class PredictInputSerializer(serializers.Serializer):
         return attrs
 
 
+SERVED_BY_HELP = (
+    "champion: the version asked for (production by default) answered; challenger: the model is in canary "
+    "mode and its staging version answered instead."
+)
+
+
 class RowPredictionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     key = serializers.CharField(allow_null=True, help_text="Your key for the row, if you sent one.")
     prediction = serializers.JSONField()
     probabilities = serializers.DictField(child=serializers.FloatField(), allow_null=True)
     warnings = serializers.ListField(child=serializers.DictField())
+    model_version = serializers.IntegerField(help_text="The version that answered this row.")
+    served_by = serializers.ChoiceField(
+        choices=[services.CHAMPION, services.CHALLENGER], help_text=SERVED_BY_HELP
+    )
 
 
 class PredictOutputSerializer(serializers.Serializer):
     model = serializers.CharField()
-    model_version = serializers.IntegerField()
-    stage = serializers.CharField(help_text="The version's stage now.")
+    model_version = serializers.IntegerField(
+        help_text="The version that answered every row; when a canary split the rows, the version asked for "
+        "(each row says which answered it)."
+    )
+    stage = serializers.CharField(help_text="That version's stage now.")
+    served_by = serializers.ChoiceField(
+        choices=[services.CHAMPION, services.CHALLENGER, SPLIT],
+        help_text=f"{SERVED_BY_HELP} {SPLIT}: a canary split the rows; each row says which answered it.",
+    )
     request_id = serializers.CharField()
     predictions = RowPredictionSerializer(many=True)
 
@@ -137,14 +156,17 @@ class ModelPredictView(APIView):
             request_id=data.get("request_id") or request.headers.get(REQUEST_ID_HEADER),
             keys=data.get("keys", [data["key"]] if "key" in data else None),
         )
-        version = outcome.model_version
         keys = data.get("keys") or ([data["key"]] if "key" in data else [None] * len(outcome.predictions))
+        served = [outcome.served_by(p) for p in outcome.predictions]
+        # A split answer names the version asked for at the top; each row names the one that answered it.
+        version = outcome.champion_version if outcome.split else outcome.model_version
         return Response(
             PredictOutputSerializer(
                 {
                     "model": version.registered_model.name,
                     "model_version": version.version,
                     "stage": version.stage,
+                    "served_by": SPLIT if outcome.split else served[0],
                     "request_id": outcome.request.request_id,
                     "predictions": [
                         {
@@ -153,8 +175,10 @@ class ModelPredictView(APIView):
                             "prediction": p.prediction,
                             "probabilities": p.probabilities,
                             "warnings": p.warnings,
+                            "model_version": p.model_version.version,
+                            "served_by": by,
                         }
-                        for p, key in zip(outcome.predictions, keys, strict=True)
+                        for p, key, by in zip(outcome.predictions, keys, served, strict=True)
                     ],
                 }
             ).data

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models.signals import post_save
+
 from ml import predictor as predictor_module
 from ml.errors import ArtifactError
 from mlops_site import storage
@@ -23,6 +25,8 @@ MAX_LOADED_MODELS = 16
 #: of the new version); one made in this process is seen at once (see version_saved).
 RESOLUTION_TTL_SECONDS = 0.5
 MAX_RESOLUTIONS = 1024
+#: The resolutions' key of a model's challenger (the newest staging version, or None).
+CHALLENGER = "challenger"
 
 Predictor = predictor_module.SklearnPredictor | predictor_module.OnnxPredictor
 
@@ -181,6 +185,22 @@ class VersionResolutions:
         self._entries[key] = (now + self.ttl, found)
         return found
 
+    def challenger(self, *, registered_model: Any) -> Any | None:
+        """The model's challenger (models_registry.selectors.challenger_of), None included, kept `ttl`
+        seconds like a resolution: a canary request costs no query for it."""
+        from models_registry import selectors as registry_selectors
+
+        key = (registered_model.name, None, CHALLENGER)
+        now = self.clock()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = registry_selectors.challenger_of(registered_model)
+        if len(self._entries) >= MAX_RESOLUTIONS:
+            self._entries.clear()
+        self._entries[key] = (now + self.ttl, found)
+        return found
+
     def clear(self) -> None:
         self._entries.clear()
 
@@ -196,3 +216,18 @@ def version_saved(**kwargs: Any) -> None:
 
     resolutions.clear()
     transaction.on_commit(resolutions.clear)
+
+
+def registered_model_saved(**kwargs: Any) -> None:
+    """post_save of RegisteredModel: the same, for the challenger mode and the canary's share that a
+    resolved version carries with its model (setting the share to 0 is a rollback)."""
+    version_saved(**kwargs)
+
+
+# Connected here rather than in the app's ready(): every process that serves predictions imports this
+# module before its first request, and a save in any other process reaches it within the TTL.
+post_save.connect(
+    registered_model_saved,
+    sender="models_registry.RegisteredModel",
+    dispatch_uid="predictions.registered_model_saved",
+)

@@ -1,21 +1,25 @@
-"""Writes for predictions: validate rows, call the model of the resolved version, store every row at once."""
+"""Writes for predictions: validate rows, call the model of the resolved version (or, for the canary's
+share, the challenger's), store every row at once."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from ml.errors import PredictionInputError
-from mlops_site import rollups
+from mlops_site import rollups, storage
 from mlops_site.errors import problem
-from models_registry.models import ModelVersion
+from models_registry.models import ChallengerMode, ModelVersion, Stage
 from predictions import model_cache, selectors
 from predictions.errors import InputInvalid
 from predictions.models import Channel, Prediction, PredictionHourly, PredictionKey, PredictionRequest
@@ -23,9 +27,12 @@ from predictions.validation import (
     NOT_FINITE_OUTPUT,
     NOT_FINITE_OUTPUT_MESSAGE,
     RowsInvalid,
+    ValidatedRows,
     not_finite_rows,
     rows_validate,
 )
+
+logger = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 #: A client's key for a row: printable ASCII without spaces, so it survives CSV files and URLs unchanged.
@@ -37,14 +44,43 @@ def max_rows() -> int:
     return settings.PREDICTION_MAX_ROWS
 
 
+#: Who answered a row: the version asked for (production by default), or the canary's challenger.
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+CANARY_BUCKETS = 100
+
+
 @dataclass(frozen=True)
 class PredictionOutcome:
+    """The stored rows in the order sent, and the request rows that hold them.
+
+    A canary may split one call: then the version asked for and the challenger each answer their rows and
+    each has a PredictionRequest (same request_id). `request` is the one holding the first row, so a
+    single-row call's `request` and `model_version` are those of the version that answered it.
+    """
+
     request: PredictionRequest
     predictions: list[Prediction]
+    requests: tuple[PredictionRequest, ...] = ()
+    # Ids of the rows the canary's challenger answered.
+    challenger_rows: frozenset[int] = field(default_factory=frozenset)
 
     @property
     def model_version(self) -> ModelVersion:
         return self.request.model_version
+
+    def served_by(self, prediction: Prediction) -> str:
+        return CHALLENGER if prediction.pk in self.challenger_rows else CHAMPION
+
+    @property
+    def split(self) -> bool:
+        """Whether the canary split the rows between the version asked for and the challenger."""
+        return 0 < len(self.challenger_rows) < len(self.predictions)
+
+    @property
+    def champion_version(self) -> ModelVersion | None:
+        """The version asked for, when it answered any row."""
+        return next((p.model_version for p in self.predictions if p.pk not in self.challenger_rows), None)
 
 
 def _request_id_check(request_id: Any) -> None:
@@ -120,10 +156,215 @@ def prediction_hours_add(*, model_version_id: int, hour: dt.datetime, rows: int)
     )
 
 
-def _probabilities(classes: list[Any] | None, row: list[float] | None) -> dict[str, float] | None:
+def probabilities_of(classes: list[Any] | None, row: list[float] | None) -> dict[str, float] | None:
     if row is None or not classes:
         return None
     return {str(label): float(p) for label, p in zip(classes, row, strict=True)}
+
+
+def canary_bucket(*, model_name: str, routing_key: str) -> int:
+    """A stable bucket 0..99 of a routing key: sha256, so every process and every release agrees.
+
+    A key whose bucket is below the canary's percent goes to the challenger: the same key always goes the
+    same way at a given percent, and raising the percent only moves more keys over.
+    """
+    digest = hashlib.sha256(f"{model_name}\n{routing_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % CANARY_BUCKETS
+
+
+def _routing_keys(*, n_rows: int, keys: list[str] | None, user: Any, request_id: str) -> list[str]:
+    """Each row's routing key: the client's key for the row, else the user, else the request."""
+    if keys is not None:
+        return [f"key:{key}" for key in keys]
+    user_id = getattr(user, "pk", None) if getattr(user, "is_authenticated", False) else None
+    shared = f"user:{user_id}" if user_id is not None else f"request:{request_id}"
+    return [shared] * n_rows
+
+
+def _canary_rows(
+    champion: ModelVersion, *, keys: list[str] | None, user: Any, request_id: str, n_rows: int
+) -> tuple[ModelVersion | None, list[int]]:
+    """The challenger and the positions of the rows it answers, when the model is in canary mode."""
+    registered = champion.registered_model
+    if registered.challenger_mode != ChallengerMode.CANARY or registered.canary_percent <= 0:
+        return None, []
+    challenger = model_cache.resolutions.challenger(registered_model=registered)
+    if challenger is None:
+        return None, []
+    routing = _routing_keys(n_rows=n_rows, keys=keys, user=user, request_id=request_id)
+    percent = registered.canary_percent
+    return challenger, [
+        index
+        for index, key in enumerate(routing)
+        if canary_bucket(model_name=registered.name, routing_key=key) < percent
+    ]
+
+
+@dataclass
+class _Answered:
+    """Rows one version answered: their positions in the call, what is stored and its output."""
+
+    version: ModelVersion
+    positions: list[int]
+    inputs: list[dict[str, Any]]
+    warnings: list[list[dict[str, str]]]
+    labels: list[Any]
+    probabilities: list[dict[str, float] | None]
+    model_ms: float
+
+
+def _subset(validated: ValidatedRows, positions: list[int]) -> ValidatedRows:
+    if len(positions) == validated.n_rows:
+        return validated
+    taken = np.asarray(positions, dtype=int)
+    return ValidatedRows(
+        columns={name: values[taken] for name, values in validated.columns.items()},
+        inputs=[validated.inputs[i] for i in positions],
+        warnings=[validated.warnings[i] for i in positions],
+    )
+
+
+def _answer(
+    version: ModelVersion, validated: ValidatedRows, positions: list[int]
+) -> tuple[_Answered, list[int]]:
+    """The version's answers to `validated` (rows at `positions` of the call), and the positions of the rows
+    it gave no finite output for (left out of the answers). Raises RowsInvalid when it cannot score them."""
+    started = time.perf_counter()
+    predictor = model_cache.predictors.get(model_cache.ModelArtifacts.of_version(version))
+    try:
+        labels, probabilities = predictor.predict_columns(validated.columns)
+    except PredictionInputError as exc:
+        raise RowsInvalid([problem(str(exc), code="not_scorable")]) from exc
+    unscorable = {int(i) for i in not_finite_rows(labels, probabilities)}
+    classes = version.classes or predictor.classes
+    kept = [i for i in range(len(labels)) if i not in unscorable]
+    answered = _Answered(
+        version=version,
+        positions=[positions[i] for i in kept],
+        inputs=[validated.inputs[i] for i in kept],
+        warnings=[validated.warnings[i] for i in kept],
+        labels=[labels[i] for i in kept],
+        probabilities=[probabilities_of(classes, probabilities[i] if probabilities else None) for i in kept],
+        model_ms=(time.perf_counter() - started) * 1000,
+    )
+    return answered, sorted(positions[i] for i in unscorable)
+
+
+def rows_validate_for(*, version: ModelVersion, rows: list[Any]) -> tuple[ValidatedRows | None, list[int]]:
+    """The rows `version`'s own feature schema accepts, validated, and their positions in `rows`.
+
+    Each row is first cut down to the version's features, so rows checked against another version (the
+    champion's) need only carry what this one reads. Rows it refuses are left out; None when it accepts
+    none. The canary and the shadow worker give the challenger rows this way.
+    """
+    names = [column["name"] for column in version.feature_schema]
+    own = [{name: row[name] for name in names if name in row} for row in rows]
+    kept = list(range(len(own)))
+    while kept:
+        try:
+            validated = rows_validate(
+                rows=[own[i] for i in kept],
+                feature_schema=version.feature_schema,
+                max_rows=len(kept),
+                max_text_chars=settings.PREDICTION_MAX_TEXT_CHARS,
+            )
+        except RowsInvalid as exc:
+            refused = {item["row"] - 1 for item in exc.errors if item.get("row")}
+            if not refused:
+                break
+            kept = [position for index, position in enumerate(kept) if index not in refused]
+        else:
+            return validated, kept
+    return None, []
+
+
+def _challenger_answer(
+    challenger: ModelVersion, rows: list[Any], positions: list[int]
+) -> tuple[_Answered, list[int]] | None:
+    """The challenger's answers to its share of the rows, checked against its own feature schema.
+
+    Rows it refuses or gives no finite output for go back to the version asked for (returned as the second
+    item); None sends them all back (its model file unreadable, or it cannot score them): a canary never
+    turns an answerable production request into an error.
+    """
+    validated, kept = rows_validate_for(version=challenger, rows=[rows[i] for i in positions])
+    if validated is None:
+        return None
+    accepted = [positions[i] for i in kept]
+    refused = sorted(set(positions) - set(accepted))
+    try:
+        answered, unscorable = _answer(challenger, validated, accepted)
+    except (RowsInvalid, model_cache.ModelUnavailable, storage.StorageError) as exc:
+        logger.warning("%s could not answer its canary share; the champion does: %s", challenger, exc)
+        return None
+    return answered, sorted([*unscorable, *refused])
+
+
+def _store(
+    answered: list[_Answered],
+    *,
+    n_rows: int,
+    keys: list[str] | None,
+    user: Any,
+    channel: str,
+    stage: str,
+    request_id: str,
+    latency_ms: float,
+) -> list[Prediction]:
+    """One PredictionRequest per answering version and every row in one bulk insert per version; returns
+    the rows in the order they were sent."""
+    by_position: dict[int, Prediction] = {}
+    registered_model_id = answered[0].version.registered_model_id
+    with transaction.atomic():
+        if keys is not None:
+            _keys_taken(answered[0].version, keys)
+        for part in answered:
+            request = PredictionRequest.objects.create(
+                request_id=request_id,
+                user=user,
+                channel=channel,
+                model_version=part.version,
+                stage=stage,
+                n_rows=len(part.positions),
+                latency_ms=latency_ms,
+            )
+            stored = Prediction.objects.bulk_create(
+                [
+                    Prediction(
+                        request=request,
+                        row_index=position,
+                        user=user,
+                        model_version=part.version,
+                        channel=channel,
+                        inputs=part.inputs[index],
+                        prediction=part.labels[index],
+                        probabilities=part.probabilities[index],
+                        confidence=max(part.probabilities[index].values())
+                        if part.probabilities[index]
+                        else None,
+                        warnings=part.warnings[index],
+                        created_at=request.created_at,
+                    )
+                    for index, position in enumerate(part.positions)
+                ]
+            )
+            by_position.update((prediction.row_index, prediction) for prediction in stored)
+            prediction_hours_add(model_version_id=part.version.pk, hour=request.created_at, rows=len(stored))
+        predictions = [by_position[position] for position in range(n_rows)]
+        if keys is not None:
+            try:
+                with transaction.atomic():
+                    PredictionKey.objects.bulk_create(
+                        [
+                            PredictionKey(registered_model_id=registered_model_id, key=key, prediction=p)
+                            for key, p in zip(keys, predictions, strict=True)
+                        ]
+                    )
+            except IntegrityError:
+                # Another request took one of the keys since the check above.
+                _keys_taken(answered[0].version, keys)
+                raise
+    return predictions
 
 
 def prediction_make(
@@ -143,6 +384,13 @@ def prediction_make(
     `keys` (one per row) are the client's own names for the rows, unique per registered model, by which
     feedback can name them later.
 
+    Canary: when production is asked for (no pinned version) and the model is in canary mode, each row
+    whose routing key (its key, else the user, else the request id) falls in the canary's percent is
+    answered by the challenger instead, checked against the challenger's own schema; a row the challenger
+    refuses or cannot score is answered by production. The rows then form two PredictionRequests; each
+    Prediction records the version that answered it. Shadow mode adds nothing here: a worker scores the
+    stored rows later (predictions.shadow).
+
     Raises InputInvalid (every problem per row and field; nothing stored), ModelNotFound, NoVersionInStage,
     model_cache.ModelUnavailable, or storage.StorageError while a model file is first read.
     """
@@ -150,6 +398,7 @@ def prediction_make(
         raise ValueError(f"unknown channel {channel!r}")
     stage = selectors.prediction_target_check(version=version, stage=stage)
     _request_id_check(request_id)
+    request_id = request_id or uuid.uuid4().hex
     started = time.perf_counter()
     model_version = model_cache.resolutions.resolve(
         registered_model_name=registered_model_name, version=version, stage=stage
@@ -161,71 +410,45 @@ def prediction_make(
         max_text_chars=settings.PREDICTION_MAX_TEXT_CHARS,
     )
     keys = _keys_check(keys, n_rows=validated.n_rows)
-    predictor = model_cache.predictors.get(model_cache.ModelArtifacts.of_version(model_version))
-    try:
-        labels, probabilities = predictor.predict_columns(validated.columns)
-    except PredictionInputError as exc:
-        raise RowsInvalid([problem(str(exc), code="not_scorable")]) from exc
-    unscorable = not_finite_rows(labels, probabilities)
-    if len(unscorable):
-        raise RowsInvalid(
-            [
-                problem(NOT_FINITE_OUTPUT_MESSAGE, row=int(index) + 1, code=NOT_FINITE_OUTPUT)
-                for index in unscorable
-            ]
+    validated_ms = (time.perf_counter() - started) * 1000
+    challenger, canary = (None, [])
+    if version is None and stage == Stage.PRODUCTION:
+        challenger, canary = _canary_rows(
+            model_version, keys=keys, user=user, request_id=request_id, n_rows=validated.n_rows
         )
-    latency_ms = (time.perf_counter() - started) * 1000
-    classes = model_version.classes or predictor.classes
-    row_probabilities = [
-        _probabilities(classes, probabilities[index] if probabilities else None)
-        for index in range(len(labels))
-    ]
-    with transaction.atomic():
-        if keys is not None:
-            _keys_taken(model_version, keys)
-        request = PredictionRequest.objects.create(
-            request_id=request_id or uuid.uuid4().hex,
-            user=user,
-            channel=channel,
-            model_version=model_version,
-            stage="" if version is not None else stage,
-            n_rows=validated.n_rows,
-            latency_ms=latency_ms,
-        )
-        predictions = Prediction.objects.bulk_create(
-            [
-                Prediction(
-                    request=request,
-                    row_index=index,
-                    user=user,
-                    model_version=model_version,
-                    channel=channel,
-                    inputs=validated.inputs[index],
-                    prediction=label,
-                    probabilities=row_probabilities[index],
-                    confidence=max(row_probabilities[index].values()) if row_probabilities[index] else None,
-                    warnings=validated.warnings[index],
-                    created_at=request.created_at,
-                )
-                for index, label in enumerate(labels)
-            ]
-        )
-        if keys is not None:
-            try:
-                with transaction.atomic():
-                    PredictionKey.objects.bulk_create(
-                        [
-                            PredictionKey(
-                                registered_model_id=model_version.registered_model_id, key=key, prediction=p
-                            )
-                            for key, p in zip(keys, predictions, strict=True)
-                        ]
-                    )
-            except IntegrityError:
-                # Another request took one of the keys since the check above.
-                _keys_taken(model_version, keys)
-                raise
-        prediction_hours_add(
-            model_version_id=model_version.pk, hour=request.created_at, rows=validated.n_rows
-        )
-    return PredictionOutcome(request=request, predictions=predictions)
+    answered: list[_Answered] = []
+    if challenger is not None and canary:
+        by_challenger = _challenger_answer(challenger, rows, canary)
+        if by_challenger is not None:
+            answered.append(by_challenger[0])
+            back = set(by_challenger[1])
+            canary = [i for i in canary if i not in back]
+        else:
+            canary = []
+    taken = set(canary)
+    positions = [i for i in range(validated.n_rows) if i not in taken]
+    if positions:
+        by_champion, unscorable = _answer(model_version, _subset(validated, positions), positions)
+        if unscorable:
+            raise RowsInvalid(
+                [problem(NOT_FINITE_OUTPUT_MESSAGE, row=i + 1, code=NOT_FINITE_OUTPUT) for i in unscorable]
+            )
+        answered.insert(0, by_champion)
+    answered = [part for part in answered if part.positions]
+    latency_ms = validated_ms + sum(part.model_ms for part in answered)
+    predictions = _store(
+        answered,
+        n_rows=validated.n_rows,
+        keys=keys,
+        user=user,
+        channel=channel,
+        stage="" if version is not None else stage,
+        request_id=request_id,
+        latency_ms=latency_ms,
+    )
+    return PredictionOutcome(
+        request=predictions[0].request,
+        predictions=predictions,
+        requests=tuple(dict.fromkeys(p.request for p in predictions)),
+        challenger_rows=frozenset(p.pk for p in predictions if p.row_index in taken),
+    )

@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from feedback import selectors as feedback_selectors
 from ml import compare
-from models_registry import transition_services
+from models_registry import challenger_services, transition_services
+from models_registry import selectors as registry_selectors
 from models_registry.models import ChallengerMode, RegisteredModel, Stage
-from predictions import selectors as prediction_selectors
 from training import event_services, policy_services
 from training.models import Retraining, RetrainingEvent
 
@@ -26,19 +26,20 @@ Decision = Retraining.Decision
 
 def shadow_start(*, registered_model: RegisteredModel) -> None:
     """Score production traffic with the staging version from now on (the challenger's shadow)."""
-    registered_model = RegisteredModel.objects.get(pk=registered_model.pk)
-    registered_model.challenger_mode = ChallengerMode.SHADOW
-    registered_model.canary_percent = 0
-    registered_model.challenger_since = timezone.now()
-    registered_model.save(update_fields=["challenger_mode", "canary_percent", "challenger_since"])
+    challenger_services.challenger_mode_set(
+        registered_model=RegisteredModel.objects.get(pk=registered_model.pk),
+        mode=ChallengerMode.SHADOW,
+        canary_percent=0,
+        user=None,
+    )
 
 
 def shadow_stop(*, registered_model: RegisteredModel) -> None:
     registered_model = RegisteredModel.objects.get(pk=registered_model.pk)
     if registered_model.challenger_mode != ChallengerMode.OFF:
-        registered_model.challenger_mode = ChallengerMode.OFF
-        registered_model.canary_percent = 0
-        registered_model.save(update_fields=["challenger_mode", "canary_percent"])
+        challenger_services.challenger_mode_set(
+            registered_model=registered_model, mode=ChallengerMode.OFF, canary_percent=0, user=None
+        )
 
 
 def describe(result: compare.PairedComparison) -> str:
@@ -74,12 +75,12 @@ def holdout_problems(
 
 
 def _shadow_comparison(retraining: Retraining) -> compare.PairedComparison:
-    return prediction_selectors.challenger_comparison(
+    return registry_selectors.challenger_comparison(
         registered_model=retraining.registered_model,
         champion=retraining.champion,
         challenger=retraining.challenger,
         since=retraining.finished_at,
-    )
+    ).paired
 
 
 def _claim(

@@ -52,7 +52,8 @@ def retraining_dataset_derive(*, retraining: Retraining) -> Derived:
     policy = policy_services.retraining_policy_get(registered_model=retraining.registered_model)
     parent_frame = dataset_selectors.dataset_version_frame(version=parent)
     rows = feedback_selectors.labelled_rows(
-        registered_model=retraining.registered_model, limit=settings.RETRAINING_MAX_FEEDBACK_ROWS
+        registered_model=retraining.registered_model,
+        limit=min(policy.feedback_rows, settings.RETRAINING_MAX_FEEDBACK_ROWS),
     )
     if not rows:
         raise TrainingInputError("There are no labelled predictions with their inputs to learn from.")

@@ -35,6 +35,7 @@ class RetrainingPolicySerializer(serializers.ModelSerializer):
             "max_per_day",
             "recent_holdout_share",
             "recent_weight",
+            "feedback_rows",
             "shadow_min_labels",
             "rollback_labels",
             "updated_by",
@@ -59,6 +60,7 @@ class RetrainingPolicyInputSerializer(serializers.Serializer):
     max_per_day = serializers.IntegerField(required=False)
     recent_holdout_share = serializers.FloatField(required=False)
     recent_weight = serializers.FloatField(required=False)
+    feedback_rows = serializers.IntegerField(required=False)
     shadow_min_labels = serializers.IntegerField(required=False)
     rollback_labels = serializers.IntegerField(required=False)
 

@@ -94,9 +94,12 @@ class RetrainingPolicy(models.Model):
     max_per_day = models.PositiveSmallIntegerField(default=3)
     # Share of the newest labelled rows kept out of training to judge champion and challenger on.
     recent_holdout_share = models.FloatField(default=0.3)
-    # The weight of the outcomes in the window the trigger read, against 1 for older rows: recent labels
-    # outvote what the concept used to be.
-    recent_weight = models.FloatField(default=5.0)
+    # The newest labelled predictions a retraining adds to the champion's training data: older outcomes may
+    # teach a concept that has since changed.
+    feedback_rows = models.PositiveIntegerField(default=10_000)
+    # The weight of the outcomes in the window the trigger read, against 1 for older rows. Above 1, recent
+    # labels outvote outdated ones sooner, but the noise in a few heavy rows is learnt too.
+    recent_weight = models.FloatField(default=1.0)
     shadow_min_labels = models.PositiveIntegerField(default=100)
     rollback_labels = models.PositiveIntegerField(default=200)
     updated_by = models.ForeignKey(

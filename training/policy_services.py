@@ -31,6 +31,7 @@ _BOUNDS: dict[str, tuple[type, float, float]] = {
     "max_per_day": (int, 1, 100),
     "recent_holdout_share": (float, 0.05, 0.9),
     "recent_weight": (float, 1.0, 100.0),
+    "feedback_rows": (int, 10, 1_000_000),
     "shadow_min_labels": (int, 1, 1_000_000),
     "rollback_labels": (int, 1, 1_000_000),
 }

@@ -309,6 +309,26 @@ def _challenger_train(attempt: engine.Attempt[Retraining]) -> None:
     )
 
 
+def _earlier_challengers_archive(retraining: Retraining) -> None:
+    """Archive the loop's earlier challengers still in staging that were held back: the new one replaces
+    them (a version staged by hand is left where it is)."""
+    held_back = Retraining.objects.filter(
+        registered_model=retraining.registered_model,
+        decision=Retraining.Decision.HELD_BACK,
+        challenger__stage=Stage.STAGING,
+    ).exclude(pk=retraining.pk)
+    for earlier in held_back.select_related("challenger__registered_model"):
+        transition_services.model_version_transition(
+            model_version=earlier.challenger,
+            to_stage=Stage.ARCHIVED,
+            user=None,
+            reason=(
+                f"Held back by retraining {earlier.pk}; replaced by the challenger of retraining "
+                f"{retraining.pk}."
+            ),
+        )
+
+
 def _judge_on_holdout(attempt: engine.Attempt[Retraining]) -> None:
     """Compare on the original and the recent holdout; stage the challenger and shadow it, or hold it back."""
     retraining = attempt.job
@@ -330,6 +350,7 @@ def _judge_on_holdout(attempt: engine.Attempt[Retraining]) -> None:
     with transaction.atomic():
         challenger = ModelVersion.objects.select_for_update().get(pk=challenger.pk)
         if challenger.stage == Stage.NONE:
+            _earlier_challengers_archive(retraining)
             transition_services.model_version_transition(
                 model_version=challenger,
                 to_stage=Stage.STAGING,

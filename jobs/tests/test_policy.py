@@ -1,4 +1,4 @@
-"""Tests of the leased-job task policy: back-off, busy retries and the on_failure both job tasks share."""
+"""Tests of the leased-job task policy: back-off, busy retries and the on_failure every job task shares."""
 
 from __future__ import annotations
 
@@ -8,14 +8,18 @@ import pytest
 from celery.exceptions import Retry
 
 from jobs import engine, policy
+from predictions import shadow
 from predictions import tasks as prediction_tasks
 from predictions.batch import services as batch_services
+from training import retraining_services
 from training import services as training_services
 from training import tasks as training_tasks
 
 LEASED_TASKS = [
     (training_tasks.training_run_execute_task, training_services, "training_run_execute", "run_id"),
     (prediction_tasks.batch_prediction_run_task, batch_services, "batch_prediction_run", "job_id"),
+    (prediction_tasks.shadow_batch_run_task, shadow, "shadow_batch_run", "batch_id"),
+    (training_tasks.retraining_run_task, retraining_services, "retraining_run", "retraining_id"),
 ]
 
 
@@ -33,9 +37,11 @@ def test_transient_retries_wait_longer_each_time_up_to_ten_minutes():
     [
         (training_tasks.training_run_execute_task, training_services.training_run_fail),
         (prediction_tasks.batch_prediction_run_task, batch_services.batch_prediction_fail),
+        (prediction_tasks.shadow_batch_run_task, shadow.shadow_batch_fail),
+        (training_tasks.retraining_run_task, retraining_services.retraining_fail),
     ],
 )
-def test_both_job_tasks_run_on_the_one_base_with_their_fail_service(task, fail):
+def test_every_job_task_runs_on_the_one_base_with_its_fail_service(task, fail):
     assert isinstance(task, policy.LeasedJobTask)
     assert task.job_fail is fail
     assert (task.acks_late, task.ignore_result, task.max_retries) == (True, True, None)

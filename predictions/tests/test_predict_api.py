@@ -45,6 +45,7 @@ def test_one_row_as_inputs_gets_a_prediction_with_its_id_and_version(client, ali
     assert body["model"] == "cancer"
     assert body["model_version"] == 1
     assert body["stage"] == "production"
+    assert body["served_by"] == "champion"
     assert body["request_id"] == stored.request.request_id
     assert body["predictions"] == [
         {
@@ -53,6 +54,8 @@ def test_one_row_as_inputs_gets_a_prediction_with_its_id_and_version(client, ali
             "prediction": stored.prediction,
             "probabilities": stored.probabilities,
             "warnings": [],
+            "model_version": 1,
+            "served_by": "champion",
         }
     ]
     assert stored.user == alice

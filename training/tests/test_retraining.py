@@ -14,7 +14,7 @@ from ml import drift_simulation as sim
 from models_registry.models import ChallengerMode, ModelVersion, RegisteredModel, Stage
 from predictions import services as prediction_services
 from predictions.models import Channel
-from training import decision_services, policy_services, retraining_services
+from training import policy_services, retraining_services
 from training.models import Retraining, RetrainingEvent
 
 pytestmark = pytest.mark.django_db
@@ -289,11 +289,3 @@ def test_an_uploaded_champion_cannot_be_retrained(db, staff):
             registered_model=version.registered_model, trigger=Retraining.Trigger.MANUAL, reason="x"
         )
     assert caught.value.reason == "not_trained_here"
-
-
-def test_holding_back_stops_the_shadow(champion):
-    registered = champion.registered_model
-    decision_services.shadow_start(registered_model=registered)
-    decision_services.shadow_stop(registered_model=registered)
-
-    assert RegisteredModel.objects.get(pk=registered.pk).challenger_mode == ChallengerMode.OFF
