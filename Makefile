@@ -56,6 +56,7 @@ bench: $(RUN_STAMP)
 	$(BIN)/python bench/predictions_batch.py
 	$(BIN)/python bench/feedback_quality.py
 	$(BIN)/python bench/feedback_import.py
+	$(BIN)/python bench/drift_simulation.py
 	$(MAKE) load
 
 # The mixed-traffic load test alone, e.g. make load LOAD_MINUTES=1 for a short try.

@@ -1,8 +1,9 @@
 """Synthetic traffic with a concept that shifts in one region of feature space, for the drift simulation.
 
 Two informative features and a noise feature. The original training data covers x0 up to TRAINING_X0_MAX;
-live traffic covers the whole range. Before the drift a row is positive when x1 > 0; after it, rows in the
-drift region (x0 > DRIFT_X0_MIN, beyond the original data) flip. A model that learns the new concept
+live traffic covers the whole range. Before the drift a row is positive when x1 > 0; after it, every row
+in the drift region (x0 > DRIFT_X0_MIN, beyond the original data) is positive (a segment that now always
+churns, say), so half the region's answers turn wrong. A model that learns the new concept
 therefore loses nothing on the original holdout, which is what the loop's guardrail checks. LABEL_NOISE of
 the labels are flipped at random, so no model is perfect and the tests have something to weigh.
 """
@@ -39,8 +40,7 @@ def labels(frame: pd.DataFrame, *, drifted: bool, rng: np.random.Generator | Non
     """
     positive = frame["x1"].to_numpy() > 0
     if drifted:
-        region = frame["x0"].to_numpy() > DRIFT_X0_MIN
-        positive = np.where(region, ~positive, positive)
+        positive = positive | (frame["x0"].to_numpy() > DRIFT_X0_MIN)
     if rng is not None:
         positive = np.where(rng.random(len(positive)) < LABEL_NOISE, ~positive, positive)
     return np.where(positive, CLASSES[1], CLASSES[0])

@@ -35,7 +35,7 @@ from training import services as training_services
 from training.models import Retraining, RetrainingEvent, TrainingRun
 
 USER = "drift-simulator"
-CHAMPION_PARAMS = {"n_estimators": 40, "max_depth": 6}
+CHAMPION_PARAMS = {"n_estimators": 40, "max_depth": 6, "min_samples_leaf": 3}
 WORSE_PARAMS = {"n_estimators": 1, "max_depth": 1}
 TRAINING_ROWS = 500
 #: Rows of the rolling accuracy the timeline shows and recovery is judged on.
@@ -45,19 +45,19 @@ RECOVERY_POINTS = 0.02
 POLICY = {
     "enabled": True,
     "metric": "accuracy",
-    "threshold": 0.85,
+    "threshold": 0.9,
     "min_labels": 100,
     "window": "last",
-    "last_n": 200,
+    "last_n": 100,
     "cooldown_minutes": 0,
     "margin": 0.02,
     "alpha": 0.05,
     "auto_promote": True,
     "max_per_day": 20,
-    "recent_holdout_share": 0.3,
+    "recent_holdout_share": 0.5,
     "recent_weight": 1,
     "feedback_rows": 150,
-    "shadow_min_labels": 60,
+    "shadow_min_labels": 100,
     "rollback_labels": 100,
 }
 
