@@ -27,6 +27,7 @@ from models_registry import (
 )
 from models_registry.forms import ChallengerForm, ModelUploadForm, RollbackForm, TransitionForm
 from models_registry.models import ModelVersion, RegisteredModel
+from training import selectors as training_selectors
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ def _model_detail_context(
         "transitions": list(selectors.stage_transition_list(registered_model=registered)[:20]),
         "rollback_form": RollbackForm(),
         **_challenger_context(registered, versions),
+        # The panel is shown with the versions; a model without any has nothing to retrain.
+        "retraining_panel": _retraining_context(registered) if versions else None,
     }
 
 
@@ -126,6 +129,13 @@ def _challenger_context(registered: RegisteredModel, versions: list[ModelVersion
             initial={"mode": registered.challenger_mode, "canary_percent": registered.canary_percent}
         ),
     }
+
+
+def _retraining_context(registered: RegisteredModel) -> dict[str, Any]:
+    """The retraining panel (training's selector), and which way the policy's metric is better."""
+    panel = training_selectors.retraining_panel(registered_model=registered)
+    policy = panel["policy"]
+    return {**panel, "lower_is_better": policy is not None and policy.metric in charts.LOWER_IS_BETTER}
 
 
 @require_GET

@@ -1,4 +1,5 @@
-"""The form that starts a training run, and the algorithm choices the admin's training action shares."""
+"""The form that starts a training run, the algorithm choices the admin's training action shares, and the
+closed loop's forms: a model's retraining policy and "retrain now"."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from datasets import selectors as dataset_selectors
@@ -13,7 +15,9 @@ from datasets.models import DatasetVersion
 from ml import catalogue
 from ml.train import MAX_SEED, TEST_SIZE_MAX, TEST_SIZE_MIN
 from mlops_site import parsers
-from models_registry.models import MODEL_NAME_MAX_LENGTH
+from models_registry.models import MODEL_NAME_MAX_LENGTH, Task
+from training import policy_services
+from training.models import RetrainingPolicy, Window
 
 #: The algorithm value when the task is left to be inferred from the target column.
 INFER = "infer"
@@ -96,3 +100,156 @@ class TrainingRunForm(forms.Form):
     def clean_algorithm(self) -> tuple[str | None, str]:
         task, _, key = self.cleaned_data["algorithm"].partition(":")
         return (None if task == INFER else task), key
+
+
+METRIC_LABELS = {"accuracy": "Accuracy", "f1_macro": "Macro F1", "mae": "MAE", "rmse": "RMSE"}
+
+
+def _default(name: str) -> str:
+    value = RetrainingPolicy._meta.get_field(name).default
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if name == "window":
+        return Window(value).label
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def _help(name: str, text: str) -> str:
+    return f"{text} Default: {_default(name)}."
+
+
+def _number(name: str, label: str, text: str) -> forms.CharField:
+    # Text, not a number field: the service checks every value and names the field it refuses.
+    return forms.CharField(
+        label=label,
+        max_length=40,
+        widget=forms.NumberInput(attrs={"step": "any"}),
+        help_text=_help(name, text),
+    )
+
+
+class RetrainingPolicyForm(forms.Form):
+    """Every field of a model's retraining policy; policy_services.retraining_policy_set checks the values."""
+
+    enabled = forms.BooleanField(
+        label="Retrain automatically",
+        required=False,
+        help_text=_help(
+            "enabled",
+            "Start a retraining when the live metric crosses the threshold. Staff may always start one by "
+            "hand.",
+        ),
+    )
+    metric = forms.CharField(
+        label="Live metric",
+        widget=forms.Select,
+        help_text="The live metric watched: accuracy or macro F1 for classification, MAE or RMSE for "
+        "regression. Default: accuracy (classification), MAE (regression).",
+    )
+    threshold = forms.CharField(
+        label="Threshold",
+        max_length=40,
+        widget=forms.NumberInput(attrs={"step": "any"}),
+        help_text="Retrain when the live metric falls below this (rises above it for MAE and RMSE). "
+        "Default: 0.05 under the champion's holdout score (1.2 times its holdout error for regression).",
+    )
+    window = forms.CharField(
+        label="Window",
+        widget=forms.Select(choices=Window.choices),
+        help_text=_help("window", "Which outcomes the live metric is read over."),
+    )
+    last_n = _number(
+        "last_n", "N of the last N labelled", 'How many outcomes the "last N labelled" window holds.'
+    )
+    min_labels = _number(
+        "min_labels",
+        "Minimum outcomes",
+        "Outcomes the window must hold before the metric counts; also the labelled predictions a "
+        "retraining needs before it may start.",
+    )
+    cooldown_minutes = _number(
+        "cooldown_minutes",
+        "Cooldown (minutes)",
+        "Minutes after a retraining before an automatic trigger may start the next (staff may start one "
+        "sooner).",
+    )
+    max_per_day = _number(
+        "max_per_day", "Most per day", "Most retrainings in any 24 hours, those started by staff included."
+    )
+    feedback_rows = _number(
+        "feedback_rows",
+        "Outcomes learnt from",
+        "The newest labelled predictions added to the champion's training data; older outcomes may "
+        "teach a concept that has since changed.",
+    )
+    recent_weight = _number(
+        "recent_weight",
+        "Weight of recent outcomes",
+        "Weight of the outcomes in the window against 1 for older rows: above 1, recent labels outvote "
+        "outdated ones sooner, but their noise is learnt too. From 1 to 100.",
+    )
+    recent_holdout_share = _number(
+        "recent_holdout_share",
+        "Recent holdout share",
+        "Share of the window's outcomes kept out of training to judge champion and challenger on "
+        "(0.05 to 0.9).",
+    )
+    margin = _number(
+        "margin",
+        "Margin",
+        "How much better the challenger must score, in the metric's own units, on the holdout and its "
+        "shadow predictions; a new champion worse than its predecessor by more is rolled back (0 to 0.99).",
+    )
+    alpha = _number(
+        "alpha",
+        "Significance",
+        "The paired test's p-value (McNemar for classification, Wilcoxon for regression) must be below "
+        "this (0.0001 to 0.5).",
+    )
+    shadow_min_labels = _number(
+        "shadow_min_labels",
+        "Shadow outcomes",
+        "Labelled shadow predictions of the challenger before it is judged on them.",
+    )
+    auto_promote = forms.BooleanField(
+        label="Promote automatically",
+        required=False,
+        help_text=_help(
+            "auto_promote",
+            "Promote a challenger that passes on its own; off, it waits for a staff member's approval.",
+        ),
+    )
+    rollback_labels = _number(
+        "rollback_labels",
+        "Rollback watch (outcomes)",
+        "A new champion's first outcomes after which its live metric is compared with its predecessor's; "
+        "worse by more than the margin, it is rolled back.",
+    )
+
+    def __init__(self, *args: Any, task: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cap = settings.RETRAINING_MAX_FEEDBACK_ROWS
+        self.fields["feedback_rows"].help_text += f" This site takes at most {cap:,}."
+        metrics = policy_services.POLICY_METRICS[task or Task.CLASSIFICATION]
+        self.fields["metric"].widget.choices = [(name, METRIC_LABELS.get(name, name)) for name in metrics]
+
+    @classmethod
+    def for_policy(cls, policy: RetrainingPolicy, *, task: str, data: Any = None) -> RetrainingPolicyForm:
+        initial = {name: getattr(policy, name) for name in cls.base_fields}
+        return cls(data, initial=initial, task=task)
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        """The service's refusal, each message on its field (unknown names go above the form)."""
+        if not hasattr(exc, "error_dict"):
+            self.add_error(None, exc.messages)
+            return
+        for name, items in exc.message_dict.items():
+            self.add_error(name if name in self.fields else None, items)
+
+
+class RetrainForm(forms.Form):
+    reason = forms.CharField(
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Reason (recorded in the event log)"}),
+    )

@@ -98,9 +98,21 @@ def retraining_policy_set(
 ) -> RetrainingPolicy:
     """Change the fields given in `data` (the others keep their value) and save the policy.
 
-    Raises ValidationError naming every bad field: unknown fields, a metric not of the model's task, a
-    threshold outside what the metric can take, numbers out of range, enabling a model without a task.
+    Raises ValidationError naming every bad field (see retraining_policy_check); nothing is saved then.
     """
+    policy = retraining_policy_check(registered_model=registered_model, data=data)
+    policy.updated_by = user if user is not None and user.is_authenticated else None
+    with transaction.atomic():
+        policy.save()
+    return policy
+
+
+def retraining_policy_check(
+    *, registered_model: RegisteredModel, data: Mapping[str, Any]
+) -> RetrainingPolicy:
+    """The policy with `data` applied, unsaved; raises ValidationError naming every bad field: unknown
+    fields, a metric not of the model's task, a threshold outside what the metric can take, numbers out of
+    range, enabling a model without a task."""
     policy = retraining_policy_get(registered_model=registered_model)
     task = _task(registered_model)
     problems: dict[str, list[str]] = {}
@@ -145,9 +157,6 @@ def retraining_policy_set(
         problems.setdefault("enabled", []).append("The model has no version yet, so nothing to retrain.")
     if problems:
         raise ValidationError(problems)
-    policy.updated_by = user if user is not None and user.is_authenticated else None
-    with transaction.atomic():
-        policy.save()
     return policy
 
 

@@ -17,7 +17,14 @@ from jobs import engine
 from ml.errors import ArtifactError, TrainingInputError
 from models_registry import transition_services
 from models_registry.models import ModelVersion, RegisteredModel, Stage
-from training import decision_services, derive_services, event_services, holdout_services, policy_services
+from training import (
+    decision_services,
+    derive_services,
+    event_services,
+    holdout_services,
+    policy_services,
+    validation,
+)
 from training import services as training_services
 from training.models import Retraining, RetrainingEvent, RetrainingPolicy, TrainingRun
 
@@ -115,6 +122,17 @@ def retraining_start(
             "not_trained_here",
             f"{champion} was uploaded, not trained here: the loop has no training data to extend.",
         )
+    if params is not None:
+        problems = validation.run_inputs_problems(
+            params=params,
+            algorithm=champion.algorithm,
+            task=champion.task,
+            seed=champion.training_run.seed,
+            test_size=champion.training_run.test_size,
+            target_column=champion.target_column,
+        )
+        if problems:
+            raise ValidationError(problems)
     now = timezone.now()
     retrainings = Retraining.objects.filter(registered_model=registered_model)
     active = retrainings.filter(status__in=ACTIVE).first()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
 from django.http import Http404
 
 from models_registry.models import RegisteredModel
-from training.models import Retraining, RetrainingEvent, TrainingRun
+from training.models import Retraining, RetrainingEvent, RetrainingPolicy, TrainingRun
 
 
 def training_run_list() -> QuerySet[TrainingRun]:
@@ -47,3 +49,29 @@ def retraining_get(*, retraining_id: int) -> Retraining:
 
 def retraining_event_list(*, registered_model: RegisteredModel) -> QuerySet[RetrainingEvent]:
     return RetrainingEvent.objects.filter(registered_model=registered_model).order_by("-created_at", "-id")
+
+
+#: Events the model page's retraining panel lists.
+PANEL_EVENTS = 10
+
+
+def retraining_panel(*, registered_model: RegisteredModel) -> dict[str, Any]:
+    """What the model page shows of the loop: the policy (None until one is saved: off), the latest
+    retraining, why it was held back, and the newest events; three queries."""
+    policy = RetrainingPolicy.objects.filter(registered_model=registered_model).first()
+    latest = retraining_list(registered_model=registered_model).first()
+    events = list(retraining_event_list(registered_model=registered_model)[:PANEL_EVENTS])
+    why_held_back = None
+    if latest is not None and latest.decision == Retraining.Decision.HELD_BACK:
+        found = [
+            e for e in events if e.retraining_id == latest.pk and e.kind == RetrainingEvent.Kind.HELD_BACK
+        ]
+        if found:
+            why_held_back = found[0].message
+        else:
+            why_held_back = (
+                RetrainingEvent.objects.filter(retraining=latest, kind=RetrainingEvent.Kind.HELD_BACK)
+                .values_list("message", flat=True)
+                .first()
+            )
+    return {"policy": policy, "latest": latest, "why_held_back": why_held_back, "events": events}

@@ -322,5 +322,6 @@ def test_the_model_page_queries_do_not_grow_with_the_number_of_versions(
         make_version(churn, number, created_by=staff)
     client.force_login(staff)
 
-    with django_assert_max_num_queries(10):
+    # Three of them read the retraining panel: the policy, the latest retraining, the newest events.
+    with django_assert_max_num_queries(13):
         assert client.get(reverse("registry:model-detail", args=["churn"])).status_code == 200

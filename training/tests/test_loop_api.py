@@ -137,3 +137,21 @@ def test_a_malformed_alert_body_is_a_400(champion, body):
 
     assert answer.status_code == 400
     assert not Retraining.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"params": {"n_estimators": "many"}}, "params"),
+        ({"params": {"bogus": 1}}, "params"),
+        ({"params": 3}, "params"),
+    ],
+)
+def test_a_retrain_with_bad_hyperparameters_is_a_400_and_starts_nothing(champion, staff, alice, body, field):
+    _traffic(alice, n=120, drifted=True, seed=2)
+
+    answer = make_api_client(staff).post(_url(champion, "retrain"), body, format="json")
+
+    assert answer.status_code == 400, answer.json()
+    assert field in {e["field"] for e in answer.json()["errors"]}
+    assert not Retraining.objects.exists()

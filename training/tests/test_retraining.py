@@ -289,3 +289,46 @@ def test_an_uploaded_champion_cannot_be_retrained(db, staff):
             registered_model=version.registered_model, trigger=Retraining.Trigger.MANUAL, reason="x"
         )
     assert caught.value.reason == "not_trained_here"
+
+
+def test_the_beat_check_run_twice_at_once_starts_one_retraining(champion, alice):
+    _policy(champion, threshold=0.9)
+    _traffic(alice, n=200, drifted=True, seed=12)
+
+    first = retraining_services.retraining_loop_check()
+    second = retraining_services.retraining_loop_check()
+
+    assert len(first["started"]) == 1
+    assert second["started"] == []
+    assert Retraining.objects.filter(registered_model=champion.registered_model).count() == 1
+
+
+def test_every_decision_is_sent_to_the_webhooks_that_subscribe_to_it(champion, alice):
+    from models_registry.models import Webhook, WebhookDelivery
+
+    Webhook.objects.create(
+        registered_model=champion.registered_model,
+        url="https://hooks.example.com/loop",
+        secret="s3cret",
+        events=["retraining_triggered", "dataset_derived", "challenger_trained", "challenger_held_back"],
+    )
+    _policy(champion)
+    _traffic(alice, n=300, drifted=False, seed=13)
+
+    retraining = retraining_services.retraining_start(
+        registered_model=champion.registered_model,
+        trigger=Retraining.Trigger.MANUAL,
+        reason="weak on purpose",
+        params={"n_estimators": 1, "max_depth": 1},
+    )
+    retraining_services.retraining_run(retraining_id=retraining.pk)
+
+    sent = WebhookDelivery.objects.order_by("id")
+    assert [d.event for d in sent] == [
+        "retraining_triggered",
+        "dataset_derived",
+        "challenger_trained",
+        "challenger_held_back",
+    ]
+    assert sent[0].payload["data"]["retraining"] == retraining.pk
+    assert "figures" in sent[3].payload["data"]
