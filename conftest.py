@@ -50,8 +50,21 @@ def _isolated_data(settings, tmp_path):
     from mlops_site.celery import app
 
     app.conf.task_always_eager = True
+    _process_caches_clear()
     yield
     app.conf.task_always_eager = False
+    _process_caches_clear()
+
+
+def _process_caches_clear() -> None:
+    """The per-process caches of loaded models, resolved versions and version facts: a rolled-back test
+    reuses ids, which a cache would take for the previous test's rows."""
+    from feedback import checks as feedback_checks
+    from predictions import model_cache
+
+    model_cache.predictors.clear()
+    model_cache.resolutions.clear()
+    feedback_checks._version_infos.clear()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -26,31 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 RECOVERY_TARGET_ROWS = 500
 
-
-def _configure_django(data_dir: Path) -> None:
-    for name in (
-        "DATABASE_URL",
-        "REDIS_URL",
-        "CELERY_BROKER_URL",
-        "AWS_STORAGE_BUCKET_NAME",
-        "MLFLOW_TRACKING_URI",
-    ):
-        os.environ.pop(name, None)
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "mlops_site.settings",
-            "DATA_DIR": str(data_dir),
-            "SECRET_KEY": "benchmark-only-secret-key-0123456789abcdef",
-            "DEBUG": "False",
-            "CELERY_TASK_ALWAYS_EAGER": "True",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
+from bench import embedded  # noqa: E402  (after the path is set)
 
 
 def _median(values: list[float]) -> float | None:
@@ -65,7 +40,7 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-drift-") as folder:
-        _configure_django(Path(folder))
+        embedded.django_configure(Path(folder))
         from training import simulation
 
         runs = []

@@ -4,22 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from feedback import checks as feedback_checks
-from predictions import model_cache
 from predictions.tests.helpers import make_model_version, trained_model
 from tests.factories import make_user
-
-
-@pytest.fixture(autouse=True)
-def _empty_predictor_cache():
-    model_cache.predictors.clear()
-    model_cache.resolutions.clear()
-    # Rolled-back tests reuse version ids, which the process cache of versions would take for the old ones.
-    feedback_checks._version_infos.clear()
-    yield
-    model_cache.predictors.clear()
-    model_cache.resolutions.clear()
-    feedback_checks._version_infos.clear()
 
 
 @pytest.fixture

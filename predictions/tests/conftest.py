@@ -1,20 +1,10 @@
-"""Fixtures of the predictions tests: a fresh predictor cache per test and registered model versions."""
+"""Fixtures of the predictions tests: registered model versions (the root conftest empties the caches)."""
 
 from __future__ import annotations
 
 import pytest
 
-from predictions import model_cache
 from predictions.tests.helpers import make_model_version, trained_model
-
-
-@pytest.fixture(autouse=True)
-def _empty_predictor_cache():
-    model_cache.predictors.clear()
-    model_cache.resolutions.clear()
-    yield
-    model_cache.predictors.clear()
-    model_cache.resolutions.clear()
 
 
 @pytest.fixture

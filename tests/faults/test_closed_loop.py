@@ -14,7 +14,6 @@ from datasets.models import DatasetVersion
 from ml import drift_simulation as sim
 from models_registry import transition_services
 from models_registry.models import ModelVersion, Stage
-from predictions import model_cache
 from tests.faults.conftest import wait_for
 from training import retraining_services, simulation
 from training.models import Retraining, RetrainingEvent, TrainingRun
@@ -24,15 +23,6 @@ from training.tests.test_retraining import POLICY, _traffic
 JOB_TIMEOUT = 180
 # Big enough that the worker is still fitting the challenger when the test kills it.
 SLOW_FOREST = {"n_estimators": 600, "max_depth": 14}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    model_cache.predictors.clear()
-    model_cache.resolutions.clear()
-    yield
-    model_cache.predictors.clear()
-    model_cache.resolutions.clear()
 
 
 @pytest.fixture

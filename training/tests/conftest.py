@@ -7,17 +7,7 @@ import pytest
 from ml import drift_simulation as sim
 from models_registry import transition_services
 from models_registry.models import ModelVersion, Stage
-from predictions import model_cache
 from training.tests.helpers import dataset_upload, run_train, version_of
-
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    model_cache.predictors.clear()
-    model_cache.resolutions.clear()
-    yield
-    model_cache.predictors.clear()
-    model_cache.resolutions.clear()
 
 
 @pytest.fixture
