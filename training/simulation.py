@@ -143,11 +143,14 @@ class Simulation:
         timeout: float,
         out: Callable[[str], None] = print,
         beat_pass: Callable[[], Any] | None = None,
+        rate: float = 0.0,
     ) -> None:
         if not 0 < drift_at < rows:
             raise SimulationError("The drift row must fall inside the run.")
         self.scenario, self.seed, self.model = scenario, seed, model
         self.rows, self.drift_at, self.step, self.timeout = rows, drift_at, step, timeout
+        # Rows per second to send at (0: as fast as the site answers).
+        self.rate = rate
         self.out = out
         self.beat_pass = beat_pass or _beat_pass
         self.rng = np.random.default_rng(seed)
@@ -295,6 +298,7 @@ class Simulation:
                 )
                 if answer.status_code != 202:
                     raise SimulationError(f"The staff retraining was refused: {answer.json()}")
+            sent_at = time.monotonic()
             self._send(first_row)
             row = first_row + self.step
             self.beat_pass()
@@ -312,6 +316,8 @@ class Simulation:
             )
             for line in self._events(row):
                 self.out(line)
+            if self.rate > 0:
+                time.sleep(max(0.0, self.step / self.rate - (time.monotonic() - sent_at)))
         self.result.accuracy_after = float(np.mean(self.correct))
         self.result.seconds = round(time.monotonic() - started, 1)
         return self.result

@@ -28,6 +28,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--drift-at", type=int, default=400, help="Row at which the drift starts.")
         parser.add_argument("--step", type=int, default=25, help="Rows per request (and per beat pass).")
+        parser.add_argument(
+            "--rate",
+            type=float,
+            default=0.0,
+            help="Rows per second to send at (default: as fast as it answers).",
+        )
         parser.add_argument("--model", default="", help="Name of the new model (default drift-<scenario>-…).")
         parser.add_argument("--timeout", type=float, default=300, help="Seconds to wait for the worker.")
         parser.add_argument("--inline", action="store_true", help="Run the worker's tasks in this process.")
@@ -37,20 +43,25 @@ class Command(BaseCommand):
         for name in ("rows", "step"):
             if options[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1.")
+        if not 0 <= options["rate"] <= 1_000_000:
+            raise CommandError(
+                "--rate must be from 0 (as fast as the site answers) to 1,000,000 rows per second."
+            )
         if options["inline"]:
             app.conf.task_always_eager = True
         model = options["model"] or f"drift-{options['scenario']}-{uuid.uuid4().hex[:6]}"
-        run = simulation.Simulation(
-            scenario=simulation.SCENARIOS[options["scenario"]],
-            seed=options["seed"],
-            model=model,
-            rows=options["rows"],
-            drift_at=options["drift_at"],
-            step=options["step"],
-            timeout=options["timeout"],
-            out=self.stdout.write,
-        )
         try:
+            run = simulation.Simulation(
+                scenario=simulation.SCENARIOS[options["scenario"]],
+                seed=options["seed"],
+                model=model,
+                rows=options["rows"],
+                drift_at=options["drift_at"],
+                step=options["step"],
+                timeout=options["timeout"],
+                out=self.stdout.write,
+                rate=options["rate"],
+            )
             result = run.run()
         except simulation.SimulationError as exc:
             raise CommandError(str(exc)) from exc
