@@ -9,6 +9,7 @@ import importlib.metadata
 import logging
 import os
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 import mlflow
 import mlflow.sklearn
 import requests
+import skops.io
 import sqlalchemy.exc
 from django.conf import settings
 from mlflow.entities import LoggedModel, LoggedModelOutput, Metric, Param, RunTag, ViewType
@@ -183,6 +185,7 @@ def training_run_log(
     input_example: Any = None,
     pip_requirements: Sequence[str] | None = None,
     run_name: str | None = None,
+    model_skops: bytes | None = None,
 ) -> str:
     """Log one training run with its model to MLflow and return the run id.
 
@@ -193,6 +196,8 @@ def training_run_log(
 
     `artifacts` maps relative file names to contents (str is written as UTF-8). The model is stored
     with the sklearn flavor in skops format, never pickle; `input_example` is cut to a few rows.
+    `model_skops`, the model already dumped with skops.io, is stored as the flavor's file instead of
+    MLflow dumping the model again and loading it back (seconds for a large forest).
     """
     _validate_run_key(run_key)
     files = _artifact_files(artifacts)
@@ -230,6 +235,7 @@ def training_run_log(
                     skops_trusted_types=skops_trusted_types,
                     input_example=input_example,
                     pip_requirements=pip_requirements,
+                    model_skops=model_skops,
                 )
             client.set_terminated(run_id, "FINISHED")
     except BaseException:
@@ -336,29 +342,71 @@ def _model_log(
     skops_trusted_types: Sequence[str],
     input_example: Any,
     pip_requirements: Sequence[str] | None,
+    model_skops: bytes | None = None,
 ) -> None:
     # These client calls and create_logged_model replace mlflow.sklearn.log_model, which reads the
     # global tracking URI.
     with tempfile.TemporaryDirectory(prefix="mlflow-model-") as folder:
         local_path = os.path.join(folder, MODEL_ARTIFACT_NAME)
-        mlflow.sklearn.save_model(
-            model,
-            path=local_path,
-            mlflow_model=Model(
-                artifact_path=logged.artifact_location,
-                model_uuid=logged.model_id,
-                run_id=run_id,
-                model_id=logged.model_id,
-            ),
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=list(skops_trusted_types),
-            input_example=_input_example_head(input_example),
-            # Explicit requirements skip MLflow's inference, which loads the model in a subprocess.
-            pip_requirements=list(pip_requirements) if pip_requirements is not None else _pip_requirements(),
-        )
+        with _skops_file_given(model_skops):
+            mlflow.sklearn.save_model(
+                model,
+                path=local_path,
+                mlflow_model=Model(
+                    artifact_path=logged.artifact_location,
+                    model_uuid=logged.model_id,
+                    run_id=run_id,
+                    model_id=logged.model_id,
+                ),
+                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+                skops_trusted_types=list(skops_trusted_types),
+                input_example=_input_example_head(input_example),
+                # Explicit requirements skip MLflow's inference, which loads the model in a subprocess.
+                pip_requirements=list(pip_requirements)
+                if pip_requirements is not None
+                else _pip_requirements(),
+            )
         client.log_model_artifacts(logged.model_id, local_path)
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
     client.finalize_logged_model(logged.model_id, "READY")
+
+
+_SKOPS_FILE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _skops_file_given(data: bytes | None) -> Iterator[None]:
+    """Within the block, mlflow.sklearn.save_model writes `data` as the model file.
+
+    save_model dumps the model with skops, then loads the file back to check that every type in it is
+    trusted; the caller has the dump already, and skops can list a file's untrusted types from its schema
+    without loading it. The same check and the same MlflowException when it fails, without the dump and
+    the load. MLflow offers no parameter for a ready file, so its module function is swapped while the
+    lock is held; every save_model call of this module holds it, so none sees another's file.
+    """
+
+    def save(sk_model: Any, output_path: str, serialization_format: str, skops_trusted_types: Any) -> None:
+        if serialization_format != mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS:
+            raise ValueError(f"a skops file was given for the {serialization_format} format")
+        untrusted = set(skops.io.get_untrusted_types(data=data)) - set(skops_trusted_types or ())
+        if untrusted:
+            raise MlflowException(
+                "The saved sklearn model references untrusted types. If you are sure loading these types "
+                "is safe, set the 'skops_trusted_types' parameter when calling 'log_model' or "
+                f"'save_model' to the list of trusted types. Root error: untrusted types {sorted(untrusted)}"
+            )
+        Path(output_path).write_bytes(data)
+
+    with _SKOPS_FILE_LOCK:
+        if data is None:
+            yield
+            return
+        original = mlflow.sklearn._save_model
+        mlflow.sklearn._save_model = save
+        try:
+            yield
+        finally:
+            mlflow.sklearn._save_model = original
 
 
 def _input_example_head(input_example: Any) -> Any:
