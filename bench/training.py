@@ -34,29 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def _configure_django(data_dir: Path) -> None:
-    # The embedded default in a throwaway folder: SQLite, local files, a local MLflow store.
-    servers = ["DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "AWS_STORAGE_BUCKET_NAME"]
-    servers.append("MLFLOW_TRACKING_URI")
-    for name in servers:
-        os.environ.pop(name, None)
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "mlops_site.settings",
-            "DATA_DIR": str(data_dir),
-            "SECRET_KEY": "benchmark-only-secret-key-0123456789abcdef",
-            "DEBUG": "False",
-            "CELERY_TASK_ALWAYS_EAGER": "True",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
-
+from bench import embedded  # noqa: E402  (after the path is set)
 
 TARGET = "label"
 REGIONS = ["north", "south", "east", "west"]
@@ -243,7 +221,7 @@ def main() -> int:
     load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
-        _configure_django(Path(tmp))
+        embedded.django_configure(Path(tmp))
         from django.contrib.auth import get_user_model
 
         selected = _selected(args.algorithms)

@@ -21,10 +21,10 @@ def _labels(values: Any) -> np.ndarray:
     return np.array([feedback_selectors.label_text(v) for v in values], dtype=object)
 
 
-def holdout_compare(
+def _paired(
     *, champion: ModelVersion, challenger: ModelVersion, frame: pd.DataFrame
-) -> compare.PairedComparison:
-    """Both versions' predictions on the same rows (a frame with the target), paired."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `frame` with a target: whether each version was right (classification), or its error."""
     target = champion.target_column
     present = frame[frame[target].notna()]
     predictions = []
@@ -36,14 +36,23 @@ def holdout_compare(
         predictions.append(labels)
     if champion.task == Task.REGRESSION:
         truth = present[target].to_numpy(dtype=float)
-        return compare.regression_compare(
-            champion_errors=np.asarray(predictions[0], dtype=float) - truth,
-            challenger_errors=np.asarray(predictions[1], dtype=float) - truth,
-        )
+        errors = [np.asarray(p, dtype=float) - truth for p in predictions]
+        return errors[0], errors[1]
     truth = _labels(present[target].tolist())
-    return compare.classification_compare(
-        champion_right=_labels(predictions[0]) == truth, challenger_right=_labels(predictions[1]) == truth
-    )
+    return _labels(predictions[0]) == truth, _labels(predictions[1]) == truth
+
+
+def _compare(task: str, champion: np.ndarray, challenger: np.ndarray) -> compare.PairedComparison:
+    if task == Task.REGRESSION:
+        return compare.regression_compare(champion_errors=champion, challenger_errors=challenger)
+    return compare.classification_compare(champion_right=champion, challenger_right=challenger)
+
+
+def holdout_compare(
+    *, champion: ModelVersion, challenger: ModelVersion, frame: pd.DataFrame
+) -> compare.PairedComparison:
+    """Both versions' predictions on the same rows (a frame with the target), paired."""
+    return _compare(champion.task, *_paired(champion=champion, challenger=challenger, frame=frame))
 
 
 def holdout_parts(*, retraining: Retraining) -> dict[str, pd.DataFrame]:
@@ -67,12 +76,15 @@ def holdout_parts(*, retraining: Retraining) -> dict[str, pd.DataFrame]:
 def retraining_holdout_compare(*, retraining: Retraining) -> dict[str, compare.PairedComparison]:
     """Both versions on the original holdout, on the recent one, and on the two together."""
     champion, challenger = retraining.champion, retraining.challenger
-    parts = holdout_parts(retraining=retraining)
-    results = {
-        name: holdout_compare(champion=champion, challenger=challenger, frame=part)
-        for name, part in parts.items()
+    # Each part is predicted once; the whole holdout is the parts' rows together.
+    paired = {
+        name: _paired(champion=champion, challenger=challenger, frame=part)
+        for name, part in holdout_parts(retraining=retraining).items()
     }
-    results["combined"] = holdout_compare(
-        champion=champion, challenger=challenger, frame=pd.concat(list(parts.values()))
+    results = {name: _compare(champion.task, *rows) for name, rows in paired.items()}
+    results["combined"] = _compare(
+        champion.task,
+        np.concatenate([rows[0] for rows in paired.values()]),
+        np.concatenate([rows[1] for rows in paired.values()]),
     )
     return results
