@@ -34,9 +34,7 @@ import contextlib
 import cProfile
 import datetime as dt
 import io
-import json
 import os
-import platform
 import pstats
 import sys
 import time
@@ -45,9 +43,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import copy_seed, report
 from bench import predict_common as common
 from bench.postgres import postgres
-from bench.predictions_batch import group_pids, vm_hwm_bytes
+from bench.processes import group_pids, vm_hwm_bytes, vm_rss_bytes
 
 RESULTS = common.ROOT / "bench" / "results" / "feedback_import.json"
 MIB = 1024 * 1024
@@ -59,13 +58,9 @@ def predictions_seed(*, version_id: int, user_id: int, classes: list[str], rows:
     """COPY `rows` predictions over the last 7 days (one request per hour); returns their predicted class
     index, in id order (ids 1..rows)."""
     import numpy as np
-    from django.core.management.color import no_style
-    from django.db import connection, transaction
     from django.utils import timezone
 
     from mlops_site import rollups
-    from predictions import services as prediction_services
-    from predictions.models import Prediction, PredictionRequest
 
     rng = np.random.default_rng(seed)
     now = timezone.now()
@@ -90,28 +85,11 @@ def predictions_seed(*, version_id: int, user_id: int, classes: list[str], rows:
         f"{rid}\tbench-{rid}\t{user_id}\tapi\t{version_id}\t\t{n}\t1.0\t{hour.isoformat()}\n"
         for hour, (rid, n) in requests.items()
     ]
-    with transaction.atomic(), connection.cursor() as wrapper:
-        cursor = wrapper.cursor
-        for table, columns, lines in (
-            (
-                PredictionRequest._meta.db_table,
-                "id, request_id, user_id, channel, model_version_id, stage, n_rows, latency_ms, created_at",
-                request_lines,
-            ),
-            (
-                Prediction._meta.db_table,
-                "id, request_id, row_index, user_id, model_version_id, channel, inputs, prediction, "
-                "probabilities, warnings, confidence, created_at",
-                prediction_lines,
-            ),
-        ):
-            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                for start in range(0, len(lines), 50_000):
-                    copy.write("".join(lines[start : start + 50_000]))
-        for sql in connection.ops.sequence_reset_sql(no_style(), [PredictionRequest, Prediction]):
-            wrapper.execute(sql)
-        for hour, (_, n) in requests.items():
-            prediction_services.prediction_hours_add(model_version_id=version_id, hour=hour, rows=n)
+    copy_seed.predictions_copy(
+        request_lines=request_lines,
+        prediction_lines=prediction_lines,
+        hours=[(version_id, hour, n) for hour, (_, n) in requests.items()],
+    )
     return predicted
 
 
@@ -149,30 +127,6 @@ def file_write(
                 continue
             writer.writerow([pk, label, comment])
     return {"rows": total, "refused": refused}
-
-
-def _job_wait(job_id: int, *, deadline: float, worker: common.Server) -> Any:
-    from feedback.models import FeedbackImport
-
-    last = -1
-    while time.monotonic() < deadline:
-        job = FeedbackImport.objects.get(pk=job_id)
-        if job.is_terminal:
-            return job
-        if worker.process.poll() is not None:
-            raise RuntimeError(f"the worker exited ({worker.process.returncode}):\n{worker.log_tail()}")
-        if job.rows_done != last and job.rows_done:
-            common.say(f"import: {job.rows_done:,} of ~{job.rows_total:,} rows")
-            last = job.rows_done
-        time.sleep(0.5)
-    raise RuntimeError(f"feedback import {job_id} did not finish in time:\n{worker.log_tail()}")
-
-
-def vm_rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def _idle_rss(worker: common.Server, *, timeout: float = 120.0) -> dict[int, int]:
@@ -274,6 +228,7 @@ def main() -> int:
         from django.contrib.auth import get_user_model
 
         from feedback.imports import services as import_services
+        from feedback.models import FeedbackImport
 
         user = get_user_model().objects.create_user(f"bench-feedback-{os.getpid()}", is_staff=True)
         common.say(f"training the forest through the training service ({database_note})")
@@ -288,17 +243,10 @@ def main() -> int:
             f"{args.rows:,} predictions stored with COPY in {time.perf_counter() - seeding_started:.1f} s"
         )
 
-        from mlops_site.celery import app
-
-        app.conf.task_always_eager = False
-        for folder in ("queue", "processed", "control"):
-            (data_dir / "celery" / folder).mkdir(parents=True, exist_ok=True)
-        worker_env = {**env, "CELERY_TASK_ALWAYS_EAGER": "False"}
-        worker_command = [
-            str(common.VENV_BIN / "celery"), "-A", "mlops_site", "worker", "--concurrency", "1",
-            "--loglevel", "WARNING", "-n", f"bench-feedback-{os.getpid()}@%h",
-            "--without-heartbeat", "--without-gossip", "--without-mingle",
-        ]  # fmt: skip
+        worker_env = common.celery_broker_ready(data_dir, env)
+        worker_command = common.celery_worker_command(
+            f"bench-feedback-{os.getpid()}", "--without-heartbeat", "--without-gossip", "--without-mingle"
+        )
         worker = servers.enter_context(common.server_running("worker", worker_command, worker_env, data_dir))
         idle = _idle_rss(worker)
         common.say(f"worker idle: {sorted(round(v / MIB) for v in idle.values())} MiB resident")
@@ -318,7 +266,15 @@ def main() -> int:
             with path.open("rb") as handle:
                 job = import_services.feedback_import_start(user=user, file=handle, filename=path.name)
             upload_seconds = time.perf_counter() - upload_started
-            job = _job_wait(job.pk, deadline=time.monotonic() + args.timeout, worker=worker)
+            job = common.job_wait(
+                FeedbackImport,
+                job.pk,
+                deadline=time.monotonic() + args.timeout,
+                worker=worker,
+                label="import",
+                name="feedback import",
+                poll_seconds=0.5,
+            )
             stored = expected["rows"] - expected["refused"]
             first = name == "first"
             feedback_total = stored if first else feedback_total
@@ -370,26 +326,19 @@ def main() -> int:
     )
     if profile:
         print("\n" + profile)
-    document = {
-        "benchmark": "feedback_import",
-        "command": " ".join(["python bench/feedback_import.py", *sys.argv[1:]]),
-        "environment": {
-            **common.git_state(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
+    report.results_write(
+        args.output,
+        benchmark="feedback_import",
+        environment={
             "database": f"{database} ({database_note})",
             "worker": "celery worker --concurrency 1 (prefork), filesystem broker",
-            "load_average_after": common.load_average(),
+            "load_average_after": report.load_average(),
         },
-        "input": {"rows": args.rows, "bad_every": args.bad_every},
-        "runs": runs,
-        "summary": summary,
-        "elapsed_seconds": round(time.monotonic() - started, 1),
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {args.output} in {document['elapsed_seconds']:.0f} s")
+        started=started,
+        input={"rows": args.rows, "bad_every": args.bad_every},
+        runs=runs,
+        summary=summary,
+    )
     return 0
 
 

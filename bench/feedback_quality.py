@@ -35,7 +35,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -46,8 +45,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import copy_seed, report, wrk_load
 from bench import predict_common as common
 from bench.postgres import postgres
+from bench.processes import group_cpu_seconds
 
 RESULTS = common.ROOT / "bench" / "results" / "feedback_quality.json"
 MODEL_NAME = f"bench-feedback-{os.getpid()}"
@@ -67,41 +68,25 @@ IDS_PER_SECOND = 3000
 
 
 # --------------------------------------------------------------------------------------------------
-# PostgreSQL
-# --------------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------------
 # Seeding
 # --------------------------------------------------------------------------------------------------
 def versions_train(*, data_dir: Path, user: Any) -> list[Any]:
     """Three versions of one model through the training service; the newest is promoted to production."""
-    from datasets import services as dataset_services
     from models_registry import transition_services
-    from models_registry.models import ModelVersion, Stage
-    from training import services as training_services
-    from training.models import TrainingRun
+    from models_registry.models import Stage
 
-    csv_path = data_dir / "breast_cancer.csv"
-    common.breast_cancer_frame().to_csv(csv_path, index=False)
-    with csv_path.open("rb") as handle:
-        dataset_version, _ = dataset_services.dataset_version_create(
-            name=MODEL_NAME, file=handle, target_column=common.LABEL, created_by=user
-        )
-    versions = []
-    for index, spec in enumerate(VERSIONS):
-        run = training_services.training_run_create(
+    dataset_version = common.breast_cancer_dataset_version(data_dir=data_dir, user=user, name=MODEL_NAME)
+    versions = [
+        common.version_trained(
             dataset_version=dataset_version,
-            model_name=MODEL_NAME,
+            name=MODEL_NAME,
             algorithm="random_forest",
             params={"n_estimators": spec["n_estimators"]},
-            created_by=user,
+            user=user,
             seed=42 + index,
         )
-        run = TrainingRun.objects.get(pk=run.pk)
-        if run.status != TrainingRun.Status.SUCCEEDED:
-            raise SystemExit(f"training run {run.pk} ended {run.status}: {run.error_message}")
-        versions.append(ModelVersion.objects.select_related("registered_model").get(training_run=run))
+        for index, spec in enumerate(VERSIONS)
+    ]
     newest = versions[-1]
     if not newest.has_onnx:
         raise SystemExit(f"{MODEL_NAME} v{newest.version} has no verified ONNX model ({newest.onnx_status})")
@@ -123,23 +108,14 @@ class Seeded:
     true_index: Any  # index into classes, -1 when not labelled
 
 
-def _copy(cursor: Any, table: str, columns: list[str], lines: list[str]) -> None:
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for start in range(0, len(lines), 50_000):
-            copy.write("".join(lines[start : start + 50_000]))
-
-
 def predictions_seed(
     *, versions: list[Any], clients: list[Any], total: int, seed: int = 0
 ) -> tuple[Seeded, dict[str, Any]]:
     """COPY `total` predictions (one request per version and hour), count them per hour with the service."""
     import numpy as np
-    from django.core.management.color import no_style
-    from django.db import connection, transaction
     from django.db.models import Max
     from django.utils import timezone
 
-    from predictions import services as prediction_services
     from predictions.models import Prediction, PredictionRequest
 
     # Ids after any already there (a DATABASE_URL given may hold rows of other runs).
@@ -209,30 +185,14 @@ def predictions_seed(
             strict=True,
         )
     ]
-    with transaction.atomic(), connection.cursor() as wrapper:
-        cursor = wrapper.cursor
-        _copy(
-            cursor,
-            PredictionRequest._meta.db_table,
-            ["id", "request_id", "user_id", "channel", "model_version_id", "stage", "n_rows", "latency_ms",
-             "created_at"],
-            request_lines,
-        )  # fmt: skip
-        _copy(
-            cursor,
-            Prediction._meta.db_table,
-            ["id", "request_id", "row_index", "user_id", "model_version_id", "channel", "inputs",
-             "prediction", "probabilities", "warnings", "confidence", "created_at"],
-            prediction_lines,
-        )  # fmt: skip
-        for sql in connection.ops.sequence_reset_sql(no_style(), [PredictionRequest, Prediction]):
-            wrapper.execute(sql)
-        for version, hour, n in zip(request_version, request_hour, request_sizes, strict=True):
-            prediction_services.prediction_hours_add(
-                model_version_id=int(version_ids[version]),
-                hour=hour.astype("datetime64[us]").item().replace(tzinfo=dt.UTC),
-                rows=int(n),
-            )
+    copy_seed.predictions_copy(
+        request_lines=request_lines,
+        prediction_lines=prediction_lines,
+        hours=[
+            (int(version_ids[version]), hour.astype("datetime64[us]").item().replace(tzinfo=dt.UTC), int(n))
+            for version, hour, n in zip(request_version, request_hour, request_sizes, strict=True)
+        ],
+    )
     seeded = Seeded(
         classes=classes,
         prediction_ids=np.arange(first_prediction, first_prediction + total),
@@ -425,7 +385,7 @@ def timed(call: Any, repeats: int) -> tuple[float, list[float], Any]:
 # --------------------------------------------------------------------------------------------------
 # Part 2: HTTP through wrk
 # --------------------------------------------------------------------------------------------------
-# Requests are formatted once in `init`, as in predict_common; each is sent once (created feedback must
+# Requests are formatted once in `init`, as in bench/wrk_load.py; each is sent once (created feedback must
 # name a new prediction each time), and statuses are counted so the run can be checked afterwards.
 _LUA = """
 local method = %(method)s
@@ -514,10 +474,12 @@ def wrk_once(target: HttpTarget, *, base: str, run: int, seconds: int, script_di
             "body": _lua(target.body),
         }
     )
-    command = [common.wrk_path(), "-t1", "-c1", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), base]
-    cpu = common.group_cpu_seconds(pgid)
+    command = [
+        wrk_load.wrk_path(), "-t1", "-c1", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), base
+    ]  # fmt: skip
+    cpu = group_cpu_seconds(pgid)
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
-    cpu = common.group_cpu_seconds(pgid) - cpu
+    cpu = group_cpu_seconds(pgid) - cpu
     line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-800:]} {done.stderr[-800:]}")
@@ -576,10 +538,10 @@ def main() -> int:
         parser.error("--seconds must be 1..60, --rounds 1..seconds, --warmup 1..30: the run stays bounded")
     if not 1 <= args.repeats <= 1000 or not 1 <= args.join_repeats <= 50:
         parser.error("--repeats must be 1..1000 and --join-repeats 1..50")
-    common.wrk_path()
+    wrk_load.wrk_path()
     common.sigterm_unwinds()
     started = time.monotonic()
-    load_at_start = common.load_average()
+    load_at_start = report.load_average()
     failures: list[str] = []
 
     with (
@@ -593,20 +555,15 @@ def main() -> int:
         if common.database_label() != "postgresql":
             raise SystemExit(f"this benchmark measures PostgreSQL, not {common.database_label()}")
         import numpy as np
-        from django.contrib.auth import get_user_model
         from django.db import connection
         from django.utils import timezone
-        from rest_framework.authtoken.models import Token
 
         from feedback import selectors as feedback_selectors
         from feedback.models import Feedback, FeedbackChange, QualityHourly, Source
         from mlops_site import rollups
         from predictions.models import Prediction, PredictionHourly
 
-        users = get_user_model()
-        owner = users.objects.create_user(f"bench-owner-{os.getpid()}", is_staff=True)
-        clients = [users.objects.create_user(f"bench-{os.getpid()}-{i}") for i in range(args.clients)]
-        tokens = [Token.objects.create(user=user).key for user in clients]
+        owner, clients, tokens = common.api_users(args.clients)
         with connection.cursor() as cursor:
             cursor.execute("SHOW server_version")
             server_version = cursor.fetchone()[0]
@@ -698,15 +655,8 @@ def main() -> int:
         base = f"http://127.0.0.1:{port}"
         common.say(f"starting gunicorn -w {args.workers} on PostgreSQL")
         server = servers.enter_context(
-            common.server_running(
-                "ours",
-                [str(common.VENV_BIN / "gunicorn"), "-c", str(common.ROOT / "deploy" / "gunicorn.conf.py"),
-                 "mlops_site.wsgi:application", "-w", str(args.workers), "-b", f"127.0.0.1:{port}",
-                 "--access-logfile", "/dev/null"],
-                env,
-                data_dir,
-            )
-        )  # fmt: skip
+            common.server_running("ours", common.gunicorn_command(port, workers=args.workers), env, data_dir)
+        )
         json_headers = {"Content-Type": "application/json"}
         header_sets = [{**json_headers, "Authorization": f"Token {token}"} for token in tokens]
         frame = common.breast_cancer_frame()
@@ -760,7 +710,7 @@ def main() -> int:
         ]  # fmt: skip
         script_dir = data_dir / "wrk"
         script_dir.mkdir()
-        load_before = common.load_average()
+        load_before = report.load_average()
         for target in targets:
             common.say(f"{target.label}: warm-up {args.warmup}s")
             target.warmup = wrk_once(
@@ -778,7 +728,7 @@ def main() -> int:
                 if server.process.poll() is not None:
                     raise RuntimeError(f"gunicorn died during the run:\n{server.log_tail()}")
             common.say(f"round {round_index + 1}/{args.rounds} done")
-        load_after = common.load_average()
+        load_after = report.load_average()
         http = {t.label: http_aggregate(t.runs) for t in targets}
         for window in ("all", "7d"):
             quality[window]["api_p50_ms"] = http[f"quality {window}"]["p50_ms"]
@@ -882,14 +832,10 @@ def main() -> int:
     for failure in failures[:20]:
         print(f"  FAILED: {failure}")
 
-    document = {
-        "benchmark": "feedback_quality",
-        "command": " ".join(["python bench/feedback_quality.py", *sys.argv[1:]]),
-        "environment": {
-            **git_state(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
+    report.results_write(
+        args.output,
+        benchmark="feedback_quality",
+        environment={
             "database": f"PostgreSQL {server_version} ({database_started})",
             "workers": args.workers,
             "seconds_per_target": args.seconds,
@@ -900,7 +846,8 @@ def main() -> int:
             "load_average_after_http": load_after,
             "load_generator": "wrk -t1 -c1 with a Lua script (each request sent once)",
         },
-        "data": {
+        started=started,
+        data={
             "predictions": args.predictions,
             "feedback": args.feedback,
             "versions": [
@@ -922,11 +869,11 @@ def main() -> int:
             },
             "feedback_store_rows_per_second": seed_feedback["rows_per_second"],
         },
-        "quality": quality,
-        "join_sql": " ".join(JOIN_SQL.split()),
-        "join_plan": join_plan,
-        "http": http,
-        "summary": {
+        quality=quality,
+        join_sql=" ".join(JOIN_SQL.split()),
+        join_plan=join_plan,
+        http=http,
+        summary={
             "targets": {
                 "quality_ms": f"< {QUALITY_TARGET_MS:g}",
                 "join_over_model_quality": f">= {JOIN_RATIO_TARGET:g}",
@@ -946,19 +893,8 @@ def main() -> int:
             "checks": checks,
             "failures": failures[:50],
         },
-        "elapsed_seconds": round(time.monotonic() - started, 1),
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {args.output} in {document['elapsed_seconds']:.0f} s")
+    )
     return 1 if failures else 0
-
-
-def git_state() -> dict[str, Any]:
-    # BENCH_NO_GIT=1 skips the two read-only git calls (for runs beside someone else's git work).
-    if os.environ.get("BENCH_NO_GIT"):
-        return {"commit": None, "uncommitted_changes": None}
-    return common.git_state()
 
 
 if __name__ == "__main__":

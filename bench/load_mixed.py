@@ -31,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import predict_common as common
+from bench import report
 
 RESULTS = common.ROOT / "bench" / "results" / "load_mixed.json"
 #: What each client thread does between its batch jobs, by weight: mostly single predictions.
@@ -217,14 +218,9 @@ def main() -> int:
         data_dir = Path(tmp)
         env = common.django_configure(data_dir)
         database = common.database_label()
-        from django.contrib.auth import get_user_model
         from django.test import Client as DjangoClient
-        from rest_framework.authtoken.models import Token
 
-        users = get_user_model()
-        owner = users.objects.create_user(f"load-owner-{os.getpid()}", is_staff=True)
-        clients = [users.objects.create_user(f"load-{os.getpid()}-{i}") for i in range(args.clients)]
-        tokens = [Token.objects.create(user=user).key for user in clients]
+        owner, clients, tokens = common.api_users(args.clients, prefix="load")
         sessions = []
         for user in clients:
             browser = DjangoClient()
@@ -236,21 +232,11 @@ def main() -> int:
         row = {name: float(frame.iloc[0][name]) for name in model.feature_names}
         batch_body = _multipart("load.csv", _batch_csv(frame, model.feature_names, args.batch_rows, seed=7))
 
-        from mlops_site.celery import app
-
-        app.conf.task_always_eager = False
-        for folder in ("queue", "processed", "control"):  # the filesystem broker's folders, as make run does
-            (data_dir / "celery" / folder).mkdir(parents=True, exist_ok=True)
-        site_env = {**env, "CELERY_TASK_ALWAYS_EAGER": "False"}
+        site_env = common.celery_broker_ready(data_dir, env)
         (port,) = common.free_ports(1)
-        web_command = [
-            str(common.VENV_BIN / "gunicorn"), "-c", str(common.ROOT / "deploy" / "gunicorn.conf.py"),
-            "--bind", f"127.0.0.1:{port}", "--access-logfile", "/dev/null",
-        ]  # fmt: skip
-        worker_command = [
-            str(common.VENV_BIN / "celery"), "-A", "mlops_site", "worker", "--concurrency", "1",
-            "--loglevel", "WARNING", "-n", f"load-{os.getpid()}@%h",
-        ]  # fmt: skip
+        # deploy/gunicorn.conf.py's own app and worker count: the settings a deployment runs with.
+        web_command = common.gunicorn_command(port, workers=None, app=None)
+        worker_command = common.celery_worker_command(f"load-{os.getpid()}")
         web = servers.enter_context(common.server_running("web", web_command, site_env, data_dir))
         worker = servers.enter_context(common.server_running("worker", worker_command, site_env, data_dir))
         probe = json.dumps({"inputs": row}).encode()
@@ -267,7 +253,7 @@ def main() -> int:
         common.say(
             f"{args.clients} clients for {args.minutes:g} min: mix {MIX}, a batch each {args.batch_every:g} s"
         )
-        load_before = common.load_average()
+        load_before = report.load_average()
         traffic_started = time.monotonic()
         stop_at = traffic_started + args.minutes * 60
         threads = [
@@ -293,7 +279,7 @@ def main() -> int:
                 f"{time.monotonic() - traffic_started:.0f} s: {done:,} requests, {len(tally.failures)} failed"
             )
         traffic_seconds = time.monotonic() - traffic_started
-        load_after = common.load_average()
+        load_after = report.load_average()
 
         common.say(f"waiting for {len(tally.batch_jobs)} batch jobs to finish")
         drain_started = time.monotonic()
@@ -331,7 +317,7 @@ def main() -> int:
     document = {
         "benchmark": "load_mixed",
         "database": database,
-        "git": common.git_state(),
+        "git": report.git_state(),
         "elapsed_seconds": round(time.monotonic() - started, 1),
         "traffic_seconds": round(traffic_seconds, 1),
         "clients": args.clients,
@@ -377,9 +363,7 @@ def main() -> int:
     )
     for name, ok in checks.items():
         print(f"  {'ok    ' if ok else 'FAILED'} {name}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {args.output} in {document['elapsed_seconds']:.0f} s")
+    report.document_write(args.output, document)
     return 0 if all(checks.values()) else 1
 
 

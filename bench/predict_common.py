@@ -1,11 +1,10 @@
-"""Shared by the prediction benchmarks: a throwaway site, the breast-cancer forest, servers and wrk runs."""
+"""Shared by the prediction benchmarks: a throwaway site, its users, the breast-cancer forest, and servers
+(gunicorn, a Celery worker) in their own process groups. wrk runs are in bench/wrk_load.py."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -92,6 +91,18 @@ def database_label() -> str:
     return connection.vendor
 
 
+def api_users(count: int, *, prefix: str = "bench") -> tuple[Any, list[Any], list[str]]:
+    """A staff owner and `count` API users, each with a token; the names are this process's own."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    users = get_user_model()
+    owner = users.objects.create_user(f"{prefix}-owner-{os.getpid()}", is_staff=True)
+    clients = [users.objects.create_user(f"{prefix}-{os.getpid()}-{i}") for i in range(count)]
+    tokens = [Token.objects.create(user=user).key for user in clients]
+    return owner, clients, tokens
+
+
 def breast_cancer_frame():
     """scikit-learn's bundled breast-cancer table (569 rows, 30 numeric features) with a text label."""
     from sklearn.datasets import load_breast_cancer
@@ -116,33 +127,54 @@ class TrainedModel:
     skops_sha256: str
 
 
-def forest_train_and_promote(*, data_dir: Path, user: Any, name: str = MODEL_NAME) -> TrainedModel:
-    """A 100-tree random forest through our training service, registered here and in MLflow, in production."""
+def breast_cancer_dataset_version(*, data_dir: Path, user: Any, name: str) -> Any:
+    """The breast-cancer table uploaded through our dataset service as a dataset version named `name`."""
     from datasets import services as dataset_services
-    from models_registry import transition_services
-    from models_registry.models import ModelVersion, Stage
-    from training import services as training_services
-    from training.models import TrainingRun
 
-    frame = breast_cancer_frame()
     csv_path = data_dir / "breast_cancer.csv"
-    frame.to_csv(csv_path, index=False)
+    breast_cancer_frame().to_csv(csv_path, index=False)
     with csv_path.open("rb") as handle:
         dataset_version, _ = dataset_services.dataset_version_create(
             name=name, file=handle, target_column=LABEL, created_by=user
         )
+    return dataset_version
+
+
+def version_trained(
+    *, dataset_version: Any, name: str, algorithm: str, params: dict[str, Any], user: Any, seed: int = 42
+) -> Any:
+    """The model version a training run makes (Celery eager: in this process); exits when the run fails."""
+    from models_registry.models import ModelVersion
+    from training import services as training_services
+    from training.models import TrainingRun
+
     run = training_services.training_run_create(
         dataset_version=dataset_version,
         model_name=name,
-        algorithm="random_forest",
-        params={"n_estimators": 100},
+        algorithm=algorithm,
+        params=params,
         created_by=user,
-        seed=42,
+        seed=seed,
     )
     run = TrainingRun.objects.get(pk=run.pk)
     if run.status != TrainingRun.Status.SUCCEEDED:
         raise SystemExit(f"training run {run.pk} ended {run.status}: {run.error_message}")
-    version = ModelVersion.objects.select_related("registered_model").get(training_run=run)
+    return ModelVersion.objects.select_related("registered_model").get(training_run=run)
+
+
+def forest_train_and_promote(*, data_dir: Path, user: Any, name: str = MODEL_NAME) -> TrainedModel:
+    """A 100-tree random forest through our training service, registered here and in MLflow, in production."""
+    from models_registry import transition_services
+    from models_registry.models import Stage
+
+    dataset_version = breast_cancer_dataset_version(data_dir=data_dir, user=user, name=name)
+    version = version_trained(
+        dataset_version=dataset_version,
+        name=name,
+        algorithm="random_forest",
+        params={"n_estimators": 100},
+        user=user,
+    )
     if not version.has_onnx:
         raise SystemExit(f"{name} v{version.version} has no verified ONNX model ({version.onnx_status})")
     if version.mlflow_version is None:
@@ -252,213 +284,56 @@ def server_running(name: str, command: list[str], env: dict[str, str], log_dir: 
         server.stop()
 
 
-# wrk writes one line of JSON from the Lua `done` hook, so nothing depends on its human-readable output.
-# The requests are formatted once in `init`; with several header sets (one API token per simulated client)
-# they are sent in turn, so each client stays within its own rate limit, as many clients would.
-_LUA = """
-local f = assert(io.open(%(body_path)s, "rb"))
-local body = f:read("*a")
-f:close()
-local header_sets = %(header_sets)s
-local requests = {}
-local next_request = 0
-init = function(args)
-  for i, headers in ipairs(header_sets) do
-    -- Headers given on the command line (-H "Connection: close") apply to every set.
-    for name, value in pairs(wrk.headers) do
-      if headers[name] == nil then headers[name] = value end
-    end
-    requests[i] = wrk.format("POST", nil, headers, body)
-  end
-end
-request = function()
-  next_request = next_request %% #requests + 1
-  return requests[next_request]
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_JSON {"requests": %%d, "duration_us": %%d, "bytes": %%d, "errors_connect": %%d, ' ..
-    '"errors_read": %%d, "errors_write": %%d, "errors_status": %%d, "errors_timeout": %%d, ' ..
-    '"p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "mean_us": %%.1f, "max_us": %%d}\\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, latency.max))
-end
-"""
+def job_wait(
+    model: Any, job_id: int, *, deadline: float, worker: Server, label: str, name: str, poll_seconds: float
+) -> Any:
+    """Poll a leased job (a jobs.models.LeasedJob `model`) that `worker` runs until it ends, saying how many
+    rows it has done; the worker exiting or `deadline` (time.monotonic) passing is an error."""
+    last = -1
+    while time.monotonic() < deadline:
+        job = model.objects.get(pk=job_id)
+        if job.is_terminal:
+            return job
+        if worker.process.poll() is not None:
+            raise RuntimeError(f"the worker exited ({worker.process.returncode}):\n{worker.log_tail()}")
+        if job.rows_done != last and job.rows_done:
+            say(f"{label}: {job.rows_done:,} of ~{job.rows_total:,} rows")
+            last = job.rows_done
+        time.sleep(poll_seconds)
+    raise RuntimeError(f"{name} {job_id} did not finish in time:\n{worker.log_tail()}")
 
 
-def _lua_string(text: str) -> str:
-    return json.dumps(text)  # a JSON string literal is a valid Lua string literal for plain text
+def gunicorn_command(
+    port: int, *, workers: int | None, app: str | None = "mlops_site.wsgi:application"
+) -> list[str]:
+    """gunicorn on 127.0.0.1:`port` with the project's settings (worker class, threads, timeouts), as `make
+    run` and compose use them; None leaves the app or the worker count to deploy/gunicorn.conf.py."""
+    command = [str(VENV_BIN / "gunicorn"), "-c", str(ROOT / "deploy" / "gunicorn.conf.py")]
+    if app is not None:
+        command.append(app)
+    if workers is not None:
+        command += ["-w", str(workers)]
+    return [*command, "-b", f"127.0.0.1:{port}", "--access-logfile", "/dev/null"]
 
 
-def _lua_table(headers: dict[str, str]) -> str:
-    return "{" + ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()) + "}"
+def celery_broker_ready(data_dir: Path, env: dict[str, str]) -> dict[str, str]:
+    """From now on this process sends tasks through the filesystem broker in `data_dir` instead of running
+    them; returns the environment for the site's own processes (web, worker, beat)."""
+    from mlops_site.celery import app
+
+    app.conf.task_always_eager = False
+    for folder in ("queue", "processed", "control"):  # the filesystem broker's folders, as make run does
+        (data_dir / "celery" / folder).mkdir(parents=True, exist_ok=True)
+    return {**env, "CELERY_TASK_ALWAYS_EAGER": "False"}
 
 
-def wrk_script(path: Path, *, body: bytes, header_sets: list[dict[str, str]]) -> Path:
-    """A wrk Lua script POSTing `body`, cycling through the header sets (e.g. one token per client)."""
-    body_path = path.with_suffix(".body")
-    body_path.write_bytes(body)
-    tables = "{" + ", ".join(_lua_table(h) for h in header_sets) + "}"
-    path.write_text(_LUA % {"body_path": _lua_string(str(body_path)), "header_sets": tables})
-    return path
-
-
-def wrk_path() -> str:
-    found = shutil.which("wrk")
-    if found is None:
-        raise SystemExit("wrk is not installed: apt-get install -y wrk (Debian) and run the benchmark again.")
-    return found
-
-
-def wrk_run(
-    *, url: str, script: Path, connections: int, seconds: int, threads: int = 1, extra: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """One bounded wrk run: its counts, latency percentiles (ms) and successful requests per second."""
-    command = [
-        wrk_path(),
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{seconds}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(script),
-        *extra,
-        url,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-800:]} {done.stderr[-800:]}")
-    raw = json.loads(line.removeprefix("BENCH_JSON "))
-    seconds_run = raw["duration_us"] / 1e6
-    errors = sum(raw[k] for k in raw if k.startswith("errors_"))
-    return {
-        "connections": connections,
-        "seconds": round(seconds_run, 2),
-        "requests": raw["requests"],
-        "errors": errors,
-        "non_2xx": raw["errors_status"],
-        "requests_per_second": round((raw["requests"] - raw["errors_status"]) / seconds_run, 1),
-        "p50_ms": round(raw["p50_us"] / 1000, 3),
-        "p90_ms": round(raw["p90_us"] / 1000, 3),
-        "p99_ms": round(raw["p99_us"] / 1000, 3),
-        "mean_ms": round(raw["mean_us"] / 1000, 3),
-        "max_ms": round(raw["max_us"] / 1000, 3),
-    }
+def celery_worker_command(name: str, *extra: str) -> list[str]:
+    """A Celery worker of one process, named `name`@host."""
+    return [
+        str(VENV_BIN / "celery"), "-A", "mlops_site", "worker", "--concurrency", "1",
+        "--loglevel", "WARNING", "-n", f"{name}@%h", *extra,
+    ]  # fmt: skip
 
 
 def temp_dir(prefix: str) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=prefix)
-
-
-@dataclass
-class Target:
-    """One thing to load: a running server, its URL and wrk script (and extra wrk options)."""
-
-    label: str
-    server: Server
-    url: str
-    script: Path
-    wrk_extra: tuple[str, ...] = ()
-
-
-def warm_up(targets: list[Target], *, seconds: int) -> None:
-    for target in targets:
-        say(f"{target.label}: warm-up {seconds}s")
-        wrk_run(url=target.url, script=target.script, connections=8, seconds=seconds, extra=target.wrk_extra)
-
-
-def interleaved(
-    targets: list[Target], *, seconds: int, rounds: int, connections: tuple[int, ...] = (1, 8)
-) -> dict[str, dict[str, Any]]:
-    """Each target `seconds` at each concurrency, in `rounds` short runs taken in turn (rotating order).
-
-    Load from anything else on the machine then falls on every target alike instead of on whichever ran
-    during a busy spell. p50/p90/p99 are medians over the rounds; requests/s counts successful (2xx)
-    requests over the total measured time.
-    """
-    per_run = max(1, seconds // rounds)
-    runs: dict[str, dict[int, list[dict[str, Any]]]] = {
-        t.label: {c: [] for c in connections} for t in targets
-    }
-    for round_index in range(rounds):
-        shift = round_index % len(targets)
-        order = targets[shift:] + targets[:shift]
-        for c in connections:
-            for target in order:
-                server = target.server
-                cpu = group_cpu_seconds(server.process.pid)
-                run = wrk_run(
-                    url=target.url,
-                    script=target.script,
-                    connections=c,
-                    seconds=per_run,
-                    extra=target.wrk_extra,
-                )
-                run["server_cpu_seconds"] = group_cpu_seconds(server.process.pid) - cpu
-                if server.process.poll() is not None:
-                    raise RuntimeError(f"{server.name} died during the run:\n{server.log_tail()}")
-                runs[target.label][c].append(run)
-        say(f"round {round_index + 1}/{rounds} done")
-    return {label: {f"c{c}": runs_aggregate(by_c[c]) for c in connections} for label, by_c in runs.items()}
-
-
-def runs_aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    import statistics
-
-    seconds = sum(r["seconds"] for r in runs)
-    ok = sum(r["requests"] - r["non_2xx"] for r in runs)
-    cpu = sum(r["server_cpu_seconds"] for r in runs)
-    return {
-        "connections": runs[0]["connections"],
-        # CPU time of the server's processes (master and workers) per request: what a request costs,
-        # whatever else the machine was doing.
-        "server_cpu_ms_per_request": round(cpu * 1000 / max(ok, 1), 3),
-        "seconds": round(seconds, 2),
-        "requests": sum(r["requests"] for r in runs),
-        "errors": sum(r["errors"] for r in runs),
-        "non_2xx": sum(r["non_2xx"] for r in runs),
-        "requests_per_second": round(ok / seconds, 1),
-        "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 3),
-        "p90_ms": round(statistics.median(r["p90_ms"] for r in runs), 3),
-        "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 3),
-        "max_ms": max(r["max_ms"] for r in runs),
-        "rounds": [{k: r[k] for k in ("requests_per_second", "p50_ms", "p99_ms")} for r in runs],
-    }
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU seconds used so far by the live processes of one process group (from /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        # After "pid (command)": state, ppid, pgrp, ..., utime and stime are the 12th and 13th fields.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured, and whether the working tree had uncommitted changes to tracked files."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted_changes": bool(git("status", "--porcelain", "-uno")),
-    }
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]

@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import predict_common as common
+from bench import report, wrk_load
 
 RESULTS = common.ROOT / "bench" / "results" / "predictions_api.json"
 
@@ -47,22 +47,6 @@ def _payloads(model: common.TrainedModel) -> tuple[bytes, bytes, dict[str, float
         {"dataframe_split": {"columns": model.feature_names, "data": [list(row.values())]}}
     ).encode()
     return ours, mlflow, row
-
-
-def _gunicorn(app: str, port: int, workers: int) -> list[str]:
-    # The project's gunicorn settings (worker class, threads, timeouts), as `make run` and compose use them.
-    return [
-        str(common.VENV_BIN / "gunicorn"),
-        "-c",
-        str(common.ROOT / "deploy" / "gunicorn.conf.py"),
-        app,
-        "-w",
-        str(workers),
-        "-b",
-        f"127.0.0.1:{port}",
-        "--access-logfile",
-        "/dev/null",
-    ]
 
 
 def _row_line(result: dict[str, Any]) -> str:
@@ -95,7 +79,7 @@ def main() -> int:
     args = parser.parse_args()
     if not 1 <= args.seconds <= 60 or not 1 <= args.warmup <= 30 or not 1 <= args.rounds <= args.seconds:
         parser.error("--seconds must be 1..60, --warmup 1..30 and --rounds 1..seconds: the run stays bounded")
-    common.wrk_path()
+    wrk_load.wrk_path()
     common.sigterm_unwinds()
     started = time.monotonic()
 
@@ -104,15 +88,9 @@ def main() -> int:
         env = common.django_configure(data_dir)
         ours_env = {**env, "DJANGO_SETTINGS_MODULE": args.settings}
         database = common.database_label()
-        from django.contrib.auth import get_user_model
-        from rest_framework.authtoken.models import Token
-
-        users = get_user_model()
-        owner = users.objects.create_user(f"bench-owner-{os.getpid()}", is_staff=True)
         # One token per simulated client: each stays under the configured per-user rate, as real clients
         # would; the throttle still runs on every request.
-        clients = [users.objects.create_user(f"bench-{os.getpid()}-{i}") for i in range(args.clients)]
-        tokens = [Token.objects.create(user=user).key for user in clients]
+        owner, clients, tokens = common.api_users(args.clients)
         common.say(f"training the forest through the training service ({database})")
         model = common.forest_train_and_promote(data_dir=data_dir, user=owner)
         ours_body, mlflow_body, _ = _payloads(model)
@@ -136,7 +114,7 @@ def main() -> int:
         )
         ours = servers.enter_context(
             common.server_running(
-                "ours", _gunicorn("mlops_site.wsgi:application", ours_port, args.workers), ours_env, data_dir
+                "ours", common.gunicorn_command(ours_port, workers=args.workers), ours_env, data_dir
             )
         )
         mlflow_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{data_dir / 'mlflow.db'}"}
@@ -160,7 +138,7 @@ def main() -> int:
         floor = servers.enter_context(
             common.server_running(
                 "floor",
-                _gunicorn("bench.floor_app:application", floor_port, args.workers),
+                common.gunicorn_command(floor_port, workers=args.workers, app="bench.floor_app:application"),
                 floor_env,
                 data_dir,
             )
@@ -175,21 +153,21 @@ def main() -> int:
         answers["floor"] = json.loads(floor.wait_ready(floor_url, ours_body, json_headers))
 
         def script(name: str, body: bytes, header_sets: list[dict[str, str]]) -> Path:
-            return common.wrk_script(data_dir / f"{name}.lua", body=body, header_sets=header_sets)
+            return wrk_load.wrk_script(data_dir / f"{name}.lua", body=body, header_sets=header_sets)
 
         mlflow_script = script("mlflow", mlflow_body, [json_headers])
         targets = [
-            common.Target("ours", ours, ours_url, script("ours", ours_body, ours_headers)),
-            common.Target("mlflow (keep-alive)", mlflow, mlflow_url, mlflow_script),
-            common.Target(
+            wrk_load.Target("ours", ours, ours_url, script("ours", ours_body, ours_headers)),
+            wrk_load.Target("mlflow (keep-alive)", mlflow, mlflow_url, mlflow_script),
+            wrk_load.Target(
                 "mlflow (Connection: close)", mlflow, mlflow_url, mlflow_script, ("-H", "Connection: close")
             ),
-            common.Target("floor", floor, floor_url, script("floor", ours_body, [json_headers])),
+            wrk_load.Target("floor", floor, floor_url, script("floor", ours_body, [json_headers])),
         ]
-        load_before = common.load_average()
-        common.warm_up(targets, seconds=args.warmup)
-        measured = common.interleaved(targets, seconds=args.seconds, rounds=args.rounds)
-        load_after = common.load_average()
+        load_before = report.load_average()
+        wrk_load.warm_up(targets, seconds=args.warmup)
+        measured = wrk_load.interleaved(targets, seconds=args.seconds, rounds=args.rounds)
+        load_after = report.load_average()
         results = [{"label": label, **runs} for label, runs in measured.items()]
         from predictions.models import Prediction
 
@@ -241,14 +219,10 @@ def main() -> int:
     )
     print(f"predictions stored by ours: {stored}; same prediction everywhere: {summary['same_prediction']}")
 
-    document = {
-        "benchmark": "predictions_api",
-        "command": " ".join(["python bench/predictions_api.py", *sys.argv[1:]]),
-        "environment": {
-            **common.git_state(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
+    report.results_write(
+        args.output,
+        benchmark="predictions_api",
+        environment={
             "database": database,
             "settings": args.settings,
             "cache": "redis" if os.environ.get("REDIS_URL") else "file-based",
@@ -260,7 +234,8 @@ def main() -> int:
             "load_average_after": load_after,
             "load_generator": "wrk -t1 with a Lua POST script",
         },
-        "model": {
+        started=started,
+        model={
             "name": model.name,
             "version": model.version,
             "mlflow_version": model.mlflow_version,
@@ -268,14 +243,10 @@ def main() -> int:
             "n_estimators": 100,
             "features": len(model.feature_names),
         },
-        "predictions": predictions,
-        "summary": summary,
-        "results": results,
-        "elapsed_seconds": round(time.monotonic() - started, 1),
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {args.output} in {document['elapsed_seconds']:.0f} s")
+        predictions=predictions,
+        summary=summary,
+        results=results,
+    )
     return 0
 
 

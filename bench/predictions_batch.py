@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import predict_common as common
+from bench import report
+from bench.processes import group_pids, vm_hwm_bytes
 
 RESULTS = common.ROOT / "bench" / "results" / "predictions_batch.json"
 MIB = 1024 * 1024
@@ -110,44 +111,6 @@ def _baseline_in_subprocess(spec: dict[str, Any], *, timeout: float) -> dict[str
     return json.loads(line.removeprefix("BASELINE_JSON "))
 
 
-def vm_hwm_bytes(pid: int) -> int:
-    """Peak resident memory (VmHWM) of a live process."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
-
-
-def group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[2]) == pgid:
-                pids.append(int(entry.name))
-    return pids
-
-
-def _job_wait(job_id: int, *, deadline: float, worker: common.Server) -> Any:
-    from predictions.models import BatchPredictionJob
-
-    last = -1
-    while time.monotonic() < deadline:
-        job = BatchPredictionJob.objects.get(pk=job_id)
-        if job.status in BatchPredictionJob.TERMINAL:
-            return job
-        if worker.process.poll() is not None:
-            raise RuntimeError(f"the worker exited ({worker.process.returncode}):\n{worker.log_tail()}")
-        if job.rows_done != last and job.rows_done:
-            common.say(f"ours: {job.rows_done:,} of ~{job.rows_total:,} rows")
-            last = job.rows_done
-        time.sleep(1.0)
-    raise RuntimeError(f"batch job {job_id} did not finish in time:\n{worker.log_tail()}")
-
-
 def _predictions_agree(ours_path: Path, baseline_path: Path) -> dict[str, Any]:
     """Same rows in the same order (row numbers 1..n), and how often the two predictions are equal."""
     import numpy as np
@@ -192,7 +155,7 @@ def main() -> int:
 
         from mlops_site import storage
         from predictions.batch import services as batch_services
-        from predictions.models import Prediction
+        from predictions.models import BatchPredictionJob, Prediction
 
         user = get_user_model().objects.create_user(f"bench-batch-{os.getpid()}", is_staff=True)
         common.say(f"training the forest through the training service ({database})")
@@ -221,27 +184,10 @@ def main() -> int:
         common.say(f"baseline: {baseline['seconds']:.1f} s, {baseline['rows_per_second']:,.0f} rows/s")
 
         # Training ran eagerly in this process; the job must go to the worker through the broker.
-        from mlops_site.celery import app
-
-        app.conf.task_always_eager = False
-        for folder in ("queue", "processed", "control"):  # the filesystem broker's folders, as make run does
-            (data_dir / "celery" / folder).mkdir(parents=True, exist_ok=True)
-        worker_env = {**env, "CELERY_TASK_ALWAYS_EAGER": "False"}
-        worker_command = [
-            str(common.VENV_BIN / "celery"),
-            "-A",
-            "mlops_site",
-            "worker",
-            "--concurrency",
-            "1",
-            "--loglevel",
-            "WARNING",
-            "-n",
-            f"bench-{os.getpid()}@%h",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ]
+        worker_env = common.celery_broker_ready(data_dir, env)
+        worker_command = common.celery_worker_command(
+            f"bench-{os.getpid()}", "--without-heartbeat", "--without-gossip", "--without-mingle"
+        )
         worker = servers.enter_context(common.server_running("worker", worker_command, worker_env, data_dir))
 
         common.say("ours: batch_prediction_start (checks and stores the upload, queues the job)")
@@ -251,7 +197,15 @@ def main() -> int:
                 registered_model_name=model.name, input_file=handle, filename=source.name, requested_by=user
             )
         upload_seconds = time.perf_counter() - upload_started
-        job = _job_wait(job.pk, deadline=time.monotonic() + args.timeout, worker=worker)
+        job = common.job_wait(
+            BatchPredictionJob,
+            job.pk,
+            deadline=time.monotonic() + args.timeout,
+            worker=worker,
+            label="ours",
+            name="batch job",
+            poll_seconds=1.0,
+        )
         if job.status != job.Status.SUCCEEDED:
             raise RuntimeError(f"batch job {job.pk} {job.status}: {job.error_message}\n{worker.log_tail()}")
         peaks = {pid: vm_hwm_bytes(pid) for pid in group_pids(worker.process.pid)}
@@ -305,27 +259,20 @@ def main() -> int:
         f"predictions stored: {stored:,}; same rows in order: {agreement['rows_match']}; "
         f"same prediction as scikit-learn: {agreement['agreement']}"
     )
-    document = {
-        "benchmark": "predictions_batch",
-        "command": " ".join(["python bench/predictions_batch.py", *sys.argv[1:]]),
-        "environment": {
-            **common.git_state(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
+    report.results_write(
+        args.output,
+        benchmark="predictions_batch",
+        environment={
             "database": database,
             "worker": "celery worker --concurrency 1 (prefork), filesystem broker",
-            "load_average_after": common.load_average(),
+            "load_average_after": report.load_average(),
         },
-        "input": {"rows": args.rows, "bytes": size, "features": len(model.feature_names)},
-        "baseline": baseline,
-        "ours": ours,
-        "summary": summary,
-        "elapsed_seconds": round(time.monotonic() - started, 1),
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {args.output} in {document['elapsed_seconds']:.0f} s")
+        started=started,
+        input={"rows": args.rows, "bytes": size, "features": len(model.feature_names)},
+        baseline=baseline,
+        ours=ours,
+        summary=summary,
+    )
     return 0
 
 

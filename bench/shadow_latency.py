@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import predict_common as common
+from bench import report, wrk_load
 
 RESULTS = common.ROOT / "bench" / "results" / "shadow_latency.json"
 CONNECTIONS = (1, 8)
@@ -44,22 +44,15 @@ def _challenger_train_and_stage(*, model: common.TrainedModel, user: Any) -> int
     """A logistic regression on the champion's dataset version, through the training service, in staging."""
     from models_registry import transition_services
     from models_registry.models import ModelVersion, Stage
-    from training import services as training_services
-    from training.models import TrainingRun
 
     champion = ModelVersion.objects.get(registered_model__name=model.name, version=model.version)
-    run = training_services.training_run_create(
+    version = common.version_trained(
         dataset_version=champion.dataset_version,
-        model_name=model.name,
+        name=model.name,
         algorithm="logistic_regression",
         params={},
-        created_by=user,
-        seed=42,
+        user=user,
     )
-    run = TrainingRun.objects.get(pk=run.pk)
-    if run.status != TrainingRun.Status.SUCCEEDED:
-        raise SystemExit(f"training run {run.pk} ended {run.status}: {run.error_message}")
-    version = ModelVersion.objects.select_related("registered_model").get(training_run=run)
     transition_services.model_version_transition(
         model_version=version, to_stage=Stage.STAGING, user=user, reason="benchmark challenger"
     )
@@ -117,15 +110,12 @@ def _drain(name: str, since: Any, *, timeout: float, worker: common.Server) -> d
 
 
 def _phase(url: str, script: Path, server: common.Server, seconds: int) -> dict[str, dict[str, Any]]:
-    runs = {}
-    for connections in CONNECTIONS:
-        cpu = common.group_cpu_seconds(server.process.pid)
-        run = common.wrk_run(url=url, script=script, connections=connections, seconds=seconds)
-        run["server_cpu_seconds"] = common.group_cpu_seconds(server.process.pid) - cpu
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} died during the run:\n{server.log_tail()}")
-        runs[f"c{connections}"] = run
-    return runs
+    return {
+        f"c{connections}": wrk_load.wrk_measured(
+            server, url=url, script=script, connections=connections, seconds=seconds
+        )
+        for connections in CONNECTIONS
+    }
 
 
 def _row_line(label: str, result: dict[str, Any]) -> str:
@@ -153,7 +143,7 @@ def main() -> int:
     args = parser.parse_args()
     if not 1 <= args.seconds <= 60 or not 1 <= args.rounds <= 10 or not 1 <= args.warmup <= 30:
         parser.error("--seconds must be 1..60, --rounds 1..10 and --warmup 1..30: the run stays bounded")
-    common.wrk_path()
+    wrk_load.wrk_path()
     common.sigterm_unwinds()
     started = time.monotonic()
 
@@ -162,33 +152,16 @@ def main() -> int:
         env = common.django_configure(data_dir)
         database = common.database_label()
         from django.conf import settings
-        from django.contrib.auth import get_user_model
-        from rest_framework.authtoken.models import Token
 
-        users = get_user_model()
-        owner = users.objects.create_user(f"bench-owner-{os.getpid()}", is_staff=True)
-        clients = [users.objects.create_user(f"bench-{os.getpid()}-{i}") for i in range(args.clients)]
-        tokens = [Token.objects.create(user=user).key for user in clients]
+        owner, _, tokens = common.api_users(args.clients)
         common.say(f"training the champion (forest) and the challenger (logistic regression) ({database})")
         model = common.forest_train_and_promote(data_dir=data_dir, user=owner)
         challenger_version = _challenger_train_and_stage(model=model, user=owner)
 
-        from mlops_site.celery import app
-
-        app.conf.task_always_eager = False
-        for folder in ("queue", "processed", "control"):  # the filesystem broker's folders, as make run does
-            (data_dir / "celery" / folder).mkdir(parents=True, exist_ok=True)
-        site_env = {**env, "CELERY_TASK_ALWAYS_EAGER": "False"}
+        site_env = common.celery_broker_ready(data_dir, env)
         (port,) = common.free_ports(1)
-        web_command = [
-            str(common.VENV_BIN / "gunicorn"), "-c", str(common.ROOT / "deploy" / "gunicorn.conf.py"),
-            "mlops_site.wsgi:application", "-w", str(args.workers),
-            "-b", f"127.0.0.1:{port}", "--access-logfile", "/dev/null",
-        ]  # fmt: skip
-        worker_command = [
-            str(common.VENV_BIN / "celery"), "-A", "mlops_site", "worker", "--concurrency", "1",
-            "--loglevel", "WARNING", "-n", f"shadow-{os.getpid()}@%h",
-        ]  # fmt: skip
+        web_command = common.gunicorn_command(port, workers=args.workers)
+        worker_command = common.celery_worker_command(f"shadow-{os.getpid()}")
         beat_command = [
             str(common.VENV_BIN / "celery"), "-A", "mlops_site", "beat", "--loglevel", "WARNING",
             "-s", str(data_dir / "celery" / "beat-schedule"),
@@ -204,11 +177,11 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}/api/models/{model.name}/predict/"
         headers = [{"Content-Type": "application/json", "Authorization": f"Token {t}"} for t in tokens]
         answer = json.loads(web.wait_ready(url, body, headers[0]))
-        script = common.wrk_script(data_dir / "ours.lua", body=body, header_sets=headers)
+        script = wrk_load.wrk_script(data_dir / "ours.lua", body=body, header_sets=headers)
 
-        load_before = common.load_average()
+        load_before = report.load_average()
         common.say(f"warm-up {args.warmup}s")
-        common.wrk_run(url=url, script=script, connections=8, seconds=args.warmup)
+        wrk_load.wrk_run(url=url, script=script, connections=8, seconds=args.warmup)
         runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
         drains: list[dict[str, Any]] = []
         for round_index in range(args.rounds):
@@ -219,7 +192,7 @@ def main() -> int:
                     drains.append(_drain(model.name, since, timeout=args.drain_timeout, worker=worker))
                     _mode_set(model.name, "off")
             common.say(f"round {round_index + 1}/{args.rounds} done")
-        load_after = common.load_average()
+        load_after = report.load_average()
         from predictions.models import ShadowBatch
 
         batches = list(ShadowBatch.objects.values_list("status", "rows_scored"))
@@ -284,14 +257,10 @@ def main() -> int:
         f"{summary['drained_seconds_max']:.1f} s after the load stopped"
     )
 
-    document = {
-        "benchmark": "shadow_latency",
-        "command": " ".join(["python bench/shadow_latency.py", *sys.argv[1:]]),
-        "environment": {
-            **common.git_state(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
+    report.results_write(
+        args.output,
+        benchmark="shadow_latency",
+        environment={
             "database": database,
             "workers": args.workers,
             "celery": "worker --concurrency 1 and beat (filesystem broker)",
@@ -303,21 +272,18 @@ def main() -> int:
             "load_average_after": load_after,
             "load_generator": "wrk -t1 with a Lua POST script",
         },
-        "model": {
+        started=started,
+        model={
             "name": model.name,
             "champion": {"version": model.version, "algorithm": "random_forest", "n_estimators": 100},
             "challenger": {"version": challenger_version, "algorithm": "logistic_regression"},
             "features": len(model.feature_names),
         },
-        "first_answer": answer,
-        "summary": summary,
-        "results": results,
-        "drains": drains,
-        "elapsed_seconds": round(time.monotonic() - started, 1),
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {args.output} in {document['elapsed_seconds']:.0f} s")
+        first_answer=answer,
+        summary=summary,
+        results=results,
+        drains=drains,
+    )
     return 0
 
 

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mlops_site import errors, pagination, parsers
-from predictions import selectors, services
+from predictions import routing, selectors, services
 from predictions.forms import PredictionFilterForm
 from predictions.models import Channel, Prediction
 
@@ -97,7 +97,7 @@ class RowPredictionSerializer(serializers.Serializer):
     warnings = serializers.ListField(child=serializers.DictField())
     model_version = serializers.IntegerField(help_text="The version that answered this row.")
     served_by = serializers.ChoiceField(
-        choices=[services.CHAMPION, services.CHALLENGER], help_text=SERVED_BY_HELP
+        choices=[routing.CHAMPION, routing.CHALLENGER], help_text=SERVED_BY_HELP
     )
 
 
@@ -109,7 +109,7 @@ class PredictOutputSerializer(serializers.Serializer):
     )
     stage = serializers.CharField(help_text="That version's stage now.")
     served_by = serializers.ChoiceField(
-        choices=[services.CHAMPION, services.CHALLENGER, SPLIT],
+        choices=[routing.CHAMPION, routing.CHALLENGER, SPLIT],
         help_text=f"{SERVED_BY_HELP} {SPLIT}: a canary split the rows; each row says which answered it.",
     )
     request_id = serializers.CharField()

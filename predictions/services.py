@@ -4,7 +4,6 @@ share, the challenger's), store every row at once."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import re
 import time
@@ -19,8 +18,8 @@ from django.db import IntegrityError, transaction
 from ml.errors import PredictionInputError
 from mlops_site import rollups, storage
 from mlops_site.errors import problem
-from models_registry.models import ChallengerMode, ModelVersion, Stage
-from predictions import model_cache, selectors
+from models_registry.models import ModelVersion, Stage
+from predictions import model_cache, routing, selectors
 from predictions.errors import InputInvalid
 from predictions.models import Channel, Prediction, PredictionHourly, PredictionKey, PredictionRequest
 from predictions.validation import (
@@ -44,12 +43,6 @@ def max_rows() -> int:
     return settings.PREDICTION_MAX_ROWS
 
 
-#: Who answered a row: the version asked for (production by default), or the canary's challenger.
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-CANARY_BUCKETS = 100
-
-
 @dataclass(frozen=True)
 class PredictionOutcome:
     """The stored rows in the order sent, and the request rows that hold them.
@@ -70,7 +63,7 @@ class PredictionOutcome:
         return self.request.model_version
 
     def served_by(self, prediction: Prediction) -> str:
-        return CHALLENGER if prediction.pk in self.challenger_rows else CHAMPION
+        return routing.CHALLENGER if prediction.pk in self.challenger_rows else routing.CHAMPION
 
     @property
     def split(self) -> bool:
@@ -162,44 +155,6 @@ def probabilities_of(classes: list[Any] | None, row: list[float] | None) -> dict
     return {str(label): float(p) for label, p in zip(classes, row, strict=True)}
 
 
-def canary_bucket(*, model_name: str, routing_key: str) -> int:
-    """A stable bucket 0..99 of a routing key: sha256, so every process and every release agrees.
-
-    A key whose bucket is below the canary's percent goes to the challenger: the same key always goes the
-    same way at a given percent, and raising the percent only moves more keys over.
-    """
-    digest = hashlib.sha256(f"{model_name}\n{routing_key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % CANARY_BUCKETS
-
-
-def _routing_keys(*, n_rows: int, keys: list[str] | None, user: Any, request_id: str) -> list[str]:
-    """Each row's routing key: the client's key for the row, else the user, else the request."""
-    if keys is not None:
-        return [f"key:{key}" for key in keys]
-    user_id = getattr(user, "pk", None) if getattr(user, "is_authenticated", False) else None
-    shared = f"user:{user_id}" if user_id is not None else f"request:{request_id}"
-    return [shared] * n_rows
-
-
-def _canary_rows(
-    champion: ModelVersion, *, keys: list[str] | None, user: Any, request_id: str, n_rows: int
-) -> tuple[ModelVersion | None, list[int]]:
-    """The challenger and the positions of the rows it answers, when the model is in canary mode."""
-    registered = champion.registered_model
-    if registered.challenger_mode != ChallengerMode.CANARY or registered.canary_percent <= 0:
-        return None, []
-    challenger = model_cache.resolutions.challenger(registered_model=registered)
-    if challenger is None:
-        return None, []
-    routing = _routing_keys(n_rows=n_rows, keys=keys, user=user, request_id=request_id)
-    percent = registered.canary_percent
-    return challenger, [
-        index
-        for index, key in enumerate(routing)
-        if canary_bucket(model_name=registered.name, routing_key=key) < percent
-    ]
-
-
 @dataclass
 class _Answered:
     """Rows one version answered: their positions in the call, what is stored and its output."""
@@ -250,54 +205,17 @@ def _answer(
     return answered, sorted(positions[i] for i in unscorable)
 
 
-def rows_validate_for(*, version: ModelVersion, rows: list[Any]) -> tuple[ValidatedRows | None, list[int]]:
-    """The rows `version`'s own feature schema accepts, validated, and their positions in `rows`.
-
-    Each row is first cut down to the version's features, so rows checked against another version (the
-    champion's) need only carry what this one reads. Rows it refuses are left out; None when it accepts
-    none. The canary and the shadow worker give the challenger rows this way.
+def _challenger_answer(share: routing.CanaryShare) -> _Answered | None:
+    """The challenger's answers to its canary share; rows it gives no finite output for are left out, so the
+    version asked for answers them. None sends every row back (its model file unreadable, or it cannot score
+    them): a canary never turns an answerable production request into an error.
     """
-    names = [column["name"] for column in version.feature_schema]
-    own = [{name: row[name] for name in names if name in row} for row in rows]
-    kept = list(range(len(own)))
-    while kept:
-        try:
-            validated = rows_validate(
-                rows=[own[i] for i in kept],
-                feature_schema=version.feature_schema,
-                max_rows=len(kept),
-                max_text_chars=settings.PREDICTION_MAX_TEXT_CHARS,
-            )
-        except RowsInvalid as exc:
-            refused = {item["row"] - 1 for item in exc.errors if item.get("row")}
-            if not refused:
-                break
-            kept = [position for index, position in enumerate(kept) if index not in refused]
-        else:
-            return validated, kept
-    return None, []
-
-
-def _challenger_answer(
-    challenger: ModelVersion, rows: list[Any], positions: list[int]
-) -> tuple[_Answered, list[int]] | None:
-    """The challenger's answers to its share of the rows, checked against its own feature schema.
-
-    Rows it refuses or gives no finite output for go back to the version asked for (returned as the second
-    item); None sends them all back (its model file unreadable, or it cannot score them): a canary never
-    turns an answerable production request into an error.
-    """
-    validated, kept = rows_validate_for(version=challenger, rows=[rows[i] for i in positions])
-    if validated is None:
-        return None
-    accepted = [positions[i] for i in kept]
-    refused = sorted(set(positions) - set(accepted))
     try:
-        answered, unscorable = _answer(challenger, validated, accepted)
+        answered, _unscorable = _answer(share.challenger, share.validated, share.positions)
     except (RowsInvalid, model_cache.ModelUnavailable, storage.StorageError) as exc:
-        logger.warning("%s could not answer its canary share; the champion does: %s", challenger, exc)
+        logger.warning("%s could not answer its canary share; the champion does: %s", share.challenger, exc)
         return None
-    return answered, sorted([*unscorable, *refused])
+    return answered
 
 
 def _store(
@@ -411,21 +329,14 @@ def prediction_make(
     )
     keys = _keys_check(keys, n_rows=validated.n_rows)
     validated_ms = (time.perf_counter() - started) * 1000
-    challenger, canary = (None, [])
+    share = None
     if version is None and stage == Stage.PRODUCTION:
-        challenger, canary = _canary_rows(
-            model_version, keys=keys, user=user, request_id=request_id, n_rows=validated.n_rows
+        share = routing.canary_share(
+            model_version, rows=rows, keys=keys, user=user, request_id=request_id, n_rows=validated.n_rows
         )
-    answered: list[_Answered] = []
-    if challenger is not None and canary:
-        by_challenger = _challenger_answer(challenger, rows, canary)
-        if by_challenger is not None:
-            answered.append(by_challenger[0])
-            back = set(by_challenger[1])
-            canary = [i for i in canary if i not in back]
-        else:
-            canary = []
-    taken = set(canary)
+    by_challenger = _challenger_answer(share) if share is not None else None
+    answered: list[_Answered] = [by_challenger] if by_challenger is not None else []
+    taken = set(by_challenger.positions) if by_challenger is not None else set()
     positions = [i for i in range(validated.n_rows) if i not in taken]
     if positions:
         by_champion, unscorable = _answer(model_version, _subset(validated, positions), positions)

@@ -22,7 +22,7 @@ from ml.errors import PredictionInputError
 from mlops_site import storage
 from models_registry import selectors as registry_selectors
 from models_registry.models import ChallengerMode, RegisteredModel
-from predictions import model_cache, services
+from predictions import model_cache, routing, services
 from predictions.models import Channel, Prediction, ShadowBatch, ShadowPrediction
 from predictions.validation import not_finite_rows
 
@@ -158,7 +158,7 @@ def _score(attempt: engine.Attempt[ShadowBatch]) -> None:
         .values_list("pk", "inputs", "created_at")
         if inputs
     ]
-    validated, kept = services.rows_validate_for(version=challenger, rows=[inputs for _, inputs, _ in rows])
+    validated, kept = routing.rows_validate_for(version=challenger, rows=[inputs for _, inputs, _ in rows])
     shadows: list[ShadowPrediction] = []
     if validated is not None:
         labels, probabilities = predictor.predict_columns(validated.columns)

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from mlops_site.tests.helpers import error_body
 from models_registry import challenger_services
 from models_registry.models import RegisteredModel
-from predictions import model_cache, services
+from predictions import model_cache, routing, services
 from predictions.models import Prediction, PredictionHourly, PredictionKey, PredictionRequest
 from predictions.tests.helpers import make_model_version, trained_model
 
@@ -50,7 +50,7 @@ def versions(outcome) -> list[int]:
 
 
 def challenger_bound(key: str) -> bool:
-    return services.canary_bucket(model_name="cancer", routing_key=key)
+    return routing.canary_bucket(model_name="cancer", routing_key=key)
 
 
 def api(user=None) -> APIClient:
@@ -69,16 +69,16 @@ def put(client, body):
 # ------------------------------------------------------------------------------
 def test_the_bucket_of_a_key_is_stable_and_raising_the_percent_only_moves_more_keys_over():
     keys = [f"key:order-{i}" for i in range(2000)]
-    buckets = [services.canary_bucket(model_name="cancer", routing_key=k) for k in keys]
+    buckets = [routing.canary_bucket(model_name="cancer", routing_key=k) for k in keys]
 
-    assert buckets == [services.canary_bucket(model_name="cancer", routing_key=k) for k in keys]
+    assert buckets == [routing.canary_bucket(model_name="cancer", routing_key=k) for k in keys]
     assert set(buckets) == set(range(100))
     at_10 = {k for k, b in zip(keys, buckets, strict=True) if b < 10}
     at_50 = {k for k, b in zip(keys, buckets, strict=True) if b < 50}
     assert at_10 < at_50
     assert 0.4 < len(at_50) / len(keys) < 0.6
     # Another model's canary draws its own share of the same keys.
-    assert buckets != [services.canary_bucket(model_name="churn", routing_key=k) for k in keys]
+    assert buckets != [routing.canary_bucket(model_name="churn", routing_key=k) for k in keys]
 
 
 def test_rows_with_keys_go_to_the_challenger_by_their_key_s_bucket(alice, cancer_v2):
