@@ -68,6 +68,8 @@ class CsvReport:
     problems: list[str]
     header: list[str]
     profile: CsvProfile | None
+    #: The parsed rows under the header's names, when there is a profile.
+    frame: pd.DataFrame | None = None
 
 
 def _is_blank_row(row: list[str]) -> bool:
@@ -156,7 +158,11 @@ def read_csv_report(
     if problems:
         return CsvReport(problems=problems, header=header, profile=None)
     columns = [_profile_column(header[position], frame.iloc[:, position]) for position in range(len(header))]
-    return CsvReport(problems=[], header=header, profile=CsvProfile(row_count=len(frame), columns=columns))
+    # The header passed the duplicate-name check above, so its names can replace the positional ones.
+    frame.columns = header
+    return CsvReport(
+        problems=[], header=header, profile=CsvProfile(row_count=len(frame), columns=columns), frame=frame
+    )
 
 
 def _count(number: int, noun: str) -> str:

@@ -70,6 +70,10 @@ class DatasetVersion(models.Model):
     # How a derived version was made (a retraining: the parent's rows plus which outcomes, by id range and
     # time window); {} for uploads.
     lineage = models.JSONField(default=dict, blank=True)
+    # The parsed rows in Arrow IPC (datasets.columnar), read instead of the CSV; empty when the CSV could
+    # not be copied exactly, and for versions stored before the copy existed.
+    columnar_key = models.CharField(max_length=255, blank=True)
+    columnar_sha256 = models.CharField(max_length=64, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+
 import pandas as pd
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
+from datasets import columnar
 from datasets.models import Dataset, DatasetVersion
+from ml.errors import ArtifactError
 from mlops_site import storage
 
 
@@ -51,14 +56,28 @@ def dataset_version_get(*, dataset_name: str, version: int) -> DatasetVersion:
 
 
 def dataset_version_frame(*, version: DatasetVersion) -> pd.DataFrame:
-    """The stored CSV of a version as a DataFrame, parsed the way the upload was profiled.
+    """The rows of a version as a DataFrame, parsed the way the upload was profiled.
 
-    Raises FileNotFoundError when the object is missing and storage.StorageError when storage fails.
+    From the columnar copy when the version has one, else from the CSV; either way the stored bytes must
+    match the recorded sha256. Raises FileNotFoundError when the object is missing, ArtifactError when
+    its bytes changed, and storage.StorageError when storage fails.
     """
-    frame = storage.read_csv(version.object_key, encoding="utf-8-sig", low_memory=False)
-    if frame is None:
-        raise FileNotFoundError(version.object_key)
-    return frame
+    key, sha256 = (
+        (version.columnar_key, version.columnar_sha256)
+        if version.columnar_key
+        else (version.object_key, version.sha256)
+    )
+    data = storage.read_bytes(key)
+    if data is None:
+        raise FileNotFoundError(key)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ArtifactError(
+            f"The stored file of dataset version {version} does not match its recorded sha256; "
+            "it was changed or damaged, so it was not used."
+        )
+    if version.columnar_key:
+        return columnar.frame_read(data)
+    return pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", low_memory=False)
 
 
 def uploader_get(*, username: str | None) -> AbstractBaseUser | None:

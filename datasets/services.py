@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
 from typing import IO, Any
@@ -11,9 +13,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 
-from datasets import csv_profile
+from datasets import columnar, csv_profile
 from datasets.models import DATASET_NAME_MAX_LENGTH, Dataset, DatasetVersion, dataset_name_validator
 from ml import csv_bytes
 from mlops_site import storage
@@ -29,6 +31,11 @@ TARGET_COLUMN_MAX_LENGTH = Dataset._meta.get_field("target_column").max_length o
 
 def dataset_object_key(*, sha256: str) -> str:
     return f"datasets/sha256/{sha256[:2]}/{sha256}.csv"
+
+
+def columnar_object_key(*, sha256: str) -> str:
+    """Keyed by the copy's own bytes: another pyarrow may write the same CSV's copy differently."""
+    return f"datasets/columnar/{sha256[:2]}/{sha256}.{columnar.SUFFIX}"
 
 
 def dataset_version_create(
@@ -105,8 +112,10 @@ def dataset_version_create(
             raise ValidationError(problems)
 
         object_key = dataset_object_key(sha256=scan.sha256)
-        newly_stored = _store_object(object_key=object_key, file=readable, size_bytes=scan.size_bytes)
+        stored = _store_object(object_key=object_key, file=readable, size_bytes=scan.size_bytes)
+    newly_stored = [object_key] if stored else []
     try:
+        columnar_key, columnar_sha256 = _columnar_store(report, newly_stored=newly_stored)
         return _record_version(
             name=name,
             description=description,
@@ -119,11 +128,26 @@ def dataset_version_create(
             size_bytes=scan.size_bytes,
             profile=report.profile,
             lineage=lineage or {},
+            columnar_key=columnar_key,
+            columnar_sha256=columnar_sha256,
         )
     except BaseException:
-        if newly_stored:
-            _delete_unreferenced_object(object_key)
+        for key in newly_stored:
+            _delete_unreferenced_object(key)
         raise
+
+
+def _columnar_store(report: csv_profile.CsvReport, *, newly_stored: list[str]) -> tuple[str, str]:
+    """Store the parsed rows' columnar copy; its key and sha256, or two empty strings when there is none."""
+    frame, report.frame = report.frame, None
+    copy = columnar.columnar_bytes(frame) if frame is not None else None
+    if copy is None:
+        return "", ""
+    sha256 = hashlib.sha256(copy).hexdigest()
+    key = columnar_object_key(sha256=sha256)
+    if _store_object(object_key=key, file=io.BytesIO(copy), size_bytes=len(copy)):
+        newly_stored.append(key)
+    return key, sha256
 
 
 def _existing_version(*, dataset: Dataset, sha256: str) -> DatasetVersion | None:
@@ -193,6 +217,8 @@ def _record_version(
     size_bytes: int,
     profile: csv_profile.CsvProfile,
     lineage: dict[str, Any],
+    columnar_key: str,
+    columnar_sha256: str,
 ) -> tuple[DatasetVersion, bool]:
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         try:
@@ -227,6 +253,8 @@ def _record_version(
                     column_count=len(profile.columns),
                     parent=parent,
                     lineage=lineage,
+                    columnar_key=columnar_key,
+                    columnar_sha256=columnar_sha256,
                     created_by=created_by,
                 )
                 return version, True
@@ -244,7 +272,7 @@ def _delete_unreferenced_object(object_key: str) -> None:
     # Another dataset may hold the same bytes under the same content-addressed key. When even this
     # check fails the object stays: an orphan is harmless, a deleted object that a version uses is not.
     try:
-        if DatasetVersion.objects.filter(object_key=object_key).exists():
+        if DatasetVersion.objects.filter(Q(object_key=object_key) | Q(columnar_key=object_key)).exists():
             return
         storage.delete(object_key)
     except Exception:

@@ -25,6 +25,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ml.errors import PredictionInputError, TrainingInputError
+from ml.imputation import MedianImputer
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -198,7 +199,7 @@ def pipeline_build(
         # keep_empty_features: a column empty in the training rows still yields one output, so the model
         # keeps one input per schema column and feature importances map back by position.
         steps: list[tuple[str, Any]] = [
-            ("impute", SimpleImputer(strategy="median", keep_empty_features=True))
+            ("impute", MedianImputer(strategy="median", keep_empty_features=True))
         ]
         if scale_numeric:
             steps.append(("scale", StandardScaler()))

@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from ml import catalogue, metrics
 from ml.errors import TrainingInputError
+from ml.imputation import simple_imputers_restore
 from ml.pipeline import (
     NUMERIC,
     distinct_values_keep_types,
@@ -153,6 +154,8 @@ def _fit(
             pipeline.fit(X, y, **fit_params)
         except ValueError as exc:
             raise TrainingInputError(f"{label} could not be trained with these settings: {exc}") from exc
+    # The model's files then name only scikit-learn's classes (see ml.imputation).
+    simple_imputers_restore(pipeline)
     return time.perf_counter() - started, sorted({f"{w.category.__name__}: {w.message}" for w in caught})
 
 

@@ -1,15 +1,17 @@
-"""The only module that imports mlflow: experiments, training runs, registered versions and their aliases."""
+"""The one way to MLflow: experiments, training runs, registered versions and their aliases.
+
+Only this module and the model directory writer it calls (mlflow_model_dir) import mlflow.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import functools
-import importlib.metadata
 import logging
 import os
 import tempfile
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,19 +28,19 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 import mlflow
 import mlflow.sklearn
 import requests
-import skops.io
 import sqlalchemy.exc
 from django.conf import settings
 from mlflow.entities import LoggedModel, LoggedModelOutput, Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
+from models_registry import mlflow_model_dir
+
 logger = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "mlops.training_run"
 MODEL_ID_TAG = "mlops.model_id"
 MODEL_ARTIFACT_NAME = "model"
-INPUT_EXAMPLE_ROWS = 5
 
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
 # Refusals that a retry cannot fix; every other MLflow error (5xx, connection, timeouts) is transient.
@@ -54,7 +56,15 @@ _REFUSED_CODES = {
     "CUSTOMER_UNAUTHORIZED",
     "RESOURCE_LIMIT_EXCEEDED",
 }
-_PACKAGES_TO_PIN = ("scikit-learn", "skops", "numpy", "scipy", "pandas")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggedRun:
+    """A training run in MLflow; the model's id and location when this call logged it, for model_register."""
+
+    run_id: str
+    model_id: str | None = None
+    model_source: str | None = None
 
 
 class RegistryError(Exception):
@@ -183,11 +193,12 @@ def training_run_log(
     model: Any = None,
     skops_trusted_types: Sequence[str] = (),
     input_example: Any = None,
+    output_example: Any = None,
     pip_requirements: Sequence[str] | None = None,
     run_name: str | None = None,
     model_skops: bytes | None = None,
-) -> str:
-    """Log one training run with its model to MLflow and return the run id.
+) -> LoggedRun:
+    """Log one training run with its model to MLflow.
 
     Idempotent on `run_key` (our TrainingRun id): a FINISHED run with that key is returned as it is,
     and an unfinished one left by a crash is deleted before a new run is logged. The run is marked
@@ -197,7 +208,9 @@ def training_run_log(
     `artifacts` maps relative file names to contents (str is written as UTF-8). The model is stored
     with the sklearn flavor in skops format, never pickle; `input_example` is cut to a few rows.
     `model_skops`, the model already dumped with skops.io, is stored as the flavor's file instead of
-    MLflow dumping the model again and loading it back (seconds for a large forest).
+    MLflow dumping the model again and loading it back (seconds for a large forest). `output_example`,
+    the model's predictions for the rows of `input_example` when the caller has them, gives the
+    signature's outputs without MLflow predicting the example again.
     """
     _validate_run_key(run_key)
     files = _artifact_files(artifacts)
@@ -208,7 +221,7 @@ def training_run_log(
         finished = _runs_clean_up(client, experiment_id=experiment_id, run_key=run_key)
     if finished is not None:
         logger.info("training run %s already logged to MLflow as %s", run_key, finished)
-        return finished
+        return LoggedRun(run_id=finished)
 
     with _translated(f"logging of training run {run_key!r}"):
         run = client.create_run(experiment_id, tags={RUN_KEY_TAG: run_key}, run_name=run_name)
@@ -234,6 +247,7 @@ def training_run_log(
                     model=model,
                     skops_trusted_types=skops_trusted_types,
                     input_example=input_example,
+                    output_example=output_example,
                     pip_requirements=pip_requirements,
                     model_skops=model_skops,
                 )
@@ -244,7 +258,9 @@ def training_run_log(
             client.set_terminated(run_id, "FAILED")
         raise
     logger.info("training run %s logged to MLflow as %s", run_key, run_id)
-    return run_id
+    if logged is None:
+        return LoggedRun(run_id=run_id)
+    return LoggedRun(run_id=run_id, model_id=logged.model_id, model_source=logged.artifact_location)
 
 
 def _validate_run_key(run_key: str) -> None:
@@ -343,96 +359,45 @@ def _model_log(
     input_example: Any,
     pip_requirements: Sequence[str] | None,
     model_skops: bytes | None = None,
+    output_example: Any = None,
 ) -> None:
     # These client calls and create_logged_model replace mlflow.sklearn.log_model, which reads the
     # global tracking URI.
     with tempfile.TemporaryDirectory(prefix="mlflow-model-") as folder:
         local_path = os.path.join(folder, MODEL_ARTIFACT_NAME)
-        with _skops_file_given(model_skops):
-            mlflow.sklearn.save_model(
-                model,
-                path=local_path,
-                mlflow_model=Model(
-                    artifact_path=logged.artifact_location,
-                    model_uuid=logged.model_id,
-                    run_id=run_id,
-                    model_id=logged.model_id,
-                ),
-                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-                skops_trusted_types=list(skops_trusted_types),
-                input_example=_input_example_head(input_example),
-                # Explicit requirements skip MLflow's inference, which loads the model in a subprocess.
-                pip_requirements=list(pip_requirements)
-                if pip_requirements is not None
-                else _pip_requirements(),
-            )
+        mlflow_model_dir.model_dir_write(
+            local_path,
+            model=model,
+            mlflow_model=Model(
+                artifact_path=logged.artifact_location,
+                model_uuid=logged.model_id,
+                run_id=run_id,
+                model_id=logged.model_id,
+            ),
+            skops_trusted_types=skops_trusted_types,
+            input_example=input_example,
+            output_example=output_example,
+            pip_requirements=pip_requirements,
+            model_skops=model_skops,
+        )
         client.log_model_artifacts(logged.model_id, local_path)
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
     client.finalize_logged_model(logged.model_id, "READY")
 
 
-_SKOPS_FILE_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _skops_file_given(data: bytes | None) -> Iterator[None]:
-    """Within the block, mlflow.sklearn.save_model writes `data` as the model file.
-
-    save_model dumps the model with skops, then loads the file back to check that every type in it is
-    trusted; the caller has the dump already, and skops can list a file's untrusted types from its schema
-    without loading it. The same check and the same MlflowException when it fails, without the dump and
-    the load. MLflow offers no parameter for a ready file, so its module function is swapped while the
-    lock is held; every save_model call of this module holds it, so none sees another's file.
-    """
-
-    def save(sk_model: Any, output_path: str, serialization_format: str, skops_trusted_types: Any) -> None:
-        if serialization_format != mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS:
-            raise ValueError(f"a skops file was given for the {serialization_format} format")
-        untrusted = set(skops.io.get_untrusted_types(data=data)) - set(skops_trusted_types or ())
-        if untrusted:
-            raise MlflowException(
-                "The saved sklearn model references untrusted types. If you are sure loading these types "
-                "is safe, set the 'skops_trusted_types' parameter when calling 'log_model' or "
-                f"'save_model' to the list of trusted types. Root error: untrusted types {sorted(untrusted)}"
-            )
-        Path(output_path).write_bytes(data)
-
-    with _SKOPS_FILE_LOCK:
-        if data is None:
-            yield
-            return
-        original = mlflow.sklearn._save_model
-        mlflow.sklearn._save_model = save
-        try:
-            yield
-        finally:
-            mlflow.sklearn._save_model = original
-
-
-def _input_example_head(input_example: Any) -> Any:
-    if input_example is None:
-        return None
-    if hasattr(input_example, "head"):
-        return input_example.head(INPUT_EXAMPLE_ROWS)
-    return input_example[:INPUT_EXAMPLE_ROWS]
-
-
-@functools.cache
-def _pip_requirements() -> list[str]:
-    pins = []
-    for package in _PACKAGES_TO_PIN:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            pins.append(f"{package}=={importlib.metadata.version(package)}")
-    return pins
-
-
 def model_register(
-    *, name: str, run_id: str, tags: Mapping[str, Any] | None = None, wait_seconds: int = 60
+    *,
+    name: str,
+    run_id: str,
+    tags: Mapping[str, Any] | None = None,
+    wait_seconds: int = 60,
+    logged: LoggedRun | None = None,
 ) -> int:
     """Register the model logged by `run_id` under `name` and return the MLflow version number.
 
     Idempotent: a READY version of `name` from this run is returned instead of registering again.
     A version that does not become READY is deleted, so a failure leaves no half-registered version.
+    `logged`, what training_run_log returned for this run, spares looking the run and its model up.
     """
     client = _client()
     with _translated(f"registration of run {run_id!r} as {name!r}"):
@@ -444,15 +409,10 @@ def model_register(
                 return int(version.version)
             client.delete_model_version(name, version.version)
 
-        run = client.get_run(run_id)
-        if run.info.status != "FINISHED":
-            raise RegistryError(
-                f"run {run_id} is {run.info.status}, not FINISHED: its model may be incomplete"
-            )
-        model_id = run.data.tags.get(MODEL_ID_TAG)
-        if not model_id:
-            raise ModelNotFound(f"run {run_id} logged no model")
-        source = client.get_logged_model(model_id).artifact_location
+        if logged is not None and logged.run_id == run_id and logged.model_id and logged.model_source:
+            model_id, source = logged.model_id, logged.model_source
+        else:
+            model_id, source = _finished_run_model(client, run_id=run_id)
         try:
             client.create_registered_model(name)
         except MlflowException as exc:
@@ -464,7 +424,9 @@ def model_register(
         )
     try:
         with _translated(f"registration of run {run_id!r} as {name!r}"):
-            ready = _version_wait(client, name=name, version=created.version, wait_seconds=wait_seconds)
+            ready = created
+            if created.status != "READY":
+                ready = _version_wait(client, name=name, version=created.version, wait_seconds=wait_seconds)
             if ready.status != "READY":
                 raise RegistryUnavailable(
                     f"model {name!r} version {created.version} ended as {ready.status}: "
@@ -476,6 +438,17 @@ def model_register(
         raise
     logger.info("registered run %s as model %s version %s", run_id, name, created.version)
     return int(created.version)
+
+
+def _finished_run_model(client: mlflow.MlflowClient, *, run_id: str) -> tuple[str, str]:
+    """The id and location of the model a FINISHED run logged."""
+    run = client.get_run(run_id)
+    if run.info.status != "FINISHED":
+        raise RegistryError(f"run {run_id} is {run.info.status}, not FINISHED: its model may be incomplete")
+    model_id = run.data.tags.get(MODEL_ID_TAG)
+    if not model_id:
+        raise ModelNotFound(f"run {run_id} logged no model")
+    return model_id, client.get_logged_model(model_id).artifact_location
 
 
 def _version_wait(client: mlflow.MlflowClient, *, name: str, version: str, wait_seconds: int) -> Any:

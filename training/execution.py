@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import uuid
 from typing import Any
 
-import pandas as pd
 from django.db import transaction
 from django.db.models import Max
 from threadpoolctl import threadpool_limits
 
-from datasets.models import DatasetVersion
+from datasets import selectors as dataset_selectors
 from jobs import engine
 from ml import artifacts, onnx_export
 from ml.errors import ArtifactError, TrainingInputError
@@ -73,7 +71,7 @@ def _steps(attempt: RunAttempt) -> None:
     run = attempt.run
     dataset_version = run.dataset_version
     attempt.progress(5, f"Reading dataset {dataset_version}")
-    frame = _dataset_frame(dataset_version)
+    frame = dataset_selectors.dataset_version_frame(version=dataset_version)
 
     attempt.progress(15, f"Training {run.algorithm} on {len(frame)} rows")
     result = model_train(
@@ -117,8 +115,10 @@ def _steps(attempt: RunAttempt) -> None:
 
     attempt.progress(70, "Logging to MLflow")
     summary = _training_summary(result, conversion)
+    # The evaluation's reports and figures, made JSON-safe once for both MLflow and the version record.
+    reports = _json_safe(result.artifacts)
     params = _json_safe(result.params)
-    mlflow_run_id = mlflow_gateway.training_run_log(
+    logged = mlflow_gateway.training_run_log(
         run_key=str(run.key),
         params={
             **{f"model.{name}": value for name, value in params.items()},
@@ -138,20 +138,22 @@ def _steps(attempt: RunAttempt) -> None:
             "task": result.task,
             "onnx.status": "available" if onnx_key else "unavailable",
         },
-        artifacts=_mlflow_artifacts(result, summary, conversion),
+        artifacts=_mlflow_artifacts(result, summary, conversion, reports=reports),
         model=result.pipeline,
         # The file stored above: MLflow would otherwise dump the model again and load it back to check it.
         model_skops=skops_bytes,
         skops_trusted_types=artifacts.TRUSTED_TYPES,
         input_example=result.X_holdout,
+        output_example=result.holdout_predictions,
         run_name=f"{registered.name} run {run.pk}",
     )
+    mlflow_run_id = logged.run_id
     attempt.write(mlflow_run_id=mlflow_run_id)
     run.mlflow_run_id = mlflow_run_id
 
     attempt.progress(85, "Registering the model in MLflow")
     attempt.mlflow_version = mlflow_gateway.model_register(
-        name=registered.name, run_id=mlflow_run_id, tags={"training_run": str(run.key)}
+        name=registered.name, run_id=mlflow_run_id, tags={"training_run": str(run.key)}, logged=logged
     )
 
     attempt.progress(95, "Recording the model version")
@@ -159,25 +161,13 @@ def _steps(attempt: RunAttempt) -> None:
         attempt,
         result=result,
         summary=summary,
+        reports=reports,
         skops_key=skops_key,
         skops_sha256=skops_sha256,
         onnx_key=onnx_key,
         conversion=conversion,
         mlflow_run_id=mlflow_run_id,
     )
-
-
-def _dataset_frame(dataset_version: DatasetVersion) -> pd.DataFrame:
-    data = storage.read_bytes(dataset_version.object_key)
-    if data is None:
-        raise FileNotFoundError(dataset_version.object_key)
-    if artifacts.sha256_hex(data) != dataset_version.sha256:
-        raise ArtifactError(
-            f"The stored file of dataset version {dataset_version} does not match its recorded sha256; "
-            "it was changed or damaged, so nothing was trained on it."
-        )
-    # The same reading as the upload check, so the columns match the recorded schema.
-    return pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", low_memory=False)
 
 
 def _model_object_store(attempt: RunAttempt, *, data: bytes, sha256: str, kind: str) -> str:
@@ -209,18 +199,22 @@ def _training_summary(result: Any, conversion: onnx_export.OnnxConversion) -> di
 
 
 def _mlflow_artifacts(
-    result: Any, summary: dict[str, Any], conversion: onnx_export.OnnxConversion
+    result: Any,
+    summary: dict[str, Any],
+    conversion: onnx_export.OnnxConversion,
+    *,
+    reports: dict[str, Any],
 ) -> dict[str, bytes | str]:
     files: dict[str, bytes | str] = {
         "feature_schema.json": json.dumps(_json_safe(result.feature_schema), indent=2),
         "training_summary.json": json.dumps(summary, indent=2),
     }
-    for name, value in result.artifacts.items():
+    for name, value in reports.items():
         if name == "figures":
             for figure_name, figure in value.items():
-                files[f"figures/{figure_name}.json"] = json.dumps(_json_safe(figure))
+                files[f"figures/{figure_name}.json"] = json.dumps(figure)
         else:
-            files[f"{name}.json"] = json.dumps(_json_safe(value), indent=2)
+            files[f"{name}.json"] = json.dumps(value, indent=2)
     if conversion.available and conversion.data is not None:
         files["onnx/model.onnx"] = conversion.data
     return files
@@ -231,6 +225,7 @@ def _model_version_record(
     *,
     result: Any,
     summary: dict[str, Any],
+    reports: dict[str, Any],
     skops_key: str,
     skops_sha256: str,
     onnx_key: str,
@@ -265,7 +260,7 @@ def _model_version_record(
                 target_column=run.target_column,
                 classes=_json_safe(result.classes),
                 metrics=_json_safe(result.metrics),
-                artifacts=_json_safe(result.artifacts),
+                artifacts=reports,
                 training_summary=summary,
                 skops_key=skops_key,
                 skops_sha256=skops_sha256,

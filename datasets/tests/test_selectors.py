@@ -45,6 +45,7 @@ def test_a_versions_frame_has_the_columns_of_its_schema():
 def test_a_versions_frame_with_a_missing_object_raises_file_not_found():
     version, _ = upload(unique_csv(), name="churn")
     storage.delete(version.object_key)
+    storage.delete(version.columnar_key)
 
     with pytest.raises(FileNotFoundError):
         selectors.dataset_version_frame(version=version)

@@ -76,7 +76,7 @@ def _log(run_key: str, model, **overrides) -> str:
         "model": model,
         **overrides,
     }
-    return mlflow_gateway.training_run_log(**arguments)
+    return mlflow_gateway.training_run_log(**arguments).run_id
 
 
 def _runs_with_key(run_key: str) -> list:
@@ -109,6 +109,33 @@ def test_it_logs_params_metrics_tags_artifacts_and_the_model_of_a_training_run(p
     assert (model_folder / "model.skops").is_file()
     assert not list(model_folder.glob("*.pkl"))
     assert len(json.loads((model_folder / "input_example.json").read_text())["data"]) == 5
+
+
+def test_predictions_given_with_the_example_make_the_signature_mlflow_would_infer(pipeline, data):
+    predictions = pipeline.predict(data[0][:5])
+    with mock.patch.object(Pipeline, "predict", side_effect=AssertionError("predicted the example again")):
+        given = _log("run-given", pipeline, input_example=data[0], output_example=predictions)
+    inferred = _log("run-inferred", pipeline, input_example=data[0])
+
+    def signature(run_id: str) -> dict:
+        logged = _client().get_logged_model(run_read(run_id).model_id)
+        folder = Path(logged.artifact_location.removeprefix("file://"))
+        return mlflow.models.Model.load(str(folder / "MLmodel")).signature.to_dict()
+
+    assert signature(given) == signature(inferred)
+    assert signature(given)["outputs"]
+
+
+def test_registering_with_what_logging_returned_skips_looking_the_run_up(pipeline):
+    logged = mlflow_gateway.training_run_log(
+        run_key="run-logged", params={}, metrics={}, tags={}, artifacts={}, model=pipeline
+    )
+    with mock.patch.object(mlflow.MlflowClient, "get_run", side_effect=AssertionError("looked up")):
+        version = mlflow_gateway.model_register(name="churn", run_id=logged.run_id, logged=logged)
+
+    registered = _client().get_model_version("churn", str(version))
+    assert (registered.run_id, registered.source) == (logged.run_id, logged.model_source)
+    assert registered.status == "READY"
 
 
 def test_it_logs_run_data_in_as_few_batches_as_mlflow_limits_allow(pipeline):
@@ -213,8 +240,15 @@ def test_it_registers_a_run_once_however_often_it_is_asked(pipeline):
 def test_it_deletes_a_version_that_never_becomes_ready(pipeline):
     run_id = _log("run-8", pipeline)
     stuck = mlflow_gateway.RegistryUnavailable("not READY after 60s")
+    create = mlflow.MlflowClient.create_model_version
+
+    def pending(self, *args, **kwargs):
+        created = create(self, *args, **kwargs)
+        created._status = "PENDING_REGISTRATION"  # as a tracking server answers while it copies the files
+        return created
 
     with (
+        mock.patch.object(mlflow.MlflowClient, "create_model_version", pending),
         mock.patch.object(mlflow_gateway, "_version_wait", side_effect=stuck),
         pytest.raises(mlflow_gateway.RegistryUnavailable),
     ):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-import pandas as pd
 import pytest
 from django.core.exceptions import ValidationError
 
+from datasets.models import DatasetVersion
 from ml import artifacts, predictor
 from ml.pipeline import columns_from_frame
 from mlops_site import storage
@@ -275,19 +273,27 @@ def test_a_different_seed_changes_the_split(cancer):
     )
 
 
-def test_a_damaged_dataset_file_fails_the_run_without_training(cancer):
-    frame = pd.read_csv(io.BytesIO(storage.read_bytes(cancer.object_key)))
-    frame.loc[0, "mean radius"] = 999.0
-    storage.delete(cancer.object_key)
-    storage.put_bytes(cancer.object_key, frame.to_csv(index=False).encode())
+@pytest.fixture(params=["columnar copy", "csv only"])
+def stored_dataset_key(request, cancer):
+    """The object a run reads: the columnar copy, or the CSV of a version stored before copies existed."""
+    if request.param == "csv only":
+        DatasetVersion.objects.filter(pk=cancer.pk).update(columnar_key="", columnar_sha256="")
+        cancer.refresh_from_db()
+        return cancer.object_key
+    return cancer.columnar_key
+
+
+def test_a_damaged_dataset_file_fails_the_run_without_training(cancer, stored_dataset_key):
+    storage.delete(stored_dataset_key)
+    storage.put_bytes(stored_dataset_key, b"mean radius,survival\n999,1\n")
 
     run = run_train(cancer)
 
     _failed(run, "does not match its recorded sha256")
 
 
-def test_a_missing_dataset_file_fails_the_run(cancer):
-    storage.delete(cancer.object_key)
+def test_a_missing_dataset_file_fails_the_run(cancer, stored_dataset_key):
+    storage.delete(stored_dataset_key)
 
     run = run_train(cancer)
 
