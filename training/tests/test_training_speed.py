@@ -14,7 +14,7 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 
-from ml import artifacts, metrics, onnx_export
+from ml import artifacts, metrics, onnx_export, onnx_trees
 from ml.pipeline import feature_schema_build, frame_prepare, pipeline_build
 from mlops_site import storage
 from models_registry import mlflow_gateway
@@ -75,13 +75,13 @@ def _forest_case(kind: str, rows: int = 600, boosting: bool = False):
 def test_the_ensemble_filled_from_its_arrays_is_the_file_skl2onnx_writes(kind, boosting, monkeypatch):
     case = _forest_case(kind, boosting=boosting)
     fills = []
-    fill = onnx_export._ensemble_fill
-    monkeypatch.setattr(onnx_export, "_ensemble_fill", lambda *a: fills.append(1) or fill(*a))
+    fill = onnx_trees._ensemble_fill
+    monkeypatch.setattr(onnx_trees, "_ensemble_fill", lambda *a: fills.append(1) or fill(*a))
 
     fast = onnx_export.onnx_convert(**case)
     assert fills == [1], "the forest was not filled from its arrays"
-    monkeypatch.setattr(onnx_export, "_FORESTS", ())
-    monkeypatch.setattr(onnx_export, "_BOOSTING", ())
+    monkeypatch.setattr(onnx_trees, "_FORESTS", ())
+    monkeypatch.setattr(onnx_trees, "_BOOSTING", ())
     plain = onnx_export.onnx_convert(**case)
 
     assert fills == [1]
@@ -95,16 +95,16 @@ def test_an_ensemble_whose_first_tree_skl2onnx_writes_otherwise_takes_skl2onnx_s
     case = _forest_case("regression", boosting=boosting)
     name = "_boosting_attributes" if boosting else "_forest_attributes"
     expected = onnx_export.onnx_convert(**case)
-    attributes = getattr(onnx_export, name)
+    attributes = getattr(onnx_trees, name)
 
     def other_thresholds(trees, *, classifier):
         values = attributes(trees, classifier=classifier)
         values["nodes_values"] = values["nodes_values"] + np.float32(1.0)
         return values
 
-    monkeypatch.setattr(onnx_export, name, other_thresholds)
+    monkeypatch.setattr(onnx_trees, name, other_thresholds)
     fills = []
-    monkeypatch.setattr(onnx_export, "_ensemble_fill", lambda *a: fills.append(1))
+    monkeypatch.setattr(onnx_trees, "_ensemble_fill", lambda *a: fills.append(1))
 
     conversion = onnx_export.onnx_convert(**case)
 
