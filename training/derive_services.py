@@ -19,6 +19,7 @@ from datasets.models import DatasetVersion
 from feedback import selectors as feedback_selectors
 from ml.errors import TrainingInputError
 from ml.train import HoldoutPlan
+from models_registry.models import ModelVersion
 from training import event_services, policy_services
 from training.models import Retraining, Window
 
@@ -42,15 +43,42 @@ def window_start(rows: list[feedback_selectors.LabelledRow], *, window: str, las
     return len(rows)
 
 
+@dataclass(frozen=True)
+class Original:
+    """The rows a chain of retrainings starts from, and the seeded holdout of them every champion kept out."""
+
+    rows: int | None  # None: every row of the champion's dataset
+    seed: int
+    test_size: float
+
+
+def champion_original(*, champion: ModelVersion) -> Original:
+    """The champion's original rows: all of its dataset, or, for a champion the loop trained, the rows its
+    own retraining started from (its dataset's first rows; the outcomes after them were that retraining's
+    feedback, which the newest `feedback_rows` outcomes bring back if they are still new enough).
+
+    Taking the outcomes again as feedback rather than as part of the champion's data keeps `feedback_rows`
+    true after a promotion, and keeps the original holdout to rows no champion in the chain trained on: a
+    fresh seeded split of the promoted champion's whole dataset would put rows it learned from in it.
+    """
+    run = champion.training_run
+    if run.holdout:
+        plan = HoldoutPlan.from_dict(run.holdout)
+        return Original(plan.original_rows, plan.original_seed, plan.original_test_size)
+    seed = champion.seed if champion.seed is not None else run.seed
+    return Original(None, int(seed), float(run.test_size))
+
+
 def retraining_dataset_derive(*, retraining: Retraining) -> Derived:
-    """The champion's training rows, then the labelled predictions (deduplicated), as a new dataset version.
+    """The champion's original rows, then the labelled predictions (deduplicated), as a new dataset version.
 
     Idempotent: the same rows make the same file, which dataset_version_create returns as it is.
     """
     champion = retraining.champion
     parent = champion.dataset_version
     policy = policy_services.retraining_policy_get(registered_model=retraining.registered_model)
-    parent_frame = dataset_selectors.dataset_version_frame(version=parent)
+    original = champion_original(champion=champion)
+    parent_frame = dataset_selectors.dataset_version_frame(version=parent).iloc[: original.rows]
     rows = feedback_selectors.labelled_rows(
         registered_model=retraining.registered_model,
         limit=min(policy.feedback_rows, settings.RETRAINING_MAX_FEEDBACK_ROWS),
@@ -79,12 +107,14 @@ def retraining_dataset_derive(*, retraining: Retraining) -> Derived:
         )
     plan = HoldoutPlan(
         original_rows=n_parent,
-        original_seed=int(champion.seed if champion.seed is not None else champion.training_run.seed),
-        original_test_size=float(champion.training_run.test_size),
+        original_seed=original.seed,
+        original_test_size=original.test_size,
         recent_from_row=n_parent + first_recent,
         recent_holdout=held_out,
         recent_seed=retraining.pk,
-        recent_weight=float(policy.recent_weight),
+        # The window's rows left to learn from stand for the whole window: without the held-out share
+        # back in their weight, judging on the newest outcomes would tilt the fit towards the older ones.
+        recent_weight=float(policy.recent_weight) * n_recent / (n_recent - held_out),
     )
     derived = pd.concat([parent_frame, outcomes.reindex(columns=parent_frame.columns)], ignore_index=True)
     kept = outcomes["_id"].tolist()

@@ -1,4 +1,5 @@
-"""Champion against challenger on a retraining's holdout: the original rows and the newest outcomes."""
+"""Champion against challenger on a retraining's holdout (the original rows and the newest outcomes), and the
+judgement on it: stage the challenger and shadow it, or hold it back."""
 
 from __future__ import annotations
 
@@ -6,15 +7,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from django.db import transaction
+from django.utils import timezone
 
 from datasets import selectors as dataset_selectors
 from feedback import selectors as feedback_selectors
+from jobs import engine
 from ml import compare
 from ml.pipeline import columns_from_frame, frame_prepare
 from ml.train import HoldoutPlan, seeded_holdout_rows
-from models_registry.models import ModelVersion, Task
+from models_registry import transition_services
+from models_registry.models import ModelVersion, Stage, Task
 from predictions import selectors as prediction_selectors
-from training.models import Retraining
+from training import decision_services, event_services, policy_services
+from training.models import Retraining, RetrainingEvent
+
+Kind = RetrainingEvent.Kind
 
 
 def _labels(values: Any) -> np.ndarray:
@@ -88,3 +96,84 @@ def retraining_holdout_compare(*, retraining: Retraining) -> dict[str, compare.P
         np.concatenate([rows[1] for rows in paired.values()]),
     )
     return results
+
+
+def _earlier_challengers_archive(retraining: Retraining) -> None:
+    """Archive the loop's earlier challengers still in staging that were held back: the new one replaces
+    them (a version staged by hand is left where it is)."""
+    held_back = Retraining.objects.filter(
+        registered_model=retraining.registered_model,
+        decision=Retraining.Decision.HELD_BACK,
+        challenger__stage=Stage.STAGING,
+    ).exclude(pk=retraining.pk)
+    for earlier in held_back.select_related("challenger__registered_model"):
+        transition_services.model_version_transition(
+            model_version=earlier.challenger,
+            to_stage=Stage.ARCHIVED,
+            user=None,
+            reason=(
+                f"Held back by retraining {earlier.pk}; replaced by the challenger of retraining "
+                f"{retraining.pk}."
+            ),
+        )
+
+
+def retraining_holdout_judge(*, attempt: engine.Attempt[Retraining]) -> None:
+    """Compare on the original and the recent holdout; stage the challenger and shadow it, or hold it back."""
+    retraining = attempt.job
+    policy = policy_services.retraining_policy_get(registered_model=retraining.registered_model)
+    champion, challenger = retraining.champion, retraining.challenger
+    results = retraining_holdout_compare(retraining=retraining)
+    gate = transition_services.quality_gate_check(model_version=challenger)
+    problems = decision_services.holdout_problems(
+        results=results, margin=policy.margin, alpha=policy.alpha, gate=gate
+    )
+    figures = {
+        **retraining.figures,
+        "holdout": {name: result.as_dict() for name, result in results.items()},
+        "quality_gate": gate,
+        "margin": policy.margin,
+        "alpha": policy.alpha,
+    }
+    decision = Retraining.Decision.HELD_BACK if problems else Retraining.Decision.SHADOWING
+    with transaction.atomic():
+        challenger = ModelVersion.objects.select_for_update().get(pk=challenger.pk)
+        if challenger.stage == Stage.NONE:
+            _earlier_challengers_archive(retraining)
+            transition_services.model_version_transition(
+                model_version=challenger,
+                to_stage=Stage.STAGING,
+                user=None,
+                reason=f"Challenger of retraining {retraining.pk}.",
+            )
+        if decision == Retraining.Decision.SHADOWING:
+            decision_services.shadow_start(registered_model=retraining.registered_model)
+        attempt.succeed(
+            step=Retraining.Step.DONE,
+            decision=decision,
+            figures=event_services.plain(figures),
+            decided_at=timezone.now() if problems else None,
+        )
+        retraining.figures = figures
+        summary = decision_services.describe(results["combined"])
+        if problems:
+            event_services.retraining_event_record(
+                registered_model=retraining.registered_model,
+                retraining=retraining,
+                kind=Kind.HELD_BACK,
+                message=f"{challenger} held back in staging: "
+                + "; ".join(problems)
+                + f". Holdout: {summary}.",
+                figures=figures,
+            )
+        else:
+            event_services.retraining_event_record(
+                registered_model=retraining.registered_model,
+                retraining=retraining,
+                kind=Kind.COMPARED,
+                message=(
+                    f"{challenger} beats {champion} on the holdout ({summary}); in staging and in shadow "
+                    f"until {policy.shadow_min_labels} of its shadow predictions are labelled."
+                ),
+                figures=figures,
+            )

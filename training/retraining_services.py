@@ -1,5 +1,6 @@
-"""The closed loop's job: trigger a retraining, derive its dataset, train the challenger, judge it on the
-holdout. What happens after (shadow evidence, promotion, rollback) is in training.decision_services."""
+"""The closed loop's job: trigger a retraining, derive its dataset, train the challenger, then hand it to
+the holdout judgement (training.holdout_services). What happens after (shadow evidence, promotion,
+rollback) is in training.decision_services."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from django.utils import timezone
 from feedback import selectors as feedback_selectors
 from jobs import engine
 from ml.errors import ArtifactError, TrainingInputError
-from models_registry import transition_services
 from models_registry.models import ModelVersion, RegisteredModel, Stage
 from training import (
     decision_services,
@@ -255,7 +255,7 @@ def _work(attempt: engine.Attempt[Retraining]) -> None:
             _run_create(attempt)
         if retraining.challenger_id is None:
             _challenger_train(attempt)
-        _judge_on_holdout(attempt)
+        holdout_services.retraining_holdout_judge(attempt=attempt)
 
 
 def _derive(attempt: engine.Attempt[Retraining]) -> None:
@@ -271,7 +271,8 @@ def _derive(attempt: engine.Attempt[Retraining]) -> None:
         retraining=retraining,
         kind=Kind.DATASET_DERIVED,
         message=(
-            f"Dataset {version}: the {lineage['parent_rows']} rows of {retraining.champion.dataset_version} "
+            f"Dataset {version}: the {lineage['parent_rows']} original rows of "
+            f"{retraining.champion.dataset_version} "
             f"and {feedback['rows']} labelled predictions (outcome ids {feedback['first_id']} to "
             f"{feedback['last_id']}, predicted {feedback['predicted_from'][:16]} to "
             f"{feedback['predicted_to'][:16]}; {feedback['duplicates_dropped']} repeats dropped). "
@@ -325,87 +326,6 @@ def _challenger_train(attempt: engine.Attempt[Retraining]) -> None:
         message=f"Trained {challenger} ({challenger.algorithm}) in training run {run_id}.",
         figures={"version": challenger.version, "metrics": challenger.metrics},
     )
-
-
-def _earlier_challengers_archive(retraining: Retraining) -> None:
-    """Archive the loop's earlier challengers still in staging that were held back: the new one replaces
-    them (a version staged by hand is left where it is)."""
-    held_back = Retraining.objects.filter(
-        registered_model=retraining.registered_model,
-        decision=Retraining.Decision.HELD_BACK,
-        challenger__stage=Stage.STAGING,
-    ).exclude(pk=retraining.pk)
-    for earlier in held_back.select_related("challenger__registered_model"):
-        transition_services.model_version_transition(
-            model_version=earlier.challenger,
-            to_stage=Stage.ARCHIVED,
-            user=None,
-            reason=(
-                f"Held back by retraining {earlier.pk}; replaced by the challenger of retraining "
-                f"{retraining.pk}."
-            ),
-        )
-
-
-def _judge_on_holdout(attempt: engine.Attempt[Retraining]) -> None:
-    """Compare on the original and the recent holdout; stage the challenger and shadow it, or hold it back."""
-    retraining = attempt.job
-    policy = policy_services.retraining_policy_get(registered_model=retraining.registered_model)
-    champion, challenger = retraining.champion, retraining.challenger
-    results = holdout_services.retraining_holdout_compare(retraining=retraining)
-    gate = transition_services.quality_gate_check(model_version=challenger)
-    problems = decision_services.holdout_problems(
-        results=results, margin=policy.margin, alpha=policy.alpha, gate=gate
-    )
-    figures = {
-        **retraining.figures,
-        "holdout": {name: result.as_dict() for name, result in results.items()},
-        "quality_gate": gate,
-        "margin": policy.margin,
-        "alpha": policy.alpha,
-    }
-    decision = Retraining.Decision.HELD_BACK if problems else Retraining.Decision.SHADOWING
-    with transaction.atomic():
-        challenger = ModelVersion.objects.select_for_update().get(pk=challenger.pk)
-        if challenger.stage == Stage.NONE:
-            _earlier_challengers_archive(retraining)
-            transition_services.model_version_transition(
-                model_version=challenger,
-                to_stage=Stage.STAGING,
-                user=None,
-                reason=f"Challenger of retraining {retraining.pk}.",
-            )
-        if decision == Retraining.Decision.SHADOWING:
-            decision_services.shadow_start(registered_model=retraining.registered_model)
-        attempt.succeed(
-            step=Retraining.Step.DONE,
-            decision=decision,
-            figures=event_services.plain(figures),
-            decided_at=timezone.now() if problems else None,
-        )
-        retraining.figures = figures
-        summary = decision_services.describe(results["combined"])
-        if problems:
-            event_services.retraining_event_record(
-                registered_model=retraining.registered_model,
-                retraining=retraining,
-                kind=Kind.HELD_BACK,
-                message=f"{challenger} held back in staging: "
-                + "; ".join(problems)
-                + f". Holdout: {summary}.",
-                figures=figures,
-            )
-        else:
-            event_services.retraining_event_record(
-                registered_model=retraining.registered_model,
-                retraining=retraining,
-                kind=Kind.COMPARED,
-                message=(
-                    f"{challenger} beats {champion} on the holdout ({summary}); in staging and in shadow "
-                    f"until {policy.shadow_min_labels} of its shadow predictions are labelled."
-                ),
-                figures=figures,
-            )
 
 
 def retraining_policies_check() -> list[int]:

@@ -12,7 +12,7 @@ from models_registry.models import ChallengerMode, ModelVersion, RegisteredModel
 from predictions import shadow
 from predictions.models import ShadowPrediction
 from tests.factories import make_api_client
-from training import decision_services, retraining_services
+from training import decision_services, holdout_services, retraining_services
 from training.models import Retraining, RetrainingEvent
 from training.tests.test_retraining import _policy, _traffic
 
@@ -62,6 +62,42 @@ def test_a_challenger_better_on_its_shadow_rows_is_promoted_and_the_shadow_ends(
     assert RegisteredModel.objects.get(pk=champion.registered_model_id).challenger_mode == ChallengerMode.OFF
     assert RetrainingEvent.objects.filter(retraining=retraining, kind="promoted").count() == 1
     assert decision_services.retrainings_decide() == []  # decided once
+
+
+def test_after_a_promotion_the_next_retraining_starts_from_the_original_rows_and_their_holdout(
+    champion, alice, django_capture_on_commit_callbacks
+):
+    first = _shadowing(champion, alice, django_capture_on_commit_callbacks)
+    _shadow_traffic(alice, django_capture_on_commit_callbacks, n=80, drifted=True, seed=22)
+    with django_capture_on_commit_callbacks(execute=True):
+        decision_services.retrainings_decide()
+    first.refresh_from_db()
+    assert first.decision == Retraining.Decision.PROMOTED
+    promoted = first.challenger
+    assert promoted.dataset_version.row_count > 500  # the original rows and the first outcomes
+    _traffic(alice, n=120, drifted=True, seed=24)
+
+    second = retraining_services.retraining_start(
+        registered_model=champion.registered_model, trigger=Retraining.Trigger.MANUAL, reason="again"
+    )
+    retraining_services.retraining_run(retraining_id=second.pk)
+
+    second.refresh_from_db()
+    assert second.champion_id == promoted.pk
+    assert second.status == Retraining.Status.SUCCEEDED, second.error_message
+    # The promoted champion's outcomes come back as feedback (the newest `feedback_rows`), not as part of
+    # its data; and the original holdout is the one the whole chain kept out, not a new split of rows the
+    # promoted champion learned from.
+    plan, first_plan = second.figures["plan"], first.figures["plan"]
+    assert plan["original_rows"] == 500
+    assert (plan["original_seed"], plan["original_test_size"]) == (
+        first_plan["original_seed"],
+        first_plan["original_test_size"],
+    )
+    assert second.dataset_version.lineage["parent_rows"] == 500
+    assert second.dataset_version.row_count == 500 + second.dataset_version.lineage["feedback"]["rows"]
+    original = holdout_services.holdout_parts(retraining=second)["original"]
+    assert len(original) == second.figures["holdout"]["original"]["n"] == 100
 
 
 def test_a_challenger_no_better_on_its_shadow_rows_is_held_back(

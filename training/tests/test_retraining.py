@@ -115,6 +115,11 @@ def test_concept_drift_triggers_a_retraining_whose_challenger_beats_the_champion
     assert holdout["recent"]["challenger_score"] > holdout["recent"]["champion_score"] + 0.1
     assert holdout["original"]["challenger_score"] >= holdout["original"]["champion_score"] - 0.02
     assert holdout["combined"]["p_value"] < 0.05
+    # Half the window is held out: the half left to learn from weighs double, so the window still counts
+    # as much as its 300 outcomes against the older rows.
+    plan = retraining.figures["plan"]
+    assert plan["recent_holdout"] == 150
+    assert plan["recent_weight"] == pytest.approx(2.0)
 
     challenger = retraining.challenger
     assert challenger.stage == Stage.STAGING
