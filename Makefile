@@ -13,7 +13,7 @@ SERVICE_VARIABLES := DATABASE_URL REDIS_URL CELERY_BROKER_URL AWS_STORAGE_BUCKET
 # Extra pytest options for both runs, e.g. make test PYTEST_ARGS="-x -k heartbeat".
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench load
+.PHONY: run test lint bench load promtool
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is needed, not " + sys.version.split()[0] + ": make PYTHON=/path/to/python3.11")'
@@ -46,6 +46,13 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 
+# The alert rules, their unit tests and the Prometheus and Alertmanager configurations, checked by the
+# real tools (apt-get install prometheus prometheus-alertmanager).
+promtool:
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+	amtool check-config deploy/alertmanager/alertmanager.yml
+
 # Benchmarks; results in bench/results/. wrk is needed for the API benchmarks, PostgreSQL's server
 # programs for the feedback ones.
 bench: $(RUN_STAMP)
@@ -55,8 +62,10 @@ bench: $(RUN_STAMP)
 	$(BIN)/python bench/shadow_latency.py
 	$(BIN)/python bench/predictions_batch.py
 	$(BIN)/python bench/feedback_quality.py
+	$(BIN)/python bench/monitoring_pages.py --predictions 1000000 --feedback 300000
 	$(BIN)/python bench/feedback_import.py
 	$(BIN)/python bench/drift_simulation.py
+	$(BIN)/python bench/drift_job.py
 	$(MAKE) load
 
 # The mixed-traffic load test alone, e.g. make load LOAD_MINUTES=1 for a short try.

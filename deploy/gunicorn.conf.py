@@ -1,7 +1,8 @@
 """gunicorn's settings, the same for `make run`, the image's CMD and compose's web service (-c this file).
 
 Each runner gives only `--bind`. Variables: WEB_CONCURRENCY (worker processes, 2), WEB_THREADS (threads
-per worker, 4), WEB_READ_TIMEOUT (seconds a client has to send its request, 10).
+per worker, 4), WEB_READ_TIMEOUT (seconds a client has to send its request, 10), PROMETHEUS_MULTIPROC_DIR
+(the workers' metric files, cleaned of dead processes' files at start).
 """
 
 import os
@@ -49,3 +50,21 @@ max_requests_jitter = 10_000
 accesslog = "-"
 # The default control socket is one path per user: a second checkout or a benchmark could not start.
 control_socket_disable = True
+
+
+def on_starting(server: object) -> None:
+    # PROMETHEUS_MULTIPROC_DIR: every worker writes its metrics to a file there and /metrics adds them up.
+    # A previous run's files would be added to this one's.
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        from monitoring.multiprocess import multiprocess_dir_prepare
+
+        multiprocess_dir_prepare(path)
+
+
+def child_exit(server: object, worker: object) -> None:
+    # A dead worker's counters still count; only its live gauges must go (prometheus_client's bookkeeping).
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from feedback.models import DelayHourly, Feedback, FeedbackImport, QualityHourly
 from mlops_site import rollups
 from mlops_site.errors import Invalid, problem
 from models_registry.models import ModelVersion, RegisteredModel, Stage, Task
-from predictions.models import Prediction, PredictionHourly
+from predictions.models import Prediction, PredictionHourly, ShadowPrediction
 
 #: Live-quality windows: every labelled prediction, the last N labelled, predictions of the last day or week.
 WINDOWS = ("all", "last", "24h", "7d")
@@ -117,9 +117,54 @@ def _row_cells(version: ModelVersion, rows: list[tuple[Any, ...]]) -> dict[tuple
     return cells
 
 
+def _shadow_outcome_rows(version: ModelVersion, *, n: int) -> list[tuple[Any, ...]]:
+    """The newest `n` labelled rows the version scored in shadow, shaped like _outcome_rows' rows."""
+    rows = (
+        ShadowPrediction.objects.filter(model_version=version, prediction__feedback__isnull=False)
+        .order_by("-prediction_id")
+        .values_list(
+            "prediction_value",
+            "prediction__feedback__true_label",
+            "prediction__feedback__true_value",
+            "prediction__feedback__created_at",
+            "prediction_created_at",
+        )[:n]
+    )
+    answer = []
+    for value, true_label, true_value, created_at, made_at in rows:
+        if version.task == Task.REGRESSION:
+            if value is None or true_value is None:
+                continue
+            answer.append(("", float(value), true_label, true_value, created_at, made_at))
+        elif true_label:
+            answer.append((label_text(value), None, true_label, true_value, created_at, made_at))
+    return answer
+
+
+def version_answers_quality(*, version: ModelVersion, last_n: int) -> dict[str, Any]:
+    """Live figures of a version over its newest `last_n` labelled answers, served or scored in shadow.
+
+    A champion promoted from shadow has answered live traffic before it served any: those answers, with
+    their outcomes, judge it from its first minute, where its served ones alone would need `last_n` new
+    outcomes first. Outcomes "wrong" without the true class are left out of its shadow rows, as the
+    paired comparison leaves them out.
+    """
+    served = _outcome_rows(version, newest=True, n=last_n)
+    shadowed = _shadow_outcome_rows(version, n=last_n)
+    rows = sorted([*served, *shadowed], key=lambda row: row[5], reverse=True)[:last_n]
+    figures = _figures(version.task, version.classes, _row_cells(version, rows))
+    return {
+        **figures,
+        "coverage": None,
+        "label_delay_median_seconds": quality.exact_median(
+            max(0.0, (created - made).total_seconds()) for *_, created, made in rows
+        ),
+    }
+
+
 def version_first_quality(*, version: ModelVersion, first_n: int) -> dict[str, Any]:
     """Live figures of a version over its first `first_n` labelled predictions (a new champion's watch)."""
-    return _versions_quality([version], window="first", last_n=first_n, now=timezone.now())[version.pk]
+    return versions_quality([version], window="first", last_n=first_n, now=timezone.now())[version.pk]
 
 
 @dataclass(frozen=True)
@@ -162,7 +207,7 @@ def labelled_rows(*, registered_model: RegisteredModel, limit: int) -> list[Labe
     return rows
 
 
-def _versions_quality(
+def versions_quality(
     versions: list[ModelVersion], *, window: str, last_n: int, now: dt.datetime
 ) -> dict[int, dict[str, Any]]:
     """Live figures of each version: a few grouped reads of the rollups for all versions at once."""
@@ -234,7 +279,7 @@ def version_quality(
 ) -> dict[str, Any]:
     """Live quality of one version over a window (see WINDOWS), beside its holdout metrics."""
     window, n = window_check(window, last_n)
-    live = _versions_quality([version], window=window, last_n=n, now=now or timezone.now())[version.pk]
+    live = versions_quality([version], window=window, last_n=n, now=now or timezone.now())[version.pk]
     return {
         "version": version.version,
         "stage": version.stage,
@@ -266,7 +311,7 @@ def model_quality(
             ModelVersion.objects.filter(registered_model=registered_model).only(*_QUALITY_VERSION_FIELDS)
         )
     versions = sorted(versions, key=lambda v: -v.version)
-    figures = _versions_quality(versions, window=window, last_n=n, now=now or timezone.now())
+    figures = versions_quality(versions, window=window, last_n=n, now=now or timezone.now())
     return [
         {
             "version": v.version,

@@ -19,6 +19,7 @@ from feedback.errors import FeedbackInvalid, PredictionNotFound
 from feedback.models import Source
 from feedback.store import STORED_STATUSES, Stored
 from mlops_site.errors import problem
+from monitoring import prometheus
 
 __all__ = [
     "STORED_STATUSES",
@@ -51,7 +52,9 @@ def feedback_store(
     for attempt in range(2):
         try:
             with transaction.atomic():
-                return store.outcomes_write(checked, user=user, source=source, answer=answer)
+                stored = store.outcomes_write(checked, user=user, source=source, answer=answer)
+                prometheus.feedback_count(checked, stored)
+                return stored
         except IntegrityError:
             # A concurrent writer created one of the outcomes first (there was no row to lock yet).
             # The second pass finds it, locks it and updates it instead.

@@ -319,9 +319,8 @@ def confusion_matrix_figure(confusion: dict[str, Any]) -> dict[str, Any]:
     return _figure_dict(figure)
 
 
-def residuals_figure(residuals: dict[str, Any]) -> dict[str, Any]:
-    # plotly validates and encodes every point, which took longer than the rest of the figure; the points
-    # go into the plain dict afterwards instead, which is the same dict (a test compares them).
+@functools.cache
+def _residuals_skeleton() -> str:
     figure = go.Figure(
         go.Scatter(
             x=[],
@@ -332,31 +331,39 @@ def residuals_figure(residuals: dict[str, Any]) -> dict[str, Any]:
         )
     )
     figure.add_hline(y=0, line_dash="dash", line_color="grey")
+    figure.update_layout(title="", xaxis_title="Predicted", yaxis_title="Actual - predicted")
+    return json.dumps(_figure_dict(figure))
+
+
+def residuals_figure(residuals: dict[str, Any]) -> dict[str, Any]:
+    # plotly validates every property, which took longer than the rest of a training run's figures: the
+    # figure is built by plotly once (an empty skeleton, as JSON) and filled for each run; the same dict
+    # as plotly's (a test compares them).
+    data = json.loads(_residuals_skeleton())
     title = "Residuals (holdout)"
     if residuals["n_points"] < residuals["n_total"]:
         title += f", {residuals['n_points']} of {residuals['n_total']} points"
-    figure.update_layout(title=title, xaxis_title="Predicted", yaxis_title="Actual - predicted")
-    data = _figure_dict(figure)
+    data["layout"]["title"]["text"] = title
     data["data"][0]["x"] = [float(value) for value in residuals["predicted"]]
     data["data"][0]["y"] = [float(value) for value in residuals["residual"]]
     return data
 
 
+@functools.cache
+def _importances_skeleton() -> str:
+    figure = go.Figure(go.Bar(x=[0.0], y=["name"], orientation="h"))
+    figure.update_layout(title="", xaxis_title="Importance", yaxis_type="category")
+    return json.dumps(_figure_dict(figure))
+
+
 def feature_importances_figure(importances: dict[str, Any]) -> dict[str, Any]:
+    # Filled into a skeleton plotly built once, as residuals_figure is.
     features = list(reversed(importances["features"]))
-    figure = go.Figure(
-        go.Bar(
-            x=[f["importance"] for f in features],
-            y=[f["name"] for f in features],
-            orientation="h",
-        )
-    )
     title = f"Feature importance ({importances['method']}"
     if importances.get("sample_rows") is not None and importances.get("holdout_rows") is not None:
         title += f", {importances['sample_rows']:,} of {importances['holdout_rows']:,} holdout rows"
-    figure.update_layout(
-        title=title + ")",
-        xaxis_title="Importance",
-        yaxis_type="category",
-    )
-    return _figure_dict(figure)
+    data = json.loads(_importances_skeleton())
+    data["layout"]["title"]["text"] = title + ")"
+    data["data"][0]["x"] = [float(f["importance"]) for f in features]
+    data["data"][0]["y"] = [str(f["name"]) for f in features]
+    return data

@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import has_fit_parameter
 from threadpoolctl import threadpool_limits
 
-from ml import catalogue, metrics
+from ml import catalogue, drift, metrics
 from ml.errors import TrainingInputError
 from ml.imputation import simple_imputers_restore
 from ml.pipeline import (
@@ -63,6 +63,8 @@ class TrainingResult:
     # scikit-learn's predictions on X_holdout (and class probabilities), for checks such as the ONNX one.
     holdout_predictions: np.ndarray | None = None
     holdout_probabilities: np.ndarray | None = None
+    # The training rows binned per feature and the holdout's outputs, for drift checks (ml.drift).
+    reference_profile: dict[str, Any] | None = None
 
     @property
     def split(self) -> dict[str, Any]:
@@ -422,4 +424,13 @@ def model_train(
         warnings=fit_warnings,
         holdout_predictions=evaluation.predictions,
         holdout_probabilities=evaluation.probabilities,
+        reference_profile=drift.reference_profile_build(
+            X_train=X_train,
+            feature_schema=features,
+            task=task,
+            classes=evaluation.classes,
+            holdout_predictions=evaluation.predictions,
+            holdout_probabilities=evaluation.probabilities,
+            y_holdout=y_test,
+        ),
     )

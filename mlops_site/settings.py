@@ -9,8 +9,10 @@ import ipaddress
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from mlops_site import logging_setup
 from mlops_site.env import env_bool, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -63,6 +65,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Before anything logs or answers: every log line and every answer (a 411/413 too) has the id.
+    "mlops_site.request_id.RequestIdMiddleware",
     # Before anything reads the body: a chunked body gets its Content-Length here, or a 411/413.
     "mlops_site.middleware.ChunkedBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -223,6 +227,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "training.tasks.retrainings_stale_requeue_task",
         "schedule": 60.0,
     },
+    # crontab(minute=5), hourly just after the hour closes: drift reports over the last
+    # DRIFT_WINDOW_HOURS complete hours for every production (and shadow or canary) version
+    "drift-reports-compute": {
+        "task": "monitoring.tasks.drift_reports_compute_task",
+        "schedule": crontab(minute=5),
+    },
     # hourly: repair MLflow aliases whose sync message was lost
     "model-aliases-sync-all": {
         "task": "models_registry.tasks.model_aliases_sync_all_task",
@@ -355,6 +365,49 @@ RETRAINING_MAX_FEEDBACK_ROWS = env_int("RETRAINING_MAX_FEEDBACK_ROWS", 100_000)
 ALERTMANAGER_WEBHOOK_TOKEN = env_secret("ALERTMANAGER_WEBHOOK_TOKEN")
 
 # ------------------------------------------------------------------------------
+# Metrics: /metrics for Prometheus (monitoring.metrics_view); see "Metrics" in README.md
+# https://prometheus.github.io/client_python/multiprocess/
+# ------------------------------------------------------------------------------
+# A folder where every process (gunicorn workers, Celery workers on this host) writes its metrics for
+# /metrics to add up. prometheus_client reads it from the environment when imported; empty: per process.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+# A scrape with `Authorization: Bearer <METRICS_TOKEN>` is allowed from anywhere.
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
+# Client networks (mlops_site.client_ip) allowed without the token. Neither set: loopback only.
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS")
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_NETWORKS: {_network!r} is not an IP address or network (e.g. 10.0.0.0/8)"
+        ) from None
+# A Celery worker on a host without the web serves that host's metric files on this port (0: off).
+CELERY_METRICS_PORT = env_int("CELERY_METRICS_PORT", 0)
+if CELERY_METRICS_PORT and not PROMETHEUS_MULTIPROC_DIR:
+    raise ImproperlyConfigured(
+        "CELERY_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR: the worker's pool processes count the tasks."
+    )
+if not 0 <= CELERY_METRICS_PORT <= 65535:
+    raise ImproperlyConfigured(f"CELERY_METRICS_PORT must be a port number or 0, not {CELERY_METRICS_PORT}")
+
+# ------------------------------------------------------------------------------
+# Drift and estimated performance (monitoring.drift_services); see "Drift and estimated performance"
+# in README.md
+# ------------------------------------------------------------------------------
+# Complete hours of predictions the hourly drift report compares with the training data.
+DRIFT_WINDOW_HOURS = env_int("DRIFT_WINDOW_HOURS", 24)
+if not 1 <= DRIFT_WINDOW_HOURS <= 24 * 90:
+    raise ImproperlyConfigured(f"DRIFT_WINDOW_HOURS must be from 1 to 2160, not {DRIFT_WINDOW_HOURS}")
+# A model is drifting when at least this share of its tested features drifted (Evidently's default).
+try:
+    DRIFT_SHARE = float(env_str("DRIFT_SHARE", "0.5"))
+except ValueError:
+    raise ImproperlyConfigured("DRIFT_SHARE must be a number from 0 to 1, e.g. 0.5") from None
+if not 0 < DRIFT_SHARE <= 1:
+    raise ImproperlyConfigured(f"DRIFT_SHARE must be above 0 and at most 1, not {DRIFT_SHARE}")
+
+# ------------------------------------------------------------------------------
 # Accounts and the API
 # https://www.django-rest-framework.org/api-guide/settings/
 # ------------------------------------------------------------------------------
@@ -458,11 +511,17 @@ TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# ------------------------------------------------------------------------------
+# Logs and traces (mlops_site.logging_setup, mlops_site.request_id, mlops_site.tracing)
+# https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/
+# ------------------------------------------------------------------------------
+# console: lines for people; json: one object per line (timestamp, level, logger, message, request_id,
+# trace_id, span_id) for a log shipper. Both carry the request id.
+LOG_FORMAT = env_str("LOG_FORMAT", "console")
+if LOG_FORMAT not in logging_setup.FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be console or json, not {LOG_FORMAT!r}")
+LOGGING = logging_setup.config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
+# Tracing is off unless an OTLP/HTTP endpoint is given (e.g. http://tempo:4318); set up at process
+# start by mlops_site.tracing, not here. Empty service name: mlops-web, mlops-worker or mlops-beat.
+OTEL_EXPORTER_OTLP_ENDPOINT = env_str("OTEL_EXPORTER_OTLP_ENDPOINT")
+OTEL_SERVICE_NAME = env_str("OTEL_SERVICE_NAME")

@@ -38,8 +38,8 @@ urlpatterns = [
     path("", include("predictions.urls")),
     path("", include("feedback.urls")),
     path("api/", include(api_patterns)),
+    # /healthz, /readyz and /metrics (restricted: monitoring.metrics_view).
     path("", include("monitoring.urls")),
-    path("", include("django_prometheus.urls")),
 ]
 
 handler400 = "mlops_site.views.bad_request"

@@ -400,8 +400,14 @@ def model_register(
     `logged`, what training_run_log returned for this run, spares looking the run and its model up.
     """
     client = _client()
+    fresh = bool(logged and logged.run_id == run_id and logged.model_id and logged.model_source)
     with _translated(f"registration of run {run_id!r} as {name!r}"):
-        existing = client.search_model_versions(f"name = {_quoted(name)} and run_id = {_quoted(run_id)}")
+        # A run training_run_log has just created has no version yet: only an older one may.
+        existing = (
+            []
+            if fresh
+            else client.search_model_versions(f"name = {_quoted(name)} and run_id = {_quoted(run_id)}")
+        )
         for version in sorted(existing, key=lambda mv: int(mv.version)):
             if version.status == "PENDING_REGISTRATION":
                 version = _version_wait(client, name=name, version=version.version, wait_seconds=wait_seconds)
@@ -409,18 +415,12 @@ def model_register(
                 return int(version.version)
             client.delete_model_version(name, version.version)
 
-        if logged is not None and logged.run_id == run_id and logged.model_id and logged.model_source:
+        if fresh:
             model_id, source = logged.model_id, logged.model_source
         else:
             model_id, source = _finished_run_model(client, run_id=run_id)
-        try:
-            client.create_registered_model(name)
-        except MlflowException as exc:
-            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-                raise
-        # The storage location, not models:/<id>: a SQL registry resolves that through the global client.
-        created = client.create_model_version(
-            name, source, run_id=run_id, tags=dict(tags or {}), model_id=model_id, await_creation_for=0
+        created = _version_create(
+            client, name=name, source=source, run_id=run_id, tags=tags, model_id=model_id
         )
     try:
         with _translated(f"registration of run {run_id!r} as {name!r}"):
@@ -438,6 +438,37 @@ def model_register(
         raise
     logger.info("registered run %s as model %s version %s", run_id, name, created.version)
     return int(created.version)
+
+
+def _version_create(
+    client: mlflow.MlflowClient,
+    *,
+    name: str,
+    source: str,
+    run_id: str,
+    tags: Mapping[str, Any] | None,
+    model_id: str | None,
+) -> Any:
+    """A new version of `name`, creating the registered model when it is the first (the rare case: the
+    version is tried first, which spares a refused create on every later registration)."""
+
+    def create() -> Any:
+        # The storage location, not models:/<id>: a SQL registry resolves that through the global client.
+        return client.create_model_version(
+            name, source, run_id=run_id, tags=dict(tags or {}), model_id=model_id, await_creation_for=0
+        )
+
+    try:
+        return create()
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND_CODES:
+            raise
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    return create()
 
 
 def _finished_run_model(client: mlflow.MlflowClient, *, run_id: str) -> tuple[str, str]:

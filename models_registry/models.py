@@ -190,6 +190,9 @@ class ModelVersion(models.Model):
     artifacts = models.JSONField(default=dict, blank=True)
     # How the version was made: split, metrics left out and why, excluded columns, fit warnings.
     training_summary = models.JSONField(default=dict, blank=True)
+    # The training rows binned per feature and the holdout's outputs (ml.drift); None for versions trained
+    # before drift checks or uploaded, until `manage.py reference_profiles_build` makes one.
+    reference_profile = models.JSONField(null=True, blank=True)
     skops_key = models.CharField(max_length=255, blank=True)
     skops_sha256 = models.CharField(max_length=64, blank=True)
     onnx_key = models.CharField(max_length=255, blank=True)

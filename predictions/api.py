@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mlops_site import errors, pagination, parsers
+from monitoring import prometheus
 from predictions import routing, selectors, services
 from predictions.forms import PredictionFilterForm
 from predictions.models import Channel, Prediction
@@ -120,6 +121,12 @@ class ModelPredictView(APIView):
     """POST /api/models/{name}/predict/: any signed-in user; the user rate throttle applies."""
 
     parser_classes = [LenientJSONParser]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Refusals before or around the service (throttled, an unreadable or oversized body, the
+        # serializer's checks) are counted here; the service counts its own.
+        prometheus.prediction_refusal_counted(model_name=self.kwargs.get("name"), exc=exc)
+        return super().handle_exception(exc)
 
     @extend_schema(
         operation_id="model_predict",
@@ -247,9 +254,11 @@ class PredictionOutputSerializer(serializers.ModelSerializer):
         ]
 
 
-class PredictionPagination(pagination.PageNumberPagination):
+class PredictionPagination(pagination.CursorPagination):
+    """Newest first by (created_at, id), the order of the (user, created_at, id) index: any page as fast
+    as the first. `?page=` is refused with a 400 naming `cursor`."""
+
     page_size = 50
-    page_size_query_param = "page_size"
     max_page_size = 500
 
 
@@ -279,14 +288,22 @@ DATE_OR_DATE_TIME = {
         ],
         responses={
             200: PredictionOutputSerializer(many=True),
-            400: OpenApiResponse(description="A filter is not a date or date-time, or the range is empty."),
+            400: OpenApiResponse(
+                description="A filter is not a date or date-time, or the range is empty; the cursor is not "
+                "one this list gave out; or `page` was given (this list is paginated by cursor: follow "
+                "`next`)."
+            ),
         },
         tags=["predictions"],
     ),
     retrieve=extend_schema(tags=["predictions"]),
 )
 class PredictionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Your own predictions (staff: everyone's); another user's id answers 404, as if it did not exist."""
+    """Your own predictions (staff: everyone's); another user's id answers 404, as if it did not exist.
+
+    The list is newest first and paginated by cursor: follow `next` (older) and `previous` (newer); the
+    filters stay in those links. There is no total count and no `page` number.
+    """
 
     serializer_class = PredictionOutputSerializer
     pagination_class = PredictionPagination

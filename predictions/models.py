@@ -99,9 +99,13 @@ class Prediction(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["user", "-created_at"], name="prediction_user_created"),
+            # The history's keyset order (created_at, id), led by its filters (migration 0004).
+            models.Index(fields=["user", "-created_at", "-id"], name="prediction_user_keyset"),
+            models.Index(
+                fields=["user", "channel", "-created_at", "-id"], name="prediction_user_channel_keyset"
+            ),
             models.Index(fields=["model_version", "-created_at"], name="prediction_version_created"),
-            models.Index(fields=["-created_at"], name="prediction_created"),
+            models.Index(fields=["-created_at", "-id"], name="prediction_keyset"),
             models.Index(fields=["model_version", "confidence"], name="prediction_version_confidence"),
         ]
 

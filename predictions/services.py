@@ -19,6 +19,7 @@ from ml.errors import PredictionInputError
 from mlops_site import rollups, storage
 from mlops_site.errors import problem
 from models_registry.models import ModelVersion, Stage
+from monitoring import drift_rollups, prometheus
 from predictions import model_cache, routing, selectors
 from predictions.errors import InputInvalid
 from predictions.models import Channel, Prediction, PredictionHourly, PredictionKey, PredictionRequest
@@ -166,6 +167,8 @@ class _Answered:
     labels: list[Any]
     probabilities: list[dict[str, float] | None]
     model_ms: float
+    # The answered rows' model-ready arrays, for the drift rollups.
+    columns: dict[str, np.ndarray]
 
 
 def _subset(validated: ValidatedRows, positions: list[int]) -> ValidatedRows:
@@ -201,6 +204,7 @@ def _answer(
         labels=[labels[i] for i in kept],
         probabilities=[probabilities_of(classes, probabilities[i] if probabilities else None) for i in kept],
         model_ms=(time.perf_counter() - started) * 1000,
+        columns=_subset(validated, kept).columns,
     )
     return answered, sorted(positions[i] for i in unscorable)
 
@@ -268,6 +272,13 @@ def _store(
             )
             by_position.update((prediction.row_index, prediction) for prediction in stored)
             prediction_hours_add(model_version_id=part.version.pk, hour=request.created_at, rows=len(stored))
+            drift_rollups.prediction_features_add(
+                model_version=part.version,
+                columns=part.columns,
+                predictions=part.labels,
+                confidences=[max(p.values()) if p else None for p in part.probabilities],
+                hour=request.created_at,
+            )
         predictions = [by_position[position] for position in range(n_rows)]
         if keys is not None:
             try:
@@ -285,6 +296,7 @@ def _store(
     return predictions
 
 
+@prometheus.prediction_rejections_counted
 def prediction_make(
     *,
     registered_model_name: str,
@@ -347,6 +359,7 @@ def prediction_make(
         answered.insert(0, by_champion)
     answered = [part for part in answered if part.positions]
     latency_ms = validated_ms + sum(part.model_ms for part in answered)
+    storing_started = time.perf_counter()
     predictions = _store(
         answered,
         n_rows=validated.n_rows,
@@ -356,6 +369,15 @@ def prediction_make(
         stage="" if version is not None else stage,
         request_id=request_id,
         latency_ms=latency_ms,
+    )
+    prometheus.prediction_observed(
+        model=model_version.registered_model.name,
+        channel=channel,
+        rows_by_version={part.version.version: len(part.positions) for part in answered},
+        validation=validated_ms / 1000,
+        model_call=(latency_ms - validated_ms) / 1000,
+        storing=time.perf_counter() - storing_started,
+        total=time.perf_counter() - started,
     )
     return PredictionOutcome(
         request=predictions[0].request,

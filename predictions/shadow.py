@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import defaultdict
 
+import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from jobs import engine
 from ml.errors import PredictionInputError
-from mlops_site import storage
+from mlops_site import rollups, storage
 from models_registry import selectors as registry_selectors
 from models_registry.models import ChallengerMode, RegisteredModel
+from monitoring import drift_rollups
 from predictions import model_cache, routing, services
 from predictions.models import Channel, Prediction, ShadowBatch, ShadowPrediction
 from predictions.validation import not_finite_rows
@@ -160,6 +163,9 @@ def _score(attempt: engine.Attempt[ShadowBatch]) -> None:
     ]
     validated, kept = routing.rows_validate_for(version=challenger, rows=[inputs for _, inputs, _ in rows])
     shadows: list[ShadowPrediction] = []
+    # Positions among the validated rows of each hour's shadows, for the challenger's drift rollups.
+    hours: dict[dt.datetime, list[int]] = defaultdict(list)
+    confidences: dict[int, float | None] = {}
     if validated is not None:
         labels, probabilities = predictor.predict_columns(validated.columns)
         unscorable = {int(i) for i in not_finite_rows(labels, probabilities)}
@@ -168,9 +174,11 @@ def _score(attempt: engine.Attempt[ShadowBatch]) -> None:
             if index in unscorable:
                 continue
             pk, _, made_at = rows[position]
+            hours[rollups.hour_of(made_at)].append(index)
             row_probabilities = services.probabilities_of(
                 classes, probabilities[index] if probabilities else None
             )
+            confidences[index] = max(row_probabilities.values()) if row_probabilities else None
             shadows.append(
                 ShadowPrediction(
                     prediction_id=pk,
@@ -178,7 +186,7 @@ def _score(attempt: engine.Attempt[ShadowBatch]) -> None:
                     champion_id=batch.champion_id,
                     prediction_value=labels[index],
                     probabilities=row_probabilities,
-                    confidence=max(row_probabilities.values()) if row_probabilities else None,
+                    confidence=confidences[index],
                     prediction_created_at=made_at,
                 )
             )
@@ -191,6 +199,15 @@ def _score(attempt: engine.Attempt[ShadowBatch]) -> None:
         )
     with transaction.atomic():
         ShadowPrediction.objects.bulk_create(shadows, ignore_conflicts=True, batch_size=1000)
+        for hour, indexes in hours.items():
+            taken = np.asarray(indexes, dtype=int)
+            drift_rollups.prediction_features_add(
+                model_version=challenger,
+                columns={name: values[taken] for name, values in validated.columns.items()},
+                predictions=[labels[i] for i in indexes],
+                confidences=[confidences[i] for i in indexes],
+                hour=hour,
+            )
         attempt.succeed(rows_scored=len(shadows))
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from feedback import selectors as feedback_selectors
-from mlops_site import pages
+from mlops_site import pages, pagination
 from mlops_site.errors import problem
 from models_registry.models import ModelVersion
 from predictions import selectors, services
@@ -88,22 +87,31 @@ def predict(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_GET
 @login_required
+@pages.domain_errors
 def prediction_list(request: HttpRequest) -> HttpResponse:
-    """Your predictions (staff: everyone's), filtered by model and date, newest first."""
-    form = PredictionFilterForm(request.GET or None, model_names=selectors.model_name_list())
+    """Your predictions (staff: everyone's), filtered by model and date, newest first, paged by a signed
+    cursor (a malformed one is a 400 page naming it)."""
+    # Only the filters bind the form: `?cursor=` alone is still the unfiltered history.
+    filter_data = {k: v for k, v in request.GET.items() if k in PredictionFilterForm.base_fields}
+    form = PredictionFilterForm(filter_data or None, model_names=selectors.model_name_list())
     valid = form.is_valid() if form.is_bound else True
     filters = form.filters() if form.is_bound and valid else {}
-    paginator = Paginator(selectors.prediction_list(user=request.user, **filters), HISTORY_PAGE_SIZE)
-    page = paginator.get_page(request.GET.get("page"))
+    # Keyset pages: page 6,000 costs what page 1 does. An old `?page=` link shows the newest page.
+    page = pagination.keyset_page(
+        selectors.prediction_list(user=request.user, **filters),
+        cursor=request.GET.get(pagination.CURSOR_PARAM),
+        size=HISTORY_PAGE_SIZE,
+    )
     query = request.GET.copy()
-    query.pop("page", None)
+    for name in ("page", pagination.CURSOR_PARAM):
+        query.pop(name, None)
     return render(
         request,
         "predictions/prediction_list.html",
         {
             "form": form,
             "page": page,
-            "predictions": list(page.object_list),
+            "predictions": page.items,
             "querystring": query.urlencode(),
             "show_user": request.user.is_staff,
             "here": request.get_full_path(),

@@ -56,12 +56,17 @@ def gunicorn_serving(*, data_dir: Path, env: dict[str, str] | None = None) -> It
         _wait_until_up(port, process, log_path)
         yield port
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        process_group_stop(process)
+
+
+def process_group_stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server started with start_new_session=True and every process it forked: TERM, then KILL."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
 
 
 def _wait_until_up(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:

@@ -221,3 +221,62 @@ def test_the_image_runs_as_a_non_root_user_and_checks_its_health():
     assert "collectstatic" in dockerfile
     assert "HEALTHCHECK" in dockerfile
     assert "gunicorn" in dockerfile
+
+
+#: `docker compose --profile monitoring up -d` adds these; the app runs without them.
+MONITORING = ("prometheus", "alertmanager", "grafana", "loki", "tempo", "alloy")
+
+
+def test_monitoring_services_start_only_with_the_monitoring_profile(services):
+    for name in MONITORING:
+        assert services[name]["profiles"] == ["monitoring"], name
+    for name in (*APP_SERVICES, *ONE_SHOT, "postgres", "redis", "minio", "mlflow"):
+        assert "profiles" not in services[name], name
+
+
+def test_monitoring_images_are_pinned_to_a_version(services):
+    for name in MONITORING:
+        image = services[name]["image"]
+        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+", image), f"{name} runs unpinned {image}"
+
+
+def test_monitoring_services_keep_their_data_in_named_volumes(services):
+    for name, path in (
+        ("alertmanager", "/alertmanager"),
+        ("loki", "/loki"),
+        ("tempo", "/var/tempo"),
+        ("alloy", "/var/lib/alloy/data"),
+    ):
+        targets = [volume.split(":")[1] for volume in services[name]["volumes"]]
+        assert path in targets, f"{name} keeps no data in a volume"
+
+
+def test_prometheus_loads_the_mounted_rules_and_sends_alerts_to_the_alertmanager_service(services):
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    mounts = dict(volume.rsplit(":", 2)[:2] for volume in services["prometheus"]["volumes"])
+    config_dir = Path(mounts["./deploy/prometheus/prometheus.yml"]).parent
+
+    assert prometheus["rule_files"] == ["rules/*.yml"]
+    assert mounts["./deploy/prometheus/rules"] == str(config_dir / "rules")
+    assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert _depends_on(services["prometheus"])["alertmanager"] == "service_healthy"
+    assert "/etc/alertmanager/alertmanager.yml" in " ".join(services["alertmanager"]["command"])
+
+
+def test_grafana_waits_for_its_data_sources(services):
+    conditions = _depends_on(services["grafana"])
+
+    assert conditions == dict.fromkeys(("prometheus", "loki", "tempo"), "service_healthy")
+
+
+def test_alloy_ships_the_app_containers_logs_to_the_loki_service(services):
+    config = (ROOT / "deploy" / "alloy" / "config.alloy").read_text()
+    kept = re.search(r'regex\s*=\s*"([^"]+)"\s*\n\s*action\s*=\s*"keep"', config).group(1).split("|")
+
+    assert set(kept) == {*APP_SERVICES, "migrate"}
+    assert 'url = "http://loki:3100/loki/api/v1/push"' in config
+    assert "/var/run/docker.sock:/var/run/docker.sock:ro" in services["alloy"]["volumes"]
+    assert _depends_on(services["alloy"]) == {"loki": "service_healthy"}
+    metadata = config.split("stage.structured_metadata", 1)[1]
+    for field in ("request_id", "trace_id"):
+        assert re.search(rf'\b{field}\s*=\s*""', metadata), field

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from models_registry import webhook_services
 from models_registry.models import RegisteredModel, WebhookEvent
+from monitoring import prometheus
 from training.models import Retraining, RetrainingEvent
 
 Kind = RetrainingEvent.Kind
@@ -61,6 +62,7 @@ def retraining_event_record(
             },
             event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"mlops-retraining-event:{event.pk}"),
         )
+        prometheus.retraining_decision_count(model=registered_model.name, decision=kind)
     return event
 
 

@@ -20,6 +20,7 @@ from mlops_site import storage
 from models_registry import mlflow_gateway, webhook_services
 from models_registry import services as registry_services
 from models_registry.models import ModelVersion, RegisteredModel, WebhookEvent
+from monitoring import prometheus
 from training.models import TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,14 @@ class RunAttempt(engine.Attempt[TrainingRun]):
 
     def released_fields(self, message: str) -> dict[str, Any]:
         return {"progress_message": message[:255]}
+
+    def fail(self, message: str) -> engine.JobOutcome:
+        outcome = super().fail(message)
+        if outcome.status == "failed":
+            prometheus.training_run_finished(
+                algorithm=self.run.algorithm, outcome="failed", started_at=self.run.started_at
+            )
+        return outcome
 
 
 def run_work(attempt: RunAttempt) -> None:
@@ -262,6 +271,7 @@ def _model_version_record(
                 metrics=_json_safe(result.metrics),
                 artifacts=reports,
                 training_summary=summary,
+                reference_profile=_json_safe(result.reference_profile),
                 skops_key=skops_key,
                 skops_sha256=skops_sha256,
                 onnx_key=onnx_key,
@@ -291,6 +301,7 @@ def _model_version_record(
                 payload=registry_services.model_version_payload(version),
                 event_id=uuid.uuid5(run.key, f"version_registered:{version.pk}"),
             )
+    prometheus.training_run_finished(algorithm=run.algorithm, outcome="succeeded", started_at=run.started_at)
     # The attempt's objects now belong to a version: nothing to undo after this point.
     attempt.stored_keys.clear()
     attempt.mlflow_version = None

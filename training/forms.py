@@ -211,6 +211,15 @@ class RetrainingPolicyForm(forms.Form):
         "Shadow outcomes",
         "Labelled shadow predictions of the challenger before it is judged on them.",
     )
+    trigger_on_drift = forms.BooleanField(
+        label="Retrain on drift",
+        required=False,
+        help_text=_help(
+            "trigger_on_drift",
+            "Also start a retraining when the drift job flags the champion's inputs as drifting, for when "
+            "outcomes come late (the other guardrails, minimum outcomes included, still apply).",
+        ),
+    )
     auto_promote = forms.BooleanField(
         label="Promote automatically",
         required=False,

@@ -38,6 +38,7 @@ class RetrainingPolicySerializer(serializers.ModelSerializer):
             "feedback_rows",
             "shadow_min_labels",
             "rollback_labels",
+            "trigger_on_drift",
             "updated_by",
             "updated_at",
         ]
@@ -63,6 +64,7 @@ class RetrainingPolicyInputSerializer(serializers.Serializer):
     feedback_rows = serializers.IntegerField(required=False)
     shadow_min_labels = serializers.IntegerField(required=False)
     rollback_labels = serializers.IntegerField(required=False)
+    trigger_on_drift = serializers.BooleanField(required=False)
 
 
 class RetrainingEventSerializer(serializers.ModelSerializer):

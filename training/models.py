@@ -102,6 +102,9 @@ class RetrainingPolicy(models.Model):
     recent_weight = models.FloatField(default=1.0)
     shadow_min_labels = models.PositiveIntegerField(default=100)
     rollback_labels = models.PositiveIntegerField(default=200)
+    # Also retrain when the champion's latest drift report finds it drifting (monitoring.DriftReport): for
+    # models whose labels come late or never, where the live metric cannot cross the threshold in time.
+    trigger_on_drift = models.BooleanField(default=False)
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -13,6 +13,7 @@ from django.db import transaction
 
 from feedback import selectors as feedback_selectors
 from models_registry.models import ModelVersion, RegisteredModel, Task
+from monitoring import drift_selectors
 from training.models import RetrainingPolicy, Window
 
 #: Live metrics a policy may watch, and whether higher is better.
@@ -35,7 +36,7 @@ _BOUNDS: dict[str, tuple[type, float, float]] = {
     "shadow_min_labels": (int, 1, 1_000_000),
     "rollback_labels": (int, 1, 1_000_000),
 }
-FIELDS = ("enabled", "metric", "threshold", "window", "auto_promote", *_BOUNDS)
+FIELDS = ("enabled", "metric", "threshold", "window", "auto_promote", "trigger_on_drift", *_BOUNDS)
 
 
 def higher_is_better(*, task: str, metric: str) -> bool:
@@ -121,7 +122,7 @@ def retraining_policy_check(
     for name in data:
         if name not in FIELDS:
             problems.setdefault(name, []).append(f"Unknown field; the policy has: {', '.join(FIELDS)}.")
-    for name in ("enabled", "auto_promote"):
+    for name in ("enabled", "auto_promote", "trigger_on_drift"):
         if name in data:
             value, problem = _boolean(name, data[name])
             if problem:
@@ -180,12 +181,60 @@ class LiveReading:
 
 
 def live_reading(*, policy: RetrainingPolicy, version: ModelVersion) -> LiveReading:
-    quality = feedback_selectors.version_quality(version=version, window=policy.window, last_n=policy.last_n)
-    live = quality["live"]
+    if policy.window == Window.LAST:
+        # Its answers in shadow count too: a champion fresh from shadow is judged at once, not after
+        # `last_n` new outcomes (see feedback.selectors.version_answers_quality).
+        live = feedback_selectors.version_answers_quality(version=version, last_n=policy.last_n)
+    else:
+        live = feedback_selectors.version_quality(version=version, window=policy.window)["live"]
     return LiveReading(
         metric=policy.metric,
         value=live.get(policy.metric),
         n=int(live.get("n") or 0),
         window=policy.window if policy.window != Window.LAST else f"last {policy.last_n}",
         higher_is_better=higher_is_better(task=version.task, metric=policy.metric),
+    )
+
+
+@dataclass(frozen=True)
+class DriftReading:
+    """The champion's latest drift report, as the policy's drift trigger reads it."""
+
+    drifting: bool
+    share: float
+    drifted: list[str]
+    rows: int
+    window_end: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "drifting": self.drifting,
+            "share": self.share,
+            "drifted": self.drifted,
+            "rows": self.rows,
+            "window_end": self.window_end,
+        }
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"{len(self.drifted)} feature(s) drifted ({', '.join(self.drifted[:5])}) in the drift report "
+            f"ending {self.window_end} ({self.rows} predictions, share {self.share:.0%})"
+        )
+
+
+def drift_reading(*, policy: RetrainingPolicy, version: ModelVersion) -> DriftReading | None:
+    """The version's latest drift report when the policy retrains on drift and the report finds the version
+    drifting; None otherwise (trigger off, no report yet, or no drift)."""
+    if not policy.trigger_on_drift:
+        return None
+    report = drift_selectors.drift_report_latest(model_version=version)
+    if report is None or not report.drifting:
+        return None
+    return DriftReading(
+        drifting=True,
+        share=report.share_drifted,
+        drifted=[f["feature"] for f in report.features if f.get("drifted")],
+        rows=report.rows,
+        window_end=report.window_end.isoformat(),
     )

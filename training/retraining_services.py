@@ -329,7 +329,8 @@ def _challenger_train(attempt: engine.Attempt[Retraining]) -> None:
 
 
 def retraining_policies_check() -> list[int]:
-    """Start a retraining for each enabled policy whose live metric crossed its threshold; returns their ids.
+    """Start a retraining for each enabled policy whose live metric crossed its threshold, or, with
+    trigger_on_drift, whose champion's latest drift report finds it drifting; returns their ids.
 
     Guardrails refuse quietly here (the check runs every minute); their refusals of alerts and staff
     clicks are logged.
@@ -342,19 +343,25 @@ def retraining_policies_check() -> list[int]:
         if champion is None:
             continue
         reading = policy_services.live_reading(policy=policy, version=champion)
-        if reading.n < policy.min_labels or not reading.below(policy.threshold):
-            continue
-        reason = (
-            f"live {policy.metric} {reading.value:.4g} over {reading.window} ({reading.n} outcomes) of "
-            f"{champion} is {'below' if reading.higher_is_better else 'above'} the threshold "
-            f"{policy.threshold:g}"
-        )
+        trigger = Retraining.Trigger.SCHEDULE
+        figures: dict[str, Any] = {"live": reading.as_dict(), "threshold": policy.threshold}
+        if reading.n >= policy.min_labels and reading.below(policy.threshold):
+            reason = (
+                f"live {policy.metric} {reading.value:.4g} over {reading.window} ({reading.n} outcomes) of "
+                f"{champion} is {'below' if reading.higher_is_better else 'above'} the threshold "
+                f"{policy.threshold:g}"
+            )
+        else:
+            # Labels may come too late for the live metric; the drift report sees the inputs move now.
+            drifted = policy_services.drift_reading(policy=policy, version=champion)
+            if drifted is None:
+                continue
+            trigger = Retraining.Trigger.DRIFT
+            reason = f"{champion} is drifting: {drifted.reason}"
+            figures["drift"] = drifted.as_dict()
         try:
             retraining = retraining_start(
-                registered_model=registered_model,
-                trigger=Retraining.Trigger.SCHEDULE,
-                reason=reason,
-                figures={"live": reading.as_dict(), "threshold": policy.threshold},
+                registered_model=registered_model, trigger=trigger, reason=reason, figures=figures
             )
         except RetrainingRefused:
             continue

@@ -159,6 +159,17 @@ def test_the_residuals_figure_is_the_one_plotly_makes_from_the_points():
     assert metrics.residuals_figure(residuals) == metrics._figure_dict(figure)
 
 
+def test_the_importance_figure_is_the_one_plotly_builds():
+    importances = {
+        "method": "native",
+        "features": [{"name": "x2", "importance": 0.5}, {"name": "x1", "importance": 0.25}],
+    }
+    figure = go.Figure(go.Bar(x=[0.25, 0.5], y=["x1", "x2"], orientation="h"))
+    figure.update_layout(title="Feature importance (native)", xaxis_title="Importance", yaxis_type="category")
+
+    assert metrics.feature_importances_figure(importances) == metrics._figure_dict(figure)
+
+
 def test_the_importance_figure_title_names_the_permutation_sample():
     importances = {
         "method": "permutation",

@@ -20,6 +20,7 @@ from jobs.chunked import StoreThread
 from ml.errors import PredictionInputError
 from ml.pipeline import NUMERIC
 from models_registry.models import ModelVersion
+from monitoring import drift_rollups, prometheus
 from predictions import model_cache
 from predictions import services as prediction_services
 from predictions.batch import files as batch_files
@@ -192,6 +193,13 @@ def chunk_store(attempt: BatchAttempt, model: Model, computed: Computed) -> None
             prediction_services.prediction_hours_add(
                 model_version_id=job.model_version_id, hour=rows.created_at, rows=rows.count
             )
+            drift_rollups.prediction_features_add(
+                model_version=job.model_version,
+                columns=computed.check.columns,
+                predictions=computed.labels,
+                confidences=computed.probabilities.max(axis=1) if len(computed.probabilities) else None,
+                hour=rows.created_at,
+            )
             ids = batch_rows.ids_read(job, row_indexes=chunk.rows - 1)
         started = attempt.timed("store", started)
         part = batch_outputs.result_part(
@@ -206,6 +214,12 @@ def chunk_store(attempt: BatchAttempt, model: Model, computed: Computed) -> None
         started = attempt.timed("write", started)
     # The commit checks the rows' foreign keys (deferred constraints): part of storing them.
     attempt.timed("store", started)
+    prometheus.batch_rows_count(
+        model=job.model_version.registered_model.name,
+        version=job.model_version.version,
+        predicted=rows.count if rows is not None else 0,
+        refused=len(chunk) - computed.check.n_valid,
+    )
 
 
 def store_thread(attempt: BatchAttempt, model: Model, *, threaded: bool) -> StoreThread[Computed]:

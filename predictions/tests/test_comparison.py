@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from scipy import stats
 
 from feedback import checks as feedback_checks
+from feedback import selectors as feedback_selectors
 from feedback import services as feedback_services
 from feedback.quality import wilson_interval
 from models_registry import charts, selectors
@@ -19,6 +20,8 @@ from models_registry.models import ModelVersion, RegisteredModel
 from predictions import services
 from predictions.models import Prediction, ShadowPrediction
 from predictions.tests.helpers import make_model_version, trained_model
+from training import policy_services
+from training.models import RetrainingPolicy
 
 CANCER = trained_model("cancer")
 
@@ -259,3 +262,29 @@ def test_the_model_page_reads_the_comparison_in_one_query(
     # The comparison is one of them; three read the retraining panel.
     with django_assert_max_num_queries(14):
         assert client.get(reverse("registry:model-detail", args=["cancer"])).status_code == 200
+
+
+def test_a_versions_newest_answers_count_those_it_gave_in_shadow(alice, cancer):
+    champion, challenger = cancer
+    classification_rows(alice, champion, challenger)
+
+    answers = feedback_selectors.version_answers_quality(version=challenger, last_n=20)
+    served_only = feedback_selectors.version_quality(version=challenger, window="last", last_n=20)["live"]
+
+    # The newest 20 of PATTERN's rows, as the challenger scored them in shadow.
+    newest = list(reversed(PATTERN))[:20]
+    assert answers["n"] == 20
+    assert answers["accuracy"] == pytest.approx(sum(right for _, right in newest) / 20)
+    assert served_only["n"] == 0
+
+
+def test_the_policys_last_n_reading_of_a_champion_fresh_from_shadow_counts_its_shadow_answers(alice, cancer):
+    champion, challenger = cancer
+    classification_rows(alice, champion, challenger)
+    policy = RetrainingPolicy(
+        registered_model=champion.registered_model, metric="accuracy", window="last", last_n=100
+    )
+
+    reading = policy_services.live_reading(policy=policy, version=challenger)
+
+    assert (reading.n, reading.value) == (30, pytest.approx(25 / 30))

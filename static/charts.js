@@ -1,4 +1,5 @@
-// Renders every element with data-figure="<id of a json_script block>" as a plotly chart.
+// Renders every element with data-figure="<id of a json_script block>" as a plotly chart (model, version,
+// monitoring and retraining pages); an element with data-static (sparklines) is drawn without hover tools.
 (function () {
   "use strict";
 
@@ -12,14 +13,20 @@
         return;
       }
       var figure = JSON.parse(source.textContent);
-      var layout = Object.assign({}, figure.layout || {}, { autosize: true });
-      delete layout.width;
+      var still = element.hasAttribute("data-static");
+      var layout = Object.assign({}, figure.layout || {});
+      if (!still) {
+        layout.autosize = true;
+        delete layout.width;
+      }
       window.Plotly.newPlot(element, figure.data || [], layout, {
-        responsive: true,
+        responsive: !still,
+        staticPlot: still,
         displaylogo: false,
         modeBarButtonsToRemove: ["lasso2d", "select2d"],
+      }).then(function () {
+        element.dataset.rendered = "true";
       });
-      element.dataset.rendered = "true";
     });
   }
 
