@@ -189,36 +189,6 @@ def delay_figure(*, bins: Sequence[tuple[str, int]], median_seconds: float | Non
     }
 
 
-def challenger_figure(
-    *, days: Sequence[dict[str, Any]], task: str, champion: str, challenger: str
-) -> dict[str, Any]:
-    """Champion and challenger scored on the same rows per day, with 95% intervals."""
-    if not days:
-        return _empty("No shared rows with an outcome yet")
-    x = [d["day"] for d in days]
-    data = []
-    for side, name, colour in (("champion", champion, COLOURS[0]), ("challenger", challenger, COLOURS[1])):
-        values = [d[side] for d in days]
-        error: dict[str, Any] = {"type": "data", "symmetric": False, "visible": True}
-        error["array"] = [(d[f"{side}_high"] - d[side]) if d[f"{side}_high"] is not None else 0 for d in days]
-        error["arrayminus"] = [
-            (d[side] - d[f"{side}_low"]) if d[f"{side}_low"] is not None else 0 for d in days
-        ]
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "lines+markers",
-                "name": name,
-                "x": x,
-                "y": values,
-                "error_y": error,
-                "line": {"color": colour},
-            }
-        )
-    label = "Mean absolute error (lower is better)" if task == "regression" else "Accuracy"
-    return {"data": data, "layout": _layout(title={"text": f"{label} on shared rows"})}
-
-
 def _duration(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:

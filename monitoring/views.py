@@ -12,6 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_safe
 
 from mlops_site import pages
+from models_registry import charts as registry_charts
 from monitoring import page_charts as charts
 from monitoring import page_selectors, selectors
 
@@ -61,11 +62,12 @@ def _model_figures(found: page_selectors.ModelMonitoring) -> dict[str, Any]:
     state = found.challenger
     challenger = None
     if state.comparison is not None and state.champion is not None and state.challenger is not None:
-        challenger = charts.challenger_figure(
+        # The model page's chart of the same comparison.
+        challenger = registry_charts.challenger_comparison_figure(
             days=state.comparison.days,
             task=state.comparison.task,
-            champion=f"v{state.champion.version} (champion)",
-            challenger=f"v{state.challenger.version} (challenger)",
+            champion_label=f"v{state.champion.version} (champion)",
+            challenger_label=f"v{state.challenger.version} (challenger)",
         )
     return {
         "volume": charts.volume_figure(buckets=found.buckets, series=found.series),
