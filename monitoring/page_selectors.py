@@ -9,8 +9,8 @@ whatever the number of models, versions and rows:
 - a model: its versions, policy, volume, quality and delay per bucket, latest retraining, and the champion
   against challenger comparison (a bounded index walk of the challenger's newest shadow rows).
 
-Drift status and the estimated score come from each version's newest drift report, one grouped query
-each; latency percentiles wait for a latency rollup (marked `SLOT(latency)`).
+Drift status and the estimated score come from each version's newest drift report (monitoring.page_drift,
+one grouped query); latency percentiles wait for a latency rollup (marked `SLOT(latency)`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from mlops_site import rollups
 from mlops_site.errors import Invalid, problem
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion, RegisteredModel, Stage, Task
-from monitoring import drift_selectors
+from monitoring import page_drift
 from predictions.models import PredictionHourly
 from training.models import Retraining, RetrainingPolicy
 
@@ -120,7 +120,7 @@ class OverviewRow:
     last_retraining: LastRetraining | None = None
     # The production version's estimated score before labels, from its newest drift report.
     estimated: dict[str, Any] | None = None
-    # The production version's drift status from its newest drift report (page_selectors.drift_status).
+    # The production version's drift status from its newest drift report (page_drift.drift_and_estimates).
     drift: dict[str, Any] | None = None
 
 
@@ -150,52 +150,6 @@ def _versions_live(versions: list[ModelVersion], *, window: str, now: dt.datetim
     if not versions:
         return {}
     return feedback_selectors.versions_quality(versions, window=window, last_n=0, now=now)
-
-
-def _latest_reports(versions: list[ModelVersion], *fields: str) -> list[dict[str, Any]]:
-    """`fields` of each version's newest drift report: one query, without the per-feature results."""
-    if not versions:
-        return []
-    return list(
-        drift_selectors.drift_reports_latest(model_version_ids=[v.pk for v in versions])
-        .order_by()
-        .values("model_version_id", "window_end", *fields)
-    )
-
-
-def drift_status(*, versions: list[ModelVersion], now: dt.datetime) -> dict[int, dict[str, Any]]:
-    """Each version's newest drift report: {"drifting", "share", "features", "rows", "at"}; a version the
-    drift job has not reported on is absent ("not measured yet")."""
-    return {
-        row["model_version_id"]: {
-            "drifting": row["drifting"],
-            "share": row["share_drifted"],
-            "features": row["features_drifted"],
-            "tested": row["features_tested"],
-            "rows": row["rows"],
-            "at": row["window_end"],
-        }
-        for row in _latest_reports(
-            versions, "drifting", "share_drifted", "features_drifted", "features_tested", "rows"
-        )
-    }
-
-
-def estimated_score(*, versions: list[ModelVersion], now: dt.datetime) -> dict[int, dict[str, Any]]:
-    """The estimated score of each version's recent predictions before their outcomes (from its newest
-    drift report): {"metric", "value", "stderr", "n"}; absent when there is none (regression, no rows)."""
-    return {
-        row["model_version_id"]: {
-            "metric": row["estimated_metric"],
-            "value": row["estimated_score"],
-            "stderr": row["estimated_stderr"],
-            "n": row["estimated_rows"],
-        }
-        for row in _latest_reports(
-            versions, "estimated_metric", "estimated_score", "estimated_stderr", "estimated_rows"
-        )
-        if row["estimated_score"] is not None
-    }
 
 
 # SLOT(latency): latency percentiles per version and bucket need an hourly latency rollup (a histogram
@@ -240,8 +194,7 @@ def monitoring_overview(
     }
     versions = list(production.values())
     live = _versions_live(versions, window=window, now=now)
-    drift = drift_status(versions=versions, now=now)
-    estimates = estimated_score(versions=versions, now=now)
+    drift, estimates = page_drift.drift_and_estimates(versions=versions)
 
     since = rollups.hour_of(now) - dt.timedelta(hours=SPARK_HOURS - 1)
     hours = [since + dt.timedelta(hours=i) for i in range(SPARK_HOURS)]
@@ -291,8 +244,8 @@ class VersionSeries:
     labelled: list[int]
     scores: list[float | None]
     score: Score | None = None
-    drift: dict[str, Any] | None = None  # drift_status()'s figures for this version
-    estimated: dict[str, Any] | None = None  # estimated_score()'s figures
+    drift: dict[str, Any] | None = None  # page_drift.drift_and_estimates' figures
+    estimated: dict[str, Any] | None = None  # page_drift.drift_and_estimates' figures
 
 
 @dataclass
@@ -418,8 +371,7 @@ def model_monitoring_get(
     ):
         delays[index] += int(n or 0)
 
-    drift = drift_status(versions=versions, now=now)
-    estimates = estimated_score(versions=versions, now=now)
+    drift, estimates = page_drift.drift_and_estimates(versions=versions)
     metric = _metric_of(model.task or (versions[0].task if versions else ""), policy)
     series = []
     for version in versions:
@@ -475,46 +427,3 @@ def model_monitoring_get(
         challenger=challenger,
         latency=latency_percentiles(versions=versions, since=since),
     )
-
-
-@dataclass(frozen=True)
-class FeatureDrift:
-    """The production version's newest drift report per feature, and one feature's distributions."""
-
-    report: Any  # monitoring.models.DriftReport
-    features: list[dict[str, Any]]
-    feature: str
-    distribution: dict[str, Any] | None
-
-
-def feature_drift(*, production: ModelVersion | None, feature: Any) -> FeatureDrift | None:
-    """The production version's newest drift report with each feature's test, and the reference and
-    current distributions of `feature` (by default the most drifted one); None before any report.
-
-    Raises Invalid (a 400 page) naming `feature` when the report has no such feature. Two queries.
-    """
-    if production is None:
-        return None
-    report = drift_selectors.drift_report_latest(model_version=production)
-    if report is None:
-        return None
-    results = sorted(
-        report.features,
-        key=lambda r: (not r.get("drifted"), -(r.get("psi") or 0.0), r.get("feature", "")),
-    )
-    names = [r["feature"] for r in results]
-    if feature in (None, ""):
-        chosen = names[0] if names else ""
-    else:
-        chosen = _option_check("feature", feature, names, names[0] if names else "")
-    distribution = (
-        drift_selectors.feature_distribution(
-            model_version=production,
-            feature=chosen,
-            window_end=report.window_end,
-            window_hours=report.window_hours,
-        )
-        if chosen
-        else None
-    )
-    return FeatureDrift(report=report, features=results, feature=chosen, distribution=distribution)

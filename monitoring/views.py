@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_safe
 from mlops_site import pages
 from models_registry import charts as registry_charts
 from monitoring import page_charts as charts
-from monitoring import page_selectors, selectors
+from monitoring import page_drift, page_selectors, selectors
 
 
 @never_cache
@@ -91,7 +91,7 @@ def model_monitoring(request: HttpRequest, name: str) -> HttpResponse:
     coverage and label delay, drift per feature with one feature's distributions (`?feature=`)."""
     period = page_selectors.period_check(request.GET.get("period"))
     found = page_selectors.model_monitoring_get(name=name, period=period)
-    drift = page_selectors.feature_drift(production=found.production, feature=request.GET.get("feature"))
+    drift = page_drift.feature_drift(production=found.production, feature=request.GET.get("feature"))
     figures = _model_figures(found)
     if drift is not None:
         figures["distribution"] = charts.distribution_figure(drift.distribution)

@@ -189,11 +189,11 @@ def test_the_overview_runs_the_same_queries_for_one_model_or_many(staff, cancer,
         rollups_for(version, hours=range(241, 400, 2))
 
     # Session, user, models (with the latest retraining's id), production versions, policies,
-    # retrainings, live quality (3 grouped reads), the volume, drift status and the estimate: 12.
-    with django_assert_num_queries(12):
+    # retrainings, live quality (3 grouped reads), the volume, and drift status with the estimate: 11.
+    with django_assert_num_queries(11):
         response = client.get("/monitoring/")
 
-    assert one == 12
+    assert one == 11
     assert len(response.context["items"]) == 5
 
 
