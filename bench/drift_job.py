@@ -115,7 +115,6 @@ def traffic_seed(
     from django.db import connection, transaction
 
     from ml.pipeline import columns_from_frame, frame_prepare
-    from monitoring import drift_rollups
 
     features = [{"name": c["name"], "kind": c["kind"]} for c in version.feature_schema]
     end = now.replace(minute=0, second=0, microsecond=0)
@@ -133,15 +132,7 @@ def traffic_seed(
         for start in range(0, len(positions), BATCH):
             part = slice(start, start + BATCH)
             with transaction.atomic():
-                began = time.perf_counter()
-                drift_rollups.prediction_features_add(
-                    model_version=version,
-                    columns={name: values[part] for name, values in columns.items()},
-                    predictions=labels[part],
-                    confidences=confidences[part],
-                    hour=hour,
-                )
-                rollup_seconds += time.perf_counter() - began
+                rollup_seconds += _rollups_add(version, columns, labels, confidences, part=part, hour=hour)
                 with connection.cursor() as cursor:
                     cursor.executemany(
                         "INSERT INTO bench_inputs (created_at, inputs) VALUES (%s, %s)",
@@ -150,12 +141,34 @@ def traffic_seed(
     return rollup_seconds
 
 
+def _rollups_add(
+    version: Any,
+    columns: dict[str, np.ndarray],
+    labels: list[Any],
+    confidences: list[float],
+    *,
+    part: slice,
+    hour: dt.datetime,
+) -> float:
+    """Seconds of one prediction_features_add call for the rows in `part`."""
+    from monitoring import drift_rollups
+
+    began = time.perf_counter()
+    drift_rollups.prediction_features_add(
+        model_version=version,
+        columns={name: values[part] for name, values in columns.items()},
+        predictions=labels[part],
+        confidences=confidences[part],
+        hour=hour,
+    )
+    return time.perf_counter() - began
+
+
 def binning_cost(version: Any, pipeline: Any, rng: np.random.Generator) -> dict[str, Any]:
     from django.db import transaction
 
     from ml import drift
     from ml.pipeline import columns_from_frame, frame_prepare
-    from monitoring import drift_rollups
 
     features = [{"name": c["name"], "kind": c["kind"]} for c in version.feature_schema]
     frame = frame_prepare(frame_draw(1000, rng=rng, shifted=False), features)
@@ -170,15 +183,7 @@ def binning_cost(version: Any, pipeline: Any, rng: np.random.Generator) -> dict[
         for call in range(calls):
             part = slice((call * size) % 1000, (call * size) % 1000 + size)
             with transaction.atomic():
-                began = time.perf_counter()
-                drift_rollups.prediction_features_add(
-                    model_version=version,
-                    columns={name: values[part] for name, values in columns.items()},
-                    predictions=labels[part],
-                    confidences=confidences[part],
-                    hour=hour,
-                )
-                timings.append(time.perf_counter() - began)
+                timings.append(_rollups_add(version, columns, labels, confidences, part=part, hour=hour))
                 transaction.set_rollback(True)
         found[f"batch_{size}_us_per_row"] = round(statistics.median(timings) / size * 1e6, 2)
     binners = [drift.Binner.of(spec) for spec in version.reference_profile["features"]]
