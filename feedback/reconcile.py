@@ -15,8 +15,8 @@ from django.db.models.functions import TruncHour
 
 from feedback import quality
 from feedback.models import DelayHourly, Feedback, QualityHourly
-from mlops_site import rollups
-from predictions.models import Prediction, PredictionHourly
+from mlops_site import latency_bins, rollups
+from predictions.models import Channel, LatencyHourly, Prediction, PredictionHourly, PredictionRequest
 
 _TABLES: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
     "quality": (
@@ -26,6 +26,7 @@ _TABLES: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
     ),
     "delay": (DelayHourly, ("model_version_id", "hour", "bin"), ("n",)),
     "predictions": (PredictionHourly, ("model_version_id", "hour"), ("n",)),
+    "latency": (LatencyHourly, ("model_version_id", "hour", "bin"), ("n",)),
 }
 
 
@@ -72,11 +73,23 @@ def _rebuilt() -> dict[str, dict[tuple[Any, ...], tuple[float, ...]]]:
             cell[2] += error * error
         delays[(version_id, hour, quality.delay_bin((created_at - made_at).total_seconds()))][0] += 1
     volume = {(version_id, rollups.hour_of(hour)): (n,) for version_id, hour, n in _prediction_hours()}
+    latencies: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0])
+    for version_id, created_at, latency_ms in _request_latencies():
+        latencies[(version_id, rollups.hour_of(created_at), latency_bins.latency_bin(latency_ms))][0] += 1
     return {
         "quality": {key: tuple(v) for key, v in cells.items()},
         "delay": {key: tuple(v) for key, v in delays.items()},
         "predictions": volume,
+        "latency": {key: tuple(v) for key, v in latencies.items()},
     }
+
+
+def _request_latencies() -> Iterator[tuple[Any, ...]]:
+    yield from (
+        PredictionRequest.objects.exclude(channel=Channel.BATCH)
+        .values_list("model_version_id", "created_at", "latency_ms")
+        .iterator(chunk_size=10_000)
+    )
 
 
 def _prediction_hours() -> Iterator[tuple[Any, ...]]:

@@ -141,6 +141,37 @@ def score_figure(
     return {"data": data, "layout": _layout(title={"text": title})}
 
 
+_PERCENTILE_DASH = {50: "solid", 95: "dash", 99: "dot"}
+
+
+def latency_figure(*, buckets: Sequence[dt.datetime], series: Sequence[Any]) -> dict[str, Any]:
+    """Request latency percentiles per bucket, a colour per version and a dash per percentile, on a log
+    axis (a p99 ten times the p50 is common)."""
+    drawn = [(i, s) for i, s in enumerate(series) if s.latency is not None]
+    if not drawn:
+        return _empty("No requests in this period")
+    x = _times(buckets)
+    data = [
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "connectgaps": False,
+            "name": f"v{s.version.version} p{q}",
+            "legendgroup": f"v{s.version.version}",
+            "x": x,
+            "y": values,
+            "hovertemplate": "%{y:.3g} ms",
+            "line": {"color": COLOURS[i % len(COLOURS)], "dash": _PERCENTILE_DASH.get(q, "solid")},
+            "marker": {"size": 4},
+        }
+        for i, s in drawn
+        for q, values in s.latency.per_bucket.items()
+    ]
+    layout = _layout(title={"text": "Request latency (validation and model call)"})
+    layout["yaxis"] = {"gridcolor": "#eef1f6", "type": "log", "title": {"text": "ms"}}
+    return {"data": data, "layout": layout}
+
+
 def coverage_figure(*, buckets: Sequence[dt.datetime], coverage: Sequence[float | None]) -> dict[str, Any]:
     """The share of the bucket's predictions that have an outcome (so far)."""
     if not any(c is not None for c in coverage):

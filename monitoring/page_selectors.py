@@ -10,7 +10,7 @@ whatever the number of models, versions and rows:
   against challenger comparison (a bounded index walk of the challenger's newest shadow rows).
 
 Drift status and the estimated score come from each version's newest drift report (monitoring.page_drift,
-one grouped query); latency percentiles wait for a latency rollup (marked `SLOT(latency)`).
+one grouped query); latency percentiles from the hourly latency histograms (predictions.LatencyHourly).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from django.utils import timezone
 
 from feedback import selectors as feedback_selectors
 from feedback.models import DelayHourly, QualityHourly
-from mlops_site import rollups
+from mlops_site import latency_bins, rollups
 from mlops_site.errors import Invalid, problem
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion, RegisteredModel, Stage, Task
 from monitoring import page_drift
-from predictions.models import PredictionHourly
+from predictions.models import LatencyHourly, PredictionHourly
 from training.models import Retraining, RetrainingPolicy
 
 #: Live-score windows of the overview (feedback's rollup windows): one for every model, so the page costs
@@ -152,10 +152,47 @@ def _versions_live(versions: list[ModelVersion], *, window: str, now: dt.datetim
     return feedback_selectors.versions_quality(versions, window=window, last_n=0, now=now)
 
 
-# SLOT(latency): latency percentiles per version and bucket need an hourly latency rollup (a histogram
-# per version and hour, kept where predictions are stored). None: the page says there is none yet.
-def latency_percentiles(*, versions: list[ModelVersion], since: dt.datetime) -> dict[str, Any] | None:
-    return None
+@dataclass
+class Latency:
+    """One version's request latency over the period: percentiles (ms) per bucket and overall."""
+
+    requests: int
+    overall: dict[int, float | None]
+    per_bucket: dict[int, list[float | None]]  # percentile -> one value per bucket (None: no request)
+
+
+def latency_percentiles(
+    *, ids: list[int], since: dt.datetime, bucket: str, position: dict[dt.datetime, int]
+) -> dict[int, Latency]:
+    """Percentiles per version and bucket from the hourly latency histograms, in one grouped query."""
+    hist: dict[int, list[dict[int, int]]] = {pk: [defaultdict(int) for _ in position] for pk in ids}
+    for version_id, at, index, n in (
+        LatencyHourly.objects.filter(model_version_id__in=ids, hour__gte=since)
+        .annotate(bucket=Trunc("hour", bucket, tzinfo=dt.UTC))
+        .values("model_version_id", "bucket", "bin")
+        .annotate(total=Sum("n"))
+        .values_list("model_version_id", "bucket", "bin", "total")
+    ):
+        slot = position.get(_bucket_start(at, bucket))
+        if slot is not None and n:
+            hist[version_id][slot][index] += int(n)
+    found = {}
+    for version_id, per_bucket in hist.items():
+        whole: dict[int, int] = defaultdict(int)
+        for counts in per_bucket:
+            for index, n in counts.items():
+                whole[index] += n
+        if not whole:
+            continue
+        found[version_id] = Latency(
+            requests=sum(whole.values()),
+            overall=latency_bins.percentiles(whole),
+            per_bucket={
+                q: [latency_bins.percentile(counts, q) for counts in per_bucket]
+                for q in latency_bins.PERCENTILES
+            },
+        )
+    return found
 
 
 def _latest_retraining_ids() -> Subquery:
@@ -246,6 +283,7 @@ class VersionSeries:
     score: Score | None = None
     drift: dict[str, Any] | None = None  # page_drift.drift_and_estimates' figures
     estimated: dict[str, Any] | None = None  # page_drift.drift_and_estimates' figures
+    latency: Latency | None = None
 
 
 @dataclass
@@ -263,11 +301,14 @@ class ModelMonitoring:
     delay_median_seconds: float | None
     last_retraining: Retraining | None
     challenger: Any  # models_registry.selectors.ChallengerState
-    latency: dict[str, Any] | None = None  # SLOT(latency)
 
     @property
     def drift_measured(self) -> bool:
         return any(s.drift for s in self.series)
+
+    @property
+    def latency_any(self) -> bool:
+        return any(s.latency for s in self.series)
 
     @property
     def estimated_any(self) -> bool:
@@ -371,6 +412,7 @@ def model_monitoring_get(
     ):
         delays[index] += int(n or 0)
 
+    latencies = latency_percentiles(ids=ids, since=since, bucket=bucket, position=position)
     drift, estimates = page_drift.drift_and_estimates(versions=versions)
     metric = _metric_of(model.task or (versions[0].task if versions else ""), policy)
     series = []
@@ -385,7 +427,8 @@ def model_monitoring_get(
                 cell[1] += abs_error
                 cell[2] += sq_error
         labelled = [int(sum(v[0] for v in c.values())) for c in per_bucket]
-        if not any(predicted[version.pk]) and not any(labelled) and version.stage != Stage.PRODUCTION:
+        nothing = not any(predicted[version.pk]) and not any(labelled) and version.pk not in latencies
+        if nothing and version.stage != Stage.PRODUCTION:
             continue  # a version with nothing in the period draws no line
         series.append(
             VersionSeries(
@@ -396,6 +439,7 @@ def model_monitoring_get(
                 score=_score(version, _bucket_figures(version, total), policy) if total else None,
                 drift=drift.get(version.pk),
                 estimated=estimates.get(version.pk),
+                latency=latencies.get(version.pk),
             )
         )
     made = [sum(s.predicted[i] for s in series) for i in range(count)]
@@ -425,5 +469,4 @@ def model_monitoring_get(
         delay_median_seconds=feedback_selectors.quality.delay_median(delays),
         last_retraining=last,
         challenger=challenger,
-        latency=latency_percentiles(versions=versions, since=since),
     )

@@ -78,6 +78,7 @@ def _model_figures(found: page_selectors.ModelMonitoring) -> dict[str, Any]:
             threshold=found.policy.threshold if found.policy is not None else None,
         ),
         "coverage": charts.coverage_figure(buckets=found.buckets, coverage=found.coverage),
+        "latency": charts.latency_figure(buckets=found.buckets, series=found.series),
         "delay": charts.delay_figure(bins=found.delay_bins, median_seconds=found.delay_median_seconds),
         "challenger": challenger,
     }

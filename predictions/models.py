@@ -177,6 +177,29 @@ class PredictionHourly(models.Model):
         return f"{self.model_version_id} @ {self.hour:%Y-%m-%d %H}: {self.n}"
 
 
+class LatencyHourly(models.Model):
+    """Requests answered per model version, hour and latency bin (predictions.latency.EDGES_MS).
+
+    The latency is the request's `latency_ms` (validation and the model call); batch jobs are not counted,
+    as their time is a whole file's. The monitoring page reads percentiles from these counts.
+    """
+
+    model_version = models.ForeignKey(
+        "models_registry.ModelVersion", on_delete=models.CASCADE, related_name="latency_hours"
+    )
+    hour = models.DateTimeField()
+    bin = models.PositiveSmallIntegerField()
+    n = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model_version", "hour", "bin"], name="latency_hourly_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version_id} @ {self.hour:%Y-%m-%d %H} bin {self.bin}: {self.n}"
+
+
 class BatchPredictionJob(ChunkedFileJob):
     """A CSV file predicted in chunks by a Celery worker on the leased-job engine (see ChunkedFileJob)."""
 

@@ -16,13 +16,20 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from ml.errors import PredictionInputError
-from mlops_site import rollups, storage
+from mlops_site import latency_bins, rollups, storage
 from mlops_site.errors import problem
 from models_registry.models import ModelVersion, Stage
 from monitoring import drift_rollups, prometheus
 from predictions import model_cache, routing, selectors
 from predictions.errors import InputInvalid
-from predictions.models import Channel, Prediction, PredictionHourly, PredictionKey, PredictionRequest
+from predictions.models import (
+    Channel,
+    LatencyHourly,
+    Prediction,
+    PredictionHourly,
+    PredictionKey,
+    PredictionRequest,
+)
 from predictions.validation import (
     NOT_FINITE_OUTPUT,
     NOT_FINITE_OUTPUT_MESSAGE,
@@ -150,6 +157,16 @@ def prediction_hours_add(*, model_version_id: int, hour: dt.datetime, rows: int)
     )
 
 
+def latency_hours_add(*, model_version_id: int, hour: dt.datetime, latency_ms: float) -> None:
+    """Count one request answered by a version in an hour; call inside the transaction that stores it."""
+    rollups.counters_add(
+        LatencyHourly,
+        keys=("model_version", "hour", "bin"),
+        sums=("n",),
+        deltas={(model_version_id, rollups.hour_of(hour), latency_bins.latency_bin(latency_ms)): (1,)},
+    )
+
+
 def probabilities_of(classes: list[Any] | None, row: list[float] | None) -> dict[str, float] | None:
     if row is None or not classes:
         return None
@@ -272,6 +289,9 @@ def _store(
             )
             by_position.update((prediction.row_index, prediction) for prediction in stored)
             prediction_hours_add(model_version_id=part.version.pk, hour=request.created_at, rows=len(stored))
+            latency_hours_add(
+                model_version_id=part.version.pk, hour=request.created_at, latency_ms=latency_ms
+            )
             drift_rollups.prediction_features_add(
                 model_version=part.version,
                 columns=part.columns,

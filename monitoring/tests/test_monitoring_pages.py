@@ -14,11 +14,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from feedback.models import DelayHourly, QualityHourly
+from mlops_site import latency_bins as latency
 from mlops_site import rollups
 from monitoring import drift_services
 from monitoring.models import DriftReport
 from monitoring.tests.drift_helpers import drift_version, traffic_store
-from predictions.models import PredictionHourly
+from predictions.models import LatencyHourly, PredictionHourly
 from predictions.tests.helpers import make_model_version, trained_model
 from training.models import Retraining, RetrainingPolicy
 
@@ -38,7 +39,7 @@ def figure(response, element_id):
     return json.loads(html.split(f'id="{element_id}" type="application/json">')[1].split("</script>")[0])
 
 
-def rollups_for(version, *, hours, right=3, wrong=1, made=10):
+def rollups_for(version, *, hours, right=3, wrong=1, made=10, latency_bins=None):
     """Hourly rollups of `version`: predictions, outcomes (right and wrong) and their delays."""
     classes = [str(c) for c in version.classes or []]
     PredictionHourly.objects.bulk_create(
@@ -72,6 +73,14 @@ def rollups_for(version, *, hours, right=3, wrong=1, made=10):
     DelayHourly.objects.bulk_create(
         [DelayHourly(model_version=version, hour=hours_ago(h), bin=6, n=right + wrong) for h in hours]
     )
+    if latency_bins:
+        LatencyHourly.objects.bulk_create(
+            [
+                LatencyHourly(model_version=version, hour=hours_ago(h), bin=index, n=n)
+                for h in hours
+                for index, n in latency_bins.items()
+            ]
+        )
 
 
 @pytest.fixture
@@ -219,8 +228,38 @@ def test_the_model_page_draws_volume_score_coverage_and_delay_from_the_rollups(s
     delay = figure(response, "delay-figure")
     assert sum(delay["data"][0]["y"]) == 64
     html = response.content.decode()
-    assert "No latency rollup yet" in html  # the latency slot
+    assert "No page or API requests in this period" in html
     assert "Drift is not measured yet" in html  # the drift slot
+
+
+def test_the_model_page_shows_latency_percentiles_per_version_and_bucket(staff, cancer):
+    _v1, v2, v3 = cancer
+    # v2: 90 fast requests and 10 slow ones in each of two hours; v3: 50 in one hour.
+    fast, slow = latency.latency_bin(4.0), latency.latency_bin(400.0)
+    LatencyHourly.objects.bulk_create(
+        [
+            LatencyHourly(model_version=v2, hour=hours_ago(h), bin=index, n=n)
+            for h in (0, 5)
+            for index, n in ((fast, 90), (slow, 10))
+        ]
+        + [LatencyHourly(model_version=v3, hour=hours_ago(1), bin=latency.latency_bin(20.0), n=50)]
+    )
+
+    response = client_for(staff).get("/monitoring/cancer/", {"period": "24h"})
+
+    m = response.context["m"]
+    by_version = {s.version.version: s.latency for s in m.series}
+    assert by_version[2].requests == 200
+    assert by_version[2].overall[50] == pytest.approx(4.0, rel=0.15)
+    assert by_version[2].overall[95] == pytest.approx(400.0, rel=0.15)
+    assert by_version[3].requests == 50
+    assert by_version[3].overall[99] == pytest.approx(20.0, rel=0.15)
+    chart = figure(response, "latency-figure")
+    assert chart["layout"]["yaxis"]["type"] == "log"
+    p50 = next(t for t in chart["data"] if t["name"] == "v2 p50")
+    assert sum(y is not None for y in p50["y"]) == 2  # two hours had requests
+    html = response.content.decode()
+    assert "200" in html.split('id="latency-panel"')[1].split("</table>")[0]
 
 
 @pytest.mark.parametrize("period", ["24h", "7d", "30d", "90d"])
@@ -236,7 +275,7 @@ def test_the_model_page_runs_the_same_queries_with_more_rows_and_versions(staff,
     before = queries_of(client, "/monitoring/cancer/")
     v4 = make_model_version(trained=trained_model("cancer"), name="cancer", version=4, stage="archived")
     for version in (*cancer, v4):
-        rollups_for(version, hours=range(241, 900, 3))
+        rollups_for(version, hours=range(241, 900, 3), latency_bins={20: 5, 40: 1})
 
     after = queries_of(client, "/monitoring/cancer/")
 

@@ -97,16 +97,17 @@ def test_it_uses_scikit_learn_for_a_version_without_onnx(alice, db):
 def test_it_inserts_all_rows_of_a_request_in_one_bulk_insert(alice, cancer_v1, django_assert_num_queries):
     predict([CANCER_ROW], alice)  # load the model and resolve the version first
 
-    # The request row, one INSERT for all predictions, the hourly count, and the savepoint pair of the
-    # test's transaction.
-    with django_assert_num_queries(5) as captured:
+    # The request row, one INSERT for all predictions, the hourly count, the hourly latency histogram, and
+    # the savepoint pair of the test's transaction.
+    with django_assert_num_queries(6) as captured:
         predict(CANCER.sample_rows * 10, alice)
 
     inserts = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("INSERT")]
-    assert len(inserts) == 3
+    assert len(inserts) == 4
     assert "predictions_predictionrequest" in inserts[0]
     assert "predictions_prediction" in inserts[1]
     assert "predictions_predictionhourly" in inserts[2]
+    assert "predictions_latencyhourly" in inserts[3]
     assert Prediction.objects.count() == 31
 
 
@@ -336,7 +337,7 @@ def test_a_version_saved_in_this_process_is_seen_by_the_next_request(
     alice, cancer_v1, django_assert_num_queries
 ):
     predict([CANCER_ROW], alice)
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(6):
         predict([CANCER_ROW], alice)
 
     cancer_v1.stage = "archived"

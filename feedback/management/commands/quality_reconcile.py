@@ -11,9 +11,9 @@ from feedback import reconcile
 
 class Command(BaseCommand):
     help = (
-        "Rebuild the hourly rollups of live quality (and of prediction counts) from the Feedback and "
-        "Prediction rows, and list every difference from the kept ones. Exits 1 when any differ; with "
-        "--fix, replaces the rows that differ."
+        "Rebuild the hourly rollups of live quality (and of prediction counts and request latencies) from "
+        "the Feedback, Prediction and PredictionRequest rows, and list every difference from the kept "
+        "ones. Exits 1 when any differ; with --fix, replaces the rows that differ."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
