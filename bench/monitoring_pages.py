@@ -81,6 +81,47 @@ def timed(call: Any, repeats: int) -> tuple[float, list[float], Any]:
     return statistics.median(times), times, answer
 
 
+def query_profile(call: Any) -> dict[str, Any]:
+    """One more call with its queries captured: how many, their database time, and the slowest one's
+    EXPLAIN (ANALYZE, BUFFERS) when it took more than 20 ms, so a slow page says why."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        call()
+    times = [(float(q["time"]) * 1000, q["sql"]) for q in captured.captured_queries]
+    profile: dict[str, Any] = {
+        "queries": len(times),
+        "db_ms": round(sum(t for t, _ in times), 2),
+    }
+    if times:
+        slowest_ms, slowest_sql = max(times)
+        profile["slowest_query_ms"] = round(slowest_ms, 2)
+        if slowest_ms > 20:
+            profile["slowest_sql"] = slowest_sql
+            with connection.cursor() as cursor:
+                cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {slowest_sql}")
+                profile["slowest_plan"] = [row[0] for row in cursor.fetchall()]
+    return profile
+
+
+def latency_seed() -> int:
+    """Hourly latency histograms beside the seeded predictions (COPY writes none): a dozen bins per
+    version and hour that has predictions, as the API's requests would leave."""
+    from mlops_site import latency_bins
+    from predictions.models import LatencyHourly, PredictionHourly
+
+    shape = [(latency_bins.latency_bin(ms), n) for ms, n in ((2, 5), (3, 30), (4, 40), (6, 15), (9, 6),
+             (14, 2), (25, 1), (60, 1))]  # fmt: skip
+    rows = [
+        LatencyHourly(model_version_id=version_id, hour=hour, bin=index, n=n)
+        for version_id, hour in PredictionHourly.objects.values_list("model_version_id", "hour")
+        for index, n in shape
+    ]
+    LatencyHourly.objects.bulk_create(rows, batch_size=5_000)
+    return len(rows)
+
+
 def get(client: Any, path: str, params: dict[str, Any] | None = None) -> Any:
     response = client.get(path, params or {}, HTTP_HOST="localhost")
     if response.status_code != 200:
@@ -170,6 +211,7 @@ def main() -> int:
             seeded=seeded, version_index=extra["version_index"], count=args.feedback, user=owner
         )
         common.say(f"feedback: {seed_feedback['seconds']:.1f} s")
+        latency_rows = latency_seed()
         clock = time.perf_counter()
         with connection.cursor() as cursor:
             cursor.execute("VACUUM ANALYZE")
@@ -210,6 +252,7 @@ def main() -> int:
                     plain_ms_all=[round(t, 1) for t in plain_all],
                     plain_over_ours=round(plain_ms / ours_ms, 1),
                 )
+            entry.update(query_profile(ours))
             measured[name] = entry
             common.say(f"{name}: {entry}")
 
@@ -296,6 +339,8 @@ def main() -> int:
             else ""
         )
         print(f"{name:<58} {entry['server_ms']:>9.2f} {plain} {target}")
+        print(f"{'':<4}{entry['queries']} queries, {entry['db_ms']:.1f} ms in the database, Django CPU "
+              f"{entry['django_cpu_ms']:.1f} ms")  # fmt: skip
 
     report.results_write(
         args.output,
@@ -314,6 +359,7 @@ def main() -> int:
             "feedback": args.feedback,
             "clients": args.clients,
             "user_rows": user_count,
+            "latency_hourly_rows": latency_rows,
             "seconds": {
                 "training": round(train_seconds, 1),
                 "predictions_copy": round(predictions_seconds, 1),
