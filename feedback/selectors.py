@@ -19,6 +19,7 @@ from feedback.checks import label_text
 from feedback.models import DelayHourly, Feedback, FeedbackImport, QualityHourly
 from mlops_site import rollups
 from mlops_site.errors import Invalid, problem
+from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion, RegisteredModel, Stage, Task
 from predictions.models import Prediction, PredictionHourly, ShadowPrediction
 
@@ -348,6 +349,7 @@ def label_queue(*, version: ModelVersion) -> QuerySet[Prediction]:
     """A version's predictions without an outcome, least confident first (an index walk on confidence)."""
     return (
         Prediction.objects.select_related("model_version__registered_model", "user")
+        .defer(*registry_selectors.version_heavy_fields("model_version"))
         .filter(model_version=version, feedback__isnull=True)
         .order_by(F("confidence").asc(nulls_last=True), "-created_at", "-id")
     )

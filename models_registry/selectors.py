@@ -44,6 +44,16 @@ def registered_model_get(*, name: str) -> RegisteredModel:
     return found
 
 
+def version_heavy_fields(path: str) -> tuple[str, ...]:
+    """The version's JSON that a list of its predictions or jobs never shows, as `defer()` names under
+    `path` (as "model_version"): decoding its metrics (with their figures) and drift profile for every
+    row was most of a history page's time."""
+    return tuple(
+        f"{path}__{name}"
+        for name in ("metrics", "artifacts", "training_summary", "reference_profile", "params")
+    )
+
+
 def model_version_list(*, model_name: str | None = None) -> QuerySet[ModelVersion]:
     versions = ModelVersion.objects.select_related(
         "registered_model", "dataset_version__dataset", "training_run", "created_by"

@@ -11,6 +11,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from mlops_site.errors import problem
+from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion, RegisteredModel, Stage
 from predictions.errors import InputInvalid, ModelNotFound, NoVersionInStage
 from predictions.models import BatchPredictionJob, Channel, Prediction
@@ -93,14 +94,6 @@ def _day_start(day: dt.date) -> dt.datetime:
     return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
 
 
-#: The version's JSON a listed prediction never shows. Joined into every row, its metrics (with their
-#: figures) and reference profile took 90% of a history page's time to decode.
-_VERSION_HEAVY = tuple(
-    f"model_version__{name}"
-    for name in ("metrics", "artifacts", "training_summary", "reference_profile", "params")
-)
-
-
 def prediction_list(
     *,
     user: Any,
@@ -120,7 +113,7 @@ def prediction_list(
     """
     predictions = Prediction.objects.select_related(
         "model_version__registered_model", "user", "request", "key", "feedback"
-    ).defer(*_VERSION_HEAVY)
+    ).defer(*registry_selectors.version_heavy_fields("model_version"))
     if not user.is_staff:
         predictions = predictions.filter(user=user)
     if model:
@@ -159,7 +152,9 @@ def model_name_list() -> list[str]:
 
 def batch_job_list(*, user: Any) -> QuerySet[BatchPredictionJob]:
     """The batch jobs `user` may see (their own; staff: everyone's), newest first."""
-    jobs = BatchPredictionJob.objects.select_related("model_version__registered_model", "user")
+    jobs = BatchPredictionJob.objects.select_related("model_version__registered_model", "user").defer(
+        *registry_selectors.version_heavy_fields("model_version")
+    )
     if not user.is_staff:
         jobs = jobs.filter(user=user)
     return jobs.order_by("-created_at", "-id")
