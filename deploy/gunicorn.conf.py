@@ -2,7 +2,8 @@
 
 Each runner gives only `--bind`. Variables: WEB_CONCURRENCY (worker processes, 2), WEB_THREADS (threads
 per worker, 4), WEB_READ_TIMEOUT (seconds a client has to send its request, 10), PROMETHEUS_MULTIPROC_DIR
-(the workers' metric files, cleaned of dead processes' files at start).
+(the workers' metric files, cleaned of dead processes' files at start), LOG_FORMAT (json: access and error
+lines as JSON objects).
 """
 
 import os
@@ -48,6 +49,8 @@ keepalive = 5
 max_requests = 100_000
 max_requests_jitter = 10_000
 accesslog = "-"
+# LOG_FORMAT=json makes the access and error lines JSON objects like the application's (gunicorn_logging.py).
+logger_class = "deploy.gunicorn_logging.Logger"
 # The default control socket is one path per user: a second checkout or a benchmark could not start.
 control_socket_disable = True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
@@ -54,7 +55,7 @@ def _get(url: str, timeout: float = 60) -> tuple[int, bytes]:
 
 
 @contextlib.contextmanager
-def _gunicorn(tmp_path: Path) -> Iterator[str]:
+def _gunicorn(tmp_path: Path, **variables: str) -> Iterator[str]:
     port = _free_port()
     environment = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
     environment.update(
@@ -65,6 +66,7 @@ def _gunicorn(tmp_path: Path) -> Iterator[str]:
             "WEB_CONCURRENCY": str(WORKERS),
             "WEB_THREADS": str(THREADS),
             "WEB_READ_TIMEOUT": str(READ_TIMEOUT),
+            **variables,
         }
     )
     log = (tmp_path / "gunicorn.log").open("wb")
@@ -157,6 +159,31 @@ def test_a_body_larger_than_the_read_ahead_and_a_chunked_body_still_reach_the_ap
                 urllib.request.urlopen(request, timeout=60)  # noqa: S310 - our own loopback URL
             # Django's CSRF check answered, so the whole request reached it.
             assert answer.value.code == 403
+
+
+def test_with_log_format_json_every_line_gunicorn_writes_is_a_json_object(tmp_path):
+    def fetch(url, **headers):
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - our own loopback URL
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - our own loopback URL
+            return response.headers["X-Request-ID"]
+
+    with _gunicorn(tmp_path, LOG_FORMAT="json") as url:
+        fetch(f"{url}/healthz?probe=1", **{"X-Request-ID": "follow-me-7", "User-Agent": "u" * 5000})
+        replaced = fetch(f"{url}/healthz", **{"X-Request-ID": "x" * 65})
+    lines = [line for line in (tmp_path / "gunicorn.log").read_text().splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]  # every line, gunicorn's own included
+
+    access = [line for line in parsed if line["logger"] == "gunicorn.access"]
+    probe = next(line for line in access if line.get("query") == "probe=1")
+    assert (probe["method"], probe["path"], probe["status_code"]) == ("GET", "/healthz", 200)
+    assert probe["request_id"] == "follow-me-7"
+    assert probe["duration_ms"] >= 0
+    assert probe["bytes_sent"] > 0
+    assert len(probe["user_agent"]) <= 513
+    # A forged id is replaced by the application; the access line logs the replacement.
+    assert replaced != "x" * 65
+    assert any(line["request_id"] == replaced for line in access)
+    assert any(line["logger"] == "gunicorn.error" for line in parsed)
 
 
 @pytest.mark.parametrize(
