@@ -293,19 +293,22 @@ else:
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(MEDIA_ROOT)},
     }
+# Static files: collectstatic names each file after its content (site.3f2a….css) and WhiteNoise serves
+# those names with a year-long immutable cache, so a browser downloads plotly once per release. Without
+# a manifest (STATIC_MANIFEST=False: the test suite, which never runs collectstatic) names stay plain.
+STATIC_MANIFEST = env_bool("STATIC_MANIFEST", True)
 STORAGES = {
     "default": _default_storage,
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if STATIC_MANIFEST
+        else "whitenoise.storage.CompressedStaticFilesStorage"
+    },
 }
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATICFILES_FINDERS = [
-    "django.contrib.staticfiles.finders.FileSystemFinder",
-    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
-    "mlops_site.staticfinders.PlotlyFinder",
-]
 
 # ------------------------------------------------------------------------------
 # MLflow: MLFLOW_TRACKING_URI, or a SQLite tracking store with artifacts in DATA_DIR

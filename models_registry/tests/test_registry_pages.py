@@ -172,15 +172,6 @@ def test_the_comparison_chart_holds_every_versions_metrics_and_loads_plotly_once
     assert 'data-figure="comparison-figure"' in html
 
 
-def test_plotly_is_served_locally_from_the_installed_package(client, alice, churn):
-    from django.contrib.staticfiles import finders
-
-    found = finders.find("plotly/plotly.min.js")
-
-    assert found.endswith("plotly/package_data/plotly.min.js")
-    assert finders.find("plotly/widgetbundle.js") is None
-
-
 def test_the_version_page_shows_artifacts_lineage_and_holdout_charts(client, staff, trained):
     client.force_login(staff)
 
