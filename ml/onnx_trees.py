@@ -1,12 +1,15 @@
-"""skl2onnx's conversion of a pipeline, made fast for tree ensembles by filling their node from arrays."""
+"""skl2onnx's conversion of a pipeline, made fast for tree ensembles by writing their node from arrays."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
@@ -19,22 +22,72 @@ _ENSEMBLE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
 _FORESTS = (RandomForestClassifier, RandomForestRegressor)
 _BOOSTING = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
 _CLASSIFIERS = (RandomForestClassifier, HistGradientBoostingClassifier)
+_MODES = np.array([b"LEAF", b"BRANCH_LEQ"])
+# Trees are encoded a batch of at least this many nodes at a time: few enough numpy calls for thousands of
+# small boosting trees, and temporaries that stay in the CPU cache for a forest's large trees.
+_BATCH_NODES = 1 << 16
+
+# A forest's first tree is converted by skl2onnx cut to this depth (see _forest_sample).
+_SAMPLE_DEPTH = 6
+# scikit-learn's markers of a leaf's children, feature and threshold (sklearn.tree._tree).
+_TREE_LEAF = -1
+_TREE_UNDEFINED = -2
+
+Trees = Callable[..., Iterator[dict[str, np.ndarray]]]
+
+
+@dataclass
+class OnnxModel:
+    """A converted pipeline. When a tree ensemble was written from arrays, `model` holds its node without the
+    per-node attributes and `entries` holds them, already encoded: only `serialize` gives the whole file."""
+
+    model: onnx.ModelProto
+    ensemble: onnx.NodeProto | None = None
+    entries: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def serialize(self) -> bytes:
+        """The ONNX file: what `model.SerializeToString()` gives once the ensemble's attributes are filled.
+
+        The encoded attributes are spliced between the serialised rest of the model instead: handing protobuf
+        10 million nodes to hold and to write again costs seconds and gigabytes for a large forest.
+        """
+        if self.ensemble is None:
+            return self.model.SerializeToString()
+        return b"".join(self._model_chunks())
+
+    def _model_chunks(self) -> list[bytes | np.ndarray]:
+        attributes = [self._attribute_chunks(attribute) for attribute in self.ensemble.attribute]
+        node = _spliced(self.ensemble, "attribute", attributes)
+        graph = self.model.graph
+        nodes = [node if n is self.ensemble else [n.SerializeToString()] for n in graph.node]
+        return _spliced(self.model, "graph", [_spliced(graph, "node", nodes)])
+
+    def _attribute_chunks(self, attribute: onnx.AttributeProto) -> list[bytes | np.ndarray]:
+        if attribute.name not in self.entries:
+            return [attribute.SerializeToString()]
+        number = _VALUES_FIELD[attribute.type]
+        return [
+            _serialized(attribute, below=number),
+            *self.entries[attribute.name],
+            _serialized(attribute, above=number),
+        ]
 
 
 def pipeline_to_onnx(
     pipeline: Pipeline, *, initial_types: list[Any], classifier: bool, target_opset: dict[str, int]
-) -> onnx.ModelProto:
-    """skl2onnx's conversion of the pipeline; for tree ensembles, built from the first tree and then filled.
+) -> OnnxModel:
+    """skl2onnx's conversion of the pipeline; for tree ensembles, built from one tree and then filled.
 
     skl2onnx 1.20 appends every node of every tree to Python lists, lets onnx check each value's type, then
     copies the graph several times: 110 s of CPU for a forest of 100 deep trees fitted on 80,000 rows (10
     million nodes), as long as fitting it. The pipeline is converted instead with a copy of the ensemble
-    that holds only its first tree (or first iteration), which gives the whole graph (inputs,
-    preprocessing, class labels, base values, outputs, attribute order); the ensemble node's attributes
-    are then filled for every tree from the trees' arrays, with the values skl2onnx computes. The file is
-    byte for byte the one skl2onnx writes (a test compares them). Before filling, the attributes computed
-    for the first tree alone must equal what skl2onnx wrote for it, else (another converter version,
-    float64 inputs, several outputs) the model takes skl2onnx's path.
+    that holds only its first tree (a forest's cut to a few levels, see _forest_sample) or first
+    iteration, which gives the whole graph (inputs, preprocessing, class labels, base values, outputs,
+    attribute order); the ensemble node's attributes are then written for every tree from the trees'
+    arrays, with the values skl2onnx computes. The file is byte for byte the one skl2onnx writes (tests
+    compare them). Before filling, the attributes computed for that one tree must equal what skl2onnx
+    wrote for it, else (another converter version, float64 inputs, several outputs) the model takes
+    skl2onnx's path.
     """
     from skl2onnx import to_onnx
 
@@ -44,24 +97,71 @@ def pipeline_to_onnx(
         return to_onnx(whole, initial_types=initial_types, options=options, target_opset=target_opset)
 
     name, model = pipeline.steps[-1]
+    trees: Trees
     if type(model) in _FORESTS and getattr(model, "n_outputs_", None) == 1 and model.estimators_:
-        trees, attribute = "estimators_", _forest_attributes
+        held, attribute, trees = "estimators_", _forest_attributes, _forest_trees
     elif type(model) in _BOOSTING and _boosting_numeric(model._predictors):
-        trees, attribute = "_predictors", _boosting_attributes
+        held, attribute, trees = "_predictors", _boosting_attributes, _boosting_trees
     else:
-        return convert(pipeline)
-    every = getattr(model, trees)
+        return OnnxModel(convert(pipeline))
+    every = getattr(model, held)
+    sample = _forest_sample(every[0]) if held == "estimators_" else every[:1]
     first = copy.copy(model)
-    setattr(first, trees, every[:1])
+    setattr(first, held, sample)
     light = copy.copy(pipeline)
     light.steps = [*pipeline.steps[:-1], (name, first)]
     converted = convert(light)
     kind = isinstance(model, _CLASSIFIERS)
     ensembles = [node for node in converted.graph.node if node.op_type in _ENSEMBLE_OPS]
-    if len(ensembles) != 1 or not _ensemble_holds(ensembles[0], attribute(every[:1], classifier=kind)):
-        return convert(pipeline)
-    _ensemble_fill(ensembles[0], attribute(every, classifier=kind))
-    return converted
+    if len(ensembles) != 1 or not _ensemble_holds(ensembles[0], attribute(sample, classifier=kind)):
+        return OnnxModel(convert(pipeline))
+    entries = _ensemble_fill(ensembles[0], trees(every, classifier=kind))
+    return OnnxModel(converted, ensemble=ensembles[0], entries=entries)
+
+
+def _forest_sample(estimator: Any) -> list[Any]:
+    """The forest's first tree, cut to _SAMPLE_DEPTH levels when possible, for skl2onnx to convert alone.
+
+    skl2onnx writes a tree node by node in Python, a second for a tree of 100,000 nodes; the cut tree's
+    127 nodes at most are as good a sample of what it writes. The cut uses the tree's pickled state, so
+    another scikit-learn version may refuse it: the whole first tree is converted then.
+    """
+    try:
+        return [_tree_cut(estimator, depth=_SAMPLE_DEPTH)]
+    except Exception:  # a private structure: any failure means the plain first tree
+        return [estimator]
+
+
+def _tree_cut(estimator: Any, *, depth: int) -> Any:
+    """A copy of a fitted decision tree less its nodes deeper than `depth`; those at `depth` become leaves."""
+    tree = estimator.tree_
+    state = tree.__getstate__()
+    nodes = state["nodes"].copy()
+    left, right = nodes["left_child"], nodes["right_child"]
+    kept = np.zeros(len(nodes), dtype=bool)
+    kept[0] = True
+    level = np.array([0])
+    for _ in range(depth):
+        children = np.concatenate([left[level], right[level]])
+        level = children[children >= 0]
+        kept[level] = True
+    left[level], right[level] = _TREE_LEAF, _TREE_LEAF
+    nodes["feature"][level], nodes["threshold"][level] = _TREE_UNDEFINED, _TREE_UNDEFINED
+    # Kept nodes keep their order, so children still come after their parent as skl2onnx expects.
+    renumbered = np.cumsum(kept) - 1
+    for child in (left, right):
+        child[:] = np.where(child >= 0, renumbered[np.maximum(child, 0)], child)
+    state.update(
+        nodes=nodes[kept],
+        values=state["values"][kept],
+        node_count=int(kept.sum()),
+        max_depth=min(int(state["max_depth"]), depth),
+    )
+    cut = type(tree)(tree.n_features, np.asarray(tree.n_classes), tree.n_outputs)
+    cut.__setstate__(state)
+    sample = copy.copy(estimator)
+    sample.tree_ = cut
+    return sample
 
 
 def _boosting_numeric(predictors: list[list[Any]]) -> bool:
@@ -98,54 +198,159 @@ def _ensemble_holds(node: onnx.NodeProto, values: dict[str, np.ndarray]) -> bool
         return False
 
 
-def _ensemble_fill(node: onnx.NodeProto, values: dict[str, np.ndarray]) -> None:
-    """Replace the node's tree attributes by `values`.
+def _ensemble_fill(
+    node: onnx.NodeProto, trees: Iterable[dict[str, np.ndarray]]
+) -> dict[str, list[np.ndarray]]:
+    """Empty the node's tree attributes and give, per attribute, its values for `trees` as protobuf entries.
 
-    Numbers go in as one packed protobuf field each, which parsers accept for repeated numbers whatever
-    the schema says and which is stored exactly as values added one by one (the file written is the same):
-    made by numpy, 10 million values take a tenth of the time of a Python list.
+    The entries are what protobuf writes for the values added one by one to the attribute (onnx.proto is
+    proto2: repeated numbers are not packed, each value has its own key), for OnnxModel.serialize to splice.
     """
+    types = {attribute.name: attribute.type for attribute in node.attribute}
+    entries: dict[str, list[np.ndarray]] = {}
+    for batch in _batches(trees):
+        for name, array in batch.items():
+            entries.setdefault(name, []).append(_entries(types[name], array))
     for attribute in node.attribute:
-        if attribute.name not in values:
-            continue
-        array = values[attribute.name]
-        if attribute.type == onnx.AttributeProto.INTS:
-            del attribute.ints[:]
-            if len(array) and array.min() >= 0:
-                attribute.MergeFromString(_packed(_INTS_FIELD, _varints(array)))
-            else:
-                attribute.ints.extend(array.tolist())
-        elif attribute.type == onnx.AttributeProto.FLOATS:
-            del attribute.floats[:]
-            attribute.MergeFromString(_packed(_FLOATS_FIELD, array.astype("<f4").tobytes()))
-        else:
-            del attribute.strings[:]
-            attribute.strings.extend(_python_values(array, attribute))
+        if attribute.name in entries:
+            attribute.ClearField(_VALUES_NAME[attribute.type])
+    return entries
 
 
-# AttributeProto's field numbers of `floats` and `ints` (onnx.proto).
-_FLOATS_FIELD = 7
-_INTS_FIELD = 8
+def _batches(trees: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    """The trees' attributes, joined into batches of at least _BATCH_NODES nodes (the last one fewer)."""
+    batch: list[dict[str, np.ndarray]] = []
+    nodes = 0
+    for tree in trees:
+        batch.append(tree)
+        nodes += len(tree["nodes_nodeids"])
+        if nodes >= _BATCH_NODES:
+            yield _joined(batch)
+            batch, nodes = [], 0
+    if batch:
+        yield _joined(batch)
 
 
-def _packed(field: int, payload: bytes) -> bytes:
-    """One length-delimited protobuf field: its key, the payload's length, the payload."""
-    return bytes([field << 3 | 2]) + _varints(np.array([len(payload)])) + payload
+def _joined(trees: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    parts: dict[str, list[np.ndarray]] = {}
+    for tree in trees:
+        for name, array in tree.items():
+            parts.setdefault(name, []).append(array)
+    return {name: arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for name, arrays in parts.items()}
 
 
-def _varints(values: np.ndarray) -> bytes:
-    """Protobuf varints of non-negative integers, one after the other: 7 bits a byte, low bits first."""
-    top = int(values.max(initial=0))
+def _varint_entries(key: int, values: np.ndarray) -> np.ndarray:
+    """Each value as one protobuf field: the (one-byte) key, then the varint (7 bits a byte, low bits first).
+
+    Negative int64 values are written as their 64-bit two's complement, ten bytes, as protobuf does.
+    """
+    numbers = values.astype(np.uint64)
+    top = int(numbers.max(initial=0))
+    if top < 1 << 32:
+        numbers = numbers.astype(np.uint32)
     width = max(1, (top.bit_length() + 6) // 7)
-    numbers = values.astype(np.uint32 if top < 2**32 else np.uint64)
-    lengths = np.ones(len(numbers), dtype=np.uint8)
-    for position in range(1, width):
-        lengths += numbers >= numbers.dtype.type(1 << (7 * position))
-    table = np.empty((len(numbers), width), dtype=np.uint8)
+    table = np.empty((len(numbers), width + 1), dtype=np.uint8)
+    table[:, 0] = key
+    sizes = np.full(len(numbers), 2, dtype=np.uint8)
     for position in range(width):
-        low = (numbers >> numbers.dtype.type(7 * position)).astype(np.uint8) & np.uint8(0x7F)
-        table[:, position] = low | ((lengths > position + 1).view(np.uint8) << np.uint8(7))
-    return table[np.arange(width, dtype=np.uint8) < lengths[:, None]].tobytes()
+        rest = numbers >> numbers.dtype.type(7 * position)
+        more = rest > 0x7F
+        table[:, position + 1] = (rest.astype(np.uint8) & np.uint8(0x7F)) | (
+            more.view(np.uint8) << np.uint8(7)
+        )
+        sizes += more
+    return table.ravel() if width == 1 else _rows_cut(table, sizes)
+
+
+def _float_entries(key: int, values: np.ndarray) -> np.ndarray:
+    """Each value as one protobuf field: the key, then the little-endian float32."""
+    table = np.empty((len(values), 5), dtype=np.uint8)
+    table[:, 0] = key
+    table[:, 1:] = values.astype("<f4").view(np.uint8).reshape(-1, 4)
+    return table.ravel()
+
+
+def _bytes_entries(key: int, values: np.ndarray) -> np.ndarray:
+    """Each value of a fixed-width bytes array (items shorter than 128 bytes) as one protobuf field.
+
+    The key, the length, then the bytes; numpy pads items with NUL bytes, which the length leaves out.
+    """
+    size = values.dtype.itemsize
+    if values.dtype.kind != "S" or size >= 0x80:
+        raise ValueError(f"cannot encode {values.dtype} values as protobuf strings")
+    lengths = np.strings.str_len(values).astype(np.uint8)
+    table = np.empty((len(values), size + 2), dtype=np.uint8)
+    table[:, 0] = key
+    table[:, 1] = lengths
+    table[:, 2:] = values.view(np.uint8).reshape(-1, size)
+    return _rows_cut(table, lengths + np.uint8(2))
+
+
+def _rows_cut(table: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The first `sizes[i]` bytes of each row i of the table, one row after the other."""
+    width = table.shape[1]
+    # Row k of this triangle keeps the first k bytes; gathering its rows is faster than comparing.
+    keep = np.take(np.tri(width + 1, width, -1, dtype=bool), sizes, axis=0)
+    return table[keep]
+
+
+# AttributeProto's repeated fields (onnx.proto): their name, and their number in the entries' keys.
+_VALUES_NAME = {
+    onnx.AttributeProto.FLOATS: "floats",
+    onnx.AttributeProto.INTS: "ints",
+    onnx.AttributeProto.STRINGS: "strings",
+}
+_VALUES_FIELD = {
+    kind: onnx.AttributeProto.DESCRIPTOR.fields_by_name[n].number for kind, n in _VALUES_NAME.items()
+}
+
+
+def _entries(kind: int, values: np.ndarray) -> np.ndarray:
+    """An attribute's values as protobuf writes its repeated field `kind`: one key and value each."""
+    number = _VALUES_FIELD[kind]
+    # A key is the field number, then the wire type in 3 bits: 5 for 32 bits, 0 for a varint, 2 for bytes.
+    if kind == onnx.AttributeProto.FLOATS:
+        return _float_entries(number << 3 | 5, values)
+    if kind == onnx.AttributeProto.INTS:
+        return _varint_entries(number << 3, values)
+    return _bytes_entries(number << 3 | 2, values)
+
+
+def _serialized(message: Message, *, below: int | None = None, above: int | None = None) -> bytes:
+    """The message's fields numbered below `below` (or above `above`) as protobuf writes them."""
+    part = type(message)()
+    part.CopyFrom(message)
+    for descriptor in message.DESCRIPTOR.fields:
+        if (below is not None and descriptor.number >= below) or (
+            above is not None and descriptor.number <= above
+        ):
+            part.ClearField(descriptor.name)
+    return part.SerializeToString()
+
+
+def _spliced(message: Message, name: str, values: list[list[bytes | np.ndarray]]) -> list[bytes | np.ndarray]:
+    """The message serialised with its message field `name` holding `values`, each given as chunks.
+
+    Protobuf writes a message's fields by increasing number, a message field as its key, its length and its
+    bytes, one such entry per value of a repeated field: the chunks go between the fields before and after.
+    """
+    number = message.DESCRIPTOR.fields_by_name[name].number
+    chunks: list[bytes | np.ndarray] = [_serialized(message, below=number)]
+    for value in values:
+        chunks.append(_varint(number << 3 | 2) + _varint(sum(len(chunk) for chunk in value)))
+        chunks.extend(value)
+    chunks.append(_serialized(message, above=number))
+    return chunks
+
+
+def _varint(number: int) -> bytes:
+    """A non-negative number as a protobuf varint: 7 bits a byte, low bits first."""
+    encoded = bytearray()
+    while number > 0x7F:
+        encoded.append(number & 0x7F | 0x80)
+        number >>= 7
+    encoded.append(number)
+    return bytes(encoded)
 
 
 def _float32_thresholds(thresholds: np.ndarray) -> np.ndarray:
@@ -159,66 +364,55 @@ def _float32_thresholds(thresholds: np.ndarray) -> np.ndarray:
     return np.where(rounded.astype(np.float64) <= thresholds, rounded, below)
 
 
-class _Ensemble:
-    """TreeEnsemble node and leaf attributes, gathered tree by tree as numpy arrays."""
-
-    def __init__(self, *, classifier: bool) -> None:
-        self.prefix = "class" if classifier else "target"
-        self.parts: dict[str, list[np.ndarray]] = {}
-
-    def tree(
-        self,
-        tree_id: int,
-        *,
-        branch: np.ndarray,
-        feature: np.ndarray,
-        threshold: np.ndarray,
-        left: np.ndarray,
-        right: np.ndarray,
-        missing: np.ndarray,
-        weights: np.ndarray,
-        first_id: int = 0,
-    ) -> None:
-        """One tree: per node, whether it splits and its split; per leaf, its weights (one row a leaf)."""
-        count = len(branch)
-        leaves = np.flatnonzero(~branch).astype(np.int64)
-        per_leaf = weights.shape[1]
-        columns = {
-            "nodes_treeids": np.full(count, tree_id, dtype=np.int64),
-            "nodes_nodeids": np.arange(count, dtype=np.int64),
-            "nodes_featureids": np.where(branch, feature, 0).astype(np.int64),
-            "nodes_values": np.where(branch, threshold, np.float32(0.0)).astype(np.float32),
-            "nodes_truenodeids": np.where(branch, left, 0).astype(np.int64),
-            "nodes_falsenodeids": np.where(branch, right, 0).astype(np.int64),
-            "nodes_missing_value_tracks_true": np.where(branch, missing, 0).astype(np.int64),
-            "branch": branch,
-            f"{self.prefix}_treeids": np.full(len(leaves) * per_leaf, tree_id, dtype=np.int64),
-            f"{self.prefix}_nodeids": np.repeat(leaves, per_leaf),
-            f"{self.prefix}_ids": np.tile(
-                np.arange(first_id, first_id + per_leaf, dtype=np.int64), len(leaves)
-            ),
-            f"{self.prefix}_weights": weights.ravel(),
-        }
-        for name, array in columns.items():
-            self.parts.setdefault(name, []).append(array)
-
-    def values(self) -> dict[str, np.ndarray]:
-        values = {name: np.concatenate(arrays) for name, arrays in self.parts.items()}
-        branch = values.pop("branch")
-        values["nodes_modes"] = np.array([b"LEAF", b"BRANCH_LEQ"], dtype=object)[branch.astype(np.intp)]
-        values["nodes_hitrates"] = np.ones(len(branch), dtype=np.float32)
-        return values
+def _tree_attributes(
+    tree_id: int,
+    *,
+    classifier: bool,
+    branch: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    missing: np.ndarray,
+    weights: np.ndarray,
+    first_id: int = 0,
+) -> dict[str, np.ndarray]:
+    """One tree's TreeEnsemble attributes: per node, whether it splits and its split; per leaf, its weights
+    (one row a leaf)."""
+    prefix = "class" if classifier else "target"
+    count = len(branch)
+    leaves = np.flatnonzero(~branch).astype(np.int64)
+    per_leaf = weights.shape[1]
+    return {
+        "nodes_treeids": np.full(count, tree_id, dtype=np.int64),
+        "nodes_nodeids": np.arange(count, dtype=np.int64),
+        "nodes_featureids": np.where(branch, feature, 0).astype(np.int64, copy=False),
+        "nodes_modes": _MODES[branch.astype(np.intp)],
+        "nodes_values": np.where(branch, threshold, np.float32(0.0)).astype(np.float32, copy=False),
+        "nodes_truenodeids": np.where(branch, left, 0).astype(np.int64, copy=False),
+        "nodes_falsenodeids": np.where(branch, right, 0).astype(np.int64, copy=False),
+        "nodes_missing_value_tracks_true": np.where(branch, missing, 0).astype(np.int64, copy=False),
+        "nodes_hitrates": np.ones(count, dtype=np.float32),
+        f"{prefix}_treeids": np.full(len(leaves) * per_leaf, tree_id, dtype=np.int64),
+        f"{prefix}_nodeids": np.repeat(leaves, per_leaf),
+        f"{prefix}_ids": np.tile(np.arange(first_id, first_id + per_leaf, dtype=np.int64), len(leaves)),
+        f"{prefix}_weights": weights.ravel(),
+    }
 
 
 def _forest_attributes(estimators: list[Any], *, classifier: bool) -> dict[str, np.ndarray]:
-    """The TreeEnsemble attributes of a random forest's trees, in skl2onnx's order and values.
+    """The TreeEnsemble attributes of a random forest's trees, in skl2onnx's order and values."""
+    return _joined(_forest_trees(estimators, classifier=classifier))
+
+
+def _forest_trees(estimators: list[Any], *, classifier: bool) -> Iterator[dict[str, np.ndarray]]:
+    """Tree by tree, the TreeEnsemble attributes of a random forest, in skl2onnx's order and values.
 
     Every node in order, each tree's weight 1 / the number of trees; a leaf's weights are its values
     times that weight, divided for classifiers by the leaf's total, and only the second class's kept for
     two classes. Thresholds are adjusted to float32 as skl2onnx does; missing values never go to the
     true branch.
     """
-    ensemble = _Ensemble(classifier=classifier)
     weight = 1.0 / len(estimators)
     for tree_id, estimator in enumerate(estimators):
         tree = estimator.tree_
@@ -235,8 +429,9 @@ def _forest_attributes(estimators: list[Any], *, classifier: bool) -> dict[str, 
                 weights = weights[:, 1:]
         else:
             weights = leaf_values * weight
-        ensemble.tree(
+        yield _tree_attributes(
             tree_id,
+            classifier=classifier,
             branch=branch,
             feature=tree.feature,
             threshold=_float32_thresholds(tree.threshold),
@@ -245,23 +440,27 @@ def _forest_attributes(estimators: list[Any], *, classifier: bool) -> dict[str, 
             missing=np.zeros(tree.node_count, dtype=np.int64),
             weights=weights,
         )
-    return ensemble.values()
 
 
 def _boosting_attributes(predictors: list[list[Any]], *, classifier: bool) -> dict[str, np.ndarray]:
-    """The TreeEnsemble attributes of histogram gradient boosting's trees, in skl2onnx's order and values.
+    """The TreeEnsemble attributes of histogram gradient boosting's trees, in skl2onnx's order and values."""
+    return _joined(_boosting_trees(predictors, classifier=classifier))
+
+
+def _boosting_trees(predictors: list[list[Any]], *, classifier: bool) -> Iterator[dict[str, np.ndarray]]:
+    """Tree by tree, histogram gradient boosting's TreeEnsemble attributes, in skl2onnx's order and values.
 
     Iteration by iteration, one tree per class for several classes (tree id iteration x trees per
     iteration + class, its leaves weighing on that class); thresholds as they are (rounded to float32),
     missing values going where scikit-learn sends them, leaves weighing their value.
     """
-    ensemble = _Ensemble(classifier=classifier)
     for iteration, trees in enumerate(predictors):
         for position, tree in enumerate(trees):
             nodes = tree.nodes
             branch = ~nodes["is_leaf"].astype(bool)
-            ensemble.tree(
+            yield _tree_attributes(
                 iteration * len(trees) + position,
+                classifier=classifier,
                 branch=branch,
                 feature=nodes["feature_idx"],
                 threshold=nodes["num_threshold"],
@@ -271,4 +470,3 @@ def _boosting_attributes(predictors: list[list[Any]], *, classifier: bool) -> di
                 weights=(nodes["value"][~branch] * 1.0)[:, None],
                 first_id=position,
             )
-    return ensemble.values()
