@@ -10,8 +10,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, UnreadablePostE
 from django.shortcuts import render
 from django.urls import Resolver404, resolve
 from django.views import defaults
+from django.views.decorators.http import require_GET
 
 from mlops_site import errors
+from mlops_site import home as home_selectors
 from mlops_site.errors import ErrorAnswer
 
 #: Where the API is mounted (mlops_site.urls); a 404 or 500 there answers JSON, not a page.
@@ -19,9 +21,15 @@ API_PREFIX = "/api/"
 PLAIN_TEXT = "text/plain; charset=utf-8"
 
 
+@require_GET
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "home.html")
+    """Models to predict with, one's recent predictions and those awaiting feedback; staff cards too."""
+    return render(
+        request,
+        "home.html",
+        {"home": home_selectors.home_get(user=request.user), "here": request.get_full_path()},
+    )
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

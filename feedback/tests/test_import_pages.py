@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 
@@ -150,3 +152,20 @@ def test_a_finished_import_offers_its_errors_file_only_when_a_row_failed(cancer_
 
 def test_an_unknown_import_is_a_404(staff):
     assert client_for(staff).get("/feedback/imports/00000000-0000-0000-0000-000000000000/").status_code == 404
+
+
+def test_the_errors_link_appears_only_on_an_import_with_refused_rows(cancer_v1, alice, staff):
+    a, b = predictions_of(alice, 2)
+    clean = import_run(import_start(staff, csv_bytes(IDS, [[a.pk, "benign"]])))
+    flawed = import_run(
+        import_start(staff, csv_bytes(IDS, [[b.pk, "benign"], ["x", "benign"]]), name="m.csv")
+    )
+    client = client_for(staff)
+
+    clean_page = client.get(f"/feedback/imports/{clean.uuid}/").content.decode()
+    flawed_page = client.get(f"/feedback/imports/{flawed.uuid}/").content.decode()
+
+    assert "Download the errors file" not in clean_page
+    assert "data-downloads" not in clean_page
+    assert f'href="/feedback/imports/{flawed.uuid}/errors/"' in flawed_page
+    assert re.search(r"data-downloads\s*>", flawed_page)  # shown: not hidden

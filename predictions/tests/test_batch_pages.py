@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 
@@ -280,3 +282,36 @@ def test_a_download_while_storage_is_down_is_the_503_page(alice, cancer_v1, no_w
     assert response.templates[0].name == "error.html"
     assert response["Retry-After"] == str(errors.RETRY_AFTER_SECONDS)
     assert errors.STORAGE_UNAVAILABLE in response.content.decode()
+
+
+def test_a_finished_job_offers_the_errors_file_only_when_a_row_was_refused(alice, cancer_v1, no_worker):
+    clean = job_run(job_start(alice, csv_bytes(cancer_rows(3))))
+    rows = cancer_rows(3)
+    feature = trained_model("cancer").feature_schema[0]["name"]
+    rows[1][feature] = "not a number"
+    flawed = job_run(job_start(alice, csv_bytes(rows)))
+    client = client_for(alice)
+
+    clean_page = client.get(f"/batch/{clean.uuid}/").content.decode()
+    flawed_page = client.get(f"/batch/{flawed.uuid}/").content.decode()
+
+    assert (clean.status, clean.rows_failed, flawed.status, flawed.rows_failed) == (
+        "succeeded",
+        0,
+        "succeeded",
+        1,
+    )
+    assert f'href="/batch/{clean.uuid}/result/"' in clean_page
+    assert "Download the errors file" not in clean_page
+    assert f'href="/batch/{clean.uuid}/errors/"' not in clean_page
+    assert f'href="/batch/{flawed.uuid}/errors/"' in flawed_page
+    assert "Download the errors file" in flawed_page
+
+
+def test_a_running_job_keeps_the_hidden_downloads_for_the_progress_script(alice, cancer_v1, no_worker):
+    job = job_start(alice, csv_bytes(cancer_rows(3)))
+
+    page = client_for(alice).get(f"/batch/{job.uuid}/").content.decode()
+
+    assert re.search(r"data-downloads\s+hidden>", page)
+    assert "data-errors-link" in page

@@ -24,7 +24,13 @@
       attempts.textContent = data.attempts;
       if (data.result_url) {
         panel.querySelector("[data-result-link]").href = data.result_url;
-        panel.querySelector("[data-errors-link]").href = data.errors_url;
+        // The errors file is offered only when a row was refused, as on a page loaded after the end.
+        var errorsLink = panel.querySelector("[data-errors-link]");
+        if (errorsLink && data.rows_failed > 0) {
+          errorsLink.href = data.errors_url;
+        } else if (errorsLink) {
+          errorsLink.remove();
+        }
         downloads.hidden = false;
       }
       panel.dataset.jobStatus = data.status;
