@@ -1,13 +1,14 @@
 # MLflow tracking server: PostgreSQL backend store, artifacts proxied to MinIO (S3).
-# Built with the project folder as context, so requirements.txt pins mlflow, psycopg and boto3 to the
-# versions the app itself uses.
+# Built with the project folder as context, so requirements.txt and requirements-mlflow-ui.txt pin mlflow,
+# psycopg and boto3 to the versions the app itself uses (the app runs the same version's mlflow-skinny).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
-COPY requirements.txt /tmp/requirements.txt
-RUN pip install --constraint /tmp/requirements.txt mlflow psycopg psycopg-binary boto3 \
-    && rm /tmp/requirements.txt \
+COPY requirements.txt requirements-mlflow-ui.txt /tmp/
+RUN pip install --constraint /tmp/requirements.txt --constraint /tmp/requirements-mlflow-ui.txt \
+        mlflow psycopg psycopg-binary boto3 \
+    && rm /tmp/requirements.txt /tmp/requirements-mlflow-ui.txt \
     && groupadd --system --gid 10001 mlflow \
     && useradd --system --uid 10001 --gid mlflow --home-dir /home/mlflow --create-home mlflow
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -100,11 +101,16 @@ def set_parent_death_signal() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
+#: Celery's last start-up line ("worker@host ready."): after it the banner is not buried in start-up output.
+WORKER_READY = re.compile(rb"\bready\.\s*$")
+
+
 class Supervisor:
     def __init__(self) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.pumps: list[threading.Thread] = []
         self.stopping = False
+        self.worker_ready = threading.Event()
 
     def start(self, name: str, argv: list[str]) -> None:
         # Each in a session of its own: Ctrl-C reaches only us, and we stop them in order, with a grace.
@@ -123,7 +129,10 @@ class Supervisor:
         width = max(len(name) for name in self.processes)
         for name, process in self.processes.items():
             assert process.stdout is not None
-            thread = threading.Thread(target=_pump, args=(f"{name:<{width}} | ", process.stdout), daemon=True)
+            ready = self.worker_ready if name == "worker" else None
+            thread = threading.Thread(
+                target=_pump, args=(f"{name:<{width}} | ", process.stdout, ready), daemon=True
+            )
             thread.start()
             self.pumps.append(thread)
 
@@ -161,10 +170,27 @@ class Supervisor:
             thread.join(timeout=2)
 
 
-def _pump(prefix: str, stream: IO[bytes]) -> None:
+def _pump(prefix: str, stream: IO[bytes], ready: threading.Event | None = None) -> None:
     for raw in iter(stream.readline, b""):
         sys.stdout.write(prefix + raw.decode(errors="replace"))
         sys.stdout.flush()
+        if ready is not None and not ready.is_set() and WORKER_READY.search(raw):
+            ready.set()
+
+
+def wait_for_worker(supervisor: Supervisor, timeout: float = START_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not supervisor.worker_ready.wait(0.5):
+        if supervisor.first_exited() is not None or time.monotonic() > deadline:
+            return False
+    return True
+
+
+def banner(lines: list[str]) -> str:
+    """The start-up summary in a frame, so it stands out of the three processes' output."""
+    width = max(len(line) for line in lines) + 2
+    rule = "=" * width
+    return "\n".join(["", rule, *(f" {line}" for line in lines), rule, ""])
 
 
 def wait_until_serving(url: str, supervisor: Supervisor) -> bool:
@@ -228,15 +254,15 @@ def main() -> int:
         if not wait_until_serving(url + "healthz", supervisor):
             say("gunicorn did not start serving; stopping")
             return 1
-        banner = [
-            "",
+        if not wait_for_worker(supervisor):
+            say("the Celery worker did not report ready; training and batch jobs wait until it does")
+        summary = [
             f"MLOps is running at {url}",
             *admin_lines,
             f"Health: {url}readyz   Admin: {url}admin/   API docs: {url}api/docs/",
             "Ctrl-C stops the web server, the worker and beat.",
-            "",
         ]
-        say(("\n" + "[run] ").join(banner))
+        print(banner(summary), flush=True)
 
         while True:
             exited = supervisor.first_exited()

@@ -316,6 +316,11 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 MLFLOW_TRACKING_URI = env_str("MLFLOW_TRACKING_URI") or f"sqlite:///{DATA_DIR / 'mlflow.db'}"
 MLFLOW_ARTIFACT_ROOT = env_str("MLFLOW_ARTIFACT_ROOT") or (DATA_DIR / "mlflow-artifacts").as_uri()
 MLFLOW_EXPERIMENT_NAME = env_str("MLFLOW_EXPERIMENT_NAME", "mlops-site")
+# Where people open MLflow's UI (e.g. `make mlflow`'s http://127.0.0.1:5000): run ids become links to it.
+# Empty: links go to MLFLOW_TRACKING_URI when that is a tracking server, else run ids are plain text.
+MLFLOW_UI_URL = env_str("MLFLOW_UI_URL").rstrip("/")
+if MLFLOW_UI_URL and not MLFLOW_UI_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"MLFLOW_UI_URL must be an http:// or https:// address, not {MLFLOW_UI_URL!r}")
 
 # ------------------------------------------------------------------------------
 # Datasets

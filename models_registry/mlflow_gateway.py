@@ -155,7 +155,10 @@ def _without_credentials(uri: str) -> str:
 
 
 def tracking_ui_url(*, run_id: str) -> str | None:
-    """A link to the run in the MLflow UI, or None when the tracking store is local and has no UI."""
+    """A link to the run in the MLflow UI: MLFLOW_UI_URL's, else the tracking server's; None for a local
+    store without a configured UI."""
+    if settings.MLFLOW_UI_URL:
+        return f"{settings.MLFLOW_UI_URL}/#/runs/{urllib.parse.quote(run_id)}"
     uri = _tracking_uri()
     if not _is_server(uri):
         return None

@@ -100,10 +100,24 @@ def test_mlflow_keeps_runs_in_postgresql_and_artifacts_in_minio(services):
 
 def test_mlflow_image_pins_the_app_s_mlflow_version():
     dockerfile = (ROOT / "deploy" / "mlflow.Dockerfile").read_text()
-    pinned = re.search(r"^mlflow==(\S+)$", (ROOT / "requirements.txt").read_text(), flags=re.MULTILINE)
+    server = re.search(
+        r"^mlflow==(\S+)$", (ROOT / "requirements-mlflow-ui.txt").read_text(), flags=re.MULTILINE
+    )
+    client = re.search(r"^mlflow-skinny==(\S+)$", (ROOT / "requirements.txt").read_text(), flags=re.MULTILINE)
 
-    assert pinned, "requirements.txt pins no mlflow version"
-    assert "--constraint /tmp/requirements.txt mlflow" in dockerfile
+    assert server, "requirements-mlflow-ui.txt pins no mlflow version"
+    # The server is the version of the client the app logs with.
+    assert client
+    assert client.group(1) == server.group(1)
+    assert "--constraint /tmp/requirements.txt --constraint /tmp/requirements-mlflow-ui.txt" in dockerfile
+
+
+def test_the_app_s_requirements_leave_out_mlflow_s_server():
+    runtime = (ROOT / "requirements.txt").read_text()
+
+    assert not re.search(
+        r"^(mlflow|Flask|matplotlib|graphene)==", runtime, flags=re.MULTILINE | re.IGNORECASE
+    )
 
 
 def test_web_worker_and_beat_share_one_definition_and_differ_only_in_command(services):

@@ -60,6 +60,14 @@ def test_production_settings_refuse_a_weak_secret_key(tmp_path, weak):
     assert "SECRET_KEY is too weak" in result.stderr
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:5000", "ftp://mlflow", "javascript:alert(1)"])
+def test_an_mlflow_ui_url_that_is_not_http_is_refused(tmp_path, address):
+    result = _settings_in_subprocess(tmp_path, SECRET_KEY=STRONG_KEY, MLFLOW_UI_URL=address)
+
+    assert result.returncode != 0
+    assert "MLFLOW_UI_URL must be an http:// or https:// address" in result.stderr
+
+
 def test_debug_settings_start_without_a_secret_key(tmp_path):
     shown = _settings(tmp_path, DEBUG="True", SECRET_KEY="")
 

@@ -116,6 +116,11 @@ def test_run_serves_the_site_with_a_worker_and_leaves_no_process_behind_on_sigte
             time.sleep(0.3)
         output = "".join(lines)
         assert f"http://127.0.0.1:{port}/" in output
+        # The banner comes last, framed, after the worker's start-up output rather than inside it.
+        running = next(i for i, line in enumerate(lines) if "is running at" in line)
+        ready = next(i for i, line in enumerate(lines) if line.startswith("worker") and "ready." in line)
+        assert ready < running
+        assert set(lines[running - 1].strip()) == {"="}
         assert re.search(r"Admin login: admin / \S+", output)
         assert (tmp_path / "data" / "secret_key").stat().st_mode & 0o077 == 0
 
@@ -254,3 +259,22 @@ def test_run_leaves_a_given_secret_key_alone(tmp_path, monkeypatch):
 
     assert not (tmp_path / "secret_key").exists()
     assert os.environ["SECRET_KEY_FILE"] == ""
+
+
+def test_make_mlflow_serves_the_app_s_own_store_or_says_why_not(tmp_path):
+    mlflow_ui = _load("mlflow_ui")
+    data = tmp_path / "data"
+
+    assert "make run" in mlflow_ui.command({"DATA_DIR": str(data)})  # no store yet
+    data.mkdir()
+    (data / "mlflow.db").touch()
+    argv = mlflow_ui.command({"DATA_DIR": str(data), "MLFLOW_UI_PORT": "5055"})
+    assert argv[1:4] == ["-m", "mlflow", "server"]
+    assert argv[argv.index("--backend-store-uri") + 1] == f"sqlite:///{data.resolve() / 'mlflow.db'}"
+    assert argv[argv.index("--default-artifact-root") + 1] == (data.resolve() / "mlflow-artifacts").as_uri()
+    assert argv[argv.index("--port") + 1] == "5055"
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    # A tracking server has its own UI; its credentials are never printed.
+    said = mlflow_ui.command({"MLFLOW_TRACKING_URI": "https://robot:s3cret@mlflow.example.org"})
+    assert "open its own UI" in said
+    assert "s3cret" not in said

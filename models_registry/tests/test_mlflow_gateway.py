@@ -443,6 +443,12 @@ def test_tracking_ui_url_links_runs_only_on_a_server(settings):
     assert mlflow_gateway.tracking_ui_url(run_id="abc") == "https://mlflow.example.org/#/runs/abc"
 
 
+def test_a_configured_mlflow_ui_url_links_runs_of_a_local_store_too(settings):
+    settings.MLFLOW_UI_URL = "http://127.0.0.1:5000"
+
+    assert mlflow_gateway.tracking_ui_url(run_id="a/b") == "http://127.0.0.1:5000/#/runs/a/b"
+
+
 def test_two_processes_creating_a_fresh_local_store_at_once_both_succeed(tmp_path):
     store = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
     script = (
