@@ -1,4 +1,4 @@
-"""Writes of the accounts app: API tokens, and the sign-in limits and audit every login path goes through."""
+"""Writes of the accounts app: API tokens, the sign-in limits and audit of every login path, and e-mail."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import caches
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import EmailMessage
 from django.db import IntegrityError, transaction
 from rest_framework.authtoken.models import Token
 
@@ -73,6 +74,23 @@ def token_obtain(*, user: AbstractBaseUser) -> Token:
     except IntegrityError:
         token = Token.objects.get(user=user)
     return token
+
+
+class EmailNotSent(Exception):
+    """The mail could not be handed over (refused, unreachable, timed out); the reason was logged."""
+
+
+def email_send(*, message: EmailMessage, purpose: str, user_id: object) -> None:
+    """Send one mail through the configured backend (settings.EMAIL_BACKEND), or raise EmailNotSent.
+
+    Any failure of the backend counts: SMTP refusals, connection errors and timeouts (EMAIL_TIMEOUT),
+    an unwritable folder for file://. Only the user's id is logged, not their address.
+    """
+    try:
+        message.send()
+    except Exception as exc:
+        logger.error("%s e-mail to user %s not sent: %s: %s", purpose, user_id, type(exc).__name__, exc)
+        raise EmailNotSent(str(exc)) from exc
 
 
 @dataclass(frozen=True)

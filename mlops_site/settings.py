@@ -13,7 +13,15 @@ from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from mlops_site import logging_setup
-from mlops_site.env import env_bool, env_int, env_list, env_secret, env_str
+from mlops_site.env import (
+    email_url_parse,
+    env_bool,
+    env_email_address,
+    env_int,
+    env_list,
+    env_secret,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Everything the embedded default writes (SQLite, files, MLflow store, broker queue) lives here.
@@ -483,6 +491,30 @@ SPECTACULAR_SETTINGS = {
         "OutcomeStatusEnum": "feedback.services.STORED_STATUSES",
     },
 }
+
+# ------------------------------------------------------------------------------
+# E-mail (password reset): EMAIL_URL, or console:// (mails written to the web process's output)
+# https://docs.djangoproject.com/en/5.2/topics/email/
+# ------------------------------------------------------------------------------
+# smtp://user:password@host:587 (STARTTLS), smtps://...:465, console://, file:///folder or dummy:// (off).
+# Kept in a private name: Django masks EMAIL_HOST_PASSWORD on error pages, but not a URL holding it.
+_email = email_url_parse(env_secret("EMAIL_URL"))
+EMAIL_BACKEND = _email.backend
+EMAIL_HOST = _email.host
+EMAIL_PORT = _email.port
+EMAIL_HOST_USER = _email.user
+EMAIL_HOST_PASSWORD = _email.password
+EMAIL_USE_TLS = _email.use_tls
+EMAIL_USE_SSL = _email.use_ssl
+if _email.file_path:
+    EMAIL_FILE_PATH = _email.file_path
+# Seconds to connect and for each answer of the mail server: a dead one must not hold a web thread.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+if EMAIL_TIMEOUT < 1:
+    raise ImproperlyConfigured(f"EMAIL_TIMEOUT must be at least 1, not {EMAIL_TIMEOUT}")
+DEFAULT_FROM_EMAIL = env_email_address("DEFAULT_FROM_EMAIL", "webmaster@localhost")
+# Django's own mails (errors to ADMINS) come from the same sender.
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # ------------------------------------------------------------------------------
 # HTTPS and proxies: all off by default, so `make run` works over plain HTTP on 127.0.0.1

@@ -1,9 +1,9 @@
 """Top-level URL map: pages, the API under /api/, admin, health and metrics."""
 
-from django.conf import settings
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.utils.functional import lazy
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -24,13 +24,9 @@ api_patterns = [
 urlpatterns = [
     path("", views.home, name="home"),
     path("admin/", admin.site.urls),
-    # Django's LoginView would name the site after the request's host.
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(extra_context={"site_name": settings.SITE_NAME}),
-        name="login",
-    ),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Browsers ask for /favicon.ico where a page names no icon (JSON answers, files); base.html names it.
+    path("favicon.ico", RedirectView.as_view(url=lazy(static, str)("favicon.svg"))),
+    path("accounts/", include("accounts.auth_urls")),
     path("accounts/", include("accounts.urls")),
     path("datasets/", include("datasets.urls")),
     path("training/", include("training.urls")),

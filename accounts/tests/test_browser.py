@@ -69,3 +69,35 @@ def test_the_api_docs_render_without_leaving_the_site(logged_in_page, live_serve
     page.wait_for_selector("text=/api/me/")
     assert page.locator(".opblock-summary-path", has_text="/api/auth/token/").count() == 2
     assert outside == []
+
+
+def test_every_menu_link_fits_a_desktop_and_a_phone_screen_and_log_out_works(
+    logged_in_page, live_server, staff, tmp_path
+):
+    page = logged_in_page(staff)
+    for width, height in ((1280, 800), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"{live_server.url}/accounts/token/")
+        menu_button = page.locator("label.menu-button")
+        assert menu_button.is_visible() == (width <= 800)
+        if menu_button.is_visible():
+            menu_button.click()
+        page.screenshot(path=tmp_path / f"menu-{width}x{height}.png")
+
+        items = page.locator(".site-menu nav a, .user-menu a, .user-menu button")
+        labels = items.all_inner_texts()
+        assert {"Predict", "Models", "Datasets", "Admin", "Change password", "Log out"} <= set(labels)
+        for index in range(items.count()):
+            box = items.nth(index).bounding_box()
+            assert items.nth(index).is_visible(), labels[index]
+            assert box["x"] >= 0, (width, labels[index], box)
+            assert box["x"] + box["width"] <= width, (width, labels[index], box)
+            assert box["y"] >= 0, (width, labels[index], box)
+            assert box["y"] + box["height"] <= height, (width, labels[index], box)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+    page.click(".user-menu button:has-text('Log out')")
+
+    page.wait_for_url(f"{live_server.url}/accounts/login/")
+    assert page.locator("text=You have been logged out.").is_visible()
+    page.screenshot(path=tmp_path / "logged-out-390x844.png")

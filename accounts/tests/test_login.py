@@ -91,3 +91,25 @@ def test_the_login_page_shows_the_site_name_not_the_host(client, settings):
     response = client.get(reverse("login"))
 
     assert f'<a class="brand" href="/">{settings.SITE_NAME}</a>' in response.content.decode()
+
+
+def test_logging_out_says_so_on_the_login_page_once(client, alice):
+    client.force_login(alice)
+
+    response = client.post(reverse("logout"), follow=True)
+
+    assert response.redirect_chain == [(reverse("login"), 302)]
+    assert "You have been logged out." in response.content.decode()
+    assert "You have been logged out." not in client.get(reverse("login")).content.decode()
+
+
+def test_logging_out_when_not_logged_in_claims_nothing(client):
+    response = client.post(reverse("logout"), follow=True)
+
+    assert "You have been logged out." not in response.content.decode()
+
+
+def test_the_login_page_links_the_password_reset(client):
+    html = client.get(reverse("login")).content.decode()
+
+    assert f'<a href="{reverse("password_reset")}">Forgot your password?</a>' in html

@@ -198,7 +198,7 @@ def test_a_successful_login_clears_the_account_s_own_failures(client, alice):
 
 
 def _errors(response) -> list[str]:
-    return re.findall(r'<p class="error">(.*?)</p>', response.content.decode())
+    return re.findall(r'<p class="error"[^>]*>(.*?)</p>', response.content.decode())
 
 
 def test_unknown_and_existing_accounts_get_the_same_answers(client, alice):

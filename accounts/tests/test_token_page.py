@@ -1,4 +1,4 @@
-"""The API token page: create, regenerate and revoke, with the key shown once."""
+"""The API token page: create, and regenerate or revoke after a confirmation, with the key shown once."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from mlops_site.tests.helpers import error_body
 pytestmark = pytest.mark.django_db
 
 URL = "/accounts/token/"
+REVOKE_URL = "/accounts/token/revoke/"
+REGENERATE_URL = "/accounts/token/regenerate/"
 
 
 @pytest.fixture
@@ -29,8 +31,10 @@ def messages_of(response) -> list[str]:
     return [str(message) for message in response.context["messages"]]
 
 
-def test_the_url_name_points_at_the_token_page():
+def test_the_url_names_point_at_the_token_page_and_its_confirmations():
     assert reverse("accounts:token") == URL
+    assert reverse("accounts:token-revoke") == REVOKE_URL
+    assert reverse("accounts:token-regenerate") == REGENERATE_URL
 
 
 def test_it_requires_login(client):
@@ -75,28 +79,37 @@ def test_creating_a_second_token_is_refused_and_keeps_the_first(alice_client, al
     assert key.encode() not in response.content
 
 
-def test_regenerating_invalidates_the_old_key(alice_client, alice, token_client):
-    alice_client.post(URL, {"action": "create"})
-    old_key = Token.objects.get(user=alice).key
-    assert token_client(old_key).get("/api/me/").status_code == 200
+def test_the_page_offers_regenerate_and_revoke_as_links_to_their_confirmations(alice_client, alice):
+    Token.objects.create(user=alice)
 
-    response = alice_client.post(URL, {"action": "regenerate"})
+    html = alice_client.get(URL).content.decode()
 
-    new_key = Token.objects.get(user=alice).key
-    assert new_key != old_key
-    assert new_key.encode() in response.content
-    assert old_key.encode() not in response.content
-    assert_token_refused(token_client(old_key).get("/api/me/"))
-    me = token_client(new_key).get("/api/me/")
-    assert me.status_code == 200
-    assert me.json()["username"] == "alice"
+    assert f'href="{REGENERATE_URL}"' in html
+    assert f'href="{REVOKE_URL}"' in html
+    assert 'value="revoke"' not in html
+    assert 'value="regenerate"' not in html
 
 
-def test_revoking_deletes_the_token_and_redirects(alice_client, alice, token_client):
-    alice_client.post(URL, {"action": "create"})
-    key = Token.objects.get(user=alice).key
+def test_asking_to_revoke_shows_a_confirmation_and_revokes_nothing(alice_client, alice, token_client):
+    key = Token.objects.create(user=alice).key
 
-    response = alice_client.post(URL, {"action": "revoke"}, follow=True)
+    response = alice_client.get(REVOKE_URL)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Revoke your API token?" in html
+    assert f"{key[:6]}…" in html
+    assert "stops working" in html
+    assert f'action="{REVOKE_URL}"' in html
+    assert "no-store" in response["Cache-Control"]
+    assert Token.objects.get(user=alice).key == key
+    assert token_client(key).get("/api/me/").status_code == 200
+
+
+def test_confirming_revokes_the_token_and_redirects(alice_client, alice, token_client):
+    key = Token.objects.create(user=alice).key
+
+    response = alice_client.post(REVOKE_URL, follow=True)
 
     assert response.redirect_chain == [(URL, 302)]
     assert any("revoked" in m for m in messages_of(response))
@@ -105,10 +118,105 @@ def test_revoking_deletes_the_token_and_redirects(alice_client, alice, token_cli
     assert_token_refused(token_client(key).get("/api/me/"))
 
 
+def test_asking_to_regenerate_shows_a_confirmation_and_changes_nothing(alice_client, alice, token_client):
+    key = Token.objects.create(user=alice).key
+
+    response = alice_client.get(REGENERATE_URL)
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Regenerate your API token?" in html
+    assert "stops working" in html
+    assert Token.objects.get(user=alice).key == key
+    assert token_client(key).get("/api/me/").status_code == 200
+
+
+def test_confirming_regenerate_invalidates_the_old_key_and_shows_the_new_one_once(
+    alice_client, alice, token_client
+):
+    old_key = Token.objects.create(user=alice).key
+
+    response = alice_client.post(REGENERATE_URL)
+
+    new_key = Token.objects.get(user=alice).key
+    assert new_key != old_key
+    assert response.status_code == 200
+    assert new_key.encode() in response.content
+    assert old_key.encode() not in response.content
+    assert "no-store" in response["Cache-Control"]
+    assert_token_refused(token_client(old_key).get("/api/me/"))
+    me = token_client(new_key).get("/api/me/")
+    assert me.status_code == 200
+    assert me.json()["username"] == "alice"
+    assert new_key.encode() not in alice_client.get(URL).content
+
+
+@pytest.mark.parametrize("action", ["revoke", "regenerate"])
+def test_an_unconfirmed_post_to_the_token_page_only_leads_to_the_confirmation(alice_client, alice, action):
+    key = Token.objects.create(user=alice).key
+
+    response = alice_client.post(URL, {"action": action})
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse(f"accounts:token-{action}")
+    assert Token.objects.get(user=alice).key == key
+
+
+@pytest.mark.parametrize("url", [REVOKE_URL, REGENERATE_URL])
+def test_the_confirmations_send_a_user_without_a_token_back_to_the_token_page(alice_client, url):
+    response = alice_client.get(url, follow=True)
+
+    assert response.redirect_chain == [(URL, 302)]
+    assert any("no API token" in m for m in messages_of(response))
+
+
 def test_revoking_without_a_token_says_so(alice_client):
-    response = alice_client.post(URL, {"action": "revoke"}, follow=True)
+    response = alice_client.post(REVOKE_URL, follow=True)
 
     assert any("no API token" in m for m in messages_of(response))
+
+
+@pytest.mark.parametrize("url", [REVOKE_URL, REGENERATE_URL])
+def test_the_confirmations_require_login(client, url):
+    response = client.post(url)
+
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('login')}?next={url}"
+
+
+@pytest.mark.parametrize("url", [REVOKE_URL, REGENERATE_URL])
+def test_the_confirmations_refuse_other_methods(alice_client, alice, url):
+    key = Token.objects.create(user=alice).key
+
+    response = alice_client.delete(url)
+
+    assert response.status_code == 405
+    assert Token.objects.get(user=alice).key == key
+
+
+@pytest.mark.parametrize("url", [REVOKE_URL, REGENERATE_URL])
+def test_confirming_requires_a_csrf_token(alice, url):
+    from django.test import Client
+
+    key = Token.objects.create(user=alice).key
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+
+    response = client.post(url)
+
+    assert response.status_code == 403
+    assert Token.objects.get(user=alice).key == key
+
+
+def test_a_user_revokes_only_their_own_token(client, alice, bob):
+    alices = Token.objects.create(user=alice)
+    Token.objects.create(user=bob)
+    client.force_login(bob)
+
+    client.post(REVOKE_URL)
+
+    assert not Token.objects.filter(user=bob).exists()
+    assert Token.objects.get(user=alice).key == alices.key
 
 
 def test_an_unknown_action_is_a_400_naming_it(alice_client, alice):
