@@ -9,6 +9,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import forms as auth_forms
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
+from django.http import HttpRequest
 from django.template import loader
 
 from accounts import services
@@ -35,11 +36,17 @@ class AdminLoginForm(AdminAuthenticationForm):
 
 
 class PasswordResetForm(auth_forms.PasswordResetForm):
-    """Django's form, except that a mail that could not be sent raises services.EmailNotSent.
+    """Django's form, except that a mail that could not be sent raises services.EmailNotSent, and a request
+    over the reset limits raises services.PasswordResetLimited and sends nothing.
 
     Django's own logs the failure and carries on, so its page would claim the mail was on its way.
     Addresses without an account still send nothing and fail nothing: the answer does not tell them apart.
     """
+
+    def save(self, *args: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+        # Counted before Django looks the address up, so addresses with and without an account count alike.
+        services.password_reset_admit(request=request, email=self.cleaned_data["email"])
+        super().save(*args, request=request, **kwargs)
 
     def send_mail(
         self,

@@ -1,4 +1,5 @@
-"""Writes of the accounts app: API tokens, the sign-in limits and audit of every login path, and e-mail."""
+"""Writes of the accounts app: API tokens, the sign-in limits and audit of every login path, e-mail and
+the limits on password reset requests."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import logging
 import math
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -135,12 +137,12 @@ class SignInLocked(PermissionDenied):
         self.refusal = refusal
 
 
-def _guarded(action: str, work: Callable[[], Any], fallback: Any) -> Any:
-    """Run a cache operation; with the cache down, log and fail open: a login limit is not worth an outage."""
+def _guarded(action: str, work: Callable[[], Any], fallback: Any, *, limits: str = "sign-in") -> Any:
+    """Run a cache operation; with the cache down, log and fail open: a limit is not worth an outage."""
     try:
         return work()
     except Exception as exc:
-        logger.warning("sign-in limits unavailable (%s), attempt allowed unlimited: %s", action, exc)
+        logger.warning("%s limits unavailable (%s), attempt allowed unlimited: %s", limits, action, exc)
         return fallback
 
 
@@ -244,3 +246,87 @@ def sign_in_attempt(
     outcome = SignInEvent.Outcome.SUCCEEDED if user is not None else SignInEvent.Outcome.FAILED
     _record(request=request, address=address, username=username, user=user, outcome=outcome)
     return user
+
+
+#: Password reset requests are counted in windows of this many seconds (the settings say "per hour").
+PASSWORD_RESET_WINDOW = 3600
+
+
+@dataclass(frozen=True)
+class PasswordResetRefusal:
+    """A reset request refused unsent, and the seconds until the window that refused it ends."""
+
+    retry_after: int
+
+    @property
+    def minutes(self) -> int:
+        return max(1, math.ceil(self.retry_after / 60))
+
+    @property
+    def message(self) -> str:
+        unit = "minute" if self.minutes == 1 else "minutes"
+        return (
+            "Too many password reset requests for this e-mail address or from your network; no e-mail was "
+            f"sent. Try again in {self.minutes} {unit}."
+        )
+
+
+class PasswordResetLimited(Exception):
+    """Raised instead of sending a reset mail: the client or the e-mail address is over its hourly limit."""
+
+    def __init__(self, refusal: PasswordResetRefusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+def _email_key(email: str) -> str:
+    """The address as Django's reset form matches accounts (Unicode-folded, case-insensitive), hashed.
+
+    Any spelling that could reach the same account shares one count, and no address is stored in the cache.
+    """
+    folded = unicodedata.normalize("NFKC", email.strip()).casefold()
+    return hashlib.sha256(folded.encode()).hexdigest()[:32]
+
+
+def password_reset_admit(*, request: Any, email: str) -> None:
+    """Count one reset request for `email` from the request's client; raise PasswordResetLimited over a limit.
+
+    Called before any account is looked up, so an address with no account is counted and refused exactly
+    like one with an account, and the answer tells nothing about which addresses are registered. The
+    client is counted first and, once it is over its limit, the e-mail address is not counted at all: one
+    client cannot use up the budgets of many addresses (and so their owners' resets) with requests it
+    was refused. Counts live in fixed hourly windows named by their number, like the sign-in limits; with the
+    cache down the request is allowed and a warning logged.
+    """
+    address = client_ip.client_address(request) if request is not None else ""
+    now = time.time()
+    window = int(now // PASSWORD_RESET_WINDOW)
+    subjects = [(f"email:{_email_key(email)}", settings.PASSWORD_RESET_ADDRESS_LIMIT)]
+    if address:
+        subjects.insert(0, (f"client:{address}", settings.PASSWORD_RESET_CLIENT_LIMIT))
+    cache = caches[CACHE_ALIAS]
+
+    def count() -> str | None:
+        for name, limit in subjects:
+            key = f"pwreset:count:{name}:{window}"
+            cache.add(key, 0, PASSWORD_RESET_WINDOW + 1)
+            try:
+                value = cache.incr(key)
+            except ValueError:  # evicted between add and incr
+                cache.set(key, 1, PASSWORD_RESET_WINDOW + 1)
+                value = 1
+            if value > limit:
+                return name.split(":", 1)[0]
+        return None
+
+    over = _guarded("count", count, None, limits="password reset")
+    if over is None:
+        return
+    audit.info(
+        "password reset refused limit=%s address=%s path=%s",
+        over,
+        address or "-",
+        str(getattr(request, "path", ""))[:200],
+    )
+    retry_after = math.ceil((window + 1) * PASSWORD_RESET_WINDOW - now)
+    raise PasswordResetLimited(PasswordResetRefusal(retry_after=retry_after))

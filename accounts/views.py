@@ -40,7 +40,8 @@ class LogoutView(auth_views.LogoutView):
 
 
 class PasswordResetView(auth_views.PasswordResetView):
-    """Django's reset request, telling the truth when the mail could not be sent or e-mail is off."""
+    """Django's reset request, telling the truth when the mail could not be sent or e-mail is off, and
+    answering 429 with Retry-After when the request is over the reset limits."""
 
     form_class = PasswordResetForm
 
@@ -66,6 +67,11 @@ class PasswordResetView(auth_views.PasswordResetView):
         except services.EmailNotSent:
             form.add_error(None, EMAIL_NOT_SENT)
             return self.render_to_response(self.get_context_data(form=form), status=503)
+        except services.PasswordResetLimited as exc:
+            form.add_error(None, exc.refusal.message)
+            response = self.render_to_response(self.get_context_data(form=form), status=429)
+            response["Retry-After"] = str(exc.refusal.retry_after)
+            return response
 
 
 class PasswordResetDoneView(auth_views.PasswordResetDoneView):

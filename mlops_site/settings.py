@@ -440,6 +440,13 @@ LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15)
 for _name in ("LOGIN_FAILURE_LIMIT", "LOGIN_CLIENT_FAILURE_LIMIT", "LOGIN_LOCKOUT_MINUTES"):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1, not {globals()[_name]}")
+# Password reset requests counted in the throttle cache per clock hour: per client address, and per
+# e-mail address asked for (whether or not an account uses it). Over either, no mail is sent: a 429.
+PASSWORD_RESET_CLIENT_LIMIT = env_int("PASSWORD_RESET_CLIENT_LIMIT", 10)
+PASSWORD_RESET_ADDRESS_LIMIT = env_int("PASSWORD_RESET_ADDRESS_LIMIT", 3)
+for _name in ("PASSWORD_RESET_CLIENT_LIMIT", "PASSWORD_RESET_ADDRESS_LIMIT"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, not {globals()[_name]}")
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -278,6 +278,8 @@ def test_trusted_proxies_must_be_addresses_or_networks(tmp_path, proxies):
         "LOGIN_FAILURE_LIMIT",
         "LOGIN_CLIENT_FAILURE_LIMIT",
         "LOGIN_LOCKOUT_MINUTES",
+        "PASSWORD_RESET_CLIENT_LIMIT",
+        "PASSWORD_RESET_ADDRESS_LIMIT",
         "AWS_S3_CONNECT_TIMEOUT",
         "AWS_S3_READ_TIMEOUT",
         "AWS_S3_MAX_ATTEMPTS",

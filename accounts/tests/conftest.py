@@ -36,3 +36,15 @@ def token_client():
 @pytest.fixture
 def alice_token(alice) -> Token:
     return Token.objects.create(user=alice)
+
+
+@pytest.fixture
+def cache_down(settings):
+    """The limits' cache is a Redis server that refuses every connection."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "throttle": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        },
+    }

@@ -12,6 +12,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.throttling import SimpleRateThrottle
 
 from accounts.models import SignInEvent
+from accounts.tests.helpers import Clock
 from mlops_site.tests.helpers import error_body
 from tests.factories import PASSWORD
 
@@ -20,24 +21,6 @@ pytestmark = pytest.mark.django_db
 LOCKED = "Too many failed sign-in attempts for this account or from your address; try again in"
 ADMIN_LOGIN = "/admin/login/"
 TOKEN = "/api/auth/token/"
-
-
-class Clock:
-    """time.time moved forward on demand: the limits and the local-memory cache both read it.
-
-    It starts a second into a fresh counting window, so no test's failures straddle two windows.
-    """
-
-    def __init__(self, window_seconds: int) -> None:
-        self.real = time.time
-        now = self.real()
-        self.offset = (now // window_seconds + 1) * window_seconds + 1 - now
-
-    def __call__(self) -> float:
-        return self.real() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
 
 
 @pytest.fixture(autouse=True)
@@ -276,18 +259,6 @@ def test_the_audit_trail_is_read_only_in_the_admin(client, admin_user, alice):
     assert detail.status_code == 200
     assert client.get("/admin/accounts/signinevent/add/").status_code == 403
     assert client.post(f"/admin/accounts/signinevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
-
-
-@pytest.fixture
-def cache_down(settings):
-    """The limits' cache is a Redis server that refuses every connection."""
-    settings.CACHES = {
-        **settings.CACHES,
-        "throttle": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": "redis://127.0.0.1:1/0",
-        },
-    }
 
 
 def test_with_the_cache_down_logins_still_work_and_a_warning_is_logged(
