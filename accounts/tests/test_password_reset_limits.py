@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from pathlib import Path
 
 import pytest
 from django.core import mail
@@ -16,7 +15,6 @@ pytestmark = pytest.mark.django_db
 
 URL = "/accounts/password_reset/"
 REFUSED = "Too many password reset requests for this e-mail address or from your network; no e-mail was sent."
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
