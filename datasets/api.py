@@ -1,4 +1,4 @@
-"""The dataset API: serializers and viewsets over the dataset selectors and the upload service."""
+"""The dataset API: serializers and viewsets over the dataset selectors, the upload and deletion services."""
 
 from __future__ import annotations
 
@@ -145,11 +145,27 @@ DATASET_NAME_PARAMETER = OpenApiParameter("dataset_name", OpenApiTypes.STR, Open
 VERSION_PARAMETER = OpenApiParameter("version", OpenApiTypes.INT, OpenApiParameter.PATH)
 
 
+DELETE_RESPONSES = {
+    204: OpenApiResponse(description="Deleted; the stored files go once no other version holds them."),
+    404: OpenApiResponse(description="No such dataset or version."),
+    409: OpenApiResponse(
+        description="In use: `errors` names the training runs, model versions, retrainings or derived "
+        "versions that use it; nothing was deleted."
+    ),
+}
+
+
 @extend_schema_view(
     list=extend_schema(summary="List datasets"),
     retrieve=extend_schema(summary="Get a dataset"),
+    destroy=extend_schema(
+        summary="Delete a dataset with all its versions, when nothing uses any of them",
+        responses=DELETE_RESPONSES,
+    ),
 )
-class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class DatasetViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
     """Datasets; POST uploads a CSV file as a new dataset or as the next version of an existing one."""
 
     permission_classes = [permissions.IsAdminUser]
@@ -189,14 +205,24 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         output = DatasetVersionOutputSerializer(version, context=self.get_serializer_context())
         return Response(output.data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
+    def perform_destroy(self, instance: Dataset) -> None:
+        dataset_services.dataset_delete(dataset=instance)
+
 
 @extend_schema_view(
     list=extend_schema(summary="List the versions of a dataset", parameters=[DATASET_NAME_PARAMETER]),
     retrieve=extend_schema(
         summary="Get one version with its schema", parameters=[DATASET_NAME_PARAMETER, VERSION_PARAMETER]
     ),
+    destroy=extend_schema(
+        summary="Delete a version nothing uses (the dataset too when it was its last)",
+        parameters=[DATASET_NAME_PARAMETER, VERSION_PARAMETER],
+        responses=DELETE_RESPONSES,
+    ),
 )
-class DatasetVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class DatasetVersionViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
     permission_classes = [permissions.IsAdminUser]
     serializer_class = DatasetVersionOutputSerializer
     lookup_field = "version"
@@ -222,3 +248,6 @@ class DatasetVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, CSVRenderer])
     def download(self, request: Request, dataset_name: str, version: str) -> HttpResponse:
         return dataset_version_file_response(self.get_object())
+
+    def perform_destroy(self, instance: DatasetVersion) -> None:
+        dataset_services.dataset_version_delete(version=instance)

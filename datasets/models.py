@@ -34,6 +34,8 @@ class Dataset(models.Model):
     )
     description = models.TextField(blank=True)
     target_column = models.CharField(max_length=255)
+    # The highest version number ever given: a deleted version's number is never given to other content.
+    highest_version = models.PositiveIntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="datasets"
     )

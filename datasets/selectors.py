@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Collection
+from dataclasses import dataclass
 
 import pandas as pd
 from django.contrib.auth import get_user_model
@@ -53,6 +55,66 @@ def dataset_version_get(*, dataset_name: str, version: int) -> DatasetVersion:
     if found is None:
         raise Http404(f"Dataset {dataset_name!r} has no version {version}.")
     return found
+
+
+#: Referring rows named in a refusal, per kind; the rest are counted.
+REFERENCE_EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Rows of one kind that use a dataset version: a training run, a model version, a derived version..."""
+
+    kind: str
+    kind_plural: str
+    count: int
+    examples: tuple[str, ...]
+
+    def __str__(self) -> str:
+        noun = self.kind if self.count == 1 else self.kind_plural
+        named = ", ".join(self.examples)
+        if self.count > len(self.examples):
+            named += f" and {self.count - len(self.examples)} more"
+        return f"{self.count} {noun}: {named}"
+
+
+def dataset_version_references(
+    *, versions: Collection[DatasetVersion], among: Collection[DatasetVersion] = ()
+) -> list[Reference]:
+    """What uses any of `versions`, one Reference per kind of row; empty when they may be deleted.
+
+    Read from every relation to DatasetVersion the project declares (training runs, retrainings, model
+    versions, derived versions, and any added later), so no kind of reference can be forgotten here.
+    Versions in `among` do not count as references: a dataset deleted whole takes its derived versions
+    with it.
+    """
+    pks = [version.pk for version in versions]
+    excluded = {version.pk for version in among}
+    found = []
+    for relation in DatasetVersion._meta.related_objects:
+        rows = relation.related_model._base_manager.filter(**{f"{relation.field.name}__in": pks})
+        if relation.related_model is DatasetVersion:
+            rows = rows.exclude(pk__in=excluded)
+        count = rows.count()
+        if not count:
+            continue
+        options = relation.related_model._meta
+        kind, plural = str(options.verbose_name), str(options.verbose_name_plural)
+        if relation.related_model is DatasetVersion:
+            kind, plural = f"derived {kind}", f"derived {plural}"
+        examples = tuple(str(row) for row in rows.order_by("pk")[:REFERENCE_EXAMPLES])
+        found.append(Reference(kind=kind, kind_plural=plural, count=count, examples=examples))
+    return found
+
+
+def deletion_refusal(*, label: str, references: list[Reference]) -> str:
+    """Why `label` (a version or a dataset) cannot be deleted, naming what uses it; "" when it can."""
+    if not references:
+        return ""
+    return (
+        f"{label} cannot be deleted: it is used by {'; '.join(str(r) for r in references)}. Data that "
+        "trained or derived something is kept so that its lineage stays complete."
+    )
 
 
 def dataset_version_frame(*, version: DatasetVersion) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""Writes for datasets: the one path that validates, stores and records an uploaded CSV version."""
+"""Writes for datasets: the one path that validates, stores and records an uploaded CSV version, and the
+deletion of versions and datasets that nothing uses."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import hashlib
 import io
 import logging
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO, Any
 
 from django.conf import settings
@@ -15,10 +18,10 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 
-from datasets import columnar, csv_profile
+from datasets import columnar, csv_profile, selectors
 from datasets.models import DATASET_NAME_MAX_LENGTH, Dataset, DatasetVersion, dataset_name_validator
 from ml import csv_bytes
-from mlops_site import storage
+from mlops_site import errors, storage
 
 logger = logging.getLogger(__name__)
 
@@ -239,10 +242,18 @@ def _record_version(
                 existing = _existing_version(dataset=dataset, sha256=sha256)
                 if existing is not None:
                     return existing, False
+                # The parent's row lock keeps a deletion of it from committing under the new reference.
+                if parent is not None and not _locked_versions([parent.pk]):
+                    raise ValidationError(
+                        f"Parent version {parent.version} of {name!r} was deleted meanwhile; choose another."
+                    )
                 latest = dataset.versions.aggregate(latest=Max("version"))["latest"] or 0
+                number = max(latest, dataset.highest_version) + 1
+                dataset.highest_version = number
+                dataset.save(update_fields=["highest_version"])
                 version = DatasetVersion.objects.create(
                     dataset=dataset,
-                    version=latest + 1,
+                    version=number,
                     sha256=sha256,
                     object_key=object_key,
                     original_filename=original_filename,
@@ -276,4 +287,103 @@ def _delete_unreferenced_object(object_key: str) -> None:
             return
         storage.delete(object_key)
     except Exception:
-        logger.exception("could not remove stored object %s after a failed upload", object_key)
+        logger.exception("could not remove stored object %s that no dataset version uses", object_key)
+
+
+class DatasetInUse(errors.Conflict):
+    """A dataset or version that something uses cannot be deleted (409); `errors` names what uses it."""
+
+    code = "in_use"
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What a deletion removed: the dataset's name, the version numbers, and whether the dataset went too."""
+
+    dataset_name: str
+    versions: tuple[int, ...]
+    dataset_deleted: bool
+
+
+def dataset_version_delete(*, version: DatasetVersion) -> Deletion:
+    """Delete a version nothing uses, and its dataset when it was the last version.
+
+    Raises DatasetInUse naming every kind of row that uses it (training runs, model versions, retrainings,
+    derived versions), and NotFound when it is already gone. The stored CSV and columnar copy are removed
+    after the transaction commits, and only when no other version (of any dataset) has the same content.
+    """
+    dataset_name, number = version.dataset.name, version.version
+    with transaction.atomic():
+        # Dataset first, then version, as uploads lock them: the dataset's lock also keeps an upload from
+        # choosing this version as its parent meanwhile.
+        dataset = Dataset.objects.select_for_update().filter(pk=version.dataset_id).first()
+        locked = _locked_versions([version.pk])
+        if dataset is None or not locked:
+            raise errors.NotFound(f"Dataset {dataset_name!r} has no version {number} any more.")
+        _refuse_if_used(locked, label=f"{dataset_name} v{number}")
+        keys = _stored_keys(locked)
+        locked[0].delete()
+        dataset_deleted = not dataset.versions.exists()
+        if dataset_deleted:
+            dataset.delete()
+        _remove_objects_on_commit(keys)
+    return Deletion(dataset_name=dataset_name, versions=(number,), dataset_deleted=dataset_deleted)
+
+
+def dataset_delete(*, dataset: Dataset) -> Deletion:
+    """Delete a dataset with all its versions, when nothing outside the dataset uses any of them.
+
+    Raises DatasetInUse naming what uses them, and NotFound when the dataset is already gone. Stored
+    objects are removed after the commit, as dataset_version_delete does.
+    """
+    name = dataset.name
+    with transaction.atomic():
+        if not Dataset.objects.select_for_update().filter(pk=dataset.pk).exists():
+            raise errors.NotFound(f"There is no dataset named {name!r} any more.")
+        pks = list(DatasetVersion.objects.filter(dataset_id=dataset.pk).values_list("pk", flat=True))
+        locked = _locked_versions(pks)
+        _refuse_if_used(locked, label=f"The dataset {name}")
+        keys = _stored_keys(locked)
+        # Newest first: a derived version always has a higher number than its parent (PROTECT).
+        for version in sorted(locked, key=lambda v: -v.version):
+            version.delete()
+        Dataset.objects.filter(pk=dataset.pk).delete()
+        _remove_objects_on_commit(keys)
+    return Deletion(
+        dataset_name=name, versions=tuple(sorted(v.version for v in locked)), dataset_deleted=True
+    )
+
+
+def _locked_versions(pks: Sequence[int]) -> list[DatasetVersion]:
+    """The versions' rows, locked until the transaction ends.
+
+    A new training run (training.services) or derived version (_record_version) locks the row it refers to
+    the same way, so the one that comes second sees the other's result and refuses with a clear reason.
+    Any other reference written meanwhile still cannot dangle: the foreign key fails its commit.
+    """
+    return list(DatasetVersion.objects.select_for_update().filter(pk__in=pks).order_by("pk"))
+
+
+def _refuse_if_used(versions: list[DatasetVersion], *, label: str) -> None:
+    references = selectors.dataset_version_references(versions=versions, among=versions)
+    if not references:
+        return
+    raise DatasetInUse(
+        selectors.deletion_refusal(label=label, references=references),
+        errors=[errors.problem(str(reference), code="in_use") for reference in references],
+    )
+
+
+def _stored_keys(versions: list[DatasetVersion]) -> set[str]:
+    return {key for version in versions for key in (version.object_key, version.columnar_key) if key}
+
+
+def _remove_objects_on_commit(keys: set[str]) -> None:
+    def remove() -> None:
+        for key in sorted(keys):
+            _delete_unreferenced_object(key)
+
+    # After the commit only: were the rows' deletion rolled back, their files would be gone. An upload of the
+    # same bytes to another dataset in the moment between the check and the removal would find its file
+    # missing (and say so when read); a lock spanning storage is not worth that window.
+    transaction.on_commit(remove)

@@ -1,15 +1,17 @@
-"""Staff pages for datasets: list and upload, a dataset's versions, one version's schema, and downloads."""
+"""Staff pages for datasets: list and upload, a dataset's versions, one version's schema, downloads, and the
+deletion of what nothing uses."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from datasets import selectors, services
 from datasets.forms import DatasetUploadForm
@@ -93,8 +95,83 @@ def dataset_version_detail(request: HttpRequest, name: str, version: int) -> Htt
     return render(
         request,
         "datasets/version_detail.html",
-        {"version": found, "dataset": found.dataset, "columns": page.object_list, "page": page},
+        {
+            "version": found,
+            "dataset": found.dataset,
+            "columns": page.object_list,
+            "page": page,
+            "references": selectors.dataset_version_references(versions=[found]),
+        },
     )
+
+
+@require_http_methods(["GET", "POST"])
+@pages.staff_required
+@pages.domain_errors
+def dataset_version_delete(request: HttpRequest, name: str, version: int) -> HttpResponse:
+    """GET asks for confirmation (or says what uses the version); POST deletes it."""
+    found = selectors.dataset_version_get(dataset_name=name, version=version)
+    dataset = selectors.dataset_get(name=name)
+    context = {
+        "title": f"Delete {name} v{version}",
+        "subject": f"version {version} of {name}",
+        "deleted": [
+            f"{name} v{version}: {found.row_count:,} rows, {found.original_filename or 'no file name'}"
+        ],
+        "note": f"It is the last version of {name}, so the dataset is deleted with it."
+        if dataset.version_count == 1
+        else "",
+        "action_url": reverse("datasets:version-delete", args=[name, version]),
+        "cancel_url": _version_url(found),
+    }
+    if request.method == "GET":
+        references = selectors.dataset_version_references(versions=[found])
+        refusal = selectors.deletion_refusal(label=f"{name} v{version}", references=references)
+        return _render_delete(request, context, refusal=refusal)
+    try:
+        deletion = services.dataset_version_delete(version=found)
+    except services.DatasetInUse as exc:
+        return _render_delete(request, context, refusal=exc.detail, status=exc.status)
+    if deletion.dataset_deleted:
+        messages.success(
+            request, f"Deleted {name} v{version}, its last version, and with it the dataset {name}."
+        )
+        return redirect("datasets:list")
+    messages.success(request, f"Deleted version {version} of {name}.")
+    return redirect("datasets:detail", name=name)
+
+
+@require_http_methods(["GET", "POST"])
+@pages.staff_required
+@pages.domain_errors
+def dataset_delete(request: HttpRequest, name: str) -> HttpResponse:
+    """GET asks for confirmation (or says what uses its versions); POST deletes the dataset and them."""
+    dataset = selectors.dataset_get(name=name)
+    versions = list(selectors.dataset_version_list(dataset_name=name))
+    context = {
+        "title": f"Delete the dataset {name}",
+        "subject": f"the dataset {name}" + (" with every version" if versions else ""),
+        "deleted": [f"{name} v{v.version}: {v.row_count:,} rows" for v in versions],
+        "note": "",
+        "action_url": reverse("datasets:delete", args=[name]),
+        "cancel_url": reverse("datasets:detail", args=[name]),
+    }
+    if request.method == "GET":
+        references = selectors.dataset_version_references(versions=versions, among=versions)
+        refusal = selectors.deletion_refusal(label=f"The dataset {name}", references=references)
+        return _render_delete(request, context, refusal=refusal)
+    try:
+        services.dataset_delete(dataset=dataset)
+    except services.DatasetInUse as exc:
+        return _render_delete(request, context, refusal=exc.detail, status=exc.status)
+    messages.success(request, f"Deleted the dataset {name} and its {len(versions)} version(s).")
+    return redirect("datasets:list")
+
+
+def _render_delete(
+    request: HttpRequest, context: dict[str, Any], *, refusal: str, status: int = 200
+) -> HttpResponse:
+    return render(request, "datasets/delete_confirm.html", {**context, "refusal": refusal}, status=status)
 
 
 @require_GET

@@ -32,6 +32,18 @@ PERMUTATION_STACK_CELLS = 1_000_000
 # Residual plots with more points than this are unreadable and heavy to store; a seeded sample is kept.
 RESIDUALS_MAX_POINTS = 2000
 FIGURE_TEMPLATE = "plotly_white"
+# Figures carry their height: the pages draw them at their container's width, and without a height plotly
+# took the container's (a 260 px box), whose default margins left a plot area about 80 px tall. Margins are
+# trimmed for phone widths; axes grow theirs to fit long labels (automargin).
+FIGURE_MARGIN = {"t": 50, "b": 50, "l": 60, "r": 20}
+# Titles a little smaller than plotly's 17 px, so that they fit a phone's width.
+TITLE_FONT_SIZE = 14
+RESIDUALS_HEIGHT = 420
+CONFUSION_HEIGHT_RANGE = (380, 900)
+IMPORTANCES_HEIGHT_RANGE = (320, 1200)
+# Pixels per class row of a confusion matrix and per bar of the importances, plus room for title and axes.
+CONFUSION_ROW_PX, CONFUSION_FRAME_PX = 40, 180
+IMPORTANCE_ROW_PX, IMPORTANCE_FRAME_PX = 22, 130
 
 
 def _plain(values: Any) -> list:
@@ -295,6 +307,18 @@ def _figure_dict(figure: go.Figure) -> dict[str, Any]:
     return data
 
 
+def _clamped(value: int, bounds: tuple[int, int]) -> int:
+    return max(bounds[0], min(bounds[1], value))
+
+
+def confusion_matrix_height(n_classes: int) -> int:
+    return _clamped(CONFUSION_ROW_PX * n_classes + CONFUSION_FRAME_PX, CONFUSION_HEIGHT_RANGE)
+
+
+def importances_height(n_features: int) -> int:
+    return _clamped(IMPORTANCE_ROW_PX * n_features + IMPORTANCE_FRAME_PX, IMPORTANCES_HEIGHT_RANGE)
+
+
 def confusion_matrix_figure(confusion: dict[str, Any]) -> dict[str, Any]:
     labels = [str(label) for label in confusion["labels"]]
     figure = go.Figure(
@@ -315,6 +339,11 @@ def confusion_matrix_figure(confusion: dict[str, Any]) -> dict[str, Any]:
         yaxis_autorange="reversed",
         xaxis_type="category",
         yaxis_type="category",
+        height=confusion_matrix_height(len(labels)),
+        margin=FIGURE_MARGIN,
+        title_font_size=TITLE_FONT_SIZE,
+        xaxis_automargin=True,
+        yaxis_automargin=True,
     )
     return _figure_dict(figure)
 
@@ -331,7 +360,16 @@ def _residuals_skeleton() -> str:
         )
     )
     figure.add_hline(y=0, line_dash="dash", line_color="grey")
-    figure.update_layout(title="", xaxis_title="Predicted", yaxis_title="Actual - predicted")
+    figure.update_layout(
+        title="",
+        xaxis_title="Predicted",
+        yaxis_title="Actual - predicted",
+        height=RESIDUALS_HEIGHT,
+        margin=FIGURE_MARGIN,
+        title_font_size=TITLE_FONT_SIZE,
+        xaxis_automargin=True,
+        yaxis_automargin=True,
+    )
     return json.dumps(_figure_dict(figure))
 
 
@@ -352,7 +390,15 @@ def residuals_figure(residuals: dict[str, Any]) -> dict[str, Any]:
 @functools.cache
 def _importances_skeleton() -> str:
     figure = go.Figure(go.Bar(x=[0.0], y=["name"], orientation="h"))
-    figure.update_layout(title="", xaxis_title="Importance", yaxis_type="category")
+    figure.update_layout(
+        title="",
+        xaxis_title="Importance",
+        yaxis_type="category",
+        height=IMPORTANCES_HEIGHT_RANGE[0],
+        margin=FIGURE_MARGIN,
+        title_font_size=TITLE_FONT_SIZE,
+        yaxis_automargin=True,
+    )
     return json.dumps(_figure_dict(figure))
 
 
@@ -364,6 +410,8 @@ def feature_importances_figure(importances: dict[str, Any]) -> dict[str, Any]:
         title += f", {importances['sample_rows']:,} of {importances['holdout_rows']:,} holdout rows"
     data = json.loads(_importances_skeleton())
     data["layout"]["title"]["text"] = title + ")"
+    # One row per bar: a tall figure keeps every name legible (the pages show the top ones only).
+    data["layout"]["height"] = importances_height(len(features))
     data["data"][0]["x"] = [float(f["importance"]) for f in features]
     data["data"][0]["y"] = [str(f["name"]) for f in features]
     return data

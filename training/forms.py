@@ -4,6 +4,7 @@ closed loop's forms: a model's retraining policy and "retrain now"."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from django import forms
@@ -15,7 +16,8 @@ from datasets.models import DatasetVersion
 from ml import catalogue
 from ml.train import MAX_SEED, TEST_SIZE_MAX, TEST_SIZE_MIN
 from mlops_site import parsers
-from models_registry.models import MODEL_NAME_MAX_LENGTH, Task
+from models_registry import selectors as registry_selectors
+from models_registry.models import MODEL_NAME_MAX_LENGTH, RegisteredModel, Task
 from training import policy_services
 from training.models import RetrainingPolicy, Window
 
@@ -100,6 +102,63 @@ class TrainingRunForm(forms.Form):
     def clean_algorithm(self) -> tuple[str | None, str]:
         task, _, key = self.cleaned_data["algorithm"].partition(":")
         return (None if task == INFER else task), key
+
+
+def training_form_initial(query: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """The training form's initial values from a link's query, and a sentence for each value ignored.
+
+    `dataset_version` is a dataset version's id. `model` (or `model_name`, its older spelling) names a
+    registered model: its name and target column, and the task and algorithm of its newest version, are
+    filled in, and without a `dataset_version` also the newest version of the dataset that trained it.
+    An unknown or malformed value leaves its field empty; nothing is refused here.
+    """
+    initial: dict[str, Any] = {}
+    ignored: list[str] = []
+    raw_version = (query.get("dataset_version") or "").strip()
+    if raw_version:
+        found = None
+        if raw_version.isascii() and raw_version.isdigit() and len(raw_version) <= 18:
+            found = dataset_selectors.dataset_version_list().filter(pk=int(raw_version)).first()
+        if found is None:
+            ignored.append(f"There is no dataset version {raw_version[:40]!r}; choose one below.")
+        else:
+            initial["dataset_version"] = found.pk
+    raw_model = (query.get("model") or query.get("model_name") or "").strip()
+    if raw_model:
+        model = None
+        if len(raw_model) <= MODEL_NAME_MAX_LENGTH:
+            model = registry_selectors.registered_model_list().filter(name=raw_model).first()
+        if model is None:
+            ignored.append(
+                f"There is no model named {raw_model[:80]!r}; type a name below (a new name registers a "
+                "new model)."
+            )
+        else:
+            initial.update(_model_initial(model, with_dataset=not raw_version))
+    return initial, ignored
+
+
+def _model_initial(model: RegisteredModel, *, with_dataset: bool) -> dict[str, Any]:
+    """A new version's inputs: like the model's newest version, on the newest data of the same dataset."""
+    initial: dict[str, Any] = {"model_name": model.name}
+    if model.target_column:
+        initial["target_column"] = model.target_column
+    newest = (
+        registry_selectors.model_version_list(model_name=model.name)
+        .defer("metrics", "artifacts", "training_summary", "reference_profile", "params", "feature_schema")
+        .first()
+    )
+    if newest is None:
+        return initial
+    choice = f"{newest.task}:{newest.algorithm}"
+    if any(choice == value for _, group in algorithm_choices() for value, _ in group):
+        initial["algorithm"] = choice
+    if with_dataset and newest.dataset_version is not None:
+        latest = dataset_selectors.dataset_version_list(
+            dataset_name=newest.dataset_version.dataset.name
+        ).first()
+        initial["dataset_version"] = (latest or newest.dataset_version).pk
+    return initial
 
 
 METRIC_LABELS = {"accuracy": "Accuracy", "f1_macro": "Macro F1", "mae": "MAE", "rmse": "RMSE"}

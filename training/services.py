@@ -113,6 +113,12 @@ def training_run_create(
     target_column = target_column or dataset_version.target_column
 
     with transaction.atomic():
+        # Locked until the run is recorded: a deletion of the version (datasets.services) locks it too, so
+        # either the run is refused here or the deletion sees the run and refuses.
+        if not DatasetVersion.objects.select_for_update().filter(pk=dataset_version.pk).exists():
+            raise ValidationError(
+                {"dataset_version": [f"Dataset version {dataset_version} was deleted; choose another one."]}
+            )
         registered = registry_services.registered_model_get_or_create(name=model_name, created_by=created_by)
         problems = validation.model_problems(
             registered=registered, target_column=target_column, task=task, algorithm=algorithm, params=params

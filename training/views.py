@@ -1,4 +1,5 @@
-"""Training pages for staff: the list of runs with the form to start one, and a run's live status."""
+"""Training pages for staff: the list of runs with the form to start one, and a run's live status and, once
+it has finished, its results."""
 
 from __future__ import annotations
 
@@ -8,25 +9,34 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 
 from mlops_site import pages
 from mlops_site.pages import staff_required
+from models_registry import charts
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 from training import selectors, services
-from training.forms import TrainingRunForm
+from training.forms import TrainingRunForm, training_form_initial
 from training.models import TrainingRun
 
 TRAINING_LIST_LIMIT = 100
 
 
-def _render_training_list(request: HttpRequest, form: TrainingRunForm, *, status: int = 200) -> HttpResponse:
+#: Marks the "submitted" message, which the run page's script removes once the status it told has changed.
+SUBMITTED_TAG = "run-submitted"
+
+
+def _render_training_list(
+    request: HttpRequest, form: TrainingRunForm, *, status: int = 200, ignored: list[str] | None = None
+) -> HttpResponse:
     return render(
         request,
         "training/list.html",
         {
             "form": form,
+            "prefill_ignored": ignored or [],
             "runs": list(selectors.training_run_list()[:TRAINING_LIST_LIMIT]),
             "model_names": list(registry_selectors.registered_model_list().values_list("name", flat=True)),
         },
@@ -37,8 +47,9 @@ def _render_training_list(request: HttpRequest, form: TrainingRunForm, *, status
 @require_GET
 @staff_required
 def training_list(request: HttpRequest) -> HttpResponse:
-    initial = {key: request.GET[key] for key in ("dataset_version", "model_name") if request.GET.get(key)}
-    return _render_training_list(request, TrainingRunForm(initial=initial))
+    """The runs and the form; ?dataset_version=<id> and ?model=<name> fill it in (training_form_initial)."""
+    initial, ignored = training_form_initial(request.GET)
+    return _render_training_list(request, TrainingRunForm(initial=initial), ignored=ignored)
 
 
 @require_POST
@@ -66,18 +77,30 @@ def training_create(request: HttpRequest) -> HttpResponse:
         for message in refusal.messages:
             form.add_error(None, message)
         return _render_training_list(request, form, status=refusal.status)
-    messages.success(request, f"Training run {run.pk} is queued.")
+    messages.success(request, f"Training run {run.pk} was submitted.", extra_tags=SUBMITTED_TAG)
     return redirect("training:detail", run_id=run.pk)
 
 
 @require_GET
 @staff_required
 def training_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The run's inputs and live status; once it succeeded, the version it registered with its holdout
+    metrics and charts, the same the version's page draws."""
     run = selectors.training_run_get(run_id=run_id)
+    version = _run_version(run)
     return render(
         request,
         "training/detail.html",
-        {"run": run, "state": _run_state(run), "params": sorted((run.params or {}).items())},
+        {
+            "run": run,
+            "state": _run_state(run),
+            "params": sorted((run.params or {}).items()),
+            "task": _task_text(run, version),
+            "results": _results(run, version),
+            "again_url": reverse("training:list")
+            + "?"
+            + urlencode({"dataset_version": run.dataset_version_id, "model": run.registered_model.name}),
+        },
     )
 
 
@@ -106,6 +129,30 @@ def _run_state(run: TrainingRun) -> dict[str, Any]:
         if version
         else None,
         "version_label": f"{run.registered_model.name} v{version.version}" if version else None,
+    }
+
+
+def _task_text(run: TrainingRun, version: ModelVersion | None) -> str:
+    if run.task:
+        return run.get_task_display()
+    if version is not None:
+        return version.get_task_display()
+    if run.is_terminal:
+        return "Not recorded: the run failed before it registered a version"
+    return "Inferred from the target column when the run starts"
+
+
+def _results(run: TrainingRun, version: ModelVersion | None) -> dict[str, Any] | None:
+    if version is None or run.status != TrainingRun.Status.SUCCEEDED:
+        return None
+    return {
+        "version": version,
+        "url": reverse("registry:version-detail", args=[run.registered_model.name, version.version]),
+        "metrics": [
+            (charts.metric_label(name), version.metrics[name]) for name in charts.metric_names([version])
+        ],
+        "omitted_metrics": sorted((version.training_summary or {}).get("metrics_omitted", {}).items()),
+        "figures": charts.version_figures(artifacts=version.artifacts),
     }
 
 

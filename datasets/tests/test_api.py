@@ -247,7 +247,9 @@ def test_the_openapi_schema_documents_the_dataset_endpoints_without_warnings():
     paths = schema["paths"]
     assert set(paths["/api/datasets/"]) == {"get", "post"}
     assert "multipart/form-data" in paths["/api/datasets/"]["post"]["requestBody"]["content"]
-    assert set(paths["/api/datasets/{name}/"]) == {"get"}
-    assert set(paths["/api/datasets/{dataset_name}/versions/{version}/"]) == {"get"}
+    assert set(paths["/api/datasets/{name}/"]) == {"get", "delete"}
+    version = paths["/api/datasets/{dataset_name}/versions/{version}/"]
+    assert set(version) == {"get", "delete"}
+    assert {"204", "404", "409"} <= set(version["delete"]["responses"])
     download = paths["/api/datasets/{dataset_name}/versions/{version}/download/"]["get"]
     assert "text/csv" in download["responses"]["200"]["content"]

@@ -154,6 +154,11 @@ def test_the_residuals_figure_is_the_one_plotly_makes_from_the_points():
         title=f"Residuals (holdout), {metrics.RESIDUALS_MAX_POINTS} of 3000 points",
         xaxis_title="Predicted",
         yaxis_title="Actual - predicted",
+        height=metrics.RESIDUALS_HEIGHT,
+        margin=metrics.FIGURE_MARGIN,
+        title_font_size=metrics.TITLE_FONT_SIZE,
+        xaxis_automargin=True,
+        yaxis_automargin=True,
     )
 
     assert metrics.residuals_figure(residuals) == metrics._figure_dict(figure)
@@ -165,7 +170,15 @@ def test_the_importance_figure_is_the_one_plotly_builds():
         "features": [{"name": "x2", "importance": 0.5}, {"name": "x1", "importance": 0.25}],
     }
     figure = go.Figure(go.Bar(x=[0.25, 0.5], y=["x1", "x2"], orientation="h"))
-    figure.update_layout(title="Feature importance (native)", xaxis_title="Importance", yaxis_type="category")
+    figure.update_layout(
+        title="Feature importance (native)",
+        xaxis_title="Importance",
+        yaxis_type="category",
+        height=metrics.importances_height(2),
+        margin=metrics.FIGURE_MARGIN,
+        title_font_size=metrics.TITLE_FONT_SIZE,
+        yaxis_automargin=True,
+    )
 
     assert metrics.feature_importances_figure(importances) == metrics._figure_dict(figure)
 
@@ -184,3 +197,28 @@ def test_the_importance_figure_title_names_the_permutation_sample():
     assert (
         metrics.feature_importances_figure(native)["layout"]["title"]["text"] == "Feature importance (native)"
     )
+
+
+def test_every_holdout_figure_has_a_readable_height_and_leaves_the_width_to_the_page():
+    """Each figure keeps a plot area of at least 250 px (the residuals' was about 80 px), growing with the
+    classes or bars it holds, within a bound; the page draws it at its container's width."""
+    rng = np.random.default_rng(0)
+    residuals = metrics.residuals_build(y_true=rng.normal(size=50), y_pred=rng.normal(size=50), seed=0)
+    few = {"labels": ["a", "b"], "matrix": [[3, 1], [0, 4]]}
+    many = {"labels": [str(i) for i in range(40)], "matrix": [[1] * 40 for _ in range(40)]}
+    bars = {"method": "native", "features": [{"name": f"x{i}", "importance": 1.0} for i in range(30)]}
+    figures = [
+        metrics.residuals_figure(residuals),
+        metrics.confusion_matrix_figure(few),
+        metrics.confusion_matrix_figure(many),
+        metrics.feature_importances_figure(bars),
+    ]
+
+    for figure in figures:
+        layout = figure["layout"]
+        margin = layout["margin"]
+        assert "width" not in layout, "the page sets the width from its container"
+        assert layout["height"] - margin["t"] - margin["b"] >= 250
+        assert layout["height"] <= 1200
+    assert figures[2]["layout"]["height"] > figures[1]["layout"]["height"]
+    assert figures[3]["layout"]["height"] >= 30 * metrics.IMPORTANCE_ROW_PX

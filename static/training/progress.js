@@ -1,4 +1,5 @@
-// Polls a training run's status endpoint and updates the progress panel until the run is finished.
+// Polls a training run's status endpoint and updates the progress panel until the run is finished; then
+// reloads the page once, which shows the final state with the run's results (metrics, charts, version).
 (function () {
   "use strict";
 
@@ -11,6 +12,12 @@
     var attempts = document.querySelector("[data-attempts]");
 
     function show(data) {
+      if (data.status !== panel.dataset.runStatus) {
+        // "Run 5 was submitted" went with the state the page opened in: stale once the status moved on.
+        document.querySelectorAll(".message.run-submitted").forEach(function (flash) {
+          flash.remove();
+        });
+      }
       window.showProgress(panel, data);
       message.textContent = data.progress_message || "";
       if (duration && data.duration) {
@@ -27,6 +34,11 @@
         result.hidden = false;
       }
       panel.dataset.runStatus = data.status;
+      if (data.is_terminal) {
+        // Once: the page drawn now is final (no polling) and shows the results; the flash was used up by
+        // the first load, so it does not come back.
+        window.location.reload();
+      }
     }
 
     window.statusPoll(url, show);
