@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from mlops_site import pages
 from mlops_site.pages import staff_required
-from models_registry import charts
+from models_registry import charts, mlflow_gateway
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 from training import selectors, services
@@ -97,6 +97,9 @@ def training_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             "params": sorted((run.params or {}).items()),
             "task": _task_text(run, version),
             "results": _results(run, version),
+            "mlflow_run_url": mlflow_gateway.tracking_ui_url(run_id=run.mlflow_run_id)
+            if run.mlflow_run_id
+            else None,
             "again_url": reverse("training:list")
             + "?"
             + urlencode({"dataset_version": run.dataset_version_id, "model": run.registered_model.name}),

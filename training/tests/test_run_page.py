@@ -47,6 +47,18 @@ def test_a_succeeded_run_shows_its_metrics_charts_version_and_the_task_it_inferr
     assert confusion["data"][0]["z"] == run.model_version.artifacts["confusion_matrix"]["matrix"]
     assert figure_of(html, "feature_importances")["data"][0]["type"] == "bar"
     assert "plotly" in html
+    # The embedded store has no UI unless one is named: the run id is plain text.
+    assert f"<code>{run.mlflow_run_id}</code>" in html
+
+
+def test_the_mlflow_run_id_links_to_the_configured_ui(client, staff, cancer, settings):
+    run = run_train(cancer, model_name="cancer", algorithm="random_forest", user=staff)
+    settings.MLFLOW_UI_URL = "http://127.0.0.1:5000"
+    client.force_login(staff)
+
+    html = client.get(reverse("training:detail", args=[run.pk])).content.decode()
+
+    assert f'<a href="http://127.0.0.1:5000/#/runs/{run.mlflow_run_id}" rel="noopener">' in html
 
 
 def test_a_regression_run_shows_its_residuals_tall_enough_to_read(client, staff):
