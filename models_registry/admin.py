@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
@@ -13,16 +16,20 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from mlops_site import errors
 from mlops_site.admin import ReadOnlyAdmin, ReadOnlyInline
 from models_registry import challenger_services, selectors, services, transition_services, views
 from models_registry.forms import ModelUploadForm
 from models_registry.models import (
+    HIGHER_IS_BETTER,
+    TASK_METRICS,
     ModelVersion,
     RegisteredModel,
     Stage,
     StageTransition,
+    min_metrics_plain,
 )
-from models_registry.webhook_admin import WebhookInline
+from models_registry.webhook_admin import WebhookInline, WebhookSecretsAdminMixin
 
 
 class ModelVersionInline(ReadOnlyInline):
@@ -54,26 +61,46 @@ def _metric_summary(metrics: dict | None) -> str:
 CHALLENGER_FIELDS = ["challenger_mode", "canary_percent"]
 
 
+def _gate_help() -> str:
+    """What the thresholds field takes, written from the metric table so it cannot drift from it."""
+    tasks = "; ".join(
+        f"{task}: "
+        + ", ".join(
+            f"{metric} ({'minimum' if direction == HIGHER_IS_BETTER else 'maximum'})"
+            for metric, direction in metrics.items()
+        )
+        for task, metrics in TASK_METRICS.items()
+    )
+    return (
+        "Quality gate for production: a JSON object of metric and threshold, for example "
+        '{"accuracy": 0.8, "log_loss": 0.5} for classification or {"rmse": 3.0, "r2": 0.7} for regression. '
+        "A score must reach its threshold (a minimum); an error metric must stay at or below it (a maximum). "
+        f'Metrics: {tasks}. The API\'s form {{"accuracy": {{"min": 0.8}}}} is accepted too. '
+        "Empty ({}) means no gate."
+    )
+
+
 class RegisteredModelAdminForm(forms.ModelForm):
     class Meta:
         model = RegisteredModel
         fields = ["name", "description", "task", "target_column", "min_metrics", *CHALLENGER_FIELDS]
         help_texts = {
-            "min_metrics": 'Quality gate, for example {"accuracy": 0.8, "log_loss": 0.5}: '
-            "a minimum for scores, "
-            "a maximum for error metrics (rmse, mae, log_loss).",
+            "min_metrics": _gate_help(),
             "challenger_mode": "How the newest staging version (the challenger) meets production traffic: "
             "shadow scores every production prediction on a worker, never answering; canary answers the "
             "share below, sticky by the client's key (or user).",
             "canary_percent": "Share of production traffic (0 to 100) the canary answers; 0 rolls it back.",
         }
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Left out of a post (a script that edits the description), they keep their values.
         for name in CHALLENGER_FIELDS:
             if name in self.fields:
                 self.fields[name].required = False
+        # Shown as the help describes it, plain numbers; stored with each metric's direction.
+        if self.instance.pk and "min_metrics" in self.fields:
+            self.initial["min_metrics"] = min_metrics_plain(self.instance.min_metrics)
 
     def clean_challenger_mode(self) -> str:
         return self.cleaned_data.get("challenger_mode") or self.instance.challenger_mode
@@ -101,7 +128,7 @@ class RegisteredModelAdminForm(forms.ModelForm):
 
 
 @admin.register(RegisteredModel)
-class RegisteredModelAdmin(admin.ModelAdmin):
+class RegisteredModelAdmin(WebhookSecretsAdminMixin, admin.ModelAdmin):
     form = RegisteredModelAdminForm
     list_display = [
         "name",
@@ -127,21 +154,101 @@ class RegisteredModelAdmin(admin.ModelAdmin):
             )
         )
 
+    actions = ["delete_without_versions"]
+
     def has_delete_permission(self, request: HttpRequest, obj: RegisteredModel | None = None) -> bool:
-        # MLflow keeps the name's version history; a re-created model would number its versions anew.
-        return False
+        # Only a model without versions: they are the record of what was trained and served.
+        if not super().has_delete_permission(request, obj):
+            return False
+        return obj is None or not obj.versions.exists()
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        # Django's own bulk delete would refuse a model with versions as a missing permission.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
 
     def get_readonly_fields(self, request: HttpRequest, obj: RegisteredModel | None = None) -> list[str]:
         # The name is MLflow's registered model name; task and target are fixed by the first version.
         return (
-            ["name", "task", "target_column", "challenger_since", "created_by", "created_at"] if obj else []
+            ["name", "task", "target_column", "challenger_since", "created_by", "created_at", "deletion"]
+            if obj
+            else []
         )
 
     def get_fields(self, request: HttpRequest, obj: RegisteredModel | None = None) -> list[str]:
         fields = ["name", "description", "task", "target_column", "min_metrics"]
         # A new model has no versions yet, so no challenger either.
         return (
-            [*fields, *CHALLENGER_FIELDS, "challenger_since", "created_by", "created_at"] if obj else fields
+            [*fields, *CHALLENGER_FIELDS, "challenger_since", "created_by", "created_at", "deletion"]
+            if obj
+            else fields
+        )
+
+    @admin.display(description="Deletion")
+    def deletion(self, obj: RegisteredModel) -> str:
+        try:
+            services.registered_model_delete_check(registered_model=obj)
+        except errors.Conflict as exc:
+            return exc.detail
+        return "It has no versions, so it can be deleted (with its webhooks and retraining settings)."
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """Our confirmation page, which says why a model cannot be deleted, and then the service."""
+        if not super().has_delete_permission(request):
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        return self._delete_confirmation(request, [obj], action_name=None)
+
+    @admin.action(description="Delete selected models that have no versions", permissions=["delete"])
+    def delete_without_versions(
+        self, request: HttpRequest, queryset: QuerySet[RegisteredModel]
+    ) -> HttpResponse | None:
+        return self._delete_confirmation(
+            request, list(queryset.order_by("name")), action_name="delete_without_versions"
+        )
+
+    def _delete_confirmation(
+        self, request: HttpRequest, models: list[RegisteredModel], *, action_name: str | None
+    ) -> HttpResponse | None:
+        if request.method == "POST" and "apply" in request.POST:
+            for registered in models:
+                try:
+                    services.registered_model_delete(registered_model=registered, user=request.user)
+                except errors.Conflict as exc:
+                    self.message_user(request, exc.detail, messages.ERROR)
+                else:
+                    self.log_deletions(request, [registered])
+                    self.message_user(request, f"Model {registered.name} deleted.", messages.SUCCESS)
+            return (
+                redirect("admin:models_registry_registeredmodel_changelist") if action_name is None else None
+            )
+        rows = []
+        for registered in models:
+            try:
+                services.registered_model_delete_check(registered_model=registered)
+            except errors.Conflict as exc:
+                rows.append({"model": registered, "refusal": exc.detail})
+            else:
+                rows.append({"model": registered, "refusal": "", "webhooks": registered.webhooks.count()})
+        deletable = [row for row in rows if not row["refusal"]]
+        return TemplateResponse(
+            request,
+            "admin/models_registry/registeredmodel/delete.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Delete registered models" if action_name else f"Delete {models[0].name}",
+                "opts": self.model._meta,
+                "rows": rows,
+                "deletable": deletable,
+                "action_name": action_name,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+            status=200 if deletable else 409,
         )
 
     def save_model(
@@ -200,11 +307,91 @@ class ForceReasonForm(forms.Form):
     )
 
 
+class RollbackReasonForm(forms.Form):
+    reason = forms.CharField(
+        required=False,
+        max_length=transition_services.REASON_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text="Recorded on each transition with your name. Required to force.",
+    )
+    force = forms.BooleanField(
+        required=False,
+        label="Force past the quality gate",
+        help_text="Only where a version misses its model's gate; the failing metrics are recorded too.",
+    )
+
+
+def _preview_row(preview: Any) -> dict[str, Any]:
+    """A row of a production-change confirmation: the change, or why it will be refused."""
+    try:
+        return {"change": preview(), "refusal": ""}
+    except ValidationError as exc:
+        return {"change": None, "refusal": " ".join(exc.messages)}
+
+
+def _production_confirmation(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    *,
+    title: str,
+    intro: str,
+    rows: list[dict[str, Any]],
+    ids: list[int],
+    action_name: str,
+    submit: str,
+    form: forms.Form | None = None,
+    status: int = 200,
+) -> TemplateResponse:
+    """The confirmation page of an admin action that changes production; the action applies on "apply"."""
+    return TemplateResponse(
+        request,
+        "admin/models_registry/modelversion/confirm_production.html",
+        {
+            **modeladmin.admin_site.each_context(request),
+            "title": title,
+            "intro": intro,
+            "opts": modeladmin.model._meta,
+            "rows": rows,
+            "ids": ids,
+            "form": form,
+            "submit": submit,
+            "action_name": action_name,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        },
+        status=status,
+    )
+
+
 def _transition_action(to_stage: str, label: str) -> object:
-    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
-        for version in queryset.select_related("registered_model").order_by(
-            "registered_model__name", "version"
-        ):
+    def action(
+        modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ModelVersion]
+    ) -> HttpResponse | None:
+        versions = list(
+            queryset.select_related("registered_model").order_by("registered_model__name", "version")
+        )
+        changing = [
+            v
+            for v in versions
+            if transition_services.transition_changes_production(model_version=v, to_stage=to_stage)
+        ]
+        if changing and "apply" not in request.POST:
+            return _production_confirmation(
+                modeladmin,
+                request,
+                title=f"{label}: confirm",
+                intro="These changes alter what serves production. Versions that miss the quality gate are "
+                f"refused; use \u201c{FORCE_ACTION_LABEL}\u201d for them.",
+                rows=[
+                    _preview_row(
+                        lambda v=v: transition_services.transition_preview(model_version=v, to_stage=to_stage)
+                    )
+                    for v in versions
+                ],
+                ids=[v.pk for v in versions],
+                action_name=f"transition_to_{to_stage}",
+                submit=f"Yes, {label.lower()}",
+            )
+        for version in versions:
             try:
                 transition_services.model_version_transition(
                     model_version=version, to_stage=to_stage, user=request.user
@@ -221,6 +408,7 @@ def _transition_action(to_stage: str, label: str) -> object:
                 modeladmin.message_user(request, f"{version}: {' '.join(exc.messages)}", messages.ERROR)
             else:
                 modeladmin.message_user(request, f"{version}: {label.lower()}.", messages.SUCCESS)
+        return None
 
     action.__name__ = f"transition_to_{to_stage}"
     return admin.action(description=f"{label}")(action)
@@ -406,14 +594,47 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             )
 
     @admin.action(description="Roll back their models to the previous production version")
-    def roll_back(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
-        models = RegisteredModel.objects.filter(pk__in=queryset.values("registered_model")).order_by("name")
-        for registered in models:
-            try:
-                restored = transition_services.model_version_rollback(
-                    registered_model=registered, user=request.user
-                )
-            except ValidationError as exc:
-                self.message_user(request, " ".join(exc.messages), messages.ERROR)
-            else:
-                self.message_user(request, f"{restored} is in production again.", messages.SUCCESS)
+    def roll_back(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> HttpResponse | None:
+        """First a confirmation page shows each model's change and gate, with a reason and a force box."""
+        models = list(
+            RegisteredModel.objects.filter(pk__in=queryset.values("registered_model")).order_by("name")
+        )
+        applying = "apply" in request.POST
+        form = RollbackReasonForm(request.POST if applying else None)
+        if applying and form.is_valid():
+            for registered in models:
+                try:
+                    restored = transition_services.model_version_rollback(
+                        registered_model=registered,
+                        user=request.user,
+                        reason=form.cleaned_data["reason"],
+                        force=form.cleaned_data["force"],
+                    )
+                except transition_services.QualityGateError as exc:
+                    self.message_user(
+                        request,
+                        f"{registered.name}: refused by the quality gate ({'; '.join(exc.reasons)}). "
+                        "Tick \u201cForce past the quality gate\u201d and write a reason to go ahead.",
+                        messages.ERROR,
+                    )
+                except ValidationError as exc:
+                    self.message_user(request, f"{registered.name}: {' '.join(exc.messages)}", messages.ERROR)
+                else:
+                    self.message_user(request, f"{restored} is in production again.", messages.SUCCESS)
+            return None
+        return _production_confirmation(
+            self,
+            request,
+            title="Roll back: confirm",
+            intro="Each model's previous production version returns to production and the current one is "
+            "archived. The returning version must pass the quality gate, unless forced with a reason.",
+            rows=[
+                _preview_row(lambda r=r: transition_services.rollback_preview(registered_model=r))
+                for r in models
+            ],
+            ids=list(queryset.values_list("pk", flat=True)),
+            action_name="roll_back",
+            submit="Yes, roll back",
+            form=form,
+            status=400 if applying else 200,
+        )

@@ -45,9 +45,24 @@ VERSION_PARAMETER = OpenApiParameter("version", OpenApiTypes.INT, OpenApiParamet
 @extend_schema_view(
     list=extend_schema(summary="List registered models"),
     retrieve=extend_schema(summary="Get a registered model"),
+    destroy=extend_schema(
+        summary="Delete a model that has no versions (staff)",
+        responses={
+            204: None,
+            404: OpenApiResponse(description="No such model."),
+            409: OpenApiResponse(
+                description="The model has versions (code model_has_versions), which are never deleted, "
+                "or a training run for it is queued or running (code model_in_use)."
+            ),
+        },
+    ),
 )
 class RegisteredModelViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
 ):
     permission_classes = [IsStaffForWrites]
     serializer_class = RegisteredModelOutputSerializer
@@ -71,12 +86,22 @@ class RegisteredModelViewSet(
         found = selectors.registered_model_get(name=created.name)
         return Response(self.get_serializer(found).data, status=status.HTTP_201_CREATED)
 
+    def perform_destroy(self, instance: RegisteredModel) -> None:
+        services.registered_model_delete(registered_model=instance, user=self.request.user)
+
     @extend_schema(
-        summary="Roll back to the previous production version (staff)",
+        summary="Put the previous production version back in production (staff)",
+        description="The version that served production before the current one returns to it and the "
+        "current one is archived. It must pass the quality gate, like a promotion, unless forced with a "
+        "written reason.",
         request=RollbackInputSerializer,
         responses={
             200: ModelVersionOutputSerializer,
             400: OpenApiResponse(description="Bad input, or no earlier production version to go back to."),
+            409: OpenApiResponse(
+                description="The quality gate refused the version (code quality_gate); `errors` lists the "
+                "failing metrics. Staff may force it with a written reason."
+            ),
         },
     )
     @action(detail=True, methods=["post"])
@@ -84,7 +109,7 @@ class RegisteredModelViewSet(
         registered = self.get_object()
         data = self._valid(RollbackInputSerializer, request)
         restored = transition_services.model_version_rollback(
-            registered_model=registered, user=request.user, reason=data["reason"]
+            registered_model=registered, user=request.user, reason=data["reason"], force=data["force"]
         )
         found = selectors.model_version_get(model_name=name, version=restored.version)
         return Response(ModelVersionOutputSerializer(found, context=self.get_serializer_context()).data)

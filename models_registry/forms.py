@@ -14,15 +14,22 @@ from models_registry.models import MODEL_NAME_MAX_LENGTH, ChallengerMode, ModelV
 
 
 class TransitionForm(forms.Form):
+    """A stage change; one that changes production applies only with `confirm`, from its confirmation page."""
+
     to_stage = forms.ChoiceField(
         choices=[(Stage.STAGING, "Staging"), (Stage.PRODUCTION, "Production"), (Stage.ARCHIVED, "Archived")]
     )
     reason = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
     force = forms.BooleanField(required=False)
+    confirm = forms.BooleanField(required=False)
 
 
 class RollbackForm(forms.Form):
+    """A rollback; it applies only with `confirm`, sent by its confirmation page."""
+
     reason = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+    force = forms.BooleanField(required=False)
+    confirm = forms.BooleanField(required=False)
 
 
 FEATURE_SCHEMA_EXAMPLE = (

@@ -502,6 +502,26 @@ def model_version_delete(*, name: str, version: int) -> None:
         _client().delete_model_version(name, str(version))
 
 
+def registered_model_delete_if_empty(*, name: str) -> bool:
+    """Delete the registered model `name` when it holds no version; returns whether it was deleted.
+
+    MLflow deletes a registered model together with its versions, so one with any version is left alone.
+    A missing model is not an error.
+    """
+    client = _client()
+    with _translated(f"deletion of model {name!r}"):
+        try:
+            if client.search_model_versions(f"name = {_quoted(name)}", max_results=1):
+                return False
+            client.delete_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code in _NOT_FOUND_CODES:
+                return False
+            raise
+    logger.info("deleted model %s, which had no versions, from MLflow's registry", name)
+    return True
+
+
 #: Tries of an alias update that lost a race with a concurrent update of the same alias.
 ALIAS_ATTEMPTS = 4
 # How the store words a refused duplicate row (SQLite, PostgreSQL, MySQL), also through a tracking server.

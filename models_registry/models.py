@@ -85,6 +85,17 @@ def min_metrics_normalize(*, task: str, value: Any) -> dict[str, dict[str, float
     return normalized
 
 
+def min_metrics_plain(value: Any) -> dict[str, Any]:
+    """Thresholds as plain numbers per metric ({"accuracy": 0.8}), the form people write; the stored
+    form names the direction, which follows from the metric anyway."""
+    if not isinstance(value, dict):
+        return {}
+    return {
+        metric: next(iter(bound.values())) if isinstance(bound, dict) and len(bound) == 1 else bound
+        for metric, bound in value.items()
+    }
+
+
 class ChallengerMode(models.TextChoices):
     """How the staging version (the challenger) takes part in production traffic."""
 

@@ -141,6 +141,11 @@ class TransitionInputSerializer(serializers.Serializer):
 
 class RollbackInputSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    force = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Roll back although the quality gate refuses the version; needs a written reason (staff).",
+    )
 
 
 class ModelUploadInputSerializer(serializers.Serializer):

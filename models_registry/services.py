@@ -7,10 +7,10 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
-from django.db.models import Q
+from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError, Q
 
-from mlops_site import storage
+from mlops_site import errors, storage
 from models_registry import mlflow_gateway
 from models_registry.models import (
     MODEL_NAME_MAX_LENGTH,
@@ -22,6 +22,7 @@ from models_registry.models import (
     min_metrics_normalize,
     model_name_validator,
 )
+from training.models import TrainingRun
 
 logger = logging.getLogger(__name__)
 PRODUCTION_ALIAS = "production"
@@ -31,6 +32,18 @@ MODEL_OBJECT_PREFIX = "models/sha256"
 
 class ModelNameTaken(ValidationError):
     """A new model's name is already registered: a conflict with what exists (409), not malformed input."""
+
+
+class ModelHasVersions(errors.Conflict):
+    """Only a model without versions may be deleted (409): versions are the record of what was served."""
+
+    code = "model_has_versions"
+
+
+class ModelInUse(errors.Conflict):
+    """Something still needs the model (a training run in progress): it cannot be deleted now (409)."""
+
+    code = "model_in_use"
 
 
 def model_object_key(*, sha256: str, kind: str) -> str:
@@ -103,6 +116,89 @@ def registered_model_get_or_create(
         name=name, defaults={"created_by": created_by, "description": description}
     )
     return registered
+
+
+def registered_model_for_version(
+    *, name: str, created_by: AbstractBaseUser | None, description: str = ""
+) -> RegisteredModel:
+    """The model a new version is recorded under, locked FOR UPDATE until the caller's transaction ends.
+
+    Created when the name is new, so a model exists only once it has a version (or was created on
+    purpose); call it in the transaction that creates the version. The lock orders the version against
+    registered_model_delete: a model deleted meanwhile is created again rather than missed.
+    """
+    name = registered_model_name_validate(name)
+    for _ in range(3):
+        found = RegisteredModel.objects.select_for_update().filter(name=name).first()
+        if found is not None:
+            return found
+        try:
+            with transaction.atomic():
+                return RegisteredModel.objects.create(
+                    name=name, created_by=created_by, description=description
+                )
+        except IntegrityError:
+            # Another transaction registered the name first: lock its row on the next pass.
+            continue
+    raise ModelInUse(f"Model {name!r} is being created and deleted at once; please try again.")
+
+
+def registered_model_delete(*, registered_model: RegisteredModel, user: AbstractBaseUser | None) -> None:
+    """Delete a model that has no versions, with its webhooks and retraining settings.
+
+    Refused with ModelHasVersions while it has versions, and with ModelInUse while a training run is
+    queued or running for it. The row is locked first, so a version recorded at the same moment (which
+    locks it too) either comes first and the delete is refused, or waits and registers the model anew.
+    Afterwards the model is removed from MLflow's registry too when MLflow holds no version of it.
+    """
+    with transaction.atomic():
+        locked = RegisteredModel.objects.select_for_update().filter(pk=registered_model.pk).first()
+        if locked is None:
+            return
+        registered_model_delete_check(registered_model=locked)
+        try:
+            locked.delete()
+        except ProtectedError as exc:
+            held_by = sorted({str(obj) for obj in exc.protected_objects})[:5]
+            raise ModelInUse(
+                f"Model {locked.name!r} cannot be deleted: it is still referred to by {'; '.join(held_by)}."
+            ) from None
+    logger.info(
+        "model %s deleted by %s", locked.name, user.get_username() if user is not None else "the system"
+    )
+    try:
+        mlflow_gateway.registered_model_delete_if_empty(name=locked.name)
+    except mlflow_gateway.RegistryError:
+        # Our record is gone already; an empty name left in MLflow is harmless and is reused on retraining.
+        logger.warning("could not remove model %s from MLflow's registry", locked.name, exc_info=True)
+
+
+def registered_model_delete_check(*, registered_model: RegisteredModel) -> None:
+    """Raise ModelHasVersions or ModelInUse, saying why, when the model cannot be deleted now."""
+    count = registered_model.versions.count()
+    if count:
+        raise ModelHasVersions(
+            f"Model {registered_model.name!r} has {count} version{'s' if count != 1 else ''} and cannot "
+            "be deleted: versions are the record of what was trained and served (predictions, feedback "
+            "and MLflow refer to them). Archive the versions you no longer want instead."
+        )
+    active = _unfinished_training_runs(registered_model)
+    if active:
+        plural = len(active) > 1
+        raise ModelInUse(
+            f"Model {registered_model.name!r} cannot be deleted while training run{'s' if plural else ''} "
+            f"{', '.join(map(str, active))} {'are' if plural else 'is'} queued or running for it; wait "
+            "for the run to finish."
+        )
+
+
+def _unfinished_training_runs(registered: RegisteredModel) -> list[int]:
+    return list(
+        TrainingRun.objects.filter(registered_model=registered)
+        .exclude(status__in=TrainingRun.TERMINAL)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 def registered_model_create(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -159,6 +160,96 @@ def _reason_clean(reason: Any) -> str:
     return reason
 
 
+def _force_check(*, force: bool, user: AbstractBaseUser | None, reason: str, what: str) -> None:
+    """Forcing past the quality gate is for staff, with a written reason; the same rule for every action."""
+    if not force:
+        return
+    if user is None or not getattr(user, "is_staff", False):
+        raise ValidationError(f"Only staff members may force {what} past the quality gate.")
+    if not reason:
+        raise ValidationError(f"Forcing {what} past the quality gate needs a written reason.")
+
+
+def _gate_noted(reason: str, failing: list[str]) -> str:
+    return f"{reason}\n\nForced past the quality gate ({'; '.join(failing)})."
+
+
+def transition_check(*, model_version: ModelVersion, to_stage: str) -> None:
+    """Raise ValidationError when the version cannot move to `to_stage` from its stage (gate aside)."""
+    if to_stage not in ALLOWED_SOURCES:
+        raise ValidationError(
+            f"Unknown target stage {to_stage!r}. Choose one of: {', '.join(ALLOWED_SOURCES)}."
+        )
+    if model_version.stage == to_stage:
+        raise ValidationError(f"{model_version} is already in {model_version.get_stage_display().lower()}.")
+    if model_version.stage not in ALLOWED_SOURCES[to_stage]:
+        raise ValidationError(
+            f"{model_version} is in {model_version.get_stage_display().lower()} and cannot move to "
+            f"{Stage(to_stage).label.lower()}: promote another version to production or roll back."
+        )
+
+
+def transition_changes_production(*, model_version: ModelVersion, to_stage: str) -> bool:
+    """Whether the move changes what serves production: a promotion to it, or archiving its version."""
+    return to_stage == Stage.PRODUCTION or (
+        to_stage == Stage.ARCHIVED and model_version.stage == Stage.PRODUCTION
+    )
+
+
+@dataclass(frozen=True)
+class ProductionChange:
+    """What an action that changes production would do, for the page that asks to confirm it.
+
+    `current` serves production now and `new` afterwards (None when archiving leaves none);
+    `gate_failures` are the reasons `new` misses the quality gate, empty when it passes.
+    """
+
+    registered_model: RegisteredModel
+    current: ModelVersion | None
+    new: ModelVersion | None
+    gate_failures: list[str]
+    label: str
+
+
+def transition_preview(*, model_version: ModelVersion, to_stage: str) -> ProductionChange:
+    """The change a move to `to_stage` would make; ValidationError when the move is not possible."""
+    transition_check(model_version=model_version, to_stage=to_stage)
+    registered = model_version.registered_model
+    current = registered.versions.filter(stage=Stage.PRODUCTION).first()
+    if to_stage == Stage.PRODUCTION:
+        return ProductionChange(
+            registered_model=registered,
+            current=current,
+            new=model_version,
+            gate_failures=quality_gate_check(model_version=model_version),
+            label=f"Promote v{model_version.version} to production",
+        )
+    stage_label = "Archive" if to_stage == Stage.ARCHIVED else "Promote"
+    target = "" if to_stage == Stage.ARCHIVED else f" to {Stage(to_stage).label.lower()}"
+    return ProductionChange(
+        registered_model=registered,
+        current=current,
+        new=None if model_version.stage == Stage.PRODUCTION else current,
+        gate_failures=[],
+        label=f"{stage_label} v{model_version.version}{target}",
+    )
+
+
+def rollback_preview(*, registered_model: RegisteredModel) -> ProductionChange:
+    """The change a rollback would make; ValidationError when there is no earlier production version."""
+    target = rollback_target(registered_model=registered_model)
+    if target is None:
+        raise _nothing_to_roll_back(registered_model)
+    current = registered_model.versions.filter(stage=Stage.PRODUCTION).first()
+    return ProductionChange(
+        registered_model=registered_model,
+        current=current,
+        new=target,
+        gate_failures=quality_gate_check(model_version=target),
+        label=rollback_label(target=target, current=current),
+    )
+
+
 def model_version_transition(
     *,
     model_version: ModelVersion,
@@ -175,32 +266,17 @@ def model_version_transition(
     After commit, MLflow's aliases are synced and webhooks are sent.
     """
     reason = _reason_clean(reason)
-    if to_stage not in ALLOWED_SOURCES:
-        raise ValidationError(
-            f"Unknown target stage {to_stage!r}. Choose one of: {', '.join(ALLOWED_SOURCES)}."
-        )
-    if force:
-        if user is None or not getattr(user, "is_staff", False):
-            raise ValidationError("Only staff members may force a promotion past the quality gate.")
-        if not reason:
-            raise ValidationError("Forcing a promotion past the quality gate needs a written reason.")
+    _force_check(force=force, user=user, reason=reason, what="a promotion")
 
     with transaction.atomic():
         registered, version = _locked(model_version)
-        if version.stage == to_stage:
-            raise ValidationError(f"{version} is already in {version.get_stage_display().lower()}.")
-        if version.stage not in ALLOWED_SOURCES[to_stage]:
-            raise ValidationError(
-                f"{version} is in {version.get_stage_display().lower()} and cannot move to "
-                f"{Stage(to_stage).label.lower()}: promote another version to production or roll back."
-            )
-        forced = False
+        transition_check(model_version=version, to_stage=to_stage)
+        failing: list[str] = []
         displaced: list[tuple[ModelVersion, StageTransition]] = []
         if to_stage == Stage.PRODUCTION:
             failing = quality_gate_check(model_version=version)
             if failing and not force:
                 raise QualityGateError(failing)
-            forced = bool(failing)
             current = ModelVersion.objects.select_for_update().filter(
                 registered_model=registered, stage=Stage.PRODUCTION
             )
@@ -220,18 +296,13 @@ def model_version_transition(
         action = (
             StageTransition.Action.ARCHIVE if to_stage == Stage.ARCHIVED else StageTransition.Action.PROMOTE
         )
-        if forced:
-            gate_note = "Forced past the quality gate (" + "; ".join(failing) + ")"
-            recorded_reason = f"{reason}\n\n{gate_note}."
-        else:
-            recorded_reason = reason
         transition = _record(
             version=version,
             to_stage=to_stage,
             action=action,
             user=user,
-            reason=recorded_reason,
-            forced=forced,
+            reason=_gate_noted(reason, failing) if failing else reason,
+            forced=bool(failing),
         )
         _announce_archived(registered=registered, archived=displaced, replaced_by=version)
         _announce(
@@ -248,7 +319,11 @@ def model_version_transition(
 
 
 def rollback_target(*, registered_model: RegisteredModel) -> ModelVersion | None:
-    """The version that was in production before the current one, from the transition history."""
+    """The version that was in production before the current one, from the transition history.
+
+    After a rollback that is the version rolled back from, so the target may be newer than the current
+    production version: rollback_label names which way it goes.
+    """
     current = registered_model.versions.filter(stage=Stage.PRODUCTION).first()
     history = (
         StageTransition.objects.filter(
@@ -263,29 +338,59 @@ def rollback_target(*, registered_model: RegisteredModel) -> ModelVersion | None
     return None
 
 
+def _nothing_to_roll_back(registered: RegisteredModel) -> ValidationError:
+    return ValidationError(f"Model {registered.name!r} has no earlier production version to roll back to.")
+
+
+def rollback_goes_back(*, target: ModelVersion, current: ModelVersion | None) -> bool:
+    """Whether the rollback returns to an older version than the one in production."""
+    return current is not None and target.version < current.version
+
+
+def rollback_label(*, target: ModelVersion, current: ModelVersion | None) -> str:
+    """The rollback named for what it does: back to an older version, or an earlier one returned."""
+    if rollback_goes_back(target=target, current=current):
+        return f"Roll back to v{target.version}"
+    return f"Return v{target.version} to production"
+
+
 def model_version_rollback(
-    *, registered_model: RegisteredModel, user: AbstractBaseUser | None, reason: str = ""
+    *,
+    registered_model: RegisteredModel,
+    user: AbstractBaseUser | None,
+    reason: str = "",
+    force: bool = False,
 ) -> ModelVersion:
     """Put the previous production version back in production and archive the current one.
 
-    The quality gate is not applied: the target already served production. Raises ValidationError when
-    the model has no earlier production version.
+    The target must pass the quality gate as a promotion must (thresholds may have changed since it
+    served): otherwise QualityGateError, unless a staff user forces it with a written reason, recorded
+    with forced=True. Raises ValidationError when the model has no earlier production version.
     """
     reason = _reason_clean(reason)
+    _force_check(force=force, user=user, reason=reason, what="a rollback")
     with transaction.atomic():
         registered = RegisteredModel.objects.select_for_update().get(pk=registered_model.pk)
         target = rollback_target(registered_model=registered)
         if target is None:
-            raise ValidationError(
-                f"Model {registered.name!r} has no earlier production version to roll back to."
-            )
+            raise _nothing_to_roll_back(registered)
         target = ModelVersion.objects.select_for_update().select_related("registered_model").get(pk=target.pk)
-        current = ModelVersion.objects.select_for_update().filter(
-            registered_model=registered, stage=Stage.PRODUCTION
+        failing = quality_gate_check(model_version=target)
+        if failing and not force:
+            raise QualityGateError(failing)
+        current = list(
+            ModelVersion.objects.select_for_update().filter(
+                registered_model=registered, stage=Stage.PRODUCTION
+            )
         )
+        goes_back = rollback_goes_back(target=target, current=current[0] if current else None)
         demoted = []
         for previous in current:
-            note = f"Rolled back to version {target.version}." + (f" {reason}" if reason else "")
+            note = (
+                f"Rolled back to version {target.version}."
+                if goes_back
+                else f"Replaced in production by version {target.version}, returned by a rollback."
+            )
             demoted.append(
                 (
                     previous,
@@ -294,7 +399,7 @@ def model_version_rollback(
                         to_stage=Stage.ARCHIVED,
                         action=StageTransition.Action.ROLLBACK,
                         user=user,
-                        reason=note,
+                        reason=note + (f" {reason}" if reason else ""),
                     ),
                 )
             )
@@ -303,7 +408,8 @@ def model_version_rollback(
             to_stage=Stage.PRODUCTION,
             action=StageTransition.Action.ROLLBACK,
             user=user,
-            reason=reason,
+            reason=_gate_noted(reason, failing) if failing else reason,
+            forced=bool(failing),
         )
         _announce_archived(registered=registered, archived=demoted, replaced_by=target)
         _announce(

@@ -20,7 +20,6 @@ from models_registry import services, webhook_services
 from models_registry.models import (
     TASK_METRICS,
     ModelVersion,
-    RegisteredModel,
     Task,
     WebhookEvent,
 )
@@ -246,10 +245,9 @@ def model_version_upload(
         storage.put_bytes(key, data)
     try:
         with transaction.atomic():
-            registered = services.registered_model_get_or_create(
+            registered = services.registered_model_for_version(
                 name=name, created_by=created_by, description=description
             )
-            registered = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
             if registered.task and registered.task != task:
                 raise ValidationError(
                     f"Model {name!r} holds {registered.task} versions; this upload is {task}."

@@ -11,6 +11,7 @@ urlpatterns = [
     path("models/upload/", views.version_upload, name="version-upload"),
     path("models/<str:name>/", views.model_detail, name="model-detail"),
     path("models/<str:name>/rollback", views.model_rollback, name="model-rollback"),
+    path("models/<str:name>/delete", views.model_delete, name="model-delete"),
     path("models/<str:name>/challenger", views.model_challenger, name="model-challenger"),
     path("models/<str:name>/versions/<int:version>/", views.version_detail, name="version-detail"),
     path(

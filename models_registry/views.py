@@ -1,9 +1,11 @@
-"""Registry pages: models and versions for every user; transitions, rollback, uploads and files for staff."""
+"""Registry pages: models and versions for every user; transitions, rollback, uploads, files and deleting
+an empty model for staff. Whatever changes production is applied only from its confirmation page."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -22,11 +24,12 @@ from models_registry import (
     charts,
     mlflow_gateway,
     selectors,
+    services,
     transition_services,
     upload_services,
 )
 from models_registry.forms import ChallengerForm, ModelUploadForm, RollbackForm, TransitionForm
-from models_registry.models import ModelVersion, RegisteredModel
+from models_registry.models import ModelVersion, RegisteredModel, Stage
 from training import selectors as training_selectors
 
 logger = logging.getLogger(__name__)
@@ -38,11 +41,11 @@ FILE_KINDS = {"skops": ("skops_key", "skops_sha256"), "onnx": ("onnx_key", "onnx
 @require_GET
 @login_required
 def model_list(request: HttpRequest) -> HttpResponse:
-    return render(
-        request,
-        "models_registry/model_list.html",
-        {"models": list(selectors.registered_model_list())},
-    )
+    models = selectors.registered_model_list()
+    if not request.user.is_staff:
+        # A model without versions has nothing to predict with; staff see it, to train or delete it.
+        models = models.filter(version_count__gt=0)
+    return render(request, "models_registry/model_list.html", {"models": list(models)})
 
 
 def _version_rows(versions: list[ModelVersion], metric_names: list[str]) -> list[dict[str, Any]]:
@@ -102,13 +105,38 @@ def _model_detail_context(
         "comparison_figure": charts.versions_metrics_figure(
             versions=versions, thresholds=registered.min_metrics
         ),
-        "rollback_target": transition_services.rollback_target(registered_model=registered),
+        "rollback": _rollback_offer(registered, versions),
+        "train_url": _train_url(registered, versions),
         "transitions": list(selectors.stage_transition_list(registered_model=registered)[:20]),
-        "rollback_form": RollbackForm(),
         **_challenger_context(registered, versions),
         # The panel is shown with the versions; a model without any has nothing to retrain.
         "retraining_panel": _retraining_context(registered) if versions else None,
     }
+
+
+def _rollback_offer(registered: RegisteredModel, versions: list[ModelVersion]) -> dict[str, Any] | None:
+    """The rollback the model page offers, named by the way it goes (back, or returning a newer version)."""
+    target = transition_services.rollback_target(registered_model=registered)
+    if target is None:
+        return None
+    current = next((v for v in versions if v.stage == Stage.PRODUCTION), None)
+    return {
+        "target": target,
+        "current": current,
+        "label": transition_services.rollback_label(target=target, current=current),
+        "goes_back": transition_services.rollback_goes_back(target=target, current=current),
+    }
+
+
+def _train_url(registered: RegisteredModel, versions: list[ModelVersion]) -> str:
+    """The training form for a new version of the model, on the dataset its production version (else its
+    newest trained version) learnt from."""
+    trained = [v for v in versions if v.dataset_version_id]
+    source = next((v for v in trained if v.stage == Stage.PRODUCTION), trained[0] if trained else None)
+    query = {"model": registered.name}
+    if source is not None:
+        query["dataset_version"] = str(source.dataset_version_id)
+    return f"{reverse('training:list')}?{urlencode(query)}"
 
 
 def _challenger_context(registered: RegisteredModel, versions: list[ModelVersion]) -> dict[str, Any]:
@@ -189,23 +217,94 @@ def version_detail(request: HttpRequest, name: str, version: int) -> HttpRespons
     return render(request, "models_registry/version_detail.html", context)
 
 
-@require_POST
+def _confirmation(
+    request: HttpRequest,
+    *,
+    change: transition_services.ProductionChange,
+    form: TransitionForm | RollbackForm,
+    action_url: str,
+    back: str,
+    to_stage: str = "",
+    next_page: str = "",
+    errors: list[str] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """The page that shows what a production change does (now, after, the gate) and applies it on POST."""
+    reason = form.cleaned_data.get("reason", "") if form.is_bound and form.is_valid() else ""
+    return render(
+        request,
+        "models_registry/confirm_production.html",
+        {
+            "change": change,
+            "model": change.registered_model,
+            "action_url": action_url,
+            "back": back,
+            "to_stage": to_stage,
+            "next": next_page,
+            "reason": reason,
+            "errors": errors or [],
+        },
+        status=status,
+    )
+
+
+def _refusal(exc: ValidationError) -> tuple[list[str], int]:
+    """What the confirmation page says about a refused change, and its status."""
+    if isinstance(exc, transition_services.QualityGateError):
+        # The page lists the failing metrics itself.
+        return [
+            "The quality gate refuses this version: it can go ahead only when forced, with a reason."
+        ], 409
+    refusal = pages.refused(exc)
+    return refusal.messages, refusal.status
+
+
+@require_http_methods(["GET", "POST"])
 @staff_required
 @pages.domain_errors
 def version_transition(request: HttpRequest, name: str, version: int) -> HttpResponse:
+    """Staging moves apply at once; a move that changes production first shows its confirmation page
+    (on GET, or a POST without `confirm`) and applies on the confirming POST."""
     found = selectors.model_version_get(model_name=name, version=version)
-    back_to_version = request.POST.get("next") == "version"
+    data = request.POST if request.method == "POST" else request.GET
+    next_page = "version" if data.get("next") == "version" else ""
     back = (
         reverse("registry:version-detail", args=[name, version])
-        if back_to_version
+        if next_page
         else reverse("registry:model-detail", args=[name])
     )
-    form = TransitionForm(request.POST)
+    form = TransitionForm(data)
     if not form.is_valid():
         for message in pages.form_messages(form):
             messages.error(request, message)
         return redirect(back)
     to_stage = form.cleaned_data["to_stage"]
+    asks = request.method == "GET" or (
+        transition_services.transition_changes_production(model_version=found, to_stage=to_stage)
+        and not form.cleaned_data["confirm"]
+    )
+
+    def confirmation(errors: list[str] | None = None, status: int = 200) -> HttpResponse:
+        try:
+            change = transition_services.transition_preview(model_version=found, to_stage=to_stage)
+        except ValidationError as exc:
+            for message in pages.refused(exc).messages:
+                messages.error(request, message)
+            return redirect(back)
+        return _confirmation(
+            request,
+            change=change,
+            form=form,
+            action_url=reverse("registry:version-transition", args=[name, version]),
+            back=back,
+            to_stage=to_stage,
+            next_page=next_page,
+            errors=errors,
+            status=status,
+        )
+
+    if asks:
+        return confirmation()
     try:
         transition_services.model_version_transition(
             model_version=found,
@@ -214,49 +313,76 @@ def version_transition(request: HttpRequest, name: str, version: int) -> HttpRes
             reason=form.cleaned_data["reason"],
             force=form.cleaned_data["force"],
         )
-    except transition_services.QualityGateError as exc:
-        # The same page again, with the reasons and a form to force the promotion with a written reason.
-        refused = {
-            "version": found,
-            "reasons": exc.reasons,
-            "form": TransitionForm(initial={"to_stage": to_stage}),
-        }
-        if back_to_version:
-            context = _version_detail_context(found)
-            template = "models_registry/version_detail.html"
-        else:
-            context = _model_detail_context(selectors.registered_model_get(name=name))
-            template = "models_registry/model_detail.html"
-        return render(request, template, {**context, "refused": refused}, status=pages.refused(exc).status)
     except ValidationError as exc:
-        for message in pages.refused(exc).messages:
-            messages.error(request, message)
-        return redirect(back)
+        # The gate refused (thresholds changed since the page was shown) or a forced move lacks its
+        # reason: the confirmation page again, with the refusal and the way to force it.
+        return confirmation(*_refusal(exc))
     stage_label = "archived" if to_stage == "archived" else f"promoted to {to_stage}"
     messages.success(request, f"{name} v{version} {stage_label}.")
     return redirect(back)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @staff_required
 @pages.domain_errors
 def model_rollback(request: HttpRequest, name: str) -> HttpResponse:
+    """The rollback's confirmation page (GET, or a POST without `confirm`); the confirming POST applies it."""
     registered = selectors.registered_model_get(name=name)
-    form = RollbackForm(request.POST)
-    if form.is_valid():
+    back = reverse("registry:model-detail", args=[name])
+    form = RollbackForm(request.POST if request.method == "POST" else None)
+    if form.is_bound and not form.is_valid():
+        for message in pages.form_messages(form):
+            messages.error(request, message)
+        return redirect(back)
+
+    def confirmation(errors: list[str] | None = None, status: int = 200) -> HttpResponse:
         try:
-            target = transition_services.model_version_rollback(
-                registered_model=registered, user=request.user, reason=form.cleaned_data["reason"]
-            )
+            change = transition_services.rollback_preview(registered_model=registered)
         except ValidationError as exc:
             for message in pages.refused(exc).messages:
                 messages.error(request, message)
-        else:
-            messages.success(request, f"Rolled back: {name} v{target.version} is in production again.")
-    else:
-        for message in pages.form_messages(form):
-            messages.error(request, message)
-    return redirect("registry:model-detail", name=name)
+            return redirect(back)
+        return _confirmation(
+            request,
+            change=change,
+            form=form,
+            action_url=reverse("registry:model-rollback", args=[name]),
+            back=back,
+            errors=errors,
+            status=status,
+        )
+
+    if not form.is_bound or not form.cleaned_data["confirm"]:
+        return confirmation()
+    try:
+        target = transition_services.model_version_rollback(
+            registered_model=registered,
+            user=request.user,
+            reason=form.cleaned_data["reason"],
+            force=form.cleaned_data["force"],
+        )
+    except ValidationError as exc:
+        return confirmation(*_refusal(exc))
+    messages.success(request, f"{name} v{target.version} is in production again.")
+    return redirect(back)
+
+
+@require_http_methods(["GET", "POST"])
+@staff_required
+@pages.domain_errors
+def model_delete(request: HttpRequest, name: str) -> HttpResponse:
+    """Delete a model without versions, after a confirmation page; one with versions is refused (409)."""
+    registered = selectors.registered_model_get(name=name)
+    if request.method == "POST":
+        services.registered_model_delete(registered_model=registered, user=request.user)
+        messages.success(request, f"Model {name} deleted.")
+        return redirect("registry:model-list")
+    return render(
+        request,
+        "models_registry/model_delete.html",
+        {"model": registered, "webhook_count": registered.webhooks.count()},
+        status=409 if registered.version_count else 200,
+    )
 
 
 @require_POST

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -56,6 +57,26 @@ class SendOutcome:
     status: str  # "succeeded", "retry", "failed", "skipped"
     retry_in: int | None = None
     reason: str = ""
+
+
+#: Bytes of randomness in a generated secret (43 URL-safe characters).
+SECRET_BYTES = 32
+
+
+def webhook_secret_generate() -> str:
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def webhook_secret_rotate(*, webhook: Webhook) -> str:
+    """Give the webhook a new generated secret and return it: the one time anyone sees it.
+
+    Deliveries are signed when sent, so pending retries are signed with the new secret from now on.
+    """
+    secret = webhook_secret_generate()
+    Webhook.objects.filter(pk=webhook.pk).update(secret=secret)
+    webhook.secret = secret
+    logger.info("webhook %s: secret rotated", webhook.pk)
+    return secret
 
 
 def webhook_signature(*, secret: str, timestamp: str, body: bytes) -> str:

@@ -337,5 +337,17 @@ def registration_discard(*, run: TrainingRun, known_version: int | None) -> None
         version = known_version or mlflow_gateway.model_register(name=name, run_id=run.mlflow_run_id)
         mlflow_gateway.model_version_delete(name=name, version=version)
         logger.info("run %s: deleted unrecorded MLflow version %s of %s", run.pk, version, name)
+        _registered_name_discard(run=run, name=name)
     except mlflow_gateway.RegistryError:
         logger.exception("run %s: could not delete its unrecorded MLflow version of %s", run.pk, name)
+
+
+def _registered_name_discard(*, run: TrainingRun, name: str) -> None:
+    """Remove the name from MLflow's registry when the discarded version was all it held, so a failed
+    first run leaves no empty model there; not while another run of the model may register a version."""
+    if ModelVersion.objects.filter(registered_model__name=name).exists():
+        return
+    others = TrainingRun.objects.filter(registered_model_id=run.registered_model_id).exclude(pk=run.pk)
+    if others.exclude(status__in=TrainingRun.TERMINAL).exists():
+        return
+    mlflow_gateway.registered_model_delete_if_empty(name=name)

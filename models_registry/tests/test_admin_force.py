@@ -150,7 +150,11 @@ def test_the_gate_refusal_message_of_the_plain_action_points_to_the_force_action
 
     response = client.post(
         reverse(CHANGELIST),
-        {"action": "transition_to_production", ACTION_CHECKBOX_NAME: [str(churn.versions.get(version=2).pk)]},
+        {
+            "action": "transition_to_production",
+            ACTION_CHECKBOX_NAME: [str(churn.versions.get(version=2).pk)],
+            "apply": "1",
+        },
         follow=True,
     )
 

@@ -26,28 +26,53 @@ def test_the_version_actions_promote_and_archive_through_the_service(client, adm
     v1 = churn.versions.get(version=1)
 
     staged = run_action(client, "models_registry_modelversion", "transition_to_staging", [v1.pk])
-    produced = run_action(client, "models_registry_modelversion", "transition_to_production", [v1.pk])
+    asked = run_action(client, "models_registry_modelversion", "transition_to_production", [v1.pk])
 
     assert messages_of(staged) == ["churn v1: promote to staging."]
+    assert "Promote v1 to production" in asked.content.decode()
+    v1.refresh_from_db()
+    assert v1.stage == "staging"
+
+    produced = run_action(
+        client, "models_registry_modelversion", "transition_to_production", [v1.pk], apply="1"
+    )
+
     assert messages_of(produced) == ["churn v1: promote to production."]
     v1.refresh_from_db()
     assert v1.stage == "production"
     recorded = list(StageTransition.objects.order_by("id").values_list("to_stage", "user__username"))
     assert recorded == [("staging", "root-admin"), ("production", "root-admin")]
 
-    archived = run_action(client, "models_registry_modelversion", "transition_to_archived", [v1.pk])
+    asked = run_action(client, "models_registry_modelversion", "transition_to_archived", [v1.pk])
+    assert "none (no production version)" in asked.content.decode()
+    archived = run_action(
+        client, "models_registry_modelversion", "transition_to_archived", [v1.pk], apply="1"
+    )
 
     assert messages_of(archived) == ["churn v1: archive."]
     v1.refresh_from_db()
     assert v1.stage == "archived"
 
 
+def test_archiving_versions_outside_production_needs_no_confirmation(client, admin_user, churn):
+    client.force_login(admin_user)
+    v2 = churn.versions.get(version=2)
+
+    response = run_action(client, "models_registry_modelversion", "transition_to_archived", [v2.pk])
+
+    assert messages_of(response) == ["churn v2: archive."]
+
+
 def test_a_promotion_refused_by_the_quality_gate_is_shown_as_an_error(client, admin_user, churn):
     client.force_login(admin_user)
     v2 = churn.versions.get(version=2)
 
-    response = run_action(client, "models_registry_modelversion", "transition_to_production", [v2.pk])
+    asked = run_action(client, "models_registry_modelversion", "transition_to_production", [v2.pk])
+    response = run_action(
+        client, "models_registry_modelversion", "transition_to_production", [v2.pk], apply="1"
+    )
 
+    assert "<strong>fails:</strong> accuracy is 0.7, below the minimum 0.8" in asked.content.decode()
     [message] = messages_of(response)
     assert message.startswith(
         "churn v2: refused by the quality gate (accuracy is 0.7, below the minimum 0.8)."
@@ -61,7 +86,7 @@ def test_one_action_on_several_versions_reports_each(client, admin_user, churn):
     client.force_login(admin_user)
     ids = list(churn.versions.values_list("pk", flat=True))
 
-    response = run_action(client, "models_registry_modelversion", "transition_to_production", ids)
+    response = run_action(client, "models_registry_modelversion", "transition_to_production", ids, apply="1")
 
     assert messages_of(response)[0] == "churn v1: promote to production."
     assert messages_of(response)[1].startswith("churn v2: refused by the quality gate")
@@ -76,18 +101,59 @@ def test_the_rollback_action_restores_the_previous_production_version(client, ad
         model_version=v2, to_stage="production", user=admin_user, force=True, reason="testing"
     )
 
-    response = run_action(client, "models_registry_modelversion", "roll_back", [v2.pk])
+    asked = run_action(client, "models_registry_modelversion", "roll_back", [v2.pk])
+
+    html = asked.content.decode()
+    assert "<td>Roll back to v1</td>" in html
+    assert "<td>passes</td>" in html
+    assert dict(ModelVersion.objects.values_list("version", "stage")) == {1: "archived", 2: "production"}
+
+    response = run_action(
+        client, "models_registry_modelversion", "roll_back", [v2.pk], apply="1", reason="v2 is slow"
+    )
 
     assert messages_of(response) == ["churn v1 is in production again."]
     assert dict(ModelVersion.objects.values_list("version", "stage")) == {1: "production", 2: "archived"}
+    assert v1.transitions.order_by("id").last().reason == "v2 is slow"
+
+
+def test_the_rollback_action_applies_the_gate_and_forces_with_a_reason(client, admin_user, churn):
+    client.force_login(admin_user)
+    v1, v2 = churn.versions.order_by("version")
+    transition_services.model_version_transition(
+        model_version=v2, to_stage="production", user=admin_user, force=True, reason="testing"
+    )
+    transition_services.model_version_transition(model_version=v1, to_stage="production", user=admin_user)
+
+    refused = run_action(client, "models_registry_modelversion", "roll_back", [v1.pk], apply="1")
+    no_reason = run_action(
+        client, "models_registry_modelversion", "roll_back", [v1.pk], apply="1", force="on"
+    )
+    forced = run_action(
+        client, "models_registry_modelversion", "roll_back", [v1.pk], apply="1", force="on", reason="v1 leaks"
+    )
+
+    assert messages_of(refused)[0].startswith("churn: refused by the quality gate (accuracy is 0.7")
+    assert messages_of(no_reason) == [
+        "churn: Forcing a rollback past the quality gate needs a written reason."
+    ]
+    assert messages_of(forced) == ["churn v2 is in production again."]
+    assert v2.transitions.order_by("id").last().forced
 
 
 def test_a_rollback_without_history_is_refused_with_a_message(client, admin_user, churn):
     client.force_login(admin_user)
+    ids = [churn.versions.first().pk]
 
-    response = run_action(client, "models_registry_modelversion", "roll_back", [churn.versions.first().pk])
+    asked = run_action(client, "models_registry_modelversion", "roll_back", ids)
+    response = run_action(client, "models_registry_modelversion", "roll_back", ids, apply="1")
 
-    assert messages_of(response) == ["Model 'churn' has no earlier production version to roll back to."]
+    assert "<strong>refused:</strong> Model &#x27;churn&#x27; has no earlier production version" in (
+        asked.content.decode()
+    )
+    assert messages_of(response) == [
+        "churn: Model 'churn' has no earlier production version to roll back to."
+    ]
 
 
 def test_versions_are_read_only_in_admin_and_cannot_be_deleted(client, admin_user, churn):
@@ -279,27 +345,121 @@ def test_deliveries_and_their_attempts_are_visible_read_only(client, admin_user,
     assert "&quot;version&quot;: 1" in html
 
 
-def test_registered_models_cannot_be_deleted_in_admin(client, admin_user, churn):
+def test_a_model_with_versions_cannot_be_deleted_in_admin_and_its_page_says_why(client, admin_user, churn):
     client.force_login(admin_user)
+    delete_url = reverse("admin:models_registry_registeredmodel_delete", args=[churn.pk])
 
-    response = client.get(reverse("admin:models_registry_registeredmodel_delete", args=[churn.pk]))
+    page = client.get(
+        reverse("admin:models_registry_registeredmodel_change", args=[churn.pk])
+    ).content.decode()
+    asked = client.get(delete_url)
+    posted = client.post(delete_url, {"apply": "1"}, follow=True)
 
-    assert response.status_code == 403
+    assert "deletelink" not in page
+    assert "Model &#x27;churn&#x27; has 2 versions and cannot be deleted" in page
+    assert asked.status_code == 409
+    assert "<strong>refused:</strong> Model &#x27;churn&#x27; has 2 versions" in asked.content.decode()
+    assert messages_of(posted)[0].startswith("Model 'churn' has 2 versions and cannot be deleted")
     assert RegisteredModel.objects.filter(pk=churn.pk).exists()
 
 
-def test_a_new_webhook_without_a_secret_gets_a_generated_one(client, admin_user, churn):
+def test_staff_delete_a_model_without_versions_from_its_admin_page_after_confirming(client, admin_user):
+    leftover = make_model("leftover")
     client.force_login(admin_user)
+    delete_url = reverse("admin:models_registry_registeredmodel_delete", args=[leftover.pk])
+
+    page = client.get(
+        reverse("admin:models_registry_registeredmodel_change", args=[leftover.pk])
+    ).content.decode()
+    asked = client.get(delete_url)
+
+    assert "deletelink" in page
+    assert asked.status_code == 200
+    assert 'value="Yes, delete leftover"' in asked.content.decode()
+    assert RegisteredModel.objects.filter(pk=leftover.pk).exists()
+
+    response = client.post(delete_url, {"apply": "1"}, follow=True)
+
+    assert messages_of(response) == ["Model leftover deleted."]
+    assert not RegisteredModel.objects.filter(pk=leftover.pk).exists()
+    from django.contrib.admin.models import DELETION, LogEntry
+
+    assert LogEntry.objects.get(action_flag=DELETION).object_repr == "leftover"
+
+
+def test_the_bulk_action_deletes_models_without_versions_and_says_why_it_keeps_the_others(
+    client, admin_user, churn
+):
+    leftover = make_model("leftover")
+    client.force_login(admin_user)
+    ids = [churn.pk, leftover.pk]
+
+    changelist = client.get(reverse("admin:models_registry_registeredmodel_changelist")).content.decode()
+    asked = run_action(client, "models_registry_registeredmodel", "delete_without_versions", ids)
+    response = run_action(
+        client, "models_registry_registeredmodel", "delete_without_versions", ids, apply="1"
+    )
+
+    assert 'value="delete_selected"' not in changelist
+    html = asked.content.decode()
+    assert "<td>leftover</td>\n      <td>deleted</td>" in html
+    assert "<strong>refused:</strong> Model &#x27;churn&#x27; has 2 versions" in html
+    assert messages_of(response)[0].startswith("Model 'churn' has 2 versions and cannot be deleted")
+    assert messages_of(response)[1] == "Model leftover deleted."
+    assert list(RegisteredModel.objects.values_list("name", flat=True)) == ["churn"]
+
+
+def test_staff_without_the_delete_permission_cannot_delete_a_model(client, churn):
+    from django.contrib.auth.models import Permission
+
+    from tests.factories import make_user
+
+    clerk = make_user("clerk", staff=True)
+    clerk.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_registeredmodel", "change_registeredmodel"])
+    )
+    leftover = make_model("leftover")
+    client.force_login(clerk)
 
     response = client.post(
-        reverse("admin:models_registry_webhook_add"),
+        reverse("admin:models_registry_registeredmodel_delete", args=[leftover.pk]), {"apply": "1"}
+    )
+
+    assert response.status_code == 403
+    assert RegisteredModel.objects.filter(pk=leftover.pk).exists()
+
+
+def test_the_gate_field_shows_the_format_its_help_describes(client, admin_user, churn):
+    client.force_login(admin_user)
+
+    page = client.get(
+        reverse("admin:models_registry_registeredmodel_change", args=[churn.pk])
+    ).content.decode()
+
+    assert "{&quot;accuracy&quot;: 0.8}</textarea>" in page
+    assert 'for example {"accuracy": 0.8, "log_loss": 0.5}' in page
+    assert "log_loss (maximum)" in page
+    assert "rmse (maximum)" in page
+    assert "r2 (minimum)" in page
+
+
+def test_saving_the_shown_gate_unchanged_keeps_the_stored_thresholds(client, admin_user, churn):
+    client.force_login(admin_user)
+    url = reverse("admin:models_registry_registeredmodel_change", args=[churn.pk])
+    versions = list(churn.versions.order_by("-version"))
+
+    response = client.post(
+        url,
         {
-            "registered_model": churn.pk,
-            "url": "https://hooks.example.com/a",
-            "events": ["version_promoted"],
-            "is_active": "on",
+            "description": "",
+            "min_metrics": '{"accuracy": 0.85}',
+            **inline_management("versions", total=len(versions), initial=len(versions)),
+            **{f"versions-{i}-id": str(v.pk) for i, v in enumerate(versions)},
+            **{f"versions-{i}-registered_model": str(churn.pk) for i, v in enumerate(versions)},
+            **inline_management("webhooks"),
         },
     )
 
-    assert response.status_code == 302
-    assert len(Webhook.objects.get().secret) >= 32
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    churn.refresh_from_db()
+    assert churn.min_metrics == {"accuracy": {"min": 0.85}}

@@ -54,6 +54,7 @@ def test_users_read_models_and_versions_but_may_not_change_them_or_see_training(
         api.post("/api/models/churn/versions/1/transition/", {"to_stage": "staging"}),
         api.post("/api/models/churn/rollback/", {}),
         api.post("/api/models/", {"name": "x"}, format="json"),
+        api.delete("/api/models/churn/"),
         api.get("/api/training-runs/"),
         api.post("/api/training-runs/", {}, format="json"),
     ]:
@@ -253,6 +254,63 @@ def test_staff_roll_back_and_get_the_restored_version(staff, churn):
     assert response.status_code == 200
     assert (response.json()["version"], response.json()["stage"]) == (1, "production")
     assert ModelVersion.objects.get(version=2).stage == "archived"
+
+
+def test_a_rollback_to_a_version_below_the_gate_is_a_409_unless_staff_force_it(staff, churn):
+    v1, v2 = churn.versions.order_by("version")
+    transition_services.model_version_transition(
+        model_version=v2, to_stage="production", user=staff, force=True, reason="try"
+    )
+    transition_services.model_version_transition(model_version=v1, to_stage="production", user=staff)
+    api = api_for(staff)
+
+    refused = api.post("/api/models/churn/rollback/", {}, format="json")
+    no_reason = api.post("/api/models/churn/rollback/", {"force": True}, format="json")
+    forced = api.post("/api/models/churn/rollback/", {"force": True, "reason": "v1 leaks"}, format="json")
+
+    body = error_body(refused, 409, "quality_gate")
+    assert messages_of(body) == ["accuracy is 0.7, below the minimum 0.8"]
+    assert messages_of(error_body(no_reason, 400, "invalid")) == [
+        "Forcing a rollback past the quality gate needs a written reason."
+    ]
+    assert (forced.status_code, forced.json()["version"]) == (200, 2)
+    assert ModelVersion.objects.get(version=2).transitions.order_by("id").last().forced
+
+
+def test_a_rollback_with_a_bad_force_value_is_a_400(staff, churn):
+    response = api_for(staff).post("/api/models/churn/rollback/", {"force": "maybe"}, format="json")
+
+    assert error_body(response, 400, "invalid")["errors"][0]["field"] == "force"
+
+
+def test_staff_delete_a_model_without_versions(staff):
+    make_model("leftover")
+
+    response = api_for(staff).delete("/api/models/leftover/")
+
+    assert response.status_code == 204
+    assert not RegisteredModel.objects.filter(name="leftover").exists()
+
+
+def test_deleting_a_model_with_versions_is_a_409_saying_why(staff, churn):
+    response = api_for(staff).delete("/api/models/churn/")
+
+    body = error_body(response, 409, "model_has_versions")
+    assert body["detail"].startswith("Model 'churn' has 2 versions and cannot be deleted")
+    assert RegisteredModel.objects.filter(name="churn").exists()
+
+
+def test_deleting_an_unknown_model_is_a_404(staff):
+    error_body(api_for(staff).delete("/api/models/nope/"), 404, "not_found")
+
+
+def test_the_schema_documents_the_delete_and_the_rollbacks_gate(staff):
+    schema = api_for(staff).get("/api/schema/", {"format": "json"}).json()
+
+    delete = schema["paths"]["/api/models/{name}/"]["delete"]["responses"]
+    rollback = schema["paths"]["/api/models/{name}/rollback/"]["post"]["responses"]
+    assert {"204", "403", "404", "409"} <= set(delete)
+    assert "409" in rollback
 
 
 def test_a_rollback_without_history_is_a_400(staff, churn):

@@ -1,4 +1,5 @@
-"""In chromium: staff start a training run from the page, watch it finish, and promote the version."""
+"""In chromium: staff start a training run from the page, watch it finish, and promote the version after
+its confirmation page."""
 
 from __future__ import annotations
 
@@ -54,12 +55,21 @@ def test_staff_train_a_model_watch_the_run_finish_and_promote_the_version(logged
     expect(page.locator("#chart-confusion_matrix .main-svg").first).to_be_visible()
     page.click("button[data-action=production]")
 
+    # Nothing changes until the confirmation page, which shows the change and the gate, is confirmed.
+    expect(page.locator("h1")).to_have_text("cancer: Promote v1 to production?")
+    assert page.locator("[data-current]").inner_text() == "none"
+    assert page.locator("[data-gate] .badge").inner_text() == "passes"
+    assert ModelVersion.objects.get().stage == "none"
+    page.fill("#id_reason", "first model")
+    page.click("button[data-confirm]")
+
     page.wait_for_url(f"{live_server.url}/models/cancer/versions/1/")
     assert "cancer v1 promoted to production." in page.inner_text(".messages")
     assert page.locator("h1 .badge").inner_text() == "Production"
     version = ModelVersion.objects.get()
     assert version.stage == "production"
-    assert StageTransition.objects.get().user == staff
+    recorded = StageTransition.objects.get()
+    assert (recorded.user, recorded.reason) == (staff, "first model")
 
     page.click(".muted a:has-text('cancer')")
     page.wait_for_url(f"{live_server.url}/models/cancer/")

@@ -1,4 +1,5 @@
-"""The one-production-version invariant under concurrent promotions, on PostgreSQL."""
+"""Row locks on PostgreSQL: one production version under concurrent promotions, and a model deleted only
+without versions while a version is being recorded."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.db import IntegrityError, connection, transaction
 
 from models_registry import services as registry_services
 from models_registry import transition_services
-from models_registry.models import ModelVersion, StageTransition
+from models_registry.models import ModelVersion, RegisteredModel, StageTransition
 from training.tests.helpers import model_make, version_make
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -111,3 +112,24 @@ def test_concurrent_rollbacks_and_promotions_keep_one_production_version(staff):
         run_together(act, WORKERS)
 
     assert ModelVersion.objects.filter(registered_model=registered, stage="production").count() == 1
+
+
+def test_a_delete_and_a_version_recorded_at_once_leave_the_model_with_its_version(staff):
+    """Both lock the model's row: the delete either sees the version and is refused, or goes first and
+    the version registers the model anew."""
+    registered = model_make("racing")
+
+    def act(index: int) -> None:
+        if index == 0:
+            registry_services.registered_model_delete(registered_model=registered, user=staff)
+            return
+        with transaction.atomic():
+            locked = registry_services.registered_model_for_version(name="racing", created_by=staff)
+            version_make(locked, 1)
+
+    outcomes = run_together(act, 2)
+
+    assert outcomes[1] is None
+    assert outcomes[0] is None or isinstance(outcomes[0], registry_services.ModelHasVersions)
+    [model] = RegisteredModel.objects.filter(name="racing")
+    assert model.versions.count() == 1

@@ -175,7 +175,8 @@ def test_rolling_back_twice_returns_to_the_version_rolled_back_from(staff):
     assert stages(registered) == {1: "archived", 2: "production"}
 
 
-def test_rollback_ignores_the_quality_gate(staff):
+def _gate_raised_after_v1(staff) -> RegisteredModel:
+    """v1 served production, v2 replaced it, then the gate rose above v1's accuracy."""
     registered = model_make()
     first, second = version_make(registered, 1, metrics={"accuracy": 0.7}), version_make(registered, 2)
     transition(first, "production", staff)
@@ -183,10 +184,128 @@ def test_rollback_ignores_the_quality_gate(staff):
     registry_services.registered_model_thresholds_set(
         registered_model=registered, min_metrics={"accuracy": 0.8}
     )
+    return registered
 
-    transition_services.model_version_rollback(registered_model=registered, user=staff)
 
+def test_rollback_applies_the_quality_gate_as_a_promotion_does(staff):
+    registered = _gate_raised_after_v1(staff)
+
+    with pytest.raises(QualityGateError) as refused:
+        transition_services.model_version_rollback(registered_model=registered, user=staff)
+
+    assert refused.value.reasons == ["accuracy is 0.7, below the minimum 0.8"]
+    assert stages(registered) == {1: "archived", 2: "production"}
+    assert not StageTransition.objects.filter(action="rollback").exists()
+
+
+def test_staff_force_a_rollback_past_the_gate_with_a_reason_and_it_is_recorded(staff):
+    registered = _gate_raised_after_v1(staff)
+
+    restored = transition_services.model_version_rollback(
+        registered_model=registered, user=staff, reason="v2 corrupts outputs", force=True
+    )
+
+    assert restored.version == 1
     assert stages(registered) == {1: "production", 2: "archived"}
+    back = restored.transitions.order_by("id").last()
+    assert (back.action, back.forced) == ("rollback", True)
+    assert back.reason == (
+        "v2 corrupts outputs\n\nForced past the quality gate (accuracy is 0.7, below the minimum 0.8)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("who", "reason", "message"),
+    [
+        ("user", "please", "Only staff members may force a rollback past the quality gate."),
+        (None, "automatic", "Only staff members may force a rollback past the quality gate."),
+        ("staff", "  ", "Forcing a rollback past the quality gate needs a written reason."),
+    ],
+)
+def test_forcing_a_rollback_needs_staff_and_a_reason(staff, alice, who, reason, message):
+    registered = _gate_raised_after_v1(staff)
+    user = {"user": alice, "staff": staff, None: None}[who]
+
+    with pytest.raises(ValidationError) as refused:
+        transition_services.model_version_rollback(
+            registered_model=registered, user=user, reason=reason, force=True
+        )
+
+    assert refused.value.messages == [message]
+    assert stages(registered) == {1: "archived", 2: "production"}
+
+
+def test_forcing_a_rollback_that_passes_the_gate_records_nothing_forced(staff):
+    registered = model_make()
+    first, second = version_make(registered, 1), version_make(registered, 2)
+    transition(first, "production", staff)
+    transition(second, "production", staff)
+
+    restored = transition_services.model_version_rollback(
+        registered_model=registered, user=staff, reason="just in case", force=True
+    )
+
+    back = restored.transitions.order_by("id").last()
+    assert (back.forced, back.reason) == (False, "just in case")
+
+
+def test_a_rollback_is_named_by_the_way_it_goes(staff):
+    registered = model_make()
+    first, second = version_make(registered, 1), version_make(registered, 2)
+    transition(first, "production", staff)
+    transition(second, "production", staff)
+
+    before = transition_services.rollback_preview(registered_model=registered)
+    transition_services.model_version_rollback(registered_model=registered, user=staff)
+    after = transition_services.rollback_preview(registered_model=registered)
+
+    assert (before.label, before.current.version, before.new.version) == ("Roll back to v1", 2, 1)
+    assert (after.label, after.current.version, after.new.version) == ("Return v2 to production", 1, 2)
+    returned = transition_services.model_version_rollback(registered_model=registered, user=staff)
+    demoted = first.transitions.order_by("id").last()
+    assert returned.version == 2
+    assert demoted.reason == "Replaced in production by version 2, returned by a rollback."
+
+
+def test_a_rollback_preview_shows_the_gate_of_the_returning_version(staff):
+    registered = _gate_raised_after_v1(staff)
+
+    preview = transition_services.rollback_preview(registered_model=registered)
+
+    assert preview.gate_failures == ["accuracy is 0.7, below the minimum 0.8"]
+    assert stages(registered) == {1: "archived", 2: "production"}
+
+
+@pytest.mark.parametrize(
+    ("stage", "to_stage", "changes"),
+    [
+        ("none", "production", True),
+        ("staging", "production", True),
+        ("production", "archived", True),
+        ("staging", "archived", False),
+        ("none", "staging", False),
+    ],
+)
+def test_which_moves_change_production(stage, to_stage, changes):
+    version = version_make(model_make(), 1, stage=stage)
+
+    assert (
+        transition_services.transition_changes_production(model_version=version, to_stage=to_stage) is changes
+    )
+
+
+def test_a_transition_preview_names_the_change_and_refuses_an_impossible_move(staff):
+    registered = model_make(min_metrics={"accuracy": {"min": 0.95}})
+    first, second = version_make(registered, 1, stage="production"), version_make(registered, 2)
+
+    promote = transition_services.transition_preview(model_version=second, to_stage="production")
+    archive = transition_services.transition_preview(model_version=first, to_stage="archived")
+
+    assert (promote.label, promote.current, promote.new) == ("Promote v2 to production", first, second)
+    assert promote.gate_failures == ["accuracy is 0.9, below the minimum 0.95"]
+    assert (archive.label, archive.current, archive.new) == ("Archive v1", first, None)
+    with pytest.raises(ValidationError, match=r"churn v1 is already in production\."):
+        transition_services.transition_preview(model_version=first, to_stage="production")
 
 
 def test_rollback_without_an_earlier_production_version_is_refused(staff):

@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -295,6 +296,26 @@ def test_each_webhook_verifies_the_body_with_its_own_secret(
     assert_signed(by_path["/hooks/registry/b"], secret="second-secret")
     with pytest.raises(AssertionError):
         assert_signed(by_path["/hooks/registry/a"], secret="second-secret")
+
+
+def test_a_retry_after_the_secret_was_rotated_is_signed_with_the_new_secret(registered_model, receiver):
+    from models_registry.models import WebhookDelivery
+
+    webhook = make_webhook(registered_model, receiver.url)
+    receiver.statuses = [500, 200]
+    with mock.patch("models_registry.tasks.webhook_delivery_send_task.delay"):
+        [delivery] = webhook_services.webhook_event_emit(
+            registered_model=registered_model, event="version_promoted", payload={"version": 2}
+        )
+    webhook_services.webhook_delivery_send(delivery_id=delivery.pk)
+    new_secret = webhook_services.webhook_secret_rotate(webhook=webhook)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=None)
+
+    assert webhook_services.webhook_delivery_send(delivery_id=delivery.pk).status == "succeeded"
+
+    first, second = receiver.requests
+    assert_signed(first)
+    assert_signed(second, secret=new_secret)
 
 
 def test_nothing_is_recorded_or_sent_when_the_callers_transaction_rolls_back(
