@@ -25,7 +25,7 @@ from training.models import Retraining, RetrainingEvent, RetrainingPolicy, Train
 class TrainingRunAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
-        "registered_model",
+        "model_name",
         "dataset_version",
         "algorithm",
         "status",
@@ -36,8 +36,9 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     ]
     list_select_related = ["registered_model", "dataset_version__dataset", "created_by"]
     list_filter = ["status", "algorithm", "registered_model"]
-    search_fields = ["registered_model__name", "error_message", "=id"]
+    search_fields = ["model_name", "error_message", "=id"]
     fields = [
+        "model_name",
         "registered_model",
         "dataset_version",
         "target_column",

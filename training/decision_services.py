@@ -278,22 +278,44 @@ def champions_watch() -> list[int]:
             f"{before:.4g} for {retraining.champion} before it, worse by more than the margin "
             f"{policy.margin:g}"
         )
-        with transaction.atomic():
-            if not _claim(
-                retraining, from_decisions=(Decision.PROMOTED,), to=Decision.ROLLED_BACK, figures=figures
-            ):
-                continue
-            transition_services.model_version_rollback(
-                registered_model=retraining.registered_model,
-                user=None,
-                reason=f"Automatic rollback by the retraining policy: {why}.",
-            )
-            event_services.retraining_event_record(
-                registered_model=retraining.registered_model,
-                retraining=retraining,
-                kind=Kind.ROLLED_BACK,
-                message=f"{retraining.challenger} rolled back to {retraining.champion}: {why}.",
-                figures=figures,
-            )
+        try:
+            with transaction.atomic():
+                if not _claim(
+                    retraining, from_decisions=(Decision.PROMOTED,), to=Decision.ROLLED_BACK, figures=figures
+                ):
+                    continue
+                transition_services.model_version_rollback(
+                    registered_model=retraining.registered_model,
+                    user=None,
+                    reason=f"Automatic rollback by the retraining policy: {why}.",
+                )
+                event_services.retraining_event_record(
+                    registered_model=retraining.registered_model,
+                    retraining=retraining,
+                    kind=Kind.ROLLED_BACK,
+                    message=f"{retraining.challenger} rolled back to {retraining.champion}: {why}.",
+                    figures=figures,
+                )
+        except transition_services.QualityGateError as exc:
+            _rollback_refused(retraining, figures=figures, why=why, reasons=exc.reasons)
+            continue
         rolled.append(retraining.pk)
     return rolled
+
+
+def _rollback_refused(
+    retraining: Retraining, *, figures: dict[str, Any], why: str, reasons: list[str]
+) -> None:
+    """The predecessor misses the quality gate now (its thresholds rose since it served): a rollback is
+    forced only by staff, with a reason, so the watch records the refusal and leaves the champion."""
+    figures["watch"]["rollback_refused"] = reasons
+    Retraining.objects.filter(pk=retraining.pk).update(figures=event_services.plain(figures))
+    event_services.retraining_event_record(
+        registered_model=retraining.registered_model,
+        retraining=retraining,
+        kind=Kind.REFUSED,
+        message=f"{retraining.challenger} was not rolled back to {retraining.champion} ({why}): "
+        f"{retraining.champion} misses the quality gate ({'; '.join(reasons)}). Staff can roll back with a "
+        "forced reason from the model page.",
+        figures=figures,
+    )

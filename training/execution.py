@@ -95,8 +95,9 @@ def _steps(attempt: RunAttempt) -> None:
         test_size=run.test_size,
         holdout_plan=HoldoutPlan.from_dict(run.holdout) if run.holdout else None,
     )
-    registered = run.registered_model
-    if registered.task and registered.task != result.task:
+    # The model may have been registered by another run since this one was queued.
+    registered = RegisteredModel.objects.filter(name=run.model_name).first()
+    if registered is not None and registered.task and registered.task != result.task:
         raise TrainingInputError(
             f"Model '{registered.name}' holds {registered.task} versions, but this target was treated as "
             f"{result.task}. Set the task to {registered.task}, or train under another model name."
@@ -148,7 +149,7 @@ def _steps(attempt: RunAttempt) -> None:
             "dataset.sha256": dataset_version.sha256,
             "dataset.name": dataset_version.dataset.name,
             "dataset.version": dataset_version.version,
-            "model.name": registered.name,
+            "model.name": run.model_name,
             "algorithm": run.algorithm,
             "task": result.task,
             "onnx.status": "available" if onnx_key else "unavailable",
@@ -160,7 +161,7 @@ def _steps(attempt: RunAttempt) -> None:
         skops_trusted_types=artifacts.TRUSTED_TYPES,
         input_example=result.X_holdout,
         output_example=result.holdout_predictions,
-        run_name=f"{registered.name} run {run.pk}",
+        run_name=f"{run.model_name} run {run.pk}",
     )
     mlflow_run_id = logged.run_id
     attempt.write(mlflow_run_id=mlflow_run_id)
@@ -168,7 +169,7 @@ def _steps(attempt: RunAttempt) -> None:
 
     attempt.progress(85, "Registering the model in MLflow")
     attempt.mlflow_version = mlflow_gateway.model_register(
-        name=registered.name, run_id=mlflow_run_id, tags={"training_run": str(run.key)}, logged=logged
+        name=run.model_name, run_id=mlflow_run_id, tags={"training_run": str(run.key)}, logged=logged
     )
 
     attempt.progress(95, "Recording the model version")
@@ -249,13 +250,21 @@ def _model_version_record(
 ) -> ModelVersion:
     run = attempt.run
     with transaction.atomic():
-        registered = RegisteredModel.objects.select_for_update().get(pk=run.registered_model_id)
+        # Registered here, with its first version; locked, so versions are numbered one at a time.
+        registered = registry_services.registered_model_for_version(
+            name=run.model_name, created_by=run.created_by
+        )
         # The fence: only the attempt holding the lease may finish the run.
         if not attempt.mine().select_for_update().exists():
             raise attempt.lease_lost()
         if registered.task and registered.task != result.task:
             raise TrainingInputError(
                 f"Model '{registered.name}' holds {registered.task} versions; this run trained {result.task}."
+            )
+        if registered.target_column and registered.target_column != run.target_column:
+            raise TrainingInputError(
+                f"Model '{registered.name}' predicts {registered.target_column!r}; this run predicts "
+                f"{run.target_column!r}. Train under another model name."
             )
         version = ModelVersion.objects.filter(training_run=run).first()
         created = version is None
@@ -299,7 +308,9 @@ def _model_version_record(
             progress_message=f"Registered as version {version.version}",
             mlflow_run_id=mlflow_run_id,
             task=run.task or result.task,
+            registered_model=registered,
         )
+        run.registered_model = registered
         if created:
             webhook_services.webhook_event_emit(
                 registered_model=registered,
@@ -332,7 +343,7 @@ def registration_discard(*, run: TrainingRun, known_version: int | None) -> None
     """
     if not run.mlflow_run_id or ModelVersion.objects.filter(training_run_id=run.pk).exists():
         return
-    name = run.registered_model.name
+    name = run.model_name
     try:
         version = known_version or mlflow_gateway.model_register(name=name, run_id=run.mlflow_run_id)
         mlflow_gateway.model_version_delete(name=name, version=version)
@@ -347,7 +358,7 @@ def _registered_name_discard(*, run: TrainingRun, name: str) -> None:
     first run leaves no empty model there; not while another run of the model may register a version."""
     if ModelVersion.objects.filter(registered_model__name=name).exists():
         return
-    others = TrainingRun.objects.filter(registered_model_id=run.registered_model_id).exclude(pk=run.pk)
+    others = TrainingRun.objects.filter(model_name=name).exclude(pk=run.pk)
     if others.exclude(status__in=TrainingRun.TERMINAL).exists():
         return
     mlflow_gateway.registered_model_delete_if_empty(name=name)

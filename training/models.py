@@ -22,9 +22,17 @@ class TrainingRun(LeasedJob):
     dataset_version = models.ForeignKey(
         "datasets.DatasetVersion", on_delete=models.PROTECT, related_name="training_runs"
     )
+    # The model the run adds a version to. A new name is registered only when the run records its first
+    # version, so a failed run leaves no empty model: until then this is null and `model_name` says which.
+    # A model deleted while it has no versions keeps the record of its failed runs (SET_NULL).
     registered_model = models.ForeignKey(
-        "models_registry.RegisteredModel", on_delete=models.PROTECT, related_name="training_runs"
+        "models_registry.RegisteredModel",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="training_runs",
     )
+    model_name = models.CharField(max_length=64)
     target_column = models.CharField(max_length=255)
     # Blank: inferred from the target when the run executes.
     task = models.CharField(max_length=20, choices=Task.choices, blank=True)
@@ -56,7 +64,7 @@ class TrainingRun(LeasedJob):
         indexes = [lease_index("training_run_status")]
 
     def __str__(self) -> str:
-        return f"Training run {self.pk} ({self.registered_model.name}, {self.algorithm})"
+        return f"Training run {self.pk} ({self.model_name}, {self.algorithm})"
 
 
 class Window(models.TextChoices):

@@ -15,7 +15,7 @@ from training.models import TrainingRun
 
 
 class TrainingRunOutputSerializer(serializers.ModelSerializer):
-    model = serializers.CharField(source="registered_model.name", read_only=True)
+    model = serializers.CharField(source="model_name", read_only=True)
     dataset = serializers.CharField(source="dataset_version.dataset.name", read_only=True)
     dataset_version = serializers.IntegerField(source="dataset_version.version", read_only=True)
     model_version = serializers.SerializerMethodField()

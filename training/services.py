@@ -14,6 +14,7 @@ from jobs import engine
 from mlops_site import storage
 from models_registry import mlflow_gateway
 from models_registry import services as registry_services
+from models_registry.models import RegisteredModel
 from training import execution, validation
 from training.models import TrainingRun
 
@@ -111,6 +112,7 @@ def training_run_create(
     if problems:
         raise ValidationError(problems)
     target_column = target_column or dataset_version.target_column
+    model_name = registry_services.registered_model_name_validate(model_name)
 
     with transaction.atomic():
         # Locked until the run is recorded: a deletion of the version (datasets.services) locks it too, so
@@ -119,7 +121,8 @@ def training_run_create(
             raise ValidationError(
                 {"dataset_version": [f"Dataset version {dataset_version} was deleted; choose another one."]}
             )
-        registered = registry_services.registered_model_get_or_create(name=model_name, created_by=created_by)
+        # A new name is registered when the run records its version: a failed run leaves no empty model.
+        registered = RegisteredModel.objects.filter(name=model_name).first()
         problems = validation.model_problems(
             registered=registered, target_column=target_column, task=task, algorithm=algorithm, params=params
         )
@@ -128,6 +131,7 @@ def training_run_create(
         run = TrainingRun.objects.create(
             dataset_version=dataset_version,
             registered_model=registered,
+            model_name=model_name,
             target_column=target_column,
             task=task or "",
             algorithm=algorithm,
@@ -154,7 +158,7 @@ def training_run_retry(*, training_run: TrainingRun, created_by: AbstractBaseUse
         )
     return training_run_create(
         dataset_version=training_run.dataset_version,
-        model_name=training_run.registered_model.name,
+        model_name=training_run.model_name,
         algorithm=training_run.algorithm,
         params=training_run.params,
         created_by=created_by,

@@ -89,13 +89,16 @@ def hyperparameters_problems(*, algorithm: str, task: str | None, params: dict[s
 
 def model_problems(
     *,
-    registered: RegisteredModel,
+    registered: RegisteredModel | None,
     target_column: str,
     task: str | None,
     algorithm: str,
     params: dict[str, Any],
 ) -> Problems:
-    """Whether a run fits the model it registers under: the same target and task as its versions."""
+    """Whether a run fits the model it registers under (None for a new name): the same target and task as
+    its versions."""
+    if registered is None:
+        return {}
     if registered.target_column and registered.target_column != target_column:
         return {
             "target_column": [

@@ -102,7 +102,7 @@ def training_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             else None,
             "again_url": reverse("training:list")
             + "?"
-            + urlencode({"dataset_version": run.dataset_version_id, "model": run.registered_model.name}),
+            + urlencode({"dataset_version": run.dataset_version_id, "model": run.model_name}),
         },
     )
 
@@ -128,10 +128,10 @@ def _run_state(run: TrainingRun) -> dict[str, Any]:
         "is_terminal": run.is_terminal,
         "duration": _duration_text(run),
         "attempts": run.attempts,
-        "version_url": reverse("registry:version-detail", args=[run.registered_model.name, version.version])
+        "version_url": reverse("registry:version-detail", args=[run.model_name, version.version])
         if version
         else None,
-        "version_label": f"{run.registered_model.name} v{version.version}" if version else None,
+        "version_label": f"{run.model_name} v{version.version}" if version else None,
     }
 
 
@@ -150,7 +150,7 @@ def _results(run: TrainingRun, version: ModelVersion | None) -> dict[str, Any] |
         return None
     return {
         "version": version,
-        "url": reverse("registry:version-detail", args=[run.registered_model.name, version.version]),
+        "url": reverse("registry:version-detail", args=[run.model_name, version.version]),
         "metrics": [
             (charts.metric_label(name), version.metrics[name]) for name in charts.metric_names([version])
         ],

@@ -13,8 +13,8 @@ from django.db import connection
 from datasets import selectors, services
 from datasets.models import DatasetVersion
 from datasets.tests.helpers import unique_csv, upload
-from models_registry import services as registry_services
 from training import services as training_services
+from training import validation
 from training.models import TrainingRun
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -96,14 +96,15 @@ def _train(version: DatasetVersion):
 def test_a_deletion_waits_for_a_training_run_that_locked_the_version_and_then_refuses():
     version, _ = upload(unique_csv(), name="race")
     locked, release = threading.Event(), threading.Event()
-    original = registry_services.registered_model_get_or_create
+    original = validation.model_problems
 
-    def slow_get_or_create(**kwargs):
+    def slow_model_problems(**kwargs):
         locked.set()
         release.wait(10)
         return original(**kwargs)
 
-    with mock.patch.object(registry_services, "registered_model_get_or_create", slow_get_or_create):
+    # The run's checks of its model run inside the transaction that locked the dataset version.
+    with mock.patch.object(validation, "model_problems", slow_model_problems):
         trainer, trained = _in_thread(lambda: _train(version))
         assert locked.wait(10)
         deleter, deleted = _in_thread(lambda: services.dataset_version_delete(version=version))

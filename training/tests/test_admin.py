@@ -96,7 +96,7 @@ def test_the_dataset_version_action_asks_for_a_model_and_algorithm_then_queues_r
         )
 
     runs = list(TrainingRun.objects.order_by("dataset_version__version"))
-    assert [(r.dataset_version_id, r.algorithm, r.task, r.registered_model.name) for r in runs] == [
+    assert [(r.dataset_version_id, r.algorithm, r.task, r.model_name) for r in runs] == [
         (first.pk, "logistic_regression", "classification", "cancer-model"),
         (second.pk, "logistic_regression", "classification", "cancer-model"),
     ]

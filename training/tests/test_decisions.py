@@ -179,3 +179,30 @@ def test_a_new_champion_as_good_as_its_predecessor_passes_the_watch(
     assert retraining.decision == Retraining.Decision.PROMOTED
     assert retraining.figures["watch"]["n"] == 60
     assert ModelVersion.objects.get(pk=retraining.challenger_id).stage == Stage.PRODUCTION
+
+
+def test_a_watch_rollback_the_quality_gate_refuses_is_recorded_and_leaves_the_champion(
+    champion, alice, django_capture_on_commit_callbacks
+):
+    from models_registry import services as registry_services
+
+    retraining = _shadowing(champion, alice, django_capture_on_commit_callbacks)
+    _shadow_traffic(alice, django_capture_on_commit_callbacks, n=80, drifted=True, seed=25)
+    with django_capture_on_commit_callbacks(execute=True):
+        decision_services.retrainings_decide()
+    _traffic(alice, n=60, drifted=False, random=True, seed=26)
+    # The thresholds rose after the predecessor served: it no longer passes the gate.
+    registry_services.registered_model_thresholds_set(
+        registered_model=champion.registered_model, min_metrics={"accuracy": 0.9999}
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert decision_services.champions_watch() == []
+
+    retraining.refresh_from_db()
+    assert retraining.decision == Retraining.Decision.PROMOTED
+    assert retraining.figures["watch"]["rollback_refused"]
+    assert ModelVersion.objects.get(pk=retraining.challenger_id).stage == Stage.PRODUCTION
+    refused = RetrainingEvent.objects.get(retraining=retraining, kind="refused")
+    assert "misses the quality gate" in refused.message
+    assert decision_services.champions_watch() == []

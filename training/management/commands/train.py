@@ -103,7 +103,7 @@ class Command(BaseCommand):
                 "The run was not queued:\n" + "\n".join(f"- {m}" for m in exc.messages)
             ) from None
         self.stdout.write(
-            f"Queued training run {run.pk} of model {run.registered_model.name} on {dataset_version} "
+            f"Queued training run {run.pk} of model {run.model_name} on {dataset_version} "
             f"({run.algorithm}, seed {run.seed})."
         )
         if options["wait"]:
