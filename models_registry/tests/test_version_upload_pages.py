@@ -144,6 +144,8 @@ def test_a_pickle_is_refused_with_the_reason_and_nothing_is_stored(client, staff
     [problem] = problems_of(response)
     assert "a Python pickle" in problem
     assert "Nothing was stored" in problem
+    # Said once: the heading above the problems does not repeat it.
+    assert response.content.decode().lower().count("nothing was stored") == 1
     assert not ModelVersion.objects.exists()
     assert not RegisteredModel.objects.exists()
     assert stored_model_files() == []
