@@ -6,7 +6,8 @@ all three; if one of them dies, the others are stopped too and the exit code is 
 Variables read here (besides everything settings.py reads): HOST (default 127.0.0.1), PORT (8000),
 WEB_CONCURRENCY, WEB_THREADS, WEB_READ_TIMEOUT (read by deploy/gunicorn.conf.py, checked here),
 WORKER_CONCURRENCY (Celery worker processes, 2),
-DJANGO_ADMIN_USERNAME / DJANGO_ADMIN_PASSWORD / DJANGO_ADMIN_EMAIL (the first admin account).
+DJANGO_ADMIN_USERNAME / DJANGO_ADMIN_PASSWORD / DJANGO_ADMIN_EMAIL (the first admin account),
+DEMO_MODEL (True: train and promote the demo model on the first start; False: do not).
 """
 
 from __future__ import annotations
@@ -236,6 +237,9 @@ def main() -> int:
         manage("collectstatic", "--noinput", "-v", "0")
         admin_lines = manage("ensure_admin", capture=True).strip().splitlines()
         manage("load_demo_datasets")
+        demo_lines = []
+        if os.environ.get("DEMO_MODEL", "True").strip().lower() not in ("false", "0", "no", "off"):
+            demo_lines = manage("demo_model", capture=True).strip().splitlines()
 
         # Workers, threads, timeouts: deploy/gunicorn.conf.py, shared with the image and compose.
         supervisor.start(
@@ -259,6 +263,7 @@ def main() -> int:
         summary = [
             f"MLOps is running at {url}",
             *admin_lines,
+            *demo_lines,
             f"Health: {url}readyz   Admin: {url}admin/   API docs: {url}api/docs/",
             "Ctrl-C stops the web server, the worker and beat.",
         ]

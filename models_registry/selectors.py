@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 from django.utils import timezone
 
@@ -19,11 +19,13 @@ from ml import compare
 from ml.compare import PairedComparison
 from models_registry.models import ModelVersion, RegisteredModel, Stage, StageTransition, Task
 from predictions.models import ShadowPrediction
+from training.models import DemoModel
 
 
 def registered_model_list() -> QuerySet[RegisteredModel]:
     """Models with their version count, latest and production version numbers and last registration time."""
     production = ModelVersion.objects.filter(registered_model=OuterRef("pk"), stage=Stage.PRODUCTION)
+    demo = DemoModel.objects.filter(registered_model=OuterRef("pk"), removed_at__isnull=True)
     return (
         RegisteredModel.objects.select_related("created_by")
         .annotate(
@@ -32,6 +34,8 @@ def registered_model_list() -> QuerySet[RegisteredModel]:
             staging_count=Count("versions", filter=Q(versions__stage=Stage.STAGING)),
             updated_at=Max("versions__created_at"),
             production_version=Subquery(production.values("version")[:1]),
+            # The site's demo model (trained on the first start), which staff may remove whole.
+            is_demo=Exists(demo),
         )
         .order_by("name")
     )

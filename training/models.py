@@ -248,3 +248,30 @@ class RetrainingEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.registered_model.name}: {self.kind}"
+
+
+class DemoModel(models.Model):
+    """The demo model a site trains on its first start (`manage.py demo_model`), at most one per site.
+
+    The row outlives the model: once staff remove the demo, a later start does not train it again.
+    """
+
+    # One row per site: the constant unique slot makes a second concurrent start find the first's row.
+    slot = models.PositiveSmallIntegerField(default=1, unique=True, editable=False)
+    name = models.CharField(max_length=100)
+    registered_model = models.OneToOneField(
+        "models_registry.RegisteredModel",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="demo",
+    )
+    training_run = models.OneToOneField(
+        TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="demo"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Demo model {self.name}"

@@ -8,7 +8,8 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from models_registry.models import RegisteredModel
-from training.models import Retraining, RetrainingEvent, RetrainingPolicy, TrainingRun
+from predictions.models import Prediction
+from training.models import DemoModel, Retraining, RetrainingEvent, RetrainingPolicy, TrainingRun
 
 
 def training_run_list() -> QuerySet[TrainingRun]:
@@ -75,3 +76,19 @@ def retraining_panel(*, registered_model: RegisteredModel) -> dict[str, Any]:
                 .first()
             )
     return {"policy": policy, "latest": latest, "why_held_back": why_held_back, "events": events}
+
+
+def demo_model_current() -> DemoModel | None:
+    """The site's demo model record while the demo model is there (trained and not removed)."""
+    return (
+        DemoModel.objects.filter(removed_at__isnull=True, registered_model__isnull=False)
+        .select_related("registered_model")
+        .first()
+    )
+
+
+def demo_model_footprint(demo: DemoModel) -> dict[str, int]:
+    """What removing the demo takes with it: its versions and the predictions made with them."""
+    versions = demo.registered_model.versions.count() if demo.registered_model else 0
+    predictions = Prediction.objects.filter(model_version__registered_model=demo.registered_model).count()
+    return {"version_count": versions, "prediction_count": predictions}

@@ -10,6 +10,7 @@ urlpatterns = [
     path("new", views.training_create, name="create"),
     path("<int:run_id>/", views.training_detail, name="detail"),
     path("<int:run_id>/status", views.training_status, name="status"),
+    path("demo/remove", views.demo_remove, name="demo-remove"),
     path("models/<str:name>/retraining/", loop_views.retraining_page, name="retraining"),
     path("models/<str:name>/retraining/policy", loop_views.retraining_policy_save, name="retraining-policy"),
     path("models/<str:name>/retraining/retrain", loop_views.retraining_retrain, name="retraining-retrain"),

@@ -17,7 +17,7 @@ from mlops_site.pages import staff_required
 from models_registry import charts, mlflow_gateway
 from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
-from training import selectors, services
+from training import demo_services, selectors, services
 from training.forms import TrainingRunForm, training_form_initial
 from training.models import TrainingRun
 
@@ -175,3 +175,22 @@ def _duration_text(run: TrainingRun) -> str:
         return f"{seconds:.1f} s"
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes} min {seconds} s"
+
+
+@staff_required
+def demo_remove(request: HttpRequest) -> HttpResponse:
+    """Staff remove the demo model: GET asks for confirmation, saying what goes with it; POST removes."""
+    if request.method not in ("GET", "POST"):
+        return HttpResponse(status=405, headers={"Allow": "GET, POST"})
+    demo = selectors.demo_model_current()
+    if demo is None:
+        messages.info(request, "There is no demo model to remove.")
+        return redirect("registry:model-list")
+    if request.method == "POST":
+        name = demo_services.demo_model_remove(user=request.user)
+        if name:
+            messages.success(request, f"The demo model {name} was removed with everything made with it.")
+        return redirect("registry:model-list")
+    return render(
+        request, "training/demo_remove.html", {"demo": demo, **selectors.demo_model_footprint(demo)}
+    )
