@@ -96,8 +96,8 @@ def email_send(*, message: EmailMessage, purpose: str, user_id: object) -> None:
 
 
 @dataclass(frozen=True)
-class SignInRefusal:
-    """Why an attempt was refused before its password was checked, and for how long."""
+class RetryLater:
+    """A refusal that ends by itself: the seconds until then, and the wait in words."""
 
     retry_after: int
 
@@ -106,11 +106,18 @@ class SignInRefusal:
         return max(1, math.ceil(self.retry_after / 60))
 
     @property
+    def wait(self) -> str:
+        return f"{self.minutes} {'minute' if self.minutes == 1 else 'minutes'}"
+
+
+class SignInRefusal(RetryLater):
+    """Why an attempt was refused before its password was checked, and for how long."""
+
+    @property
     def message(self) -> str:
-        unit = "minute" if self.minutes == 1 else "minutes"
         return (
             "Too many failed sign-in attempts for this account or from your address; "
-            f"try again in {self.minutes} {unit}."
+            f"try again in {self.wait}."
         )
 
 
@@ -252,22 +259,14 @@ def sign_in_attempt(
 PASSWORD_RESET_WINDOW = 3600
 
 
-@dataclass(frozen=True)
-class PasswordResetRefusal:
+class PasswordResetRefusal(RetryLater):
     """A reset request refused unsent, and the seconds until the window that refused it ends."""
-
-    retry_after: int
-
-    @property
-    def minutes(self) -> int:
-        return max(1, math.ceil(self.retry_after / 60))
 
     @property
     def message(self) -> str:
-        unit = "minute" if self.minutes == 1 else "minutes"
         return (
             "Too many password reset requests for this e-mail address or from your network; no e-mail was "
-            f"sent. Try again in {self.minutes} {unit}."
+            f"sent. Try again in {self.wait}."
         )
 
 
