@@ -178,7 +178,7 @@ class PredictionHourly(models.Model):
 
 
 class LatencyHourly(models.Model):
-    """Requests answered per model version, hour and latency bin (predictions.latency.EDGES_MS).
+    """Requests answered per model version, hour and latency bin (mlops_site.latency_bins.EDGES_MS).
 
     The latency is the request's `latency_ms` (validation and the model call); batch jobs are not counted,
     as their time is a whole file's. The monitoring page reads percentiles from these counts.
