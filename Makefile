@@ -21,7 +21,7 @@ $(BIN)/python:
 
 $(RUN_STAMP): | $(BIN)/python
 	@echo "== Installing the app's Python packages into $(VENV) (once, and again only when requirements.txt"
-	@echo "   changes): about 500 MB to download and 1.1 GB on disk; 2 to 4 minutes on a 2-core machine."
+	@echo "   changes): 220 MB of packages to download, 1 GB on disk; 1 minute on a 2-core machine plus the download."
 	$(PIP) install --progress-bar off -r requirements.txt
 	@rm -f $(VENV)/.stamp-run-* && touch $@
 
