@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
 import secrets
@@ -80,20 +81,24 @@ def ensure_secret_key(data: Path) -> None:
     os.environ["SECRET_KEY_FILE"] = str(key_file)
 
 
-def manage(*args: str, capture: bool = False) -> str:
-    say("manage.py " + " ".join(args))
+def prepare() -> list[str]:
+    """Migrate, collect static files, create the first admin, load the demo datasets and queue the demo
+    model, in one process (deploy/prepare.py); returns the lines for the banner."""
+    say("preparing the database, static files, admin account and demo data (deploy/prepare.py)")
     result = subprocess.run(
-        [PYTHON, "manage.py", *args],
-        cwd=BASE_DIR,
-        stdout=subprocess.PIPE if capture else None,
-        text=True,
-        check=False,
+        [PYTHON, "deploy/prepare.py"], cwd=BASE_DIR, stdout=subprocess.PIPE, text=True, check=False
     )
+    *lines, last = (result.stdout or "\n").rstrip("\n").split("\n")
+    if lines:
+        print("\n".join(lines), flush=True)
     if result.returncode != 0:
-        if capture and result.stdout:
-            print(result.stdout, end="")
-        sys.exit(f"[run] manage.py {' '.join(args)} failed with exit code {result.returncode}")
-    return result.stdout or ""
+        if last:
+            print(last, flush=True)
+        sys.exit(f"[run] deploy/prepare.py failed with exit code {result.returncode}")
+    try:
+        return list(json.loads(last)["summary"])
+    except (ValueError, KeyError, TypeError):
+        sys.exit(f"[run] deploy/prepare.py ended without its summary: {last[:200]!r}")
 
 
 def set_parent_death_signal() -> None:
@@ -233,13 +238,7 @@ def main() -> int:
     try:
         prepare_folders(data)
         ensure_secret_key(data)
-        manage("migrate", "--noinput")
-        manage("collectstatic", "--noinput", "-v", "0")
-        admin_lines = manage("ensure_admin", capture=True).strip().splitlines()
-        manage("load_demo_datasets")
-        demo_lines = []
-        if os.environ.get("DEMO_MODEL", "True").strip().lower() not in ("false", "0", "no", "off"):
-            demo_lines = manage("demo_model", capture=True).strip().splitlines()
+        summary_lines = prepare()
 
         # Workers, threads, timeouts: deploy/gunicorn.conf.py, shared with the image and compose.
         supervisor.start(
@@ -262,8 +261,7 @@ def main() -> int:
             say("the Celery worker did not report ready; training and batch jobs wait until it does")
         summary = [
             f"MLOps is running at {url}",
-            *admin_lines,
-            *demo_lines,
+            *summary_lines,
             f"Health: {url}readyz   Admin: {url}admin/   API docs: {url}api/docs/",
             "Ctrl-C stops the web server, the worker and beat.",
         ]

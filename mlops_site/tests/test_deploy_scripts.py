@@ -121,6 +121,8 @@ def test_run_serves_the_site_with_a_worker_and_leaves_no_process_behind_on_sigte
         ready = next(i for i, line in enumerate(lines) if line.startswith("worker") and "ready." in line)
         assert ready < running
         assert set(lines[running - 1].strip()) == {"="}
+        # The demo model was queued on this first start and says so in the banner.
+        assert "Demo model breast-cancer-demo: training run" in "".join(lines[running:])
         assert re.search(r"Admin login: admin / \S+", output)
         assert (tmp_path / "data" / "secret_key").stat().st_mode & 0o077 == 0
 
@@ -278,3 +280,12 @@ def test_make_mlflow_serves_the_app_s_own_store_or_says_why_not(tmp_path):
     said = mlflow_ui.command({"MLFLOW_TRACKING_URI": "https://robot:s3cret@mlflow.example.org"})
     assert "open its own UI" in said
     assert "s3cret" not in said
+
+
+@pytest.mark.parametrize(
+    ("value", "wanted"), [(None, True), ("True", True), ("false", False), ("0", False), (" off ", False)]
+)
+def test_demo_model_false_skips_the_demo_model_on_start(value, wanted):
+    prepare = _load("prepare")
+
+    assert prepare.demo_wanted({} if value is None else {"DEMO_MODEL": value}) is wanted
