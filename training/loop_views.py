@@ -13,12 +13,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from mlops_site import pages
 from mlops_site.pages import staff_required
 from models_registry import selectors as registry_selectors
-from models_registry.models import RegisteredModel
+from models_registry import transition_services
+from models_registry.models import RegisteredModel, Stage
 from training import decision_services, policy_services, retraining_services, selectors
 from training.forms import RetrainForm, RetrainingPolicyForm
 from training.models import Retraining, RetrainingPolicy
@@ -131,13 +132,34 @@ def retraining_retrain(request: HttpRequest, name: str) -> HttpResponse:
     return redirect(_back(request, name))
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @staff_required
 @pages.domain_errors
 def retraining_approve(request: HttpRequest, retraining_id: int) -> HttpResponse:
-    """Promote a challenger awaiting approval; the quality gate still applies."""
+    """Promote a challenger awaiting approval. A confirmation page first (GET, or a POST without
+    `confirm`) shows what serves production now and after, and the quality gate, which still applies."""
     retraining = selectors.retraining_get(retraining_id=retraining_id)
     name = retraining.registered_model.name
+    unconfirmed = request.method == "GET" or request.POST.get("confirm") != "on"
+    # One that no longer awaits approval goes on to the service, which says why it cannot be approved.
+    if unconfirmed and retraining.decision == Retraining.Decision.AWAITING_APPROVAL:
+        try:
+            if retraining.challenger is None:
+                raise ValidationError(f"Retraining {retraining.pk} has no challenger.")
+            change = transition_services.transition_preview(
+                model_version=retraining.challenger, to_stage=Stage.PRODUCTION
+            )
+        except ValidationError as exc:
+            for message in pages.refused(exc).messages:
+                messages.error(request, message)
+            return redirect(_back(request, name))
+        context = {
+            "retraining": retraining,
+            "change": change,
+            "next": request.POST.get("next") or request.GET.get("next") or "",
+            "back": _back(request, name),
+        }
+        return render(request, "training/approve_confirm.html", context)
     try:
         decision_services.retraining_approve(retraining=retraining, user=request.user)
     except ValidationError as exc:

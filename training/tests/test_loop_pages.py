@@ -394,7 +394,16 @@ def test_staff_approve_a_challenger_awaiting_approval_from_the_model_page(client
     retraining = Retraining.objects.get()
     client.force_login(staff)
 
-    response = client.post(reverse("training:retraining-approve", args=[retraining.pk]), {"next": "model"})
+    url = reverse("training:retraining-approve", args=[retraining.pk])
+    asked = client.post(url, {"next": "model"})
+    # The button opens a confirmation page: what serves now and after, the gate; nothing changed yet.
+    assert asked.status_code == 200
+    page = asked.content.decode()
+    assert "Promote v2 to production" in page
+    assert '<input type="hidden" name="next" value="model">' in page
+    assert ModelVersion.objects.get(version=2).stage != Stage.PRODUCTION
+
+    response = client.post(url, {"next": "model", "confirm": "on"})
 
     assert response.status_code == 302
     assert response.url == _model_url() + "#retraining"
