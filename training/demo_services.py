@@ -14,8 +14,9 @@ from django.utils import timezone
 
 from datasets.models import DatasetVersion
 from mlops_site import storage
-from models_registry import mlflow_gateway, transition_services
-from models_registry.models import ModelVersion, RegisteredModel, Stage
+from models_registry import mlflow_gateway
+from models_registry.models import ModelVersion, RegisteredModel
+from training import demo_promotion
 from training import services as training_services
 from training.models import DemoModel, TrainingRun
 
@@ -24,10 +25,7 @@ logger = logging.getLogger(__name__)
 DEMO_MODEL_NAME = "breast-cancer-demo"
 #: The demo dataset `manage.py load_demo_datasets` loads, its target and a model that trains in seconds.
 DEMO_DATASET, DEMO_TARGET, DEMO_ALGORITHM = "breast-cancer", "target", "logistic_regression"
-DEMO_DESCRIPTION = (
-    "Demo model, trained on the site's first start from scikit-learn's breast cancer data so there is "
-    "something to predict with. Staff may remove it (Remove the demo model on its page)."
-)
+DEMO_DESCRIPTION = demo_promotion.DEMO_DESCRIPTION
 #: Rounds of deleting what protects the demo's rows: predictions protect versions, versions protect
 #: training runs, which protect the model; a few rounds reach the bottom.
 _PURGE_ROUNDS = 12
@@ -39,7 +37,7 @@ class DemoNotStarted(Exception):
 
 def demo_model_start(*, created_by: AbstractBaseUser | None = None) -> TrainingRun:
     """Queue the demo's training run, once per site: a second call, even after the demo was removed,
-    raises DemoNotStarted saying why. The worker trains it; demo_model_promote then promotes it."""
+    raises DemoNotStarted saying why. The worker trains it, then promotes it (demo_promotion)."""
     with transaction.atomic():
         if DemoModel.objects.select_for_update().exists():
             raise DemoNotStarted("The demo model was started on an earlier start; it is not trained again.")
@@ -59,41 +57,6 @@ def demo_model_start(*, created_by: AbstractBaseUser | None = None) -> TrainingR
         # A concurrent first start inserts the same slot: its transaction fails here and rolls its run back.
         DemoModel.objects.create(name=DEMO_MODEL_NAME, training_run=run)
     return run
-
-
-def demo_model_promote(*, run_id: int) -> ModelVersion | None:
-    """Promote the demo's version to production once its run succeeded; None when `run_id` is not the
-    demo's or there is nothing (more) to do. Idempotent: a retried task finds it promoted."""
-    demo = DemoModel.objects.filter(training_run_id=run_id, promoted_at__isnull=True, removed_at__isnull=True)
-    if not demo.exists():
-        return None
-    with transaction.atomic():
-        found = demo.select_for_update().select_related("training_run").first()
-        if found is None or found.training_run.status != TrainingRun.Status.SUCCEEDED:
-            return None
-        version = (
-            ModelVersion.objects.filter(training_run_id=run_id).select_related("registered_model").first()
-        )
-        if version is None:
-            return None
-        registered = version.registered_model
-        if registered.description != DEMO_DESCRIPTION:
-            RegisteredModel.objects.filter(pk=registered.pk).update(description=DEMO_DESCRIPTION)
-        if version.stage != Stage.PRODUCTION:
-            try:
-                version = transition_services.model_version_transition(
-                    model_version=version,
-                    to_stage=Stage.PRODUCTION,
-                    user=None,
-                    reason="The demo model, promoted on the site's first start.",
-                )
-            except transition_services.QualityGateError as exc:
-                logger.warning("demo model not promoted: %s", "; ".join(exc.messages))
-        found.registered_model = registered
-        found.promoted_at = timezone.now()
-        found.save(update_fields=["registered_model", "promoted_at"])
-    logger.info("demo model %s v%s is in production", registered.name, version.version)
-    return version
 
 
 def demo_of(registered_model: RegisteredModel) -> DemoModel | None:

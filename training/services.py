@@ -15,7 +15,7 @@ from mlops_site import storage
 from models_registry import mlflow_gateway
 from models_registry import services as registry_services
 from models_registry.models import RegisteredModel
-from training import execution, validation
+from training import demo_promotion, execution, validation
 from training.models import TrainingRun
 
 # A worker renews its lease every LEASE_RENEW_SECONDS from a heartbeat thread and at every step; a run
@@ -182,13 +182,18 @@ def training_run_execute(*, run_id: int) -> engine.JobOutcome:
     and are raised for the task to retry. Any failure deletes the MLflow version this attempt registered
     and the model files it stored, unless a ModelVersion records them.
     """
-    return engine.job_run(
+    outcome = engine.job_run(
         RUNS,
         job_id=run_id,
         work=execution.run_work,
         reason=execution.failure_reason,
         undo=execution.attempt_undo,
     )
+    if outcome.status in ("succeeded", "skipped"):
+        # The demo model goes to production once trained; a retry that finds the run finished still
+        # promotes it (the promotion is idempotent).
+        demo_promotion.demo_model_promote(run_id=run_id)
+    return outcome
 
 
 def training_run_fail(*, run_id: int, message: str) -> bool:

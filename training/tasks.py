@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from jobs.policy import LeasedJobTask
-from training import demo_services, retraining_services, services
+from training import retraining_services, services
 
 
 @shared_task(
@@ -15,17 +15,12 @@ from training import demo_services, retraining_services, services
     job_fail=staticmethod(services.training_run_fail),
 )
 def training_run_execute_task(self: LeasedJobTask, run_id: int) -> str:
-    """Run the training service; a duplicate message finds the run busy (retried later) or finished.
-
-    The demo model then goes to production; a retried message that finds the run finished still
-    promotes it (the promotion is idempotent)."""
-    result = self.leased_run(
+    """Run the training service; a duplicate message finds the run busy (retried later) or finished."""
+    return self.leased_run(
         run_id,
         execute=lambda: services.training_run_execute(run_id=run_id),
         transient_errors=services.TRANSIENT_ERRORS,
     )
-    demo_services.demo_model_promote(run_id=run_id)
-    return result
 
 
 @shared_task(name="training.tasks.training_runs_stale_requeue_task", ignore_result=True)

@@ -12,7 +12,7 @@ from feedback.models import Feedback, Source
 from models_registry.models import ModelVersion, RegisteredModel
 from predictions import services as prediction_services
 from predictions.models import Prediction
-from training import demo_services
+from training import demo_promotion, demo_services
 from training.models import DemoModel, TrainingRun
 from training.tasks import training_run_execute_task
 
@@ -46,7 +46,7 @@ def test_the_task_trains_the_demo_and_puts_it_in_production(demo):
     assert record.promoted_at is not None
     # A duplicate message finds the run finished and changes nothing.
     training_run_execute_task.apply(args=[record.training_run_id])
-    assert demo_services.demo_model_promote(run_id=record.training_run_id) is None
+    assert demo_promotion.demo_model_promote(run_id=record.training_run_id) is None
     assert version.transitions.count() == 1
 
 
