@@ -4,6 +4,7 @@ an empty model for staff. Whatever changes production is applied only from its c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -220,7 +221,7 @@ def version_detail(request: HttpRequest, name: str, version: int) -> HttpRespons
 def _confirmation(
     request: HttpRequest,
     *,
-    change: transition_services.ProductionChange,
+    preview: Callable[[], transition_services.ProductionChange],
     form: TransitionForm | RollbackForm,
     action_url: str,
     back: str,
@@ -229,7 +230,14 @@ def _confirmation(
     errors: list[str] | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    """The page that shows what a production change does (now, after, the gate) and applies it on POST."""
+    """The page that shows what a production change does (now, after, the gate) and applies it on POST;
+    back to `back` with the reason when `preview` finds the change impossible."""
+    try:
+        change = preview()
+    except ValidationError as exc:
+        for message in pages.refused(exc).messages:
+            messages.error(request, message)
+        return redirect(back)
     reason = form.cleaned_data.get("reason", "") if form.is_bound and form.is_valid() else ""
     return render(
         request,
@@ -285,15 +293,9 @@ def version_transition(request: HttpRequest, name: str, version: int) -> HttpRes
     )
 
     def confirmation(errors: list[str] | None = None, status: int = 200) -> HttpResponse:
-        try:
-            change = transition_services.transition_preview(model_version=found, to_stage=to_stage)
-        except ValidationError as exc:
-            for message in pages.refused(exc).messages:
-                messages.error(request, message)
-            return redirect(back)
         return _confirmation(
             request,
-            change=change,
+            preview=lambda: transition_services.transition_preview(model_version=found, to_stage=to_stage),
             form=form,
             action_url=reverse("registry:version-transition", args=[name, version]),
             back=back,
@@ -336,15 +338,9 @@ def model_rollback(request: HttpRequest, name: str) -> HttpResponse:
         return redirect(back)
 
     def confirmation(errors: list[str] | None = None, status: int = 200) -> HttpResponse:
-        try:
-            change = transition_services.rollback_preview(registered_model=registered)
-        except ValidationError as exc:
-            for message in pages.refused(exc).messages:
-                messages.error(request, message)
-            return redirect(back)
         return _confirmation(
             request,
-            change=change,
+            preview=lambda: transition_services.rollback_preview(registered_model=registered),
             form=form,
             action_url=reverse("registry:model-rollback", args=[name]),
             back=back,
