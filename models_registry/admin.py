@@ -29,6 +29,14 @@ from models_registry.models import (
     StageTransition,
     min_metrics_plain,
 )
+from models_registry.transition_admin import (
+    FORCE_ACTION_LABEL,
+    ForceReasonForm,
+    RollbackReasonForm,
+    preview_row,
+    production_confirmation,
+    transition_action,
+)
 from models_registry.webhook_admin import WebhookInline, WebhookSecretsAdminMixin
 
 
@@ -295,125 +303,6 @@ class StageTransitionInline(ReadOnlyInline):
     ordering = ["-created_at", "-id"]
 
 
-FORCE_ACTION_LABEL = "Force to production (with a written reason)"
-
-
-class ForceReasonForm(forms.Form):
-    reason = forms.CharField(
-        max_length=transition_services.REASON_MAX_LENGTH,
-        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
-        error_messages={"required": "Write why these versions go to production despite the quality gate."},
-        help_text="Required. Recorded on each transition with your name, together with the failing metrics.",
-    )
-
-
-class RollbackReasonForm(forms.Form):
-    reason = forms.CharField(
-        required=False,
-        max_length=transition_services.REASON_MAX_LENGTH,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
-        help_text="Recorded on each transition with your name. Required to force.",
-    )
-    force = forms.BooleanField(
-        required=False,
-        label="Force past the quality gate",
-        help_text="Only where a version misses its model's gate; the failing metrics are recorded too.",
-    )
-
-
-def _preview_row(preview: Any) -> dict[str, Any]:
-    """A row of a production-change confirmation: the change, or why it will be refused."""
-    try:
-        return {"change": preview(), "refusal": ""}
-    except ValidationError as exc:
-        return {"change": None, "refusal": " ".join(exc.messages)}
-
-
-def _production_confirmation(
-    modeladmin: admin.ModelAdmin,
-    request: HttpRequest,
-    *,
-    title: str,
-    intro: str,
-    rows: list[dict[str, Any]],
-    ids: list[int],
-    action_name: str,
-    submit: str,
-    form: forms.Form | None = None,
-    status: int = 200,
-) -> TemplateResponse:
-    """The confirmation page of an admin action that changes production; the action applies on "apply"."""
-    return TemplateResponse(
-        request,
-        "admin/models_registry/modelversion/confirm_production.html",
-        {
-            **modeladmin.admin_site.each_context(request),
-            "title": title,
-            "intro": intro,
-            "opts": modeladmin.model._meta,
-            "rows": rows,
-            "ids": ids,
-            "form": form,
-            "submit": submit,
-            "action_name": action_name,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        },
-        status=status,
-    )
-
-
-def _transition_action(to_stage: str, label: str) -> object:
-    def action(
-        modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ModelVersion]
-    ) -> HttpResponse | None:
-        versions = list(
-            queryset.select_related("registered_model").order_by("registered_model__name", "version")
-        )
-        changing = [
-            v
-            for v in versions
-            if transition_services.transition_changes_production(model_version=v, to_stage=to_stage)
-        ]
-        if changing and "apply" not in request.POST:
-            return _production_confirmation(
-                modeladmin,
-                request,
-                title=f"{label}: confirm",
-                intro="These changes alter what serves production. Versions that miss the quality gate are "
-                f"refused; use \u201c{FORCE_ACTION_LABEL}\u201d for them.",
-                rows=[
-                    _preview_row(
-                        lambda v=v: transition_services.transition_preview(model_version=v, to_stage=to_stage)
-                    )
-                    for v in versions
-                ],
-                ids=[v.pk for v in versions],
-                action_name=f"transition_to_{to_stage}",
-                submit=f"Yes, {label.lower()}",
-            )
-        for version in versions:
-            try:
-                transition_services.model_version_transition(
-                    model_version=version, to_stage=to_stage, user=request.user
-                )
-            except transition_services.QualityGateError as exc:
-                modeladmin.message_user(
-                    request,
-                    f"{version}: refused by the quality gate ({'; '.join(exc.reasons)}). "
-                    "A staff member can force it with a written reason: use the action "
-                    f"\u201c{FORCE_ACTION_LABEL}\u201d or the version's page.",
-                    messages.ERROR,
-                )
-            except ValidationError as exc:
-                modeladmin.message_user(request, f"{version}: {' '.join(exc.messages)}", messages.ERROR)
-            else:
-                modeladmin.message_user(request, f"{version}: {label.lower()}.", messages.SUCCESS)
-        return None
-
-    action.__name__ = f"transition_to_{to_stage}"
-    return admin.action(description=f"{label}")(action)
-
-
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ReadOnlyAdmin):
     list_display = [
@@ -461,9 +350,9 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     readonly_fields = fields
     inlines = [StageTransitionInline]
     actions = [
-        _transition_action(Stage.STAGING, "Promote to staging"),
-        _transition_action(Stage.PRODUCTION, "Promote to production"),
-        _transition_action(Stage.ARCHIVED, "Archive"),
+        transition_action(Stage.STAGING, "Promote to staging"),
+        transition_action(Stage.PRODUCTION, "Promote to production"),
+        transition_action(Stage.ARCHIVED, "Archive"),
         "force_to_production",
         "roll_back",
     ]
@@ -622,14 +511,14 @@ class ModelVersionAdmin(ReadOnlyAdmin):
                 else:
                     self.message_user(request, f"{restored} is in production again.", messages.SUCCESS)
             return None
-        return _production_confirmation(
+        return production_confirmation(
             self,
             request,
             title="Roll back: confirm",
             intro="Each model's previous production version returns to production and the current one is "
             "archived. The returning version must pass the quality gate, unless forced with a reason.",
             rows=[
-                _preview_row(lambda r=r: transition_services.rollback_preview(registered_model=r))
+                preview_row(lambda r=r: transition_services.rollback_preview(registered_model=r))
                 for r in models
             ],
             ids=list(queryset.values_list("pk", flat=True)),
