@@ -204,6 +204,8 @@ class ModelVersion(models.Model):
     # The training rows binned per feature and the holdout's outputs (ml.drift); None for versions trained
     # before drift checks or uploaded, until `manage.py reference_profiles_build` makes one.
     reference_profile = models.JSONField(null=True, blank=True)
+    # A few holdout rows (ml.examples) the predict form can fill itself with; empty for uploads.
+    example_rows = models.JSONField(default=list, blank=True)
     skops_key = models.CharField(max_length=255, blank=True)
     skops_sha256 = models.CharField(max_length=64, blank=True)
     onnx_key = models.CharField(max_length=255, blank=True)

@@ -17,6 +17,7 @@ from django.utils import timezone
 from feedback import selectors as feedback_selectors
 from ml import compare
 from ml.compare import PairedComparison
+from ml.examples import ExampleRow, typical_row
 from models_registry.models import ModelVersion, RegisteredModel, Stage, StageTransition, Task
 from predictions.models import ShadowPrediction
 from training.models import DemoModel
@@ -54,7 +55,14 @@ def version_heavy_fields(path: str) -> tuple[str, ...]:
     row was most of a history page's time."""
     return tuple(
         f"{path}__{name}"
-        for name in ("metrics", "artifacts", "training_summary", "reference_profile", "params")
+        for name in (
+            "metrics",
+            "artifacts",
+            "training_summary",
+            "reference_profile",
+            "params",
+            "example_rows",
+        )
     )
 
 
@@ -331,3 +339,12 @@ def challenger_state(
         comparison=comparison,
         live=figures,
     )
+
+
+def version_examples(version: ModelVersion) -> list[ExampleRow]:
+    """The rows the predict form offers: the version's holdout examples, else one typical row of its
+    reference profile, else none."""
+    if version.example_rows:
+        return list(version.example_rows)
+    typical = typical_row(version.reference_profile)
+    return [] if typical is None else [typical]

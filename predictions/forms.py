@@ -10,6 +10,7 @@ from django import forms
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from ml.examples import ExampleRow, example_text
 from ml.pipeline import NUMERIC
 from predictions.models import Channel
 
@@ -27,7 +28,13 @@ class PredictForm(forms.Form):
     any text: the prediction service validates the row, so the page and the API refuse the same inputs.
     """
 
-    def __init__(self, *args: Any, feature_schema: list[dict[str, Any]], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        feature_schema: list[dict[str, Any]],
+        example: ExampleRow | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.feature_schema = feature_schema
         self.field_of_feature: dict[str, str] = {}
@@ -63,6 +70,8 @@ class PredictForm(forms.Form):
                     ),
                 )
             self.fields[field_name] = field
+            if example is not None:
+                self.initial[field_name] = example_text(example.get(column["name"]))
 
     def row(self) -> dict[str, str]:
         """The submitted row keyed by feature name (call after is_valid())."""

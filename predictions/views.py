@@ -11,7 +11,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from feedback import selectors as feedback_selectors
 from mlops_site import pages, pagination
-from mlops_site.errors import problem
+from mlops_site.errors import Invalid, problem
+from models_registry import selectors as registry_selectors
 from models_registry.models import ModelVersion
 from predictions import selectors, services
 from predictions.forms import PredictForm, PredictionFilterForm
@@ -47,6 +48,8 @@ def _render_predict(
     name: str,
     version: ModelVersion,
     form: PredictForm,
+    examples: int,
+    example: int | None = None,
     result: Prediction | None = None,
     status: int = 200,
 ) -> HttpResponse:
@@ -59,6 +62,9 @@ def _render_predict(
             "form": form,
             "result": result,
             "chart": _chart_data(result) if result is not None else None,
+            "examples": examples,
+            # The next example to offer: the first, then each in turn.
+            "next_example": None if not examples else (0 if example is None else (example + 1) % examples),
         },
         status=status,
     )
@@ -70,9 +76,18 @@ def _render_predict(
 def predict(request: HttpRequest, name: str) -> HttpResponse:
     """The form of the production version's features; a POST predicts one row and shows the result."""
     version = selectors.model_version_resolve(registered_model_name=name)
-    form = PredictForm(request.POST or None, feature_schema=version.feature_schema)
-    if request.method == "GET" or not form.is_valid():
-        return _render_predict(request, name=name, version=version, form=form)
+    examples = registry_selectors.version_examples(version)
+    if request.method == "GET":
+        example = _example_index(request.GET.get("example"), len(examples))
+        form = PredictForm(
+            feature_schema=version.feature_schema, example=None if example is None else examples[example]
+        )
+        return _render_predict(
+            request, name=name, version=version, form=form, examples=len(examples), example=example
+        )
+    form = PredictForm(request.POST, feature_schema=version.feature_schema)
+    if not form.is_valid():
+        return _render_predict(request, name=name, version=version, form=form, examples=len(examples))
     try:
         outcome = services.prediction_make(
             registered_model_name=name, rows=[form.row()], user=request.user, channel=Channel.PAGE
@@ -80,9 +95,24 @@ def predict(request: HttpRequest, name: str) -> HttpResponse:
     except Exception as exc:
         refusal = pages.refused(exc)
         form.errors_add(refusal.errors or [problem(refusal.detail)])
-        return _render_predict(request, name=name, version=version, form=form, status=refusal.status)
+        return _render_predict(
+            request, name=name, version=version, form=form, examples=len(examples), status=refusal.status
+        )
     (result,) = outcome.predictions
-    return _render_predict(request, name=name, version=outcome.model_version, form=form, result=result)
+    return _render_predict(
+        request, name=name, version=outcome.model_version, form=form, examples=len(examples), result=result
+    )
+
+
+def _example_index(text: str | None, count: int) -> int | None:
+    """The `example` query parameter: which of the version's example rows fills the form."""
+    if text is None:
+        return None
+    if count == 0:
+        raise Invalid("This model version has no example rows to fill the form with.")
+    if not text.isascii() or not text.isdigit() or int(text) >= count:
+        raise Invalid(f"example must be a whole number from 0 to {count - 1}, not {text[:40]!r}.")
+    return int(text)
 
 
 @require_GET

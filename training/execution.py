@@ -16,6 +16,7 @@ from datasets import selectors as dataset_selectors
 from jobs import engine
 from ml import artifacts, onnx_export
 from ml.errors import ArtifactError, TrainingInputError
+from ml.examples import example_rows_pick
 from ml.train import HoldoutPlan, model_train
 from mlops_site import storage
 from models_registry import mlflow_gateway, webhook_services
@@ -287,6 +288,7 @@ def _model_version_record(
                 artifacts=reports,
                 training_summary=summary,
                 reference_profile=_json_safe(result.reference_profile),
+                example_rows=example_rows_pick(result.X_holdout, result.feature_schema, seed=run.seed or 0),
                 skops_key=skops_key,
                 skops_sha256=skops_sha256,
                 onnx_key=onnx_key,

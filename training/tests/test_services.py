@@ -60,6 +60,9 @@ def test_it_trains_stores_logs_and_registers_a_version_end_to_end(cancer, staff)
     assert "confusion_matrix" in version.artifacts
     assert "feature_importances" in version.artifacts
     assert version.training_summary["split"]["n_test"] == 40
+    # Five holdout rows the predict form offers, each with every feature.
+    assert len(version.example_rows) == 5
+    assert all(list(row) == [c["name"] for c in version.feature_schema] for row in version.example_rows)
 
     skops_bytes = storage.read_bytes(version.skops_key)
     assert artifacts.sha256_hex(skops_bytes) == version.skops_sha256
