@@ -3,15 +3,13 @@ before applying, and the stage moves as admin actions (used by models_registry.a
 
 from __future__ import annotations
 
-from typing import Any
-
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
 
+from mlops_site.admin import preview_row, production_confirmation
 from models_registry import transition_services
 from models_registry.models import ModelVersion
 
@@ -38,47 +36,6 @@ class RollbackReasonForm(forms.Form):
         required=False,
         label="Force past the quality gate",
         help_text="Only where a version misses its model's gate; the failing metrics are recorded too.",
-    )
-
-
-def preview_row(preview: Any) -> dict[str, Any]:
-    """A row of a production-change confirmation: the change, or why it will be refused."""
-    try:
-        return {"change": preview(), "refusal": ""}
-    except ValidationError as exc:
-        return {"change": None, "refusal": " ".join(exc.messages)}
-
-
-def production_confirmation(
-    modeladmin: admin.ModelAdmin,
-    request: HttpRequest,
-    *,
-    title: str,
-    intro: str,
-    rows: list[dict[str, Any]],
-    ids: list[int],
-    action_name: str,
-    submit: str,
-    form: forms.Form | None = None,
-    status: int = 200,
-) -> TemplateResponse:
-    """The confirmation page of an admin action that changes production; the action applies on "apply"."""
-    return TemplateResponse(
-        request,
-        "admin/models_registry/modelversion/confirm_production.html",
-        {
-            **modeladmin.admin_site.each_context(request),
-            "title": title,
-            "intro": intro,
-            "opts": modeladmin.model._meta,
-            "rows": rows,
-            "ids": ids,
-            "form": form,
-            "submit": submit,
-            "action_name": action_name,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        },
-        status=status,
     )
 
 

@@ -3,6 +3,8 @@ other apps' admins gain here (train on dataset versions, retrain registered mode
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -14,8 +16,9 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from datasets.models import DatasetVersion
-from mlops_site.admin import ReadOnlyAdmin
-from models_registry.models import RegisteredModel
+from mlops_site.admin import ReadOnlyAdmin, preview_row, production_confirmation
+from models_registry import transition_services
+from models_registry.models import RegisteredModel, Stage
 from training import decision_services, policy_services, retraining_services, services
 from training.forms import RetrainingPolicyForm, algorithm_choices
 from training.models import Retraining, RetrainingEvent, RetrainingPolicy, TrainingRun
@@ -245,10 +248,25 @@ class RetrainingAdmin(ReadOnlyAdmin):
         return format_html('<a href="{}">Open the retraining page</a>', url)
 
     @admin.action(description="Approve and promote")
-    def approve_and_promote(self, request: HttpRequest, queryset: QuerySet[Retraining]) -> None:
-        for retraining in queryset.select_related("registered_model", "champion", "challenger").order_by(
-            "pk"
-        ):
+    def approve_and_promote(
+        self, request: HttpRequest, queryset: QuerySet[Retraining]
+    ) -> HttpResponse | None:
+        retrainings = list(
+            queryset.select_related("registered_model", "champion", "challenger").order_by("pk")
+        )
+        if "apply" not in request.POST:
+            return production_confirmation(
+                self,
+                request,
+                title="Approve and promote: confirm",
+                intro="Each challenger below replaces its model's production version. The quality gate "
+                "still applies: a challenger that misses it is held back, not promoted.",
+                rows=[preview_row(lambda r=r: _approval_preview(r)) for r in retrainings],
+                ids=[r.pk for r in retrainings],
+                action_name="approve_and_promote",
+                submit="Yes, approve and promote",
+            )
+        for retraining in retrainings:
             try:
                 decision_services.retraining_approve(retraining=retraining, user=request.user)
             except ValidationError as exc:
@@ -259,6 +277,21 @@ class RetrainingAdmin(ReadOnlyAdmin):
                     f"Retraining {retraining.pk}: {retraining.challenger} promoted to production.",
                     messages.SUCCESS,
                 )
+        return None
+
+
+def _approval_preview(retraining: Retraining) -> Any:
+    """What approving would change in production, or a ValidationError saying why it cannot be approved."""
+    if retraining.decision != Retraining.Decision.AWAITING_APPROVAL:
+        raise ValidationError(
+            f"Retraining {retraining.pk} is not awaiting approval "
+            f"({retraining.get_decision_display().lower()})."
+        )
+    if retraining.challenger is None:
+        raise ValidationError(f"Retraining {retraining.pk} has no challenger.")
+    return transition_services.transition_preview(
+        model_version=retraining.challenger, to_stage=Stage.PRODUCTION
+    )
 
 
 @admin.register(RetrainingEvent)

@@ -3,6 +3,8 @@ events with an approve action, and "Retrain now" on registered models."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -124,7 +126,21 @@ def test_the_approve_action_promotes_a_challenger_awaiting_approval_and_refuses_
     )
     client.force_login(admin_user)
 
-    response = run_action(client, "training_retraining", "approve_and_promote", [awaiting.pk, held_back.pk])
+    # First a confirmation page: what serves production now and after, the gate, and what is refused.
+    confirm = run_action(client, "training_retraining", "approve_and_promote", [awaiting.pk, held_back.pk])
+    assert confirm.status_code == 200
+    page = confirm.content.decode()
+    assert "Approve and promote: confirm" in page
+    rows = re.findall(r"<tr>(.*?)</tr>", page.split('id="production-changes"')[1], re.S)
+    assert re.findall(r"<td>(.*?)</td>", rows[1])[2:] == ["v1", "v2", "passes"]
+    assert f"Retraining {held_back.pk} is not awaiting approval (held back)." in rows[2]
+    assert 'value="Yes, approve and promote"' in page
+    assert Retraining.objects.get(pk=awaiting.pk).decision == Retraining.Decision.AWAITING_APPROVAL
+    assert ModelVersion.objects.get(registered_model=churn, version=1).stage == Stage.PRODUCTION
+
+    response = run_action(
+        client, "training_retraining", "approve_and_promote", [awaiting.pk, held_back.pk], apply="1"
+    )
 
     assert messages_of(response) == [
         f"Retraining {awaiting.pk}: churn v2 promoted to production.",
