@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import OuterRef, Subquery, Sum
+from django.db.models import Exists, OuterRef, Subquery, Sum
 from django.db.models.functions import Trunc
 from django.http import Http404
 from django.utils import timezone
@@ -206,12 +206,14 @@ def _latest_retraining_ids() -> Subquery:
 def monitoring_overview(
     *, window: str = OVERVIEW_WINDOW, now: dt.datetime | None = None
 ) -> list[OverviewRow]:
-    """Every registered model by name with its production version, live score against the policy's
-    threshold over `window`, 7 days of hourly volume and its latest retraining; 8 queries in all."""
+    """Every registered model with a version, by name, with its production version, live score against
+    the policy's threshold over `window`, 7 days of hourly volume and its latest retraining; 8 queries."""
     window = window_check(window)
     now = now or timezone.now()
     models = list(
         RegisteredModel.objects.annotate(last_retraining_id=_latest_retraining_ids())
+        # A model a staff member registered but never gave a version has nothing to monitor.
+        .filter(Exists(ModelVersion.objects.filter(registered_model=OuterRef("pk"))))
         .only("pk", "name", "task", "description")
         .order_by("name")
     )

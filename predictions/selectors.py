@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
@@ -146,8 +146,13 @@ def prediction_get(*, user: Any, prediction_id: int) -> Prediction:
 
 
 def model_name_list() -> list[str]:
-    """Every registered model's name, for the history filter."""
-    return list(RegisteredModel.objects.order_by("name").values_list("name", flat=True))
+    """The name of every registered model with a version (only those can have predictions), for the
+    history filter."""
+    return list(
+        RegisteredModel.objects.filter(Exists(ModelVersion.objects.filter(registered_model=OuterRef("pk"))))
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
 
 
 def batch_job_list(*, user: Any) -> QuerySet[BatchPredictionJob]:

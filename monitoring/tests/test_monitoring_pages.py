@@ -16,6 +16,7 @@ from django.utils import timezone
 from feedback.models import DelayHourly, QualityHourly
 from mlops_site import latency_bins as latency
 from mlops_site import rollups
+from models_registry.models import RegisteredModel
 from monitoring import drift_services
 from monitoring.models import DriftReport
 from monitoring.tests.drift_helpers import drift_version, traffic_store
@@ -118,6 +119,7 @@ def more_models(count):
 
 def test_the_overview_lists_every_model_with_its_live_score_against_the_threshold(staff, cancer):
     more_models(1)
+    RegisteredModel.objects.create(name="no-versions-yet", task="classification")
 
     response = client_for(staff).get("/monitoring/")
 

@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from feedback import services as feedback_services
+from models_registry.models import RegisteredModel
 from predictions.models import Prediction, PredictionRequest
 from predictions.tests.helpers import make_model_version, make_predictions, trained_model
 from tests.factories import make_user
@@ -184,6 +185,10 @@ def test_the_history_filters_by_model_and_date(alice, cancer_v1, mixed_v1):
     assert [p.pk for p in by_model.context["predictions"]] == [mixed.pk, old.pk]
     assert [p.pk for p in by_both.context["predictions"]] == [mixed.pk]
     assert '<option value="mixed" selected>mixed</option>' in by_both.content.decode()
+    # A model without versions cannot have predictions, so the filter does not offer it.
+    RegisteredModel.objects.create(name="empty", task="classification")
+    offered = client.get("/predictions/").context["form"].fields["model"].widget.choices
+    assert offered == [("", "All models"), ("cancer", "cancer"), ("mixed", "mixed")]
 
 
 def test_an_invalid_history_filter_is_400_with_the_message(alice, cancer_v1):
