@@ -63,6 +63,8 @@ def _render_new(
         {
             "form": form,
             "problems": problems,
+            # A 5xx is the site's fault (storage down), not the file's: the page must not call it refused.
+            "server_fault": status >= 500,
             "max_upload_mb": import_services.max_upload_bytes() // (1024 * 1024),
         },
         status=status,

@@ -10,6 +10,7 @@ from django.test import Client
 from feedback.imports import services as import_services
 from feedback.models import FeedbackImport
 from feedback.tests.import_helpers import csv_bytes, import_run, import_start, predictions_of, upload
+from mlops_site import errors, storage
 
 pytestmark = pytest.mark.django_db
 
@@ -81,6 +82,26 @@ def test_a_refused_upload_shows_every_problem_above_the_form(cancer_v1, staff):
         "(regression).",
     ]
     assert b'id="import-problems"' in response.content
+    assert not FeedbackImport.objects.exists()
+
+
+def test_an_upload_while_storage_is_down_is_a_503_that_does_not_blame_the_file(cancer_v1, staff, monkeypatch):
+    def unavailable(key, content):
+        raise storage.StorageError(f"storage write of {key!r} failed: connection refused")
+
+    monkeypatch.setattr(storage, "put", unavailable)
+
+    response = client_for(staff).post(
+        "/feedback/imports/new/",
+        {"file": upload(b"key,true_label\nk-1,benign\n", "labels.csv"), "model": "cancer"},
+    )
+
+    assert response.status_code == 503
+    assert response.context["problems"] == [errors.STORAGE_UNAVAILABLE]
+    html = response.content.decode()
+    assert "The file could not be taken right now; nothing was stored." in html
+    panel = html.split('id="import-problems"')[1].split("</div>")[0]
+    assert "refused" not in panel
     assert not FeedbackImport.objects.exists()
 
 

@@ -67,6 +67,8 @@ def _render_new(
             "model_name": name,
             "form": form,
             "problems": problems,
+            # A 5xx is the site's fault (storage down), not the file's: the page must not call it refused.
+            "server_fault": status >= 500,
             "max_upload_mb": batch_services.max_upload_bytes() // (1024 * 1024),
         },
         status=status,

@@ -264,7 +264,12 @@ def test_an_upload_while_storage_is_down_is_a_503_with_the_form_kept(alice, canc
     assert response.status_code == 503
     assert response.context["problems"] == [errors.STORAGE_UNAVAILABLE]
     assert response.context["form"] is not None
-    assert "connection refused" not in response.content.decode()
+    html = response.content.decode()
+    assert "connection refused" not in html
+    # The site's fault, not the file's: it is not called refused.
+    assert "The file could not be taken right now; nothing was stored." in html
+    panel = html.split('id="batch-problems"')[1].split("</div>")[0]
+    assert "refused" not in panel
     assert not BatchPredictionJob.objects.exists()
 
 
