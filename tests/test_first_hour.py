@@ -41,6 +41,16 @@ def _navigation_reaches_log_out(page, tmp_path, name: str) -> None:
         assert box is not None
         assert box["x"] >= 0
         assert box["x"] + box["width"] <= width, (name, width, box)
+        # A page's heading and its buttons stay on screen, the heading on its own line rather than squeezed.
+        for element in page.locator(".page-head h1, .page-head .button").all():
+            box = element.bounding_box()
+            assert box is not None
+            assert box["x"] >= 0, (name, width, box)
+            assert box["x"] + box["width"] <= width, (name, width, box)
+        if page.locator(".page-head h1").count():
+            heading = page.locator(".page-head h1").bounding_box()
+            assert heading is not None
+            assert heading["height"] < 2 * 40, (name, width, heading)
         page.screenshot(path=str(tmp_path / f"{name}-{width}.png"))
     page.set_viewport_size({"width": 1280, "height": 900})
 
