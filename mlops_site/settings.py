@@ -457,7 +457,7 @@ AUTH_PASSWORD_VALIDATORS = [
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: a refused API call then gets 401 with `WWW-Authenticate: Token`, not 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.FastTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
