@@ -35,10 +35,11 @@ run: $(RUN_STAMP)
 
 test: $(DEV_STAMP)
 	@echo "== make test 1/2: embedded run (SQLite, local files, filesystem broker)"; \
-	env $(addprefix -u ,$(SERVICE_VARIABLES)) $(BIN)/pytest -m "not postgres and not redis and not s3" $(PYTEST_ARGS); \
+	env $(addprefix -u ,$(SERVICE_VARIABLES)) $(BIN)/pytest -m "not postgres and not redis and not s3 and not deployment" $(PYTEST_ARGS); \
 	embedded=$$?; \
-	echo "== make test 2/2: service run, the whole suite again on PostgreSQL, Redis and S3 where they can be started"; \
-	$(BIN)/python deploy/test_services.py -- $(BIN)/pytest $(PYTEST_ARGS); \
+	echo "== make test 2/2: service run, the suite again on PostgreSQL, Redis and S3 where they can be started"; \
+	echo "   (less ml/tests: the Django-free core gives the same results on any backend)"; \
+	$(BIN)/python deploy/test_services.py -- $(BIN)/pytest --ignore=ml/tests $(PYTEST_ARGS); \
 	services=$$?; \
 	if [ $$embedded -ne 0 ] || [ $$services -ne 0 ]; then \
 		echo "== make test failed: embedded run exit code $$embedded, service run exit code $$services"; exit 1; \

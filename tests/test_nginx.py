@@ -25,6 +25,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+# Proved once, in the service run, against PostgreSQL, Redis and S3 (see the Makefile's test target).
+pytestmark = pytest.mark.deployment
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "nginx"
 TEMPLATE = DEPLOY / "templates" / "default.conf.template"

@@ -20,6 +20,9 @@ from deploy import smoke_test
 from tests.factories import make_user
 from tests.live_gunicorn import free_port
 
+# Proved once, in the service run, against PostgreSQL, Redis and S3 (see the Makefile's test target).
+pytestmark = pytest.mark.deployment
+
 ROOT = Path(settings.BASE_DIR)
 SCRIPT = ROOT / "deploy" / "smoke_test.py"
 
