@@ -352,6 +352,10 @@ MODEL_MAX_UPLOAD_MB = env_int("MODEL_MAX_UPLOAD_MB", 100)
 PREDICTION_MAX_ROWS = env_int("PREDICTION_MAX_ROWS", 1000)
 # Longest category or text value a prediction (single row or batch cell) may carry.
 PREDICTION_MAX_TEXT_CHARS = env_int("PREDICTION_MAX_TEXT_CHARS", 1000)
+# False: on PostgreSQL each page or API prediction commits without waiting for its WAL flush
+# (synchronous_commit=off for that transaction only). A database crash may then lose the predictions of
+# the last few hundred milliseconds; it never corrupts or half-writes them. SQLite ignores it.
+PREDICTION_LOG_DURABLE = env_bool("PREDICTION_LOG_DURABLE", True)
 # Big enough that per-chunk costs (a transaction, two storage writes) vanish, small enough that a
 # chunk stays far below 100 MB in memory.
 BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 50_000)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from ml.errors import PredictionInputError
 from mlops_site import latency_bins, rollups, storage
@@ -255,6 +255,10 @@ def _store(
     by_position: dict[int, Prediction] = {}
     registered_model_id = answered[0].version.registered_model_id
     with transaction.atomic():
+        if not settings.PREDICTION_LOG_DURABLE and connection.vendor == "postgresql":
+            # This transaction only: the commit returns before its WAL is flushed (see the setting).
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
         if keys is not None:
             _keys_taken(answered[0].version, keys)
         for part in answered:
