@@ -3,7 +3,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from models_registry import api
+from models_registry import api, transfer_api
 
 router = SimpleRouter(trailing_slash=True)
 router.register("models", api.RegisteredModelViewSet, basename="registered-model")
@@ -11,5 +11,13 @@ router.register(r"models/(?P<model_name>[^/.]+)/versions", api.ModelVersionViewS
 
 urlpatterns = [
     path("models/<slug:name>/challenger/", api.ChallengerView.as_view(), name="api-model-challenger"),
+    path(
+        "models/<slug:name>/versions/<int:version>/export/",
+        transfer_api.ModelVersionExportView.as_view(),
+        name="api-model-version-export",
+    ),
+    path(
+        "models/<slug:name>/import/", transfer_api.ModelVersionImportView.as_view(), name="api-model-import"
+    ),
     *router.urls,
 ]

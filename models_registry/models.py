@@ -160,7 +160,7 @@ class Stage(models.TextChoices):
 
 
 class ModelVersion(models.Model):
-    """One trained or uploaded model of a RegisteredModel; everything but `stage` is fixed at creation.
+    """One trained, uploaded or imported model of a RegisteredModel; all but `stage` is fixed at creation.
 
     `version` is our own number (1, 2, …). Trained versions are also in MLflow's registry as
     `mlflow_version` of the model with the same name; uploaded versions are not in MLflow.
@@ -171,6 +171,7 @@ class ModelVersion(models.Model):
     class Source(models.TextChoices):
         TRAINED = "trained", "Trained here"
         UPLOADED = "uploaded", "Uploaded"
+        IMPORTED = "imported", "Imported from another site"
 
     class OnnxStatus(models.TextChoices):
         AVAILABLE = "available", "Available"
