@@ -2,6 +2,10 @@
 
 Nothing here ever unpickles. skops files are loaded with TRUSTED_TYPES, a list kept in this module:
 it is never derived from the file being loaded, so a file naming an unexpected type is refused.
+
+skops, onnx and onnxruntime are imported by the functions that use them, not with this module: importing
+skops.io scans scikit-learn (most of a second of CPU), which a process that never opens a model file
+(most web workers, every manage.py command) would pay at start.
 """
 
 from __future__ import annotations
@@ -12,14 +16,12 @@ import io
 import re
 import zipfile
 from dataclasses import dataclass
-from typing import Any
-
-import onnx
-import onnxruntime
-import skops.io
-from skops.io.exceptions import UntrustedTypesFoundException
+from typing import TYPE_CHECKING, Any
 
 from ml.errors import ArtifactError
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 SKOPS = "skops"
 ONNX = "onnx"
@@ -66,6 +68,8 @@ def checksum_verify(data: bytes, *, sha256: str) -> None:
 
 
 def skops_dump(pipeline: Any) -> bytes:
+    import skops.io
+
     return skops.io.dumps(pipeline)
 
 
@@ -74,6 +78,9 @@ def skops_load(data: bytes, *, sha256: str) -> Any:
     checksum_verify(data, sha256=sha256)
     if not data.startswith(_ZIP_MAGIC):
         raise ArtifactError(f"This is not a skops file: it looks like {_describe(data)}. Nothing was loaded.")
+    import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
+
     try:
         return skops.io.loads(data, trusted=list(TRUSTED_TYPES))
     except UntrustedTypesFoundException as exc:
@@ -87,6 +94,8 @@ def skops_load(data: bytes, *, sha256: str) -> Any:
 def onnx_load(data: bytes, *, sha256: str) -> onnxruntime.InferenceSession:
     """Verify the checksum, then open one onnxruntime session (CPU, one thread per call)."""
     checksum_verify(data, sha256=sha256)
+    import onnxruntime
+
     options = onnxruntime.SessionOptions()
     # A web worker serves many requests; one thread per inference keeps latency predictable under load.
     options.intra_op_num_threads = 1
@@ -156,6 +165,8 @@ def _skops_validate(data: bytes, name: str) -> str:
 
 
 def _onnx_validate(data: bytes, name: str) -> str:
+    import onnx
+
     try:
         model = onnx.load_model_from_string(data)
         onnx.checker.check_model(model)

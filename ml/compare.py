@@ -1,4 +1,8 @@
-"""Paired comparison of two models on the same rows: McNemar for right/wrong, Wilcoxon for errors."""
+"""Paired comparison of two models on the same rows: McNemar for right/wrong, Wilcoxon for errors.
+
+scipy.stats is imported by the functions that test, not with this module: it costs about a second of CPU,
+and most processes that import this module at start (web workers, every manage.py) never compare models.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 # Scores are ratios of counts: a difference equal to the margin must not fail it by a rounding error.
 TOLERANCE = 1e-9
@@ -66,6 +69,8 @@ def mcnemar_p_value(champion_only: int, challenger_only: int) -> float:
     n = champion_only + challenger_only
     if n == 0:
         return 1.0
+    from scipy import stats
+
     if n <= MCNEMAR_EXACT_MAX:
         return float(min(1.0, 2 * stats.binom.cdf(min(champion_only, challenger_only), n, 0.5)))
     statistic = (abs(champion_only - challenger_only) - 1) ** 2 / n
@@ -108,6 +113,8 @@ def regression_compare(*, champion_errors: Any, challenger_errors: Any) -> Paire
     if not np.any(differences):
         p_value = 1.0
     else:
+        from scipy import stats
+
         p_value = float(stats.wilcoxon(differences, zero_method="zsplit").pvalue)
         if math.isnan(p_value):
             p_value = 1.0

@@ -25,6 +25,9 @@ Binned statistics, against scipy on the raw samples (ml/tests/test_drift.py chec
   every row by at most its distance to the bin mean, so the error is at most the mean such distance over
   both samples: under half the widest inner bin. The open ends are exact: all their mass lies beyond every
   row of the other bin set, where W is linear in each row's position.
+
+scipy is imported by the functions that test, not with this module: scipy.stats costs about a second of
+CPU, which every process importing this module at start (web workers, every manage.py) would pay.
 """
 
 from __future__ import annotations
@@ -37,8 +40,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.spatial import distance
 
 from ml.pipeline import MISSING_CATEGORY, NUMERIC
 
@@ -283,6 +284,8 @@ def ks_binned(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]
 
 
 def ks_p_value(statistic: float, *, n: int, m: int) -> float:
+    from scipy import stats
+
     effective = round(n * m / (n + m))
     return float(np.clip(stats.kstwo.sf(statistic, effective), 0.0, 1.0))
 
@@ -293,12 +296,16 @@ def chi_square(reference: np.ndarray, current: np.ndarray) -> tuple[float, float
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2:
         return 0.0, 1.0
+    from scipy import stats
+
     result = stats.chi2_contingency(table, correction=False)
     return float(result.statistic), float(result.pvalue)
 
 
 def jensen_shannon(reference: np.ndarray, current: np.ndarray) -> float:
     """scipy's Jensen-Shannon distance (natural log, so at most sqrt(ln 2) ~ 0.83) of the two shares."""
+    from scipy.spatial import distance
+
     value = distance.jensenshannon(_shares(np.asarray(reference, float)), _shares(np.asarray(current, float)))
     return float(value) if math.isfinite(value) else 0.0
 
@@ -314,6 +321,8 @@ def wasserstein_binned(reference: Histogram, current: Histogram, *, reference_st
 
     u, u_weights = points(reference)
     v, v_weights = points(current)
+    from scipy import stats
+
     raw = stats.wasserstein_distance(u, v, u_weights=u_weights, v_weights=v_weights)
     return float(raw / max(reference_std, STD_FLOOR))
 

@@ -1,6 +1,8 @@
 """The one way to MLflow: experiments, training runs, registered versions and their aliases.
 
-Only this module and the model directory writer it calls (mlflow_model_dir) import mlflow.
+Only this module and the model directory writer it calls (mlflow_model_dir) import mlflow, and only when
+a function talks to MLflow: importing it costs about a second of CPU, which every web worker, Celery
+worker and manage.py command would otherwise pay at start (the admin imports this module with the views).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # MLflow 3 phones home from a background thread unless told not to; this app is self-hosted and offline.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -25,16 +27,14 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
-import mlflow
-import mlflow.sklearn
-import requests
-import sqlalchemy.exc
 from django.conf import settings
-from mlflow.entities import LoggedModel, LoggedModelOutput, Metric, Param, RunTag, ViewType
-from mlflow.exceptions import MlflowException
-from mlflow.models import Model
 
 from models_registry import mlflow_model_dir
+
+if TYPE_CHECKING:
+    import mlflow
+    from mlflow.entities import LoggedModel, Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ def _is_server(uri: str) -> bool:
 @functools.lru_cache(maxsize=16)
 def _client_for(uri: str) -> mlflow.MlflowClient:
     # An explicit client per URI: the fluent API's global tracking URI would leak between threads and tests.
+    import mlflow
+
     database = _local_database(uri)
     if database is None:
         return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -129,6 +131,10 @@ def _error_for(exc: MlflowException, action: str) -> RegistryError:
 
 @contextlib.contextmanager
 def _translated(action: str) -> Iterator[None]:
+    import requests
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
     try:
         yield
     except RegistryError:
@@ -167,6 +173,8 @@ def tracking_ui_url(*, run_id: str) -> str | None:
 
 def experiment_ensure(*, name: str | None = None) -> str:
     """Return the id of the experiment, creating (or restoring) it on first use."""
+    from mlflow.exceptions import MlflowException
+
     name = name or settings.MLFLOW_EXPERIMENT_NAME
     client = _client()
     with _translated(f"lookup of experiment {name!r}"):
@@ -215,6 +223,8 @@ def training_run_log(
     the model's predictions for the rows of `input_example` when the caller has them, gives the
     signature's outputs without MLflow predicting the example again.
     """
+    from mlflow.entities import RunTag
+
     _validate_run_key(run_key)
     files = _artifact_files(artifacts)
     rows = _run_rows(params=params, metrics=metrics, tags=tags)
@@ -288,6 +298,9 @@ def _artifact_files(artifacts: Mapping[str, bytes | str]) -> dict[PurePosixPath,
 
 def _runs_clean_up(client: mlflow.MlflowClient, *, experiment_id: str, run_key: str) -> str | None:
     """Return the FINISHED run for the key; delete every unfinished run a crash left behind."""
+    from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
+
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{RUN_KEY_TAG}` = {_quoted(run_key)}",
@@ -312,6 +325,8 @@ def _runs_clean_up(client: mlflow.MlflowClient, *, experiment_id: str, run_key: 
 def _run_rows(
     *, params: Mapping[str, Any], metrics: Mapping[str, float], tags: Mapping[str, Any]
 ) -> tuple[list[Param], list[Metric], list[RunTag]]:
+    from mlflow.entities import Metric, Param, RunTag
+
     now = int(time.time() * 1000)
     metric_rows = []
     for key, value in metrics.items():
@@ -366,6 +381,9 @@ def _model_log(
 ) -> None:
     # These client calls and create_logged_model replace mlflow.sklearn.log_model, which reads the
     # global tracking URI.
+    from mlflow.entities import LoggedModelOutput
+    from mlflow.models import Model
+
     with tempfile.TemporaryDirectory(prefix="mlflow-model-") as folder:
         local_path = os.path.join(folder, MODEL_ARTIFACT_NAME)
         mlflow_model_dir.model_dir_write(
@@ -454,6 +472,7 @@ def _version_create(
 ) -> Any:
     """A new version of `name`, creating the registered model when it is the first (the rare case: the
     version is tried first, which spares a refused create on every later registration)."""
+    from mlflow.exceptions import MlflowException
 
     def create() -> Any:
         # The storage location, not models:/<id>: a SQL registry resolves that through the global client.
@@ -508,6 +527,8 @@ def registered_model_delete_if_empty(*, name: str) -> bool:
     MLflow deletes a registered model together with its versions, so one with any version is left alone.
     A missing model is not an error.
     """
+    from mlflow.exceptions import MlflowException
+
     client = _client()
     with _translated(f"deletion of model {name!r}"):
         try:
@@ -530,6 +551,8 @@ _DUPLICATE_WORDS = ("UNIQUE constraint failed", "duplicate key value", "Duplicat
 
 def _is_duplicate(exc: BaseException) -> bool:
     """Whether exc (or its cause) is a unique-constraint refusal: another writer inserted the row first."""
+    import sqlalchemy.exc
+
     while exc is not None:
         if isinstance(exc, sqlalchemy.exc.IntegrityError) or any(w in str(exc) for w in _DUPLICATE_WORDS):
             return True

@@ -1,6 +1,7 @@
 """An MLflow sklearn model directory written from a fitted pipeline: skops file, MLmodel, signature, pins.
 
-The gateway uploads the directory as a logged model's artifacts; this module only writes it.
+The gateway uploads the directory as a logged model's artifacts; this module only writes it. mlflow and
+skops are imported when a directory is written, not with this module (see mlflow_gateway).
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ import importlib.metadata
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
-import mlflow.sklearn
 import numpy as np
 import pandas as pd
-import skops.io
-from mlflow.exceptions import MlflowException
-from mlflow.models import Model
+
+if TYPE_CHECKING:
+    from mlflow.models import Model
 
 INPUT_EXAMPLE_ROWS = 5
 # The packages a model's environment pins to this process's versions: what loading the skops file needs.
@@ -44,6 +43,9 @@ def model_dir_write(
     `model_skops`, the model already dumped with skops.io, becomes the flavor's file (see
     _skops_file_given). Raises MlflowException when the file holds types outside `skops_trusted_types`.
     """
+    import mlflow.models
+    import mlflow.sklearn
+
     example = _input_example_head(input_example)
     signature = None
     if example is not None and output_example is not None:
@@ -77,6 +79,9 @@ def _skops_file_given(data: bytes | None) -> Iterator[None]:
     the load. MLflow offers no parameter for a ready file, so its module function is swapped while the
     lock is held; every save_model call of this module holds it, so none sees another's file.
     """
+    import mlflow.sklearn
+    import skops.io
+    from mlflow.exceptions import MlflowException
 
     def save(sk_model: Any, output_path: str, serialization_format: str, skops_trusted_types: Any) -> None:
         if serialization_format != mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS:
