@@ -20,6 +20,9 @@ from mlops_site.celery import app
 from monitoring.tasks import worker_heartbeat_task
 from tests.faults.conftest import free_port, wait_for
 
+# It starts its own PostgreSQL, site and worker: the same proof in either run, so it runs once.
+pytestmark = pytest.mark.deployment
+
 START_TIMEOUT = 90
 
 
