@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from mlops_site import env
+from tests.production_env import REQUIRED_IN_PRODUCTION
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -39,20 +40,6 @@ ENV_FILES = (".env.example", ".env.staging.example", ".env.production.example")
 ENVIRONMENTS = (".env.staging.example", ".env.production.example")
 #: Set by compose itself for interpolation (the -p name, or the folder's).
 COMPOSE_PROVIDED = {"COMPOSE_PROJECT_NAME"}
-#: What the app cannot run without in production: settings would fall back to embedded defaults.
-REQUIRED_IN_PRODUCTION = {
-    "SECRET_KEY",
-    "DEBUG",
-    "ALLOWED_HOSTS",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "CELERY_BROKER_URL",
-    "AWS_STORAGE_BUCKET_NAME",
-    "AWS_S3_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "MLFLOW_TRACKING_URI",
-}
 #: Read by `manage.py ensure_admin`, which only the migrate service runs.
 ADMIN_COMMAND_VARIABLES = {"DJANGO_ADMIN_USERNAME", "DJANGO_ADMIN_PASSWORD", "DJANGO_ADMIN_EMAIL"}
 #: The app's upload limits (settings.py's names), each of which nginx's body limit must let through.

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.build_context import context_files, dockerignore_rules, is_ignored
 
 ROOT = Path(__file__).resolve().parent.parent
 HADOLINT = Path(sys.executable).parent / "hadolint"
@@ -80,70 +81,9 @@ def base_image(stage: str) -> str:
     return re.match(r"FROM\s+(\S+)", stage).group(1)
 
 
-# ------------------------------------------------------------------------------------------------------
-# .dockerignore, with Docker's rules: patterns relative to the context, * and ? within a path segment,
-# ** across segments, a match on a folder excludes what is inside, later patterns win, ! re-includes.
-# ------------------------------------------------------------------------------------------------------
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    pattern = pattern.strip("/")
-    out = []
-    index = 0
-    while index < len(pattern):
-        if pattern.startswith("**/", index):
-            out.append("(?:.*/)?")
-            index += 3
-        elif pattern.startswith("**", index):
-            out.append(".*")
-            index += 2
-        elif pattern[index] == "*":
-            out.append("[^/]*")
-            index += 1
-        elif pattern[index] == "?":
-            out.append("[^/]")
-            index += 1
-        else:
-            out.append(re.escape(pattern[index]))
-            index += 1
-    return re.compile("".join(out))
-
-
-def read_dockerignore(path: Path) -> list[tuple[bool, re.Pattern[str]]]:
-    rules = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        negated = line.startswith("!")
-        rules.append((negated, _pattern_regex(line.lstrip("!"))))
-    return rules
-
-
-def is_excluded(relative: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
-    parts = relative.split("/")
-    candidates = ["/".join(parts[: end + 1]) for end in range(len(parts))]
-    excluded = False
-    for negated, regex in rules:
-        if any(regex.fullmatch(candidate) for candidate in candidates):
-            excluded = not negated
-    return excluded
-
-
-def build_context(root: Path, rules: list[tuple[bool, re.Pattern[str]]]) -> set[str]:
-    """The files `docker build` sends for `root` (folders excluded whole are not walked)."""
-    can_reinclude = any(negated for negated, _ in rules)
-    files = set()
-    for folder, subfolders, names in os.walk(root):
-        base = Path(folder).relative_to(root).as_posix()
-        prefix = "" if base == "." else base + "/"
-        if not can_reinclude:
-            subfolders[:] = [name for name in subfolders if not is_excluded(prefix + name, rules)]
-        files.update(prefix + name for name in names if not is_excluded(prefix + name, rules))
-    return files
-
-
 @pytest.fixture(scope="module")
 def context() -> set[str]:
-    return build_context(ROOT, read_dockerignore(ROOT / ".dockerignore"))
+    return set(context_files(ROOT))
 
 
 @pytest.mark.parametrize(
@@ -164,14 +104,14 @@ def context() -> set[str]:
     ],
 )
 def test_the_dockerignore_reader_matches_like_docker(pattern, path, excluded):
-    assert is_excluded(path, [(False, _pattern_regex(pattern))]) is excluded
+    assert is_ignored(path, dockerignore_rules(pattern)) is excluded
 
 
 def test_a_later_negated_pattern_includes_a_file_again():
-    rules = [(False, _pattern_regex(".env*")), (True, _pattern_regex(".env.example"))]
+    rules = dockerignore_rules(".env*\n!.env.example")
 
-    assert is_excluded(".env.example", rules) is False
-    assert is_excluded(".env", rules) is True
+    assert is_ignored(".env.example", rules) is False
+    assert is_ignored(".env", rules) is True
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -281,9 +221,9 @@ def test_the_context_holds_what_the_image_runs(context):
 
 
 def test_the_context_holds_no_secrets_local_state_or_tests():
-    rules = read_dockerignore(ROOT / ".dockerignore")
+    rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
 
-    assert [path for path in NEVER_IN_CONTEXT if not is_excluded(path, rules)] == []
+    assert [path for path in NEVER_IN_CONTEXT if not is_ignored(path, rules)] == []
 
 
 def test_every_file_the_dockerfiles_copy_from_the_context_is_in_it(context):

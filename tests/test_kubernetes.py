@@ -29,6 +29,7 @@ from kubernetes_validate import utils as kubernetes_validate_utils
 from referencing import Registry, Resource
 
 from mlops_site import env
+from tests.production_env import REQUIRED_IN_PRODUCTION as COMPOSE_REQUIRED
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -37,23 +38,8 @@ KUBERNETES_VERSION = "1.31"
 #: The image ./Dockerfile builds, as the base names it; the overlays give its registry and tag.
 IMAGE = "mlops-site"
 ROLES = ("web", "worker", "beat")
-#: What the app cannot run without in production: the settings would fall back to embedded defaults.
-REQUIRED_IN_PRODUCTION = {
-    "SECRET_KEY",
-    "DEBUG",
-    "ALLOWED_HOSTS",
-    "DATABASE_URL",
-    "REDIS_URL",
-    "CELERY_BROKER_URL",
-    "AWS_STORAGE_BUCKET_NAME",
-    "AWS_S3_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "MLFLOW_TRACKING_URI",
-    "SECURE_PROXY_SSL",
-    "METRICS_TOKEN",
-    "PROMETHEUS_MULTIPROC_DIR",
-}
+#: Compose's list, plus what the pods set that compose leaves to its own defaults.
+REQUIRED_IN_PRODUCTION = COMPOSE_REQUIRED | {"SECURE_PROXY_SSL", "METRICS_TOKEN", "PROMETHEUS_MULTIPROC_DIR"}
 #: Read by `manage.py ensure_admin`, which only the migration Job runs.
 ADMIN_COMMAND_VARIABLES = {"DJANGO_ADMIN_USERNAME", "DJANGO_ADMIN_PASSWORD", "DJANGO_ADMIN_EMAIL"}
 #: The upload limits (settings, in MB) the Ingress must let through.

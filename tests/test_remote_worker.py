@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +26,7 @@ import pytest
 from celery.signals import after_task_publish
 from django.conf import settings
 
+from tests.build_context import build_context_copy
 from tests.celery_worker import database_url_for_other_processes, storage_env_for_other_processes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,88 +42,6 @@ def on_the_services(test: Any) -> Any:
     for mark in (pytest.mark.postgres, pytest.mark.redis, pytest.mark.s3, pytest.mark.worker):
         test = mark(test)
     return test
-
-
-# ------------------------------------------------------------------------------
-# The build context as `docker build` sends it: every file not excluded by .dockerignore
-# https://docs.docker.com/build/concepts/context/#dockerignore-files
-# ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class IgnoreRule:
-    pattern: str
-    regex: re.Pattern[str]
-    reinclude: bool
-
-
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    """Go's filepath.Match plus `**` (any number of folders); a match on a folder covers what is inside."""
-    out = []
-    position = 0
-    while position < len(pattern):
-        if pattern.startswith("**/", position):
-            out.append("(?:.*/)?")
-            position += 3
-        elif pattern.startswith("**", position):
-            out.append(".*")
-            position += 2
-        elif pattern[position] == "*":
-            out.append("[^/]*")
-            position += 1
-        elif pattern[position] == "?":
-            out.append("[^/]")
-            position += 1
-        elif pattern[position] == "[" and "]" in pattern[position + 1 :]:
-            end = pattern.index("]", position + 1)
-            out.append("[" + pattern[position + 1 : end].replace("!", "^", 1) + "]")
-            position = end + 1
-        else:
-            out.append(re.escape(pattern[position]))
-            position += 1
-    return re.compile("".join(out) + "(?:/.*)?")
-
-
-def dockerignore_rules(text: str) -> list[IgnoreRule]:
-    rules = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        reinclude = line.startswith("!")
-        pattern = os.path.normpath(line.removeprefix("!").strip()).lstrip("/")
-        rules.append(IgnoreRule(pattern, _pattern_regex(pattern), reinclude))
-    return rules
-
-
-def is_ignored(path: str, rules: list[IgnoreRule]) -> bool:
-    """The last rule matching `path` (relative, with /) decides, as in Docker."""
-    ignored = False
-    for rule in rules:
-        if rule.regex.fullmatch(path):
-            ignored = not rule.reinclude
-    return ignored
-
-
-def build_context_copy(source: Path, target: Path) -> None:
-    """Copy `source` to `target` without what its .dockerignore excludes."""
-    ignore_file = source / ".dockerignore"
-    rules = dockerignore_rules(ignore_file.read_text()) if ignore_file.exists() else []
-    reincluded = [rule.pattern for rule in rules if rule.reinclude]
-    for folder, subfolders, files in os.walk(source):
-        relative = Path(folder).relative_to(source)
-        kept = []
-        for name in subfolders:
-            path = (relative / name).as_posix()
-            # An excluded folder is still walked when a `!` rule may bring back something inside it.
-            if not is_ignored(path, rules) or any(p.startswith(f"{path}/") for p in reincluded):
-                kept.append(name)
-        subfolders[:] = kept
-        for name in files:
-            path = (relative / name).as_posix()
-            if is_ignored(path, rules):
-                continue
-            destination = target / path
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / path, destination, follow_symlinks=False)
 
 
 # ------------------------------------------------------------------------------
