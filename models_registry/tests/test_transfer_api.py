@@ -14,37 +14,18 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from django.urls import Resolver404, include, path, resolve
 from drf_spectacular.generators import SchemaGenerator
 
 from ml import artifacts
 from ml.train import model_train
 from mlops_site import storage
-from mlops_site import urls as site_urls
 from mlops_site.tests.helpers import error_body
-from models_registry import transfer, transfer_api, upload_services
+from models_registry import transfer, upload_services
 from models_registry.models import ModelVersion, RegisteredModel
 from tests.factories import make_api_client as api_for
 from training.tests.helpers import cancer_frame, stored_model_files
 
-TRANSFER_ROUTES = [
-    path(
-        "models/<slug:name>/versions/<int:version>/export/",
-        transfer_api.ModelVersionExportView.as_view(),
-        name="api-model-version-export",
-    ),
-    path(
-        "models/<slug:name>/import/", transfer_api.ModelVersionImportView.as_view(), name="api-model-import"
-    ),
-]
-# The site's URL conf once it routes the transfer API; until then the same routes added in front of it.
-try:
-    resolve("/api/models/cancer/import/", urlconf=site_urls)
-    urlpatterns = site_urls.urlpatterns
-except Resolver404:
-    urlpatterns = [path("api/", include(TRANSFER_ROUTES)), *site_urls.urlpatterns]
-
-pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
+pytestmark = pytest.mark.django_db
 
 EXPORT = "/api/models/cancer/versions/1/export/"
 
