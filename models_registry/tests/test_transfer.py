@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import stat
 import tarfile
@@ -624,7 +625,11 @@ def test_the_version_page_says_the_version_was_imported(staging, tmp_path, clien
 
     page = client.get("/models/cancer/versions/1/").content.decode()
 
-    assert "<dt>Source</dt><dd>Imported from another site</dd>" in page
+    source = re.search(r'<dd id="version-source">(.*?)</dd>', page).group(1)
+    # Where it came from: the staging site's model and version, and the export's day.
+    assert re.fullmatch(
+        r"Imported from another site: cancer v1 of [^<>]+, exported on \d{4}-\d{2}-\d{2}", source
+    )
     assert "Imported from another site" in client.get("/models/cancer/").content.decode()
 
 
