@@ -30,10 +30,19 @@ $(DEV_STAMP): | $(BIN)/python
 	$(PIP) install --progress-bar off -r requirements-dev.txt
 	@rm -f $(VENV)/.stamp-run-* $(VENV)/.stamp-dev-* && touch $@ $(RUN_STAMP)
 
+# tritonserver for its proof (tests/test_tritonserver.py) and bench/triton_latency.py: nvidia-pytriton pins
+# numpy<2, so it lives in a folder of its own, never in the app's environment (requirements-triton.txt).
+TRITON_STAMP := $(VENV)/.stamp-triton-$(shell cat requirements-triton.txt | sha256sum | cut -c1-16)
+$(TRITON_STAMP): | $(BIN)/python
+	@echo "== Installing tritonserver (nvidia-pytriton) and numpy 1.26 for its Python stub into $(VENV)/triton (once, 70 MB)"
+	rm -rf $(VENV)/triton
+	$(PIP) install --progress-bar off --no-deps --target $(VENV)/triton -r requirements-triton.txt
+	@rm -f $(VENV)/.stamp-triton-* && touch $@
+
 run: $(RUN_STAMP)
 	exec $(BIN)/python deploy/run.py
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) $(TRITON_STAMP)
 	@echo "== make test 1/2: embedded run (SQLite, local files, filesystem broker)"; \
 	env $(addprefix -u ,$(SERVICE_VARIABLES)) $(BIN)/pytest -m "not postgres and not redis and not s3 and not deployment" $(PYTEST_ARGS); \
 	embedded=$$?; \
@@ -70,7 +79,7 @@ promtool:
 
 # Benchmarks; results in bench/results/. wrk is needed for the API benchmarks, PostgreSQL's server
 # programs for the feedback ones.
-bench: $(RUN_STAMP)
+bench: $(RUN_STAMP) $(TRITON_STAMP)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y wrk"; exit 1; }
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/predictions_api.py
@@ -79,6 +88,7 @@ bench: $(RUN_STAMP)
 	$(BIN)/python bench/feedback_quality.py
 	$(BIN)/python bench/monitoring_pages.py --predictions 1000000 --feedback 300000
 	$(BIN)/python bench/feedback_import.py
+	$(BIN)/python bench/triton_latency.py
 	$(BIN)/python bench/drift_simulation.py
 	$(BIN)/python bench/drift_job.py
 	$(MAKE) load

@@ -3,7 +3,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from models_registry import api, transfer_api
+from models_registry import api, transfer_api, triton_views
 
 router = SimpleRouter(trailing_slash=True)
 router.register("models", api.RegisteredModelViewSet, basename="registered-model")
@@ -15,6 +15,11 @@ urlpatterns = [
         "models/<slug:name>/versions/<int:version>/export/",
         transfer_api.ModelVersionExportView.as_view(),
         name="api-model-version-export",
+    ),
+    path(
+        "models/<slug:name>/versions/<int:version>/triton/",
+        triton_views.TritonRepositoryView.as_view(),
+        name="api-model-version-triton",
     ),
     path(
         "models/<slug:name>/import/", transfer_api.ModelVersionImportView.as_view(), name="api-model-import"

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from models_registry import views
+from models_registry import triton_views, views
 
 app_name = "registry"
 urlpatterns = [
@@ -23,5 +23,10 @@ urlpatterns = [
         "models/<str:name>/versions/<int:version>/files/<str:kind>",
         views.version_download,
         name="version-download",
+    ),
+    path(
+        "models/<str:name>/versions/<int:version>/triton",
+        triton_views.version_triton_download,
+        name="version-triton",
     ),
 ]
