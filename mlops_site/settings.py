@@ -174,6 +174,11 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "socket_connect_timeout": 3,
         "socket_timeout": 10,
     }
+elif CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
+    # RabbitMQ (docker-compose.rabbitmq.yml): a submission returns once the broker has the message, so
+    # one sent just before a broker crash is not lost silently. Redelivery of a running task is bounded
+    # by RabbitMQ's consumer_timeout (deploy/rabbitmq/rabbitmq.conf), not by a visibility timeout.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 # Sending a message retries briefly, then gives up: the caller keeps the job for the stale sweep.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
