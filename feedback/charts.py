@@ -9,9 +9,9 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ml import metrics as training_metrics
+from ml import figures as training_figures
 
-TEMPLATE = training_metrics.FIGURE_TEMPLATE
+TEMPLATE = training_figures.FIGURE_TEMPLATE
 METRIC_LABELS = {"accuracy": "Accuracy", "f1_macro": "F1 (macro)", "mae": "MAE", "rmse": "RMSE"}
 #: Live metrics per task, in panel order; only accuracy is a proportion with a Wilson interval.
 LIVE_METRICS = {"classification": ("accuracy", "f1_macro"), "regression": ("mae", "rmse")}

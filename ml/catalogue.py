@@ -1,22 +1,22 @@
-"""The algorithm catalogue, task inference from the target, and hyperparameter validation."""
+"""The algorithm catalogue, task inference from the target, and hyperparameter validation.
+
+The catalogue names each estimator class by its import path: the forms and serializers that list the
+algorithms are imported by every process, which then starts without scikit-learn; the class is imported
+when a hyperparameter is checked or an estimator built.
+"""
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
-from sklearn.ensemble import (
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.utils._param_validation import InvalidParameterError
+
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
 
 from ml.errors import TrainingInputError
 
@@ -43,13 +43,19 @@ class Algorithm:
     key: str
     task: str
     label: str
-    estimator_class: type[BaseEstimator]
+    # "module:Class", imported on first use (estimator_class).
+    estimator_path: str
     defaults: dict[str, Any] = field(default_factory=dict)
     # Linear models need standardised inputs; trees do not, and skipping the scaler keeps the ONNX
     # float32 tree thresholds seeing exactly the values scikit-learn sees.
     scale_numeric: bool = False
     # Estimators that take random_state get the run's seed.
     seeded: bool = True
+
+    @property
+    def estimator_class(self) -> type[BaseEstimator]:
+        module, _, name = self.estimator_path.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
 CATALOGUE: dict[tuple[str, str], Algorithm] = {
@@ -59,7 +65,7 @@ CATALOGUE: dict[tuple[str, str], Algorithm] = {
             key="logistic_regression",
             task=CLASSIFICATION,
             label="Logistic regression",
-            estimator_class=LogisticRegression,
+            estimator_path="sklearn.linear_model:LogisticRegression",
             defaults={"max_iter": 1000},
             scale_numeric=True,
         ),
@@ -67,32 +73,32 @@ CATALOGUE: dict[tuple[str, str], Algorithm] = {
             key="random_forest",
             task=CLASSIFICATION,
             label="Random forest",
-            estimator_class=RandomForestClassifier,
+            estimator_path="sklearn.ensemble:RandomForestClassifier",
         ),
         Algorithm(
             key="hist_gradient_boosting",
             task=CLASSIFICATION,
             label="Histogram gradient boosting",
-            estimator_class=HistGradientBoostingClassifier,
+            estimator_path="sklearn.ensemble:HistGradientBoostingClassifier",
         ),
         Algorithm(
             key="ridge",
             task=REGRESSION,
             label="Ridge regression",
-            estimator_class=Ridge,
+            estimator_path="sklearn.linear_model:Ridge",
             scale_numeric=True,
         ),
         Algorithm(
             key="random_forest",
             task=REGRESSION,
             label="Random forest",
-            estimator_class=RandomForestRegressor,
+            estimator_path="sklearn.ensemble:RandomForestRegressor",
         ),
         Algorithm(
             key="hist_gradient_boosting",
             task=REGRESSION,
             label="Histogram gradient boosting",
-            estimator_class=HistGradientBoostingRegressor,
+            estimator_path="sklearn.ensemble:HistGradientBoostingRegressor",
         ),
     )
 }
@@ -161,6 +167,8 @@ def hyperparameters_validate(*, algorithm: str, task: str, params: dict[str, Any
     The returned dict holds every constructor parameter (catalogue defaults, then the given values),
     without random_state, which is the run's seed.
     """
+    from sklearn.utils._param_validation import InvalidParameterError
+
     spec = algorithm_get(algorithm=algorithm, task=task)
     params = {} if params is None else params
     if not isinstance(params, dict):

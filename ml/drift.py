@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.pipeline import MISSING_CATEGORY, NUMERIC
+from ml.features import MISSING_CATEGORY, NUMERIC
 
 PROFILE_FORMAT = 1
 NUMERIC_BINS = 20

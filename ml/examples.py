@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.pipeline import MISSING_CATEGORY, NUMERIC
+from ml.features import MISSING_CATEGORY, NUMERIC
 
 EXAMPLE_ROWS = 5
 

@@ -1,4 +1,8 @@
-"""ONNX conversion of a trained pipeline, kept only when onnxruntime agrees with scikit-learn."""
+"""ONNX conversion of a trained pipeline, kept only when onnxruntime agrees with scikit-learn.
+
+The tolerances and OnnxConversion are read by services every process imports: onnx, skl2onnx and
+scikit-learn are imported by onnx_convert, on a training's or an upload's first conversion.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,17 @@ import functools
 import json
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
-from ml import artifacts, onnx_trees
-from ml.pipeline import NUMERIC, columns_from_frame
+from ml import artifacts
+from ml.features import NUMERIC, columns_from_frame
 from ml.predictor import CLASSES_METADATA_KEY, INPUT_NAMES_METADATA_KEY, OnnxPredictor
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 # Pinned so an artifact does not change with the converter's default; onnxruntime supports both.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
@@ -99,7 +104,10 @@ def onnx_convert(
     (TrainingResult.holdout_predictions and holdout_probabilities); whatever is not given is computed here,
     on the checked rows only.
     """
+    import onnx
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    from ml import onnx_trees
 
     _skl2onnx_hist_gradient_boosting_fix()
     model = pipeline.named_steps["model"]

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ml import artifacts
 from ml.errors import ArtifactError, PredictionInputError
-from ml.pipeline import NUMERIC, columns_from_rows
+from ml.features import NUMERIC, columns_from_rows
 
 # ONNX models we convert carry their class labels here, so the file alone is enough to predict.
 CLASSES_METADATA_KEY = "mlops_classes"

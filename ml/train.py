@@ -1,4 +1,9 @@
-"""Train one catalogue algorithm on a DataFrame: checks, seeded split, fit, holdout metrics, artifacts."""
+"""Train one catalogue algorithm on a DataFrame: checks, seeded split, fit, holdout metrics, artifacts.
+
+The forms, serializers and services of every process import this module for its limits (MAX_SEED,
+TEST_SIZE_MIN, TEST_SIZE_MAX) and HoldoutPlan, so scikit-learn and ml.metrics are imported in the functions
+that train or split: a web or Celery worker starts without them and loads them on its first training.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +12,24 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline
-from sklearn.utils.validation import has_fit_parameter
 from threadpoolctl import threadpool_limits
 
-from ml import catalogue, drift, metrics
+from ml import catalogue, drift, figures
 from ml.errors import TrainingInputError
-from ml.imputation import simple_imputers_restore
-from ml.pipeline import (
+from ml.features import (
     NUMERIC,
     distinct_values_keep_types,
     feature_columns_select,
     feature_schema_build,
     frame_prepare,
-    pipeline_build,
 )
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 MIN_TRAIN_ROWS = 5
 MIN_TEST_ROWS = 2
@@ -138,6 +141,10 @@ def _holdout_fingerprint(index: pd.Index) -> str:
 def _fit(
     pipeline: Pipeline, X: pd.DataFrame, y: pd.Series, *, label: str, weights: np.ndarray | None = None
 ) -> tuple[float, list[str]]:
+    from sklearn.utils.validation import has_fit_parameter
+
+    from ml.imputation import simple_imputers_restore
+
     started = time.perf_counter()
     fit_params: dict[str, Any] = {}
     if weights is not None:
@@ -174,6 +181,8 @@ class _Evaluation:
 def _evaluate(
     pipeline: Pipeline, X_test: pd.DataFrame, y_test: pd.Series, *, task: str, seed: int
 ) -> _Evaluation:
+    from ml import metrics
+
     # Pipeline.predict and predict_proba would each preprocess the holdout again; the fitted model fed the
     # preprocessing's output once is exactly what they compute.
     transformed = pipeline[:-1].transform(X_test)
@@ -190,17 +199,17 @@ def _evaluate(
         )
         confusion = metrics.confusion_matrix_build(y_true=y_test, y_pred=predicted, classes=classes)
         artifacts["confusion_matrix"] = confusion
-        artifacts["figures"]["confusion_matrix"] = metrics.confusion_matrix_figure(confusion)
+        artifacts["figures"]["confusion_matrix"] = figures.confusion_matrix_figure(confusion)
     else:
         values, omitted = metrics.regression_metrics_compute(y_true=y_test, y_pred=predicted), {}
         residuals = metrics.residuals_build(y_true=y_test, y_pred=predicted, seed=seed)
         artifacts["residuals"] = residuals
-        artifacts["figures"]["residuals"] = metrics.residuals_figure(residuals)
+        artifacts["figures"]["residuals"] = figures.residuals_figure(residuals)
     importances = metrics.feature_importances_compute(
         pipeline=pipeline, X_holdout=X_test, y_holdout=y_test, seed=seed, X_transformed=transformed
     )
     artifacts["feature_importances"] = importances
-    artifacts["figures"]["feature_importances"] = metrics.feature_importances_figure(importances)
+    artifacts["figures"]["feature_importances"] = figures.feature_importances_figure(importances)
     return _Evaluation(values, omitted, artifacts, classes, predicted, proba)
 
 
@@ -245,6 +254,8 @@ def _seeded_test_index(
     y: pd.Series, counts: pd.Series | None, *, test_size: float, seed: int
 ) -> tuple[pd.Index, bool]:
     """The rows of the seeded holdout (train_test_split), and whether it was stratified by class."""
+    from sklearn.model_selection import train_test_split
+
     n_train, n_test = _split_sizes(len(y), test_size)
     stratified = bool(
         counts is not None and counts.min() >= 2 and n_test >= len(counts) and n_train >= len(counts)
@@ -305,6 +316,10 @@ def model_train(
     Native thread pools (OpenMP, BLAS) are capped at `threads` for the run: on a shared worker, spinning
     OpenMP threads of histogram gradient boosting made training many times slower, not faster.
     """
+    from sklearn.model_selection import train_test_split
+
+    from ml.pipeline import pipeline_build
+
     if not isinstance(frame, pd.DataFrame) or frame.empty:
         raise TrainingInputError("The dataset has no rows.")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ml import metrics as training_metrics
+from ml import figures as training_figures
 
 METRIC_LABELS = {
     "accuracy": "Accuracy",
@@ -31,7 +31,7 @@ STAGE_COLOURS = {
 }
 COLUMNS = 3
 TOP_FEATURES = 20
-TEMPLATE = training_metrics.FIGURE_TEMPLATE
+TEMPLATE = training_figures.FIGURE_TEMPLATE
 
 
 class VersionLike(Protocol):
@@ -150,9 +150,9 @@ def version_figures(*, artifacts: Mapping[str, Any] | None) -> dict[str, dict[st
     artifacts = artifacts or {}
     figures: dict[str, dict[str, Any]] = {}
     if artifacts.get("confusion_matrix"):
-        figures["confusion_matrix"] = training_metrics.confusion_matrix_figure(artifacts["confusion_matrix"])
+        figures["confusion_matrix"] = training_figures.confusion_matrix_figure(artifacts["confusion_matrix"])
     if artifacts.get("residuals"):
-        figures["residuals"] = training_metrics.residuals_figure(artifacts["residuals"])
+        figures["residuals"] = training_figures.residuals_figure(artifacts["residuals"])
     importances = artifacts.get("feature_importances") or {}
     if importances.get("features"):
         figures["feature_importances"] = feature_importances_figure(importances=importances)
@@ -163,7 +163,7 @@ def feature_importances_figure(*, importances: Mapping[str, Any], top: int = TOP
     """The most important `top` columns, tall enough for every label to show."""
     features = list(importances["features"])
     shown = features[:top]
-    figure = training_metrics.feature_importances_figure({**importances, "features": shown})
+    figure = training_figures.feature_importances_figure({**importances, "features": shown})
     layout = figure.setdefault("layout", {})
     if len(shown) < len(features):
         title = layout.get("title", {})

@@ -14,7 +14,7 @@ from django.db.models import Max
 
 from ml import artifacts, predictor
 from ml.errors import ArtifactError, PredictionInputError
-from ml.pipeline import CATEGORICAL, NUMERIC
+from ml.features import CATEGORICAL, NUMERIC
 from mlops_site import parsers, storage
 from models_registry import services, webhook_services
 from models_registry.models import (

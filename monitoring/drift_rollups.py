@@ -12,7 +12,7 @@ import numpy as np
 from django.db import connection
 
 from ml import drift
-from ml.pipeline import NUMERIC
+from ml.features import NUMERIC
 from mlops_site import rollups
 from monitoring.models import FeatureHourly
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from datasets import selectors as dataset_selectors
 from ml import drift, estimate
 from ml import predictor as predictor_module
-from ml.pipeline import category_text, frame_prepare
+from ml.features import category_text, frame_prepare
 from ml.train import seeded_holdout_rows
 from mlops_site import rollups, storage
 from models_registry.models import ChallengerMode, ModelVersion, Stage

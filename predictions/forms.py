@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from ml.examples import ExampleRow, example_text
-from ml.pipeline import NUMERIC
+from ml.features import NUMERIC
 from predictions.models import Channel
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}\Z")

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ml.pipeline import NUMERIC, category_text
+from ml.features import NUMERIC, category_text
 from predictions.errors import InputInvalid
 
 # Error codes: the request is refused and nothing is stored.

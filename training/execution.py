@@ -6,7 +6,7 @@ import json
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import Max
@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from datasets import selectors as dataset_selectors
 from jobs import engine
-from ml import artifacts, onnx_export
+from ml import artifacts
 from ml.errors import ArtifactError, TrainingInputError
 from ml.examples import example_rows_pick
 from ml.train import HoldoutPlan, model_train
@@ -24,6 +24,9 @@ from models_registry import services as registry_services
 from models_registry.models import ModelVersion, RegisteredModel, WebhookEvent
 from monitoring import prometheus
 from training.models import TrainingRun
+
+if TYPE_CHECKING:
+    from ml import onnx_export
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,9 @@ def failure_reason(exc: Exception) -> str | None:
 
 
 def _steps(attempt: RunAttempt) -> None:
+    # The ONNX conversion imports onnx and scikit-learn: loaded by the first training, not by every worker.
+    from ml import onnx_export
+
     run = attempt.run
     dataset_version = run.dataset_version
     attempt.progress(5, f"Reading dataset {dataset_version}")

@@ -14,7 +14,7 @@ from datasets import selectors as dataset_selectors
 from feedback import selectors as feedback_selectors
 from jobs import engine
 from ml import compare
-from ml.pipeline import columns_from_frame, frame_prepare
+from ml.features import columns_from_frame, frame_prepare
 from ml.train import HoldoutPlan, seeded_holdout_rows
 from models_registry import transition_services
 from models_registry.models import ModelVersion, Stage, Task

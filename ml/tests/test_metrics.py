@@ -13,6 +13,7 @@ from sklearn.ensemble import (
 )
 from sklearn.pipeline import Pipeline
 
+from ml import figures as holdout_figures
 from ml import metrics
 from ml.pipeline import frame_prepare, pipeline_build
 from tests.factories import make_classification_frame
@@ -154,14 +155,14 @@ def test_the_residuals_figure_is_the_one_plotly_makes_from_the_points():
         title=f"Residuals (holdout), {metrics.RESIDUALS_MAX_POINTS} of 3000 points",
         xaxis_title="Predicted",
         yaxis_title="Actual - predicted",
-        height=metrics.RESIDUALS_HEIGHT,
-        margin=metrics.FIGURE_MARGIN,
-        title_font_size=metrics.TITLE_FONT_SIZE,
+        height=holdout_figures.RESIDUALS_HEIGHT,
+        margin=holdout_figures.FIGURE_MARGIN,
+        title_font_size=holdout_figures.TITLE_FONT_SIZE,
         xaxis_automargin=True,
         yaxis_automargin=True,
     )
 
-    assert metrics.residuals_figure(residuals) == metrics._figure_dict(figure)
+    assert holdout_figures.residuals_figure(residuals) == holdout_figures._figure_dict(figure)
 
 
 def test_the_importance_figure_is_the_one_plotly_builds():
@@ -174,13 +175,13 @@ def test_the_importance_figure_is_the_one_plotly_builds():
         title="Feature importance (native)",
         xaxis_title="Importance",
         yaxis_type="category",
-        height=metrics.importances_height(2),
-        margin=metrics.FIGURE_MARGIN,
-        title_font_size=metrics.TITLE_FONT_SIZE,
+        height=holdout_figures.importances_height(2),
+        margin=holdout_figures.FIGURE_MARGIN,
+        title_font_size=holdout_figures.TITLE_FONT_SIZE,
         yaxis_automargin=True,
     )
 
-    assert metrics.feature_importances_figure(importances) == metrics._figure_dict(figure)
+    assert holdout_figures.feature_importances_figure(importances) == holdout_figures._figure_dict(figure)
 
 
 def test_the_importance_figure_title_names_the_permutation_sample():
@@ -191,12 +192,11 @@ def test_the_importance_figure_title_names_the_permutation_sample():
         "n_repeats": 1,
         "features": [{"name": "age", "importance": 0.2}],
     }
-    title = metrics.feature_importances_figure(importances)["layout"]["title"]["text"]
+    title = holdout_figures.feature_importances_figure(importances)["layout"]["title"]["text"]
     assert title == "Feature importance (permutation, 1,000 of 20,000 holdout rows)"
     native = {"method": "native", "features": [{"name": "age", "importance": 0.2}]}
-    assert (
-        metrics.feature_importances_figure(native)["layout"]["title"]["text"] == "Feature importance (native)"
-    )
+    native_title = holdout_figures.feature_importances_figure(native)["layout"]["title"]["text"]
+    assert native_title == "Feature importance (native)"
 
 
 def test_every_holdout_figure_has_a_readable_height_and_leaves_the_width_to_the_page():
@@ -208,10 +208,10 @@ def test_every_holdout_figure_has_a_readable_height_and_leaves_the_width_to_the_
     many = {"labels": [str(i) for i in range(40)], "matrix": [[1] * 40 for _ in range(40)]}
     bars = {"method": "native", "features": [{"name": f"x{i}", "importance": 1.0} for i in range(30)]}
     figures = [
-        metrics.residuals_figure(residuals),
-        metrics.confusion_matrix_figure(few),
-        metrics.confusion_matrix_figure(many),
-        metrics.feature_importances_figure(bars),
+        holdout_figures.residuals_figure(residuals),
+        holdout_figures.confusion_matrix_figure(few),
+        holdout_figures.confusion_matrix_figure(many),
+        holdout_figures.feature_importances_figure(bars),
     ]
 
     for figure in figures:
@@ -221,4 +221,4 @@ def test_every_holdout_figure_has_a_readable_height_and_leaves_the_width_to_the_
         assert layout["height"] - margin["t"] - margin["b"] >= 250
         assert layout["height"] <= 1200
     assert figures[2]["layout"]["height"] > figures[1]["layout"]["height"]
-    assert figures[3]["layout"]["height"] >= 30 * metrics.IMPORTANCE_ROW_PX
+    assert figures[3]["layout"]["height"] >= 30 * holdout_figures.IMPORTANCE_ROW_PX

@@ -16,6 +16,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from ml import figures as holdout_figures
 from ml import metrics
 from ml.errors import TrainingInputError
 from ml.pipeline import category_text, frame_prepare, pipeline_build
@@ -610,7 +611,7 @@ def test_prepared_categories_are_the_canonical_text_of_each_value_whatever_the_c
 
 def test_figures_carry_plotly_s_own_white_template(iris):
     figure = train(iris, "target", "logistic_regression").artifacts["figures"]["confusion_matrix"]
-    reference = go.Figure(layout={"template": metrics.FIGURE_TEMPLATE}).to_json()
+    reference = go.Figure(layout={"template": holdout_figures.FIGURE_TEMPLATE}).to_json()
     assert figure["layout"]["template"] == json.loads(reference)["layout"]["template"]
     assert figure["layout"]["title"]["text"] == "Confusion matrix (holdout)"
 

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ml import artifacts
-from ml.pipeline import columns_from_rows
+from ml.features import columns_from_rows
 from models_registry import mlflow_gateway
 from models_registry.models import ModelVersion
 from models_registry.transfer.archive import MANIFEST, ONNX_MEMBER, SKOPS_MEMBER

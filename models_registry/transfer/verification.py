@@ -12,7 +12,7 @@ import pandas as pd
 
 from ml import artifacts, onnx_export, predictor
 from ml.errors import ArtifactError, PredictionInputError
-from ml.pipeline import NUMERIC, columns_from_rows
+from ml.features import NUMERIC, columns_from_rows
 from models_registry.models import Task
 from models_registry.transfer.archive import DATASET_MEMBER, ONNX_MEMBER, SKOPS_MEMBER
 from models_registry.transfer.errors import ArchiveRefused
