@@ -12,6 +12,10 @@ SERVICE_VARIABLES := DATABASE_URL REDIS_URL CELERY_BROKER_URL AWS_STORAGE_BUCKET
 	MLFLOW_TRACKING_URI MLFLOW_ARTIFACT_ROOT
 # Extra pytest options for both runs, e.g. make test PYTEST_ARGS="-x -k heartbeat".
 PYTEST_ARGS ?=
+# The embedded run's processes (pytest-xdist): its tests wait on workers, browsers and servers as much
+# as they compute, so two share two cores well. The service run stays one process: its tests share one
+# PostgreSQL, Redis and bucket. EMBEDDED_PROCESSES=0 runs it in this process.
+EMBEDDED_PROCESSES ?= 2
 
 .PHONY: run test lint bench load promtool mlflow
 
@@ -43,8 +47,8 @@ run: $(RUN_STAMP)
 	exec $(BIN)/python deploy/run.py
 
 test: $(DEV_STAMP) $(TRITON_STAMP)
-	@echo "== make test 1/2: embedded run (SQLite, local files, filesystem broker)"; \
-	env $(addprefix -u ,$(SERVICE_VARIABLES)) $(BIN)/pytest -m "not postgres and not redis and not s3 and not deployment" $(PYTEST_ARGS); \
+	@echo "== make test 1/2: embedded run (SQLite, local files, filesystem broker), $(EMBEDDED_PROCESSES) processes"; \
+	env $(addprefix -u ,$(SERVICE_VARIABLES)) $(BIN)/pytest -n $(EMBEDDED_PROCESSES) -m "not postgres and not redis and not s3 and not deployment" $(PYTEST_ARGS); \
 	embedded=$$?; \
 	echo "== make test 2/2: service run, the suite again on PostgreSQL, Redis and S3 where they can be started"; \
 	echo "   (less ml/tests: the Django-free core gives the same results on any backend)"; \
