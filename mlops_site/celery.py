@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import logging.config
@@ -113,9 +114,11 @@ def _redis_queue_keys() -> list[str]:
 
 
 def queue_lengths() -> dict[str, int] | None:
-    """Messages waiting per queue (its priority lists added up), or None when the broker is not Redis or
-    cannot be read."""
+    """Messages waiting per queue (Redis: its priority lists added up; RabbitMQ: ready messages), or None
+    when the broker is neither or cannot be read."""
     url = app.conf.broker_url or ""
+    if url.startswith(("amqp://", "amqps://", "pyamqp://")):
+        return _amqp_queue_lengths()
     if not url.startswith(("redis://", "rediss://")):
         return None
     keys = _redis_queue_keys()
@@ -133,6 +136,32 @@ def queue_lengths() -> dict[str, int] | None:
     for key, count in zip(keys, counts, strict=True):
         queue = key.split(_PRIORITY_SEP, 1)[0]
         lengths[queue] = lengths.get(queue, 0) + int(count)
+    return lengths
+
+
+def _amqp_queue_lengths() -> dict[str, int] | None:
+    """Ready messages per queue from a passive declare, which reads a queue without creating or changing
+    it; a queue no worker has declared yet holds nothing."""
+    from amqp.exceptions import NotFound  # the RabbitMQ client, loaded only with an amqp:// broker
+
+    queues = sorted({queue.name for queue in app.amqp.queues.values()} or {app.conf.task_default_queue})
+    lengths: dict[str, int] = {}
+    try:
+        with app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1)
+            for name in queues:
+                # A passive declare of a missing queue closes the channel: each queue gets its own.
+                channel = connection.channel()
+                try:
+                    lengths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+                except NotFound:
+                    lengths[name] = 0
+                finally:
+                    with contextlib.suppress(Exception):
+                        channel.close()
+    except Exception:  # the broker is down: the scrape answers without this gauge
+        logger.warning("could not read the broker's queue lengths", exc_info=True)
+        return None
     return lengths
 
 

@@ -23,7 +23,7 @@ from amqp.exceptions import NotFound
 from kombu import Connection
 
 from jobs import engine
-from mlops_site.celery import app
+from mlops_site.celery import app, queue_lengths
 from predictions.batch import services as batch_services
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_start
 from predictions.tests.helpers import make_model_version, trained_model
@@ -379,6 +379,19 @@ def test_a_real_rabbitmq_applies_the_deployed_settings_and_passes_the_compose_he
         seconds_to_start=rabbitmq.seconds_to_start,
         seconds_per_healthcheck=round(time.monotonic() - started, 1),
     )
+
+
+def test_the_queue_length_gauge_counts_rabbitmq_s_waiting_messages(
+    rabbitmq_batch_site, alice, transactional_db
+):
+    assert queue_lengths() == {"celery": 0}
+
+    for _ in range(3):
+        job_start(alice, csv_bytes(cancer_rows(5)))
+
+    assert queue_lengths() == {"celery": 3}
+    _purge(rabbitmq_batch_site.url)
+    assert queue_lengths() == {"celery": 0}
 
 
 # ------------------------------------------------------------------------------------------------------
