@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import ProtectedError, Q
+from django.db.models import Max, ProtectedError, Q
 
 from mlops_site import errors, storage
 from models_registry import mlflow_gateway
@@ -141,6 +141,12 @@ def registered_model_for_version(
             # Another transaction registered the name first: lock its row on the next pass.
             continue
     raise ModelInUse(f"Model {name!r} is being created and deleted at once; please try again.")
+
+
+def version_number_next(registered_model: RegisteredModel) -> int:
+    """The number the model's next version takes: one above its highest. Call it with the model locked by
+    registered_model_for_version, in the transaction that creates the version."""
+    return (registered_model.versions.aggregate(latest=Max("version"))["latest"] or 0) + 1
 
 
 def registered_model_delete(*, registered_model: RegisteredModel, user: AbstractBaseUser | None) -> None:

@@ -10,7 +10,6 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Max
 
 from ml import artifacts, predictor
 from ml.errors import ArtifactError, PredictionInputError
@@ -256,7 +255,7 @@ def model_version_upload(
                 raise ValidationError(
                     f"Model {name!r} predicts {registered.target_column!r}, not {target_column!r}."
                 )
-            number = (registered.versions.aggregate(latest=Max("version"))["latest"] or 0) + 1
+            number = services.version_number_next(registered)
             is_skops = uploaded.kind == artifacts.SKOPS
             version = ModelVersion.objects.create(
                 registered_model=registered,

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import Max
 from threadpoolctl import threadpool_limits
 
 from datasets import selectors as dataset_selectors
@@ -276,7 +275,7 @@ def _model_version_record(
         version = ModelVersion.objects.filter(training_run=run).first()
         created = version is None
         if version is None:
-            number = (registered.versions.aggregate(latest=Max("version"))["latest"] or 0) + 1
+            number = registry_services.version_number_next(registered)
             version = ModelVersion.objects.create(
                 registered_model=registered,
                 version=number,

@@ -8,7 +8,6 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from datasets.models import DatasetVersion
@@ -99,7 +98,7 @@ def imported_version_record(
                 f"Model {name!r} predicts {registered.target_column!r}; this archive predicts "
                 f"{version['target_column']!r}. Import it under another name (--name)."
             )
-        number = (registered.versions.aggregate(latest=Max("version"))["latest"] or 0) + 1
+        number = services.version_number_next(registered)
         has_onnx = ONNX_MEMBER in keys
         created = ModelVersion.objects.create(
             registered_model=registered,
