@@ -91,12 +91,16 @@ class StepTimers:
 
 def _instrument(timers: StepTimers) -> None:
     from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.query import QuerySet
+    from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
     from rest_framework.authentication import TokenAuthentication
     from rest_framework.renderers import JSONRenderer
     from rest_framework.request import Request
     from rest_framework.views import APIView
 
     from ml.predictor import OnnxPredictor, SklearnPredictor
+    from mlops_site import inserts
+    from monitoring import drift_rollups, prometheus
     from predictions import api, model_cache, services
 
     timers.wrap(BaseDatabaseWrapper, "connect", "db connect")
@@ -104,9 +108,21 @@ def _instrument(timers: StepTimers) -> None:
     timers.wrap(TokenAuthentication, "authenticate", "auth (token lookup)")
     timers.wrap(APIView, "check_throttles", "throttle")
     timers.wrap(Request, "_parse", "JSON parsing")
-    timers.wrap(api.PredictInputSerializer, "is_valid", "body checks")
-    # prediction_make's own time is storing: its other steps are timed inside it.
-    timers.wrap(services, "prediction_make", "store (insert + commit)")
+    timers.wrap(api, "predict_body_read", "body checks")
+    # prediction_make's own time is storing: its other steps are timed inside it, and storing's parts too.
+    timers.wrap(services, "prediction_make", "store: the rest (transaction, objects)")
+    timers.wrap(QuerySet, "create", "store: row inserts")
+    timers.wrap(QuerySet, "bulk_create", "store: row inserts")
+    timers.wrap(inserts, "objects_insert", "store: row inserts")
+    timers.wrap(services, "prediction_hours_add", "store: hourly rollups")
+    timers.wrap(services, "latency_hours_add", "store: hourly rollups")
+    timers.wrap(drift_rollups, "prediction_features_add", "store: drift rollups")
+    timers.wrap(BaseDatabaseWrapper, "commit", "store: commit")
+    timers.wrap(prometheus, "prediction_observed", "metrics")
+    for middleware in (PrometheusBeforeMiddleware, PrometheusAfterMiddleware):
+        for hook in ("process_request", "process_view", "process_response"):
+            if hasattr(middleware, hook):
+                timers.wrap(middleware, hook, "metrics")
     timers.wrap(model_cache.VersionResolutions, "resolve", "version lookup")
     timers.wrap(services, "rows_validate", "validation")
     timers.wrap(model_cache.PredictorCache, "get", "model cache")

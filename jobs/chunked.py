@@ -1,5 +1,6 @@
-"""What every job that works through a file in chunks shares: an attempt that checkpoints each stored
-chunk and times its steps, and a thread that stores one chunk while the main thread prepares the next."""
+"""What every job that works through a file in chunks shares: an attempt that times its steps (and one
+that also checkpoints each chunk it stores in order), and a thread that stores one chunk while the main
+thread prepares the next."""
 
 from __future__ import annotations
 
@@ -17,18 +18,16 @@ JobT = TypeVar("JobT", bound=Any)
 ItemT = TypeVar("ItemT")
 
 
-class ChunkedAttempt(engine.Attempt[JobT]):
-    """An attempt that counts the chunks it stored (`chunks_done`) and the seconds per step (`timings`).
+class TimedAttempt(engine.Attempt[JobT]):
+    """An attempt that sums the seconds it spends per step in `timings`, starting from the job's own.
 
-    Both threads add to the timings; the store thread saves them at each checkpoint. Subclasses name
-    their steps in TIMED_STEPS.
+    Subclasses name their steps in TIMED_STEPS; the job (or unit) has a `timings` JSON field.
     """
 
     TIMED_STEPS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: engine.JobSpec[JobT], job: JobT) -> None:
         super().__init__(spec, job)
-        self.chunks_done = job.chunks_done
         self._timings_lock = threading.Lock()
         self.timings: dict[str, float] = dict.fromkeys(self.TIMED_STEPS, 0.0)
         self.timings.update({k: float(v) for k, v in (job.timings or {}).items()})
@@ -43,6 +42,23 @@ class ChunkedAttempt(engine.Attempt[JobT]):
         with self._timings_lock:
             return {k: round(v, 4) for k, v in self.timings.items()}
 
+    def released_fields(self, message: str) -> dict[str, Any]:
+        return {"timings": self.timings_rounded()}
+
+    def failed_fields(self) -> dict[str, Any]:
+        return {"timings": self.timings_rounded()}
+
+
+class ChunkedAttempt(TimedAttempt[JobT]):
+    """A timed attempt that counts the chunks it stored in order (`chunks_done`, the checkpoint).
+
+    Both threads add to the timings; the store thread saves them at each checkpoint.
+    """
+
+    def __init__(self, spec: engine.JobSpec[JobT], job: JobT) -> None:
+        super().__init__(spec, job)
+        self.chunks_done = job.chunks_done
+
     def checkpoint(self, *, index: int, rows: int, failed: int) -> None:
         """Count chunk `index` done, first in the transaction that stores its rows: this UPDATE locks the
         job's row, so no other attempt can store the same chunk until the transaction ends."""
@@ -54,12 +70,6 @@ class ChunkedAttempt(engine.Attempt[JobT]):
             timings=self.timings_rounded(),
         )
         self.chunks_done = index + 1
-
-    def released_fields(self, message: str) -> dict[str, Any]:
-        return {"timings": self.timings_rounded()}
-
-    def failed_fields(self) -> dict[str, Any]:
-        return {"timings": self.timings_rounded()}
 
 
 class StoreThread(Generic[ItemT]):

@@ -99,6 +99,9 @@ class JobSpec(Generic[J]):
     failed_fields: dict[str, Any] = field(default_factory=dict)
     # Cleans up what dead attempts left behind, when the job is failed without a live attempt to do it.
     abandon: Callable[[J], None] | None = None
+    # Called with the job's id when job_lease_end ended its lease (its worker process died): ends the
+    # leases of the units the dead attempt held besides the job (a batch job's chunks, say).
+    lease_ended: Callable[[int], None] | None = None
     # The Celery task that runs the job (one id argument): the stale sweep looks for its messages in the
     # broker, and the worker's main process ends the lease of a job whose pool child died.
     task_name: str = ""
@@ -297,27 +300,31 @@ def job_run(
     spec: JobSpec[J],
     *,
     job_id: int,
-    work: Callable[[Any], None],
+    work: Callable[[Any], JobOutcome | None],
     reason: Callable[[Exception], str | None] = lambda exc: None,
     undo: Callable[[Any], None] | None = None,
+    claim: Callable[[], Attempt[J] | JobOutcome] | None = None,
 ) -> JobOutcome:
     """Claim the job and do its `work` on the attempt; idempotent, so a duplicate message is harmless.
+
+    `claim` replaces the usual claim (job_claim) for a job claimed on a condition of its own; `work` may
+    return a JobOutcome that says how the attempt ended (by default "succeeded").
 
     A duplicate finds the job busy or finished. LeaseLost stops the attempt without touching the job.
     Transient errors undo the attempt, hand the job back and are raised for the task to retry. Any other
     error undoes the attempt and fails the job with `reason(exc)`, or "Unexpected error" when that is
     None. A job claimed more than max_attempts times is failed before its work starts.
     """
-    claim = job_claim(spec, job_id=job_id)
-    if isinstance(claim, JobOutcome):
-        return claim
-    attempt = claim
+    claimed = job_claim(spec, job_id=job_id) if claim is None else claim()
+    if isinstance(claimed, JobOutcome):
+        return claimed
+    attempt = claimed
     if attempt.token > spec.max_attempts:
         if spec.abandon is not None:
             spec.abandon(attempt.job)
         return attempt.fail(interrupted_message(spec, attempt.token - 1))
     try:
-        work(attempt)
+        done = work(attempt)
     except LeaseLost:
         logger.warning("%s lost its lease to another attempt; stopping", attempt)
         return JobOutcome("lost", message=f"Another attempt took over the {spec.noun}.")
@@ -341,7 +348,7 @@ def job_run(
         if undo is not None:
             undo(attempt)
         return attempt.fail(message)
-    return JobOutcome("succeeded")
+    return done if isinstance(done, JobOutcome) else JobOutcome("succeeded")
 
 
 def job_fail(spec: JobSpec[J], *, job_id: int, message: str) -> bool:
@@ -376,6 +383,8 @@ def job_lease_end(spec: JobSpec[J], *, job_id: int) -> bool:
     ended = spec.model._default_manager.filter(
         pk=job_id, status=LeasedJob.Status.RUNNING, lease_expires_at__gt=now
     ).update(lease_expires_at=now)
+    if ended and spec.lease_ended is not None:
+        spec.lease_ended(job_id)
     return ended == 1
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -125,11 +127,14 @@ class OnnxPredictor:
             feeds[input_name] = values.reshape(-1, 1)
         return feeds
 
-    def predict_columns(self, columns: dict[str, np.ndarray]) -> tuple[Labels, Probabilities]:
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
         try:
-            outputs = self.session.run(self._output_names, self._feeds(columns))
+            return self.session.run(self._output_names, feeds)
         except Exception as exc:  # onnxruntime raises its own unexported exception types
             raise PredictionInputError(f"The ONNX model could not score these rows: {exc}") from exc
+
+    def predict_columns(self, columns: dict[str, np.ndarray]) -> tuple[Labels, Probabilities]:
+        outputs = self._run(self._feeds(columns))
         if not self.is_classifier:
             return np.asarray(outputs[0], dtype=float).ravel().tolist(), None
         labels = _plain_list(outputs[0])
@@ -140,6 +145,70 @@ class OnnxPredictor:
                 self.classes = sorted(scores[0])
             return labels, [[float(row[c]) for c in self.classes or []] for row in scores]
         return labels, np.asarray(scores, dtype=float).tolist()
+
+
+#: infer(inputs, output_names) -> outputs by name: one inference call to a model server.
+Infer = Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]]
+
+
+class TritonPredictor(OnnxPredictor):
+    """Predicts through a model server (Triton) serving this same ONNX file, with the in-process session
+    as the fallback.
+
+    The inputs sent are the ones onnxruntime would get (same names, types and [N, 1] or [N, k] shapes)
+    and the outputs are read the same way, so the answers are those of OnnxPredictor. When `infer` fails
+    (the server is down, slow, answers an error, or no longer serves this version) the rows are scored
+    in-process and `on_fallback(exc)` is told; after a failure the server is not asked again for
+    `retry_after` seconds (on_fallback(None) for each such request), so an outage costs one timeout per
+    `retry_after`, not one per request. More than `max_rows` rows (the server's batch limit) are sent in
+    several requests. Bad rows raise PredictionInputError from the in-process session,
+    as they would without the server.
+    """
+
+    kind = "triton"
+
+    def __init__(
+        self,
+        data: bytes,
+        *,
+        sha256: str,
+        feature_schema: list[dict[str, Any]],
+        infer: Infer,
+        classes: list[Any] | None = None,
+        on_fallback: Callable[[Exception | None], None] | None = None,
+        retry_after: float = 10.0,
+        max_rows: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(data, sha256=sha256, feature_schema=feature_schema, classes=classes)
+        self.max_rows = max_rows
+        self.infer = infer
+        self.on_fallback = on_fallback or (lambda exc: None)
+        self.retry_after = retry_after
+        self.clock = clock
+        self._skip_until = 0.0
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
+        if self.clock() < self._skip_until:
+            self.on_fallback(None)
+            return super()._run(feeds)
+        try:
+            n_rows = len(next(iter(feeds.values())))
+            parts = []
+            # The server takes at most max_rows rows per request (its max_batch_size).
+            for start in range(0, max(n_rows, 1), self.max_rows):
+                part = self.infer(
+                    {k: v[start : start + self.max_rows] for k, v in feeds.items()}, self._output_names
+                )
+                # A ZipMap output arrives as the probability tensor it wraps (the exported graph's).
+                parts.append([np.asarray(part[name]) for name in self._output_names])
+            if len(parts) == 1:
+                return parts[0]
+            return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
+        except Exception as exc:  # any failure of the server: the in-process session answers
+            self._skip_until = self.clock() + self.retry_after
+            self.on_fallback(exc)
+            return super()._run(feeds)
 
 
 def predictor_from_artifacts(

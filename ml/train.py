@@ -1,14 +1,13 @@
 """Train one catalogue algorithm on a DataFrame: checks, seeded split, fit, holdout metrics, artifacts.
 
 The forms, serializers and services of every process import this module for its limits (MAX_SEED,
-TEST_SIZE_MIN, TEST_SIZE_MAX) and HoldoutPlan, so scikit-learn and ml.metrics are imported in the functions
-that train or split: a web or Celery worker starts without them and loads them on its first training.
+TEST_SIZE_MIN, TEST_SIZE_MAX), and ml.holdout for HoldoutPlan, so scikit-learn and ml.metrics are imported
+in the functions that train or split: a web or Celery worker starts without them and loads them on its
+first training. The split itself (sizes, seeded split, a retraining's plan) is in ml.holdout.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,12 +26,20 @@ from ml.features import (
     feature_schema_build,
     frame_prepare,
 )
+from ml.holdout import (
+    MIN_TEST_ROWS,
+    MIN_TRAIN_ROWS,
+    HoldoutPlan,
+    holdout_fingerprint,
+    minimum_rows,
+    plan_split,
+    seeded_test_index,
+    split_sizes,
+)
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
-MIN_TRAIN_ROWS = 5
-MIN_TEST_ROWS = 2
 MAX_SEED = 2**32 - 1
 # The holdout share a training run may ask for, the same on the page, in the API and in the admin: below 5%
 # the holdout metrics are noise, above half the model is trained on less than it is judged on.
@@ -83,21 +90,6 @@ class TrainingResult:
         }
 
 
-def _split_sizes(n_rows: int, test_size: float) -> tuple[int, int]:
-    # The same rounding as train_test_split: the holdout is rounded up.
-    n_test = math.ceil(test_size * n_rows)
-    return n_rows - n_test, n_test
-
-
-def minimum_rows(test_size: float) -> int:
-    n = MIN_TRAIN_ROWS + MIN_TEST_ROWS
-    while True:
-        n_train, n_test = _split_sizes(n, test_size)
-        if n_train >= MIN_TRAIN_ROWS and n_test >= MIN_TEST_ROWS:
-            return n
-        n += 1
-
-
 def _target_prepare(y: pd.Series, *, task: str, target_column: str) -> pd.Series:
     """Class labels as int or text (they round-trip through JSON and ONNX as they are); floats otherwise."""
     if task == catalogue.REGRESSION:
@@ -132,10 +124,6 @@ def _target_prepare(y: pd.Series, *, task: str, target_column: str) -> pd.Series
             texts = np.array([str(v) for v in uniques.tolist()], dtype=object)
             return pd.Series(texts[codes], index=y.index, name=y.name, dtype=object)
     return y.map(str).astype(object)
-
-
-def _holdout_fingerprint(index: pd.Index) -> str:
-    return hashlib.sha256("\n".join(map(str, index.tolist())).encode("utf-8")).hexdigest()
 
 
 def _fit(
@@ -213,76 +201,6 @@ def _evaluate(
     return _Evaluation(values, omitted, artifacts, classes, predicted, proba)
 
 
-@dataclass(frozen=True)
-class HoldoutPlan:
-    """An explicit split for a retraining, instead of the seeded one.
-
-    The frame's first `original_rows` rows are the parent dataset: their holdout is the parent's own seeded
-    split (`original_seed`, `original_test_size`), so champion and challenger are judged on the rows the
-    champion was. Rows from `recent_from_row` on are the newest outcomes (the policy's window): a seeded
-    sample of `recent_holdout` of them is held out too, and the others weigh `recent_weight` in the fit, so
-    recent labels outvote what the concept used to be. A sample rather than the newest rows: right after a
-    drift the newest rows are the only ones that show it, and the challenger must learn from some of them.
-    """
-
-    original_rows: int
-    original_seed: int
-    original_test_size: float
-    recent_from_row: int
-    recent_holdout: int
-    recent_seed: int
-    recent_weight: float = 1.0
-
-    @classmethod
-    def from_dict(cls, value: dict[str, Any]) -> HoldoutPlan:
-        return cls(**{name: value[name] for name in cls.__dataclass_fields__ if name in value})
-
-    def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-    def recent_holdout_rows(self, n_rows: int) -> np.ndarray:
-        """Positions of the held-out recent rows in a frame of `n_rows` rows (sorted)."""
-        window = np.arange(self.recent_from_row, n_rows)
-        if not 0 < self.recent_holdout < len(window):
-            raise TrainingInputError("The retraining's holdout plan does not fit the dataset's rows.")
-        return np.sort(
-            np.random.default_rng(self.recent_seed).choice(window, self.recent_holdout, replace=False)
-        )
-
-
-def _seeded_test_index(
-    y: pd.Series, counts: pd.Series | None, *, test_size: float, seed: int
-) -> tuple[pd.Index, bool]:
-    """The rows of the seeded holdout (train_test_split), and whether it was stratified by class."""
-    from sklearn.model_selection import train_test_split
-
-    n_train, n_test = _split_sizes(len(y), test_size)
-    stratified = bool(
-        counts is not None and counts.min() >= 2 and n_test >= len(counts) and n_train >= len(counts)
-    )
-    # Class codes in the labels' sorted order give the stratified splitter the same classes and counts as
-    # the labels themselves, so the same split, without it sorting every text label.
-    strata = pd.factorize(y, sort=True)[0] if stratified else None
-    _, test = train_test_split(y.index, test_size=n_test, random_state=seed, stratify=strata)
-    return pd.Index(test), stratified
-
-
-def _plan_split(y: pd.Series, frame_rows: int, plan: HoldoutPlan) -> tuple[pd.Index, np.ndarray]:
-    """The holdout rows and the training rows' weights under an explicit plan."""
-    if not 0 < plan.original_rows <= plan.recent_from_row < frame_rows:
-        raise TrainingInputError("The retraining's holdout plan does not fit the dataset's rows.")
-    original = y.loc[y.index < plan.original_rows]
-    counts = original.value_counts() if not pd.api.types.is_float_dtype(original) else None
-    original_test, _ = _seeded_test_index(
-        original, counts, test_size=plan.original_test_size, seed=plan.original_seed
-    )
-    recent_test = pd.Index(plan.recent_holdout_rows(frame_rows)).intersection(y.index)
-    test = original_test.append(recent_test)
-    train = y.index.difference(test)
-    weights = np.where(train >= plan.recent_from_row, float(plan.recent_weight), 1.0)
-    return test, weights
-
-
 def seeded_holdout_rows(
     frame: pd.DataFrame, *, target_column: str, task: str, seed: int, test_size: float
 ) -> np.ndarray:
@@ -290,7 +208,7 @@ def seeded_holdout_rows(
     y = frame[target_column].reset_index(drop=True)
     y = _target_prepare(y.loc[y.notna()], task=task, target_column=target_column)
     counts = y.value_counts() if task == catalogue.CLASSIFICATION else None
-    test, _ = _seeded_test_index(y, counts, test_size=test_size, seed=seed)
+    test, _ = seeded_test_index(y, counts, test_size=test_size, seed=seed)
     return np.sort(test.to_numpy())
 
 
@@ -368,7 +286,7 @@ def model_train(
         )
 
     n_rows = len(y)
-    n_train, n_test = _split_sizes(n_rows, test_size)
+    n_train, n_test = split_sizes(n_rows, test_size)
     if n_train < MIN_TRAIN_ROWS or n_test < MIN_TEST_ROWS:
         dropped = f" after dropping {n_dropped} without a target" if n_dropped else ""
         raise TrainingInputError(
@@ -392,13 +310,13 @@ def model_train(
         )
         # Class codes in the labels' sorted order give the stratified splitter the same classes and counts
         # as the labels themselves, so the same split, without it sorting every text label. The split
-        # depends only on the row count, the seed and the strata: _seeded_test_index finds the same rows.
+        # depends only on the row count, the seed and the strata: seeded_test_index finds the same rows.
         strata = pd.factorize(y, sort=True)[0] if stratified else None
         X_train, X_test, y_train, y_test = train_test_split(
             X, y, test_size=n_test, random_state=seed, stratify=strata
         )
     else:
-        test_index, weights = _plan_split(y, len(frame) + n_dropped, holdout_plan)
+        test_index, weights = plan_split(y, len(frame) + n_dropped, holdout_plan)
         train_index = y.index.difference(test_index)
         stratified = False
         if len(train_index) < MIN_TRAIN_ROWS or len(test_index) < MIN_TEST_ROWS:
@@ -434,7 +352,7 @@ def model_train(
         n_test=len(X_test),
         n_dropped_missing_target=n_dropped,
         stratified=stratified,
-        holdout_sha256=_holdout_fingerprint(X_test.index),
+        holdout_sha256=holdout_fingerprint(X_test.index),
         fit_seconds=fit_seconds,
         warnings=fit_warnings,
         holdout_predictions=evaluation.predictions,

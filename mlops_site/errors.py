@@ -197,8 +197,10 @@ FOREIGN_ERRORS: dict[str, Callable[[Any], ErrorAnswer]] = {
     "training.retraining_services.RetrainingRefused": lambda exc: ErrorAnswer(
         409, exc.reason, exc.messages[0]
     ),
-    "models_registry.mlflow_gateway.RegistryUnavailable": _mlflow,
-    "models_registry.mlflow_gateway.ModelNotFound": lambda exc: ErrorAnswer(404, "not_found", str(exc)),
+    "models_registry.mlflow_gateway.errors.RegistryUnavailable": _mlflow,
+    "models_registry.mlflow_gateway.errors.ModelNotFound": lambda exc: ErrorAnswer(
+        404, "not_found", str(exc)
+    ),
     # A version whose model file is missing or damaged: retrying will not help until someone fixes it.
     "predictions.model_cache.ModelUnavailable": lambda exc: ErrorAnswer(503, "model_unavailable", str(exc)),
 }

@@ -133,7 +133,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # ------------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    _redis_cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    # Django's, reusing its redis-py client (mlops_site/redis_cache.py).
+    _redis_cache = {"BACKEND": "mlops_site.redis_cache.RedisCache", "LOCATION": REDIS_URL}
     CACHES = {"default": _redis_cache, "throttle": _redis_cache}
 else:
     CACHES = {
@@ -246,6 +247,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "monitoring.tasks.drift_reports_compute_task",
         "schedule": crontab(minute=5),
     },
+    # every minute: load each opted-in model's production version into Triton and unload the rest
+    # (repairs a restarted Triton and lost sync messages); does nothing while TRITON_URL is empty
+    "triton-sync-all": {
+        "task": "models_registry.tasks.triton_sync_all_task",
+        "schedule": 60.0,
+    },
     # hourly: repair MLflow aliases whose sync message was lost
     "model-aliases-sync-all": {
         "task": "models_registry.tasks.model_aliases_sync_all_task",
@@ -350,6 +357,25 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # Models
 # ------------------------------------------------------------------------------
 MODEL_MAX_UPLOAD_MB = env_int("MODEL_MAX_UPLOAD_MB", 100)
+
+# ------------------------------------------------------------------------------
+# Triton Inference Server (optional): the production version of each model opted in on its Triton page
+# is loaded into this Triton through its repository API, and the API's predictions for it go through it.
+# https://docs.nvidia.com/deeplearning/triton-inference-server/user-guide/docs/protocol/extension_model_repository.html
+# ------------------------------------------------------------------------------
+# Triton's HTTP address (http://triton:8000). Empty: off, every prediction runs in-process.
+TRITON_URL = env_str("TRITON_URL").rstrip("/")
+if TRITON_URL and not TRITON_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"TRITON_URL must be an http:// or https:// address, not {TRITON_URL!r}")
+# onnxruntime: Triton's ONNX Runtime backend (NVIDIA's container). python: a model.py around onnxruntime,
+# for a Triton with only the Python backend (nvidia-pytriton's tritonserver).
+TRITON_BACKEND = env_str("TRITON_BACKEND", "onnxruntime")
+if TRITON_BACKEND not in ("onnxruntime", "python"):
+    raise ImproperlyConfigured(f"TRITON_BACKEND must be onnxruntime or python, not {TRITON_BACKEND!r}")
+# Seconds a prediction waits for Triton before it is answered in-process instead.
+TRITON_TIMEOUT_SECONDS = env_int("TRITON_TIMEOUT_SECONDS", 5)
+if TRITON_TIMEOUT_SECONDS < 1:
+    raise ImproperlyConfigured(f"TRITON_TIMEOUT_SECONDS must be at least 1, not {TRITON_TIMEOUT_SECONDS}.")
 
 # ------------------------------------------------------------------------------
 # Predictions

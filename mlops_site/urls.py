@@ -9,12 +9,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from mlops_site import views
 
+# Predictions first: URL resolution tries patterns in order, and they are the busiest requests by far.
 api_patterns = [
+    path("", include("predictions.api_urls")),
     path("", include("accounts.api_urls")),
     path("", include("datasets.api_urls")),
     path("", include("models_registry.api_urls")),
     path("", include("training.api_urls")),
-    path("", include("predictions.api_urls")),
     path("", include("feedback.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
@@ -22,6 +23,8 @@ api_patterns = [
 ]
 
 urlpatterns = [
+    # First for the same reason; no page's address starts with api/.
+    path("api/", include(api_patterns)),
     path("", views.home, name="home"),
     path("admin/", admin.site.urls),
     # Browsers ask for /favicon.ico where a page names no icon (JSON answers, files); base.html names it.
@@ -33,7 +36,6 @@ urlpatterns = [
     path("", include("models_registry.urls")),
     path("", include("predictions.urls")),
     path("", include("feedback.urls")),
-    path("api/", include(api_patterns)),
     # /healthz, /readyz and /metrics (restricted: monitoring.metrics_view).
     path("", include("monitoring.urls")),
 ]

@@ -11,6 +11,7 @@ router.register(r"models/(?P<model_name>[^/.]+)/versions", api.ModelVersionViewS
 
 urlpatterns = [
     path("models/<slug:name>/challenger/", api.ChallengerView.as_view(), name="api-model-challenger"),
+    path("models/<slug:name>/triton/", triton_views.TritonServingView.as_view(), name="api-model-triton"),
     path(
         "models/<slug:name>/versions/<int:version>/export/",
         transfer_api.ModelVersionExportView.as_view(),

@@ -125,6 +125,12 @@ class RegisteredModel(models.Model):
     )
     canary_percent = models.PositiveSmallIntegerField(default=0)
     challenger_since = models.DateTimeField(null=True, blank=True)
+    # Triton (settings.TRITON_URL): whether the production version is served by Triton, which version
+    # Triton was last seen serving (None: none), when that was checked and why the last sync failed.
+    serve_with_triton = models.BooleanField(default=False)
+    triton_version = models.PositiveIntegerField(null=True, blank=True)
+    triton_synced_at = models.DateTimeField(null=True, blank=True)
+    triton_error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

@@ -1,5 +1,5 @@
 """The admin's actions that change production: their reason forms, the confirmation page they show
-before applying, and the stage moves as admin actions (used by models_registry.admin)."""
+before applying, and the stage moves as admin actions (used by models_registry.version_admin)."""
 
 from __future__ import annotations
 

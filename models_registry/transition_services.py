@@ -21,6 +21,7 @@ from models_registry.models import (
     WebhookEvent,
     min_metrics_normalize,
 )
+from models_registry.triton import deployment as triton_deployment
 
 logger = logging.getLogger(__name__)
 REASON_MAX_LENGTH = 2000
@@ -315,6 +316,7 @@ def model_version_transition(
             else {},
         )
         services.model_aliases_sync_on_commit(registered_model_id=registered.pk)
+        triton_deployment.triton_sync_on_commit(registered_model_id=registered.pk)
     return version
 
 
@@ -420,4 +422,5 @@ def model_version_rollback(
             extra={"rolled_back_from": [p.version for p, _ in demoted]},
         )
         services.model_aliases_sync_on_commit(registered_model_id=registered.pk)
+        triton_deployment.triton_sync_on_commit(registered_model_id=registered.pk)
     return target

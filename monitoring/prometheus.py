@@ -82,6 +82,12 @@ tasks_total = Counter(
     "Celery tasks finished, by task name and state (success, failure, retry).",
     ["task", "state"],
 )
+triton_fallbacks_total = Counter(
+    "mlops_triton_fallbacks_total",
+    "Model calls of versions Triton serves that were answered in-process instead, by model and reason "
+    "(unreachable, error: Triton's answer; paused: Triton not asked for a while after a failure).",
+    ["model", "reason"],
+)
 
 
 def multiprocess_dir() -> str:
@@ -95,6 +101,10 @@ def multiprocess_dir() -> str:
 def predictions_count(*, model: str, version: int, channel: str, rows: int) -> None:
     if rows:
         predictions_total.labels(model, str(version), channel).inc(rows)
+
+
+def triton_fallback_count(*, model: str, reason: str) -> None:
+    triton_fallbacks_total.labels(model, reason).inc()
 
 
 def rejection_reason(exc: Any) -> str:

@@ -1,4 +1,9 @@
-"""Per-process caches: loaded predictors keyed by model version, and stage lookups kept at most 0.5 s."""
+"""Per-process caches: loaded predictors keyed by model version, and stage lookups kept at most 0.5 s.
+
+With TRITON_URL set, a version Triton serves (its model opted in, and the version the last Triton sync
+recorded; see models_registry.triton.deployment) is predicted through Triton: a TritonPredictor, which
+falls back to the in-process session when Triton fails.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db.models.signals import post_save
 
 from ml import predictor as predictor_module
 from ml.errors import ArtifactError
 from mlops_site import storage
+from models_registry.triton import client as triton_client
+from models_registry.triton import model_config as triton_model_config
+from monitoring import prometheus
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +37,12 @@ MAX_RESOLUTIONS = 1024
 #: The resolutions' key of a model's challenger (the newest staging version, or None).
 CHALLENGER = "challenger"
 
-Predictor = predictor_module.SklearnPredictor | predictor_module.OnnxPredictor
+#: Seconds a process stops asking Triton after it failed (each request meanwhile runs in-process).
+TRITON_RETRY_AFTER_SECONDS = 10.0
+
+Predictor = (
+    predictor_module.SklearnPredictor | predictor_module.OnnxPredictor | predictor_module.TritonPredictor
+)
 
 
 class ModelUnavailable(Exception):
@@ -48,10 +62,20 @@ class ModelArtifacts:
     onnx_key: str = ""
     onnx_sha256: str = ""
     onnx_available: bool = False
+    # Set when Triton serves this version: the model's name there, and the version to ask it for.
+    triton_model: str = ""
+    triton_version: int | None = None
 
     @classmethod
     def of_version(cls, version: Any) -> ModelArtifacts:
         """From a models_registry ModelVersion (with registered_model joined)."""
+        registered = version.registered_model
+        by_triton = bool(
+            settings.TRITON_URL
+            and registered.serve_with_triton
+            and registered.triton_version == version.version
+            and version.has_onnx
+        )
         return cls(
             version_id=version.pk,
             label=f"{version.registered_model.name} v{version.version}",
@@ -62,12 +86,16 @@ class ModelArtifacts:
             onnx_key=version.onnx_key,
             onnx_sha256=version.onnx_sha256,
             onnx_available=version.has_onnx,
+            triton_model=registered.name if by_triton else "",
+            triton_version=version.version if by_triton else None,
         )
 
     @property
-    def cache_key(self) -> tuple[int, str, str]:
+    def cache_key(self) -> tuple[int, str, str, str]:
         # The checksums make the key safe even if an id were reused (test databases roll back sequences).
-        return (self.version_id, self.onnx_sha256 if self.onnx_available else "", self.skops_sha256)
+        # Triton's address is part of it: a version Triton starts or stops serving is loaded anew.
+        onnx = self.onnx_sha256 if self.onnx_available else ""
+        return (self.version_id, onnx, self.skops_sha256, settings.TRITON_URL if self.triton_model else "")
 
 
 def _read(key: str, label: str, kind: str) -> bytes:
@@ -77,8 +105,52 @@ def _read(key: str, label: str, kind: str) -> bytes:
     return data
 
 
+def _triton_fallback(artifacts: ModelArtifacts) -> Callable[[Exception | None], None]:
+    """What a TritonPredictor does when it answers in-process: log the failure, count every request."""
+    model = artifacts.triton_model
+
+    def fallback(exc: Exception | None) -> None:
+        if exc is None:
+            reason = "paused"
+        elif isinstance(exc, triton_client.TritonError):
+            reason = "error"
+        else:
+            reason = "unreachable"
+        if exc is not None:
+            logger.warning(
+                "%s: Triton failed (%s); answering in-process, Triton is asked again in %.0f s",
+                artifacts.label,
+                exc,
+                TRITON_RETRY_AFTER_SECONDS,
+            )
+        prometheus.triton_fallback_count(model=model, reason=reason)
+
+    return fallback
+
+
+def _triton_predictor(artifacts: ModelArtifacts, onnx_bytes: bytes) -> Predictor:
+    connection = triton_client.Client(settings.TRITON_URL, timeout=settings.TRITON_TIMEOUT_SECONDS)
+    model, version = artifacts.triton_model, artifacts.triton_version
+
+    def infer(inputs: dict[str, Any], outputs: list[str]) -> dict[str, Any]:
+        return connection.infer(model, inputs, version=version, outputs=outputs, binary=True)
+
+    return predictor_module.TritonPredictor(
+        onnx_bytes,
+        sha256=artifacts.onnx_sha256,
+        feature_schema=artifacts.feature_schema,
+        classes=artifacts.classes,
+        infer=infer,
+        on_fallback=_triton_fallback(artifacts),
+        retry_after=TRITON_RETRY_AFTER_SECONDS,
+        # triton_sync loads every model with the export's default batch limit.
+        max_rows=triton_model_config.DEFAULT_MAX_BATCH_SIZE,
+    )
+
+
 def predictor_load(artifacts: ModelArtifacts) -> Predictor:
-    """Read, verify and open the model: onnxruntime when a verified ONNX exists, else scikit-learn (skops).
+    """Read, verify and open the model: onnxruntime when a verified ONNX exists, else scikit-learn (skops);
+    through Triton when it serves the version (the in-process session kept as its fallback).
 
     A damaged or missing ONNX file falls back to the skops file when there is one. StorageError propagates:
     an outage is not a property of the model.
@@ -86,9 +158,12 @@ def predictor_load(artifacts: ModelArtifacts) -> Predictor:
     label = artifacts.label
     if artifacts.onnx_available and artifacts.onnx_key:
         try:
+            onnx_bytes = _read(artifacts.onnx_key, label, "ONNX")
+            if artifacts.triton_model:
+                return _triton_predictor(artifacts, onnx_bytes)
             return predictor_module.predictor_from_artifacts(
                 feature_schema=artifacts.feature_schema,
-                onnx_bytes=_read(artifacts.onnx_key, label, "ONNX"),
+                onnx_bytes=onnx_bytes,
                 onnx_sha256=artifacts.onnx_sha256,
                 classes=artifacts.classes,
             )

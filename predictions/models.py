@@ -225,6 +225,12 @@ class BatchPredictionJob(ChunkedFileJob):
         PredictionRequest, on_delete=models.PROTECT, related_name="batch_job"
     )
     result_key = models.CharField(max_length=255, blank=True)
+    # The chunks the file was cut into (BatchPredictionChunk rows), set once the whole file is cut; until
+    # then None. `chunks_done` counts the chunks stored so far, in any order.
+    chunks_total = models.PositiveIntegerField(null=True, blank=True)
+    # Every chunk left is queued or held by another worker: the job's attempt handed its claim back and
+    # the worker that stores the last chunk finishes the job.
+    waiting_for_chunks = models.BooleanField(default=False)
 
     class Meta(ChunkedFileJob.Meta):
         indexes = [
@@ -243,6 +249,33 @@ class BatchPredictionJob(ChunkedFileJob):
     @property
     def rows_predicted(self) -> int:
         return self.rows_done - self.rows_failed
+
+
+class BatchPredictionChunk(LeasedJob):
+    """One chunk of a batch job's file: a leased job of its own, which any worker may claim.
+
+    The job's attempt cuts the file and stores each chunk's rows as an input part; then every worker
+    takes chunks. A chunk is SUCCEEDED in the transaction that stores its predictions and adds its counts
+    to the job, so a chunk redone after its worker died stores and counts its rows once.
+    """
+
+    job = models.ForeignKey(BatchPredictionJob, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    rows_done = models.PositiveIntegerField(default=0)
+    rows_failed = models.PositiveIntegerField(default=0)
+    # Seconds spent per step on this chunk (summed into the job's timings when it finishes).
+    timings = models.JSONField(default=dict, blank=True)
+    # Claimed by the job's own attempt rather than a chunk task: its lease ends with the job's when the
+    # worker process running the job dies.
+    claimed_by_job = models.BooleanField(default=False)
+
+    class Meta(LeasedJob.Meta):
+        ordering = ["job", "index"]
+        indexes = [lease_index("batch_chunk_status")]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="batch_chunk_job_index")]
+
+    def __str__(self) -> str:
+        return f"Chunk {self.index} of batch job {self.job_id}"
 
 
 class ShadowPrediction(models.Model):

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from ml.errors import PredictionInputError
-from mlops_site import latency_bins, rollups, storage
+from mlops_site import inserts, latency_bins, rollups, storage
 from mlops_site.errors import problem
 from models_registry.models import ModelVersion, Stage
 from monitoring import drift_rollups, prometheus
@@ -262,16 +262,20 @@ def _store(
         if keys is not None:
             _keys_taken(answered[0].version, keys)
         for part in answered:
-            request = PredictionRequest.objects.create(
-                request_id=request_id,
-                user=user,
-                channel=channel,
-                model_version=part.version,
-                stage=stage,
-                n_rows=len(part.positions),
-                latency_ms=latency_ms,
+            (request,) = inserts.objects_insert(
+                [
+                    PredictionRequest(
+                        request_id=request_id,
+                        user=user,
+                        channel=channel,
+                        model_version=part.version,
+                        stage=stage,
+                        n_rows=len(part.positions),
+                        latency_ms=latency_ms,
+                    )
+                ]
             )
-            stored = Prediction.objects.bulk_create(
+            stored = inserts.objects_insert(
                 [
                     Prediction(
                         request=request,

@@ -25,6 +25,21 @@ def batch_prediction_run_task(self: LeasedJobTask, job_id: int) -> str:
     )
 
 
+@shared_task(
+    name="predictions.tasks.batch_chunk_run_task",
+    bind=True,
+    base=LeasedJobTask,
+    job_fail=staticmethod(batch_services.batch_chunk_fail),
+)
+def batch_chunk_run_task(self: LeasedJobTask, chunk_id: int) -> str:
+    """Predict one chunk of a batch job; a chunk already stored is skipped, one held elsewhere is busy."""
+    return self.leased_run(
+        chunk_id,
+        execute=lambda: batch_services.batch_chunk_run(chunk_id=chunk_id),
+        transient_errors=batch_services.TRANSIENT_ERRORS,
+    )
+
+
 @shared_task(name="predictions.tasks.batch_prediction_jobs_stale_requeue_task", ignore_result=True)
 def batch_prediction_jobs_stale_requeue_task() -> int:
     """Re-send jobs whose message was lost or whose worker died; harmless to run any number of times."""

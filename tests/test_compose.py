@@ -32,7 +32,10 @@ PROFILES = {
     "app": ("migrate", *APP_SERVICES),
     "monitoring": MONITORING,
     "proxy": ("nginx", "certbot"),
+    "triton": ("triton",),
 }
+#: Started by an operator who wants them; the environments' env files do not.
+OPTIONAL_PROFILES = {"triton"}
 #: They hold the data: no route to anything but the internal network.
 DATA_SERVICES = ("postgres", "redis", "minio", "minio-init", "mlflow")
 #: The single stack and the two side by side on one host.
@@ -540,8 +543,11 @@ def test_every_image_is_pinned_to_a_version(services):
         assert repository, f"{name} runs {image} without a tag"
         assert "latest" not in tag, f"{name} runs unpinned {image}"
         assert "$" not in image, f"{name} takes its image from a variable but builds none"
-        # PostgreSQL's second number is its patch release (16.15); MinIO tags are release dates.
-        patch = r"\d+\.\d+" if repository == "postgres" else r"v?\d+\.\d+\.\d+"
+        # PostgreSQL's second number is its patch release (16.15); MinIO tags are release dates; NVIDIA's
+        # containers are named by year and month (24.08).
+        patch = (
+            r"\d+\.\d+" if repository in ("postgres", "nvcr.io/nvidia/tritonserver") else r"v?\d+\.\d+\.\d+"
+        )
         assert re.fullmatch(rf"{patch}(-[a-z0-9.]+)?|RELEASE\.[0-9TZ-]+", tag), f"{name} runs {image}"
 
 
@@ -772,7 +778,7 @@ def test_behind_the_proxy_the_app_trusts_nginx_and_not_the_edge_gateway(name, en
     assert "web" in variables["ALLOWED_HOSTS"].split(",")
     assert f"https://{variables['APP_HOST']}" in variables["CSRF_TRUSTED_ORIGINS"]
     assert variables["GRAFANA_ROOT_URL"] == f"https://{variables['GRAFANA_HOST']}/"
-    assert set(variables["COMPOSE_PROFILES"].split(",")) == set(PROFILES)
+    assert set(variables["COMPOSE_PROFILES"].split(",")) == set(PROFILES) - OPTIONAL_PROFILES
 
 
 @pytest.mark.parametrize("name", ENV_FILES)

@@ -386,7 +386,7 @@ def test_the_settings_load_from_the_pods_variables_with_every_integration_on(ove
     assert host in pod_settings["ALLOWED_HOSTS"]
     assert pod_settings["engine"] == "django.db.backends.postgresql"
     assert pod_settings["broker"].startswith("redis://")
-    assert pod_settings["cache"] == "django.core.cache.backends.redis.RedisCache"
+    assert pod_settings["cache"] == "mlops_site.redis_cache.RedisCache"
     assert pod_settings["storage"] == "storages.backends.s3.S3Storage"
 
 

@@ -145,7 +145,7 @@ def test_database_url_selects_postgresql(tmp_path):
 def test_redis_url_selects_the_redis_cache_and_broker(tmp_path):
     shown = _settings(tmp_path, REDIS_URL="redis://cache.example:6379/0")
 
-    assert shown["cache"] == "django.core.cache.backends.redis.RedisCache"
+    assert shown["cache"] == "mlops_site.redis_cache.RedisCache"
     assert shown["broker"] == "redis://cache.example:6379/0"
 
 

@@ -18,7 +18,7 @@ from datasets import services as dataset_services
 from datasets.models import DatasetVersion
 from feedback import selectors as feedback_selectors
 from ml.errors import TrainingInputError
-from ml.train import HoldoutPlan
+from ml.holdout import HoldoutPlan
 from models_registry.models import ModelVersion
 from training import event_services, policy_services
 from training.models import Retraining, Window

@@ -16,7 +16,8 @@ from jobs import engine
 from ml import artifacts
 from ml.errors import ArtifactError, TrainingInputError
 from ml.examples import example_rows_pick
-from ml.train import HoldoutPlan, model_train
+from ml.holdout import HoldoutPlan
+from ml.train import model_train
 from mlops_site import storage
 from models_registry import mlflow_gateway, webhook_services
 from models_registry import services as registry_services

@@ -15,7 +15,8 @@ from feedback import selectors as feedback_selectors
 from jobs import engine
 from ml import compare
 from ml.features import columns_from_frame, frame_prepare
-from ml.train import HoldoutPlan, seeded_holdout_rows
+from ml.holdout import HoldoutPlan
+from ml.train import seeded_holdout_rows
 from models_registry import transition_services
 from models_registry.models import ModelVersion, Stage, Task
 from predictions import selectors as prediction_selectors

@@ -44,7 +44,7 @@ class TrainingRun(LeasedJob):
     progress_message = models.CharField(max_length=255, blank=True)
     mlflow_run_id = models.CharField(max_length=64, blank=True)
     # An explicit holdout instead of the seeded split (a retraining's): {"original_rows": n,
-    # "original_seed": s, "original_test_size": t, "recent_from_row": k, ...}; see ml.train.HoldoutPlan.
+    # "original_seed": s, "original_test_size": t, "recent_from_row": k, ...}; see ml.holdout.HoldoutPlan.
     holdout = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -80,7 +80,7 @@ def training_run_create(
 ) -> TrainingRun:
     """Record a QUEUED run and send it to the worker when the transaction commits.
 
-    `holdout` is a retraining's explicit split (ml.train.HoldoutPlan as a dict). With `enqueue` False the
+    `holdout` is a retraining's explicit split (ml.holdout.HoldoutPlan as a dict). With `enqueue` False the
     caller runs it itself (a retraining executes its run inline); the stale sweep still re-sends it
     should that caller die.
 

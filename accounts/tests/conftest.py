@@ -44,7 +44,7 @@ def cache_down(settings):
     settings.CACHES = {
         **settings.CACHES,
         "throttle": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "mlops_site.redis_cache.RedisCache",
             "LOCATION": "redis://127.0.0.1:1/0",
         },
     }

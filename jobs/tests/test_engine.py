@@ -421,3 +421,49 @@ def test_sweeping_twice_sends_a_job_twice_but_only_one_attempt_claims_it(spec, s
     assert isinstance(outcomes[0], engine.Attempt)
     assert outcomes[1].status == "busy"
     assert TrainingRun.objects.get(pk=job.pk).attempts == 2
+
+
+def test_a_job_claimed_on_a_condition_of_its_own_runs_through_the_same_attempt(spec):
+    job = job_make(status="running", attempts=1, lease_expires_at=timezone.now() + timedelta(seconds=LEASE))
+    seen: list[int] = []
+
+    def claim():
+        # Say: the job is ready to finish, whoever holds its lease.
+        claimed = TrainingRun.objects.filter(pk=job.pk, status="running").update(attempts=2)
+        if not claimed:
+            return engine.JobOutcome("skipped")
+        return engine.Attempt(spec, TrainingRun.objects.get(pk=job.pk))
+
+    outcome = engine.job_run(
+        spec, job_id=job.pk, work=lambda attempt: seen.append(attempt.token), claim=claim
+    )
+
+    assert (outcome.status, seen) == ("succeeded", [2])
+    assert (
+        engine.job_run(
+            spec, job_id=job.pk, work=lambda attempt: None, claim=lambda: engine.JobOutcome("skipped")
+        ).status
+        == "skipped"
+    )
+
+
+def test_the_work_may_say_how_its_attempt_ended(spec):
+    job = job_make()
+
+    outcome = engine.job_run(
+        spec, job_id=job.pk, work=lambda attempt: engine.JobOutcome("waiting", message="later")
+    )
+
+    assert (outcome.status, outcome.message) == ("waiting", "later")
+
+
+def test_ending_a_dead_attempts_lease_ends_the_leases_of_what_it_held_besides_the_job(spec):
+    ended: list[int] = []
+    spec.lease_ended = ended.append
+    held = job_make(status="running", attempts=1, lease_expires_at=timezone.now() + timedelta(seconds=LEASE))
+    finished = job_make(status="succeeded")
+
+    assert engine.job_lease_end(spec, job_id=held.pk)
+    assert not engine.job_lease_end(spec, job_id=finished.pk)
+
+    assert ended == [held.pk]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial import distance
 
@@ -46,6 +48,45 @@ def test_binning_new_values_puts_values_beyond_the_reference_in_the_open_ends() 
     assert histogram.missing == 1
     assert histogram.sums is not None
     assert histogram.sums[-1] == 1000.0
+
+
+def _as_counted(histogram: drift.Histogram, *, numeric: bool) -> dict[int, tuple[int, float]]:
+    counted = {
+        int(i): (
+            int(histogram.counts[i]),
+            float(histogram.sums[i]) if numeric and histogram.sums is not None else 0.0,
+        )
+        for i in np.flatnonzero(histogram.counts)
+    }
+    if histogram.missing:
+        counted[drift.MISSING_BIN] = (histogram.missing, 0.0)
+    return counted
+
+
+_EDGES = Binner.of(_numeric(np.array([0.0, 0.0, 1.0, 2.5, 2.5, 7.0, 100.0, 1e9])))
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.sampled_from([0.0, 1.0, 2.5, 7.0, 100.0, 1e9, -0.0]),  # the edges themselves
+        ),
+        max_size=drift.FEW_VALUES,
+    )
+)
+def test_a_few_numbers_fall_in_the_bins_and_sums_numpy_gives_them(values: list[float]) -> None:
+    numbers = np.array(values, dtype="float64")
+    assert _EDGES.bin_few(numbers) == _as_counted(_EDGES.bin(numbers), numeric=True)
+
+
+_CATEGORIES = Binner.of(_categorical(np.array(["a"] * 5 + ["b"] * 3 + ["c"], dtype=object)))
+
+
+@given(st.lists(st.sampled_from(["a", "b", "c", "", "never seen", "A"]), max_size=drift.FEW_VALUES))
+def test_a_few_categories_fall_in_the_bins_numpy_gives_them(values: list[str]) -> None:
+    texts = np.array(values, dtype=object)
+    assert _CATEGORIES.bin_few(texts) == _as_counted(_CATEGORIES.bin(texts), numeric=False)
 
 
 def test_a_categorical_profile_keeps_the_top_categories_and_bins_unknown_ones_as_other() -> None:

@@ -15,7 +15,7 @@ from sklearn.ensemble import (
 )
 from sklearn.pipeline import Pipeline
 
-from ml import artifacts, onnx_export, onnx_trees
+from ml import artifacts, onnx_export, onnx_trees, protobuf_encoding
 from ml.pipeline import NUMERIC, columns_from_frame, feature_schema_build, frame_prepare, pipeline_build
 from ml.predictor import OnnxPredictor
 
@@ -81,25 +81,25 @@ def test_integers_are_encoded_as_protobuf_writes_them():
     for dtype in (np.int64, np.int32):
         fitting = [v for v in values if np.iinfo(dtype).min <= v <= np.iinfo(dtype).max]
         written = onnx.AttributeProto(ints=fitting).SerializeToString()
-        assert onnx_trees._varint_entries(0x40, np.array(fitting, dtype=dtype)).tobytes() == written
+        assert protobuf_encoding.varint_entries(0x40, np.array(fitting, dtype=dtype)).tobytes() == written
     small = [0, 5, 127, 3]
-    assert onnx_trees._varint_entries(0x40, np.array(small, dtype=np.uint8)).tobytes() == (
+    assert protobuf_encoding.varint_entries(0x40, np.array(small, dtype=np.uint8)).tobytes() == (
         onnx.AttributeProto(ints=small).SerializeToString()
     )
-    assert onnx_trees._varint_entries(0x40, np.array([], dtype=np.int64)).tobytes() == b""
+    assert protobuf_encoding.varint_entries(0x40, np.array([], dtype=np.int64)).tobytes() == b""
 
 
 def test_floats_and_strings_are_encoded_as_protobuf_writes_them():
     floats = [0.0, -0.0, 1.5, 1e-40, -3.25e38, float("inf"), 0.1]
     strings = [b"LEAF", b"BRANCH_LEQ", b"", b"x", b"BRANCH_LEQ"]
 
-    encoded_floats = onnx_trees._float_entries(0x3D, np.array(floats, dtype=np.float64)).tobytes()
-    encoded_strings = onnx_trees._bytes_entries(0x4A, np.array(strings)).tobytes()
+    encoded_floats = protobuf_encoding.float_entries(0x3D, np.array(floats, dtype=np.float64)).tobytes()
+    encoded_strings = protobuf_encoding.bytes_entries(0x4A, np.array(strings)).tobytes()
 
     assert encoded_floats == onnx.AttributeProto(floats=floats).SerializeToString()
     assert encoded_strings == onnx.AttributeProto(strings=strings).SerializeToString()
     with pytest.raises(ValueError, match="cannot encode"):
-        onnx_trees._bytes_entries(0x4A, np.array(["text"]))
+        protobuf_encoding.bytes_entries(0x4A, np.array(["text"]))
 
 
 def test_a_hand_checkable_forest_is_written_node_by_node():

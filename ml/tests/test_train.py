@@ -19,8 +19,9 @@ from sklearn.pipeline import Pipeline
 from ml import figures as holdout_figures
 from ml import metrics
 from ml.errors import TrainingInputError
+from ml.holdout import minimum_rows
 from ml.pipeline import category_text, frame_prepare, pipeline_build
-from ml.train import TrainingResult, minimum_rows, model_train
+from ml.train import TrainingResult, model_train
 from tests.factories import make_classification_frame
 
 FAST = {

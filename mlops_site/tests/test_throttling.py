@@ -85,7 +85,7 @@ def test_with_the_cache_down_requests_are_allowed_and_a_warning_logged(throttle,
     settings.CACHES = {
         **settings.CACHES,
         throttling.CACHE_ALIAS: {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "mlops_site.redis_cache.RedisCache",
             "LOCATION": "redis://127.0.0.1:1/0",
         },
     }

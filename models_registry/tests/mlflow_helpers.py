@@ -30,7 +30,7 @@ def run_read(run_id: str) -> SimpleNamespace:
         metrics=dict(run.data.metrics),
         tags=dict(run.data.tags),
         artifact_uri=run.info.artifact_uri,
-        model_id=run.data.tags.get(mlflow_gateway.MODEL_ID_TAG),
+        model_id=run.data.tags.get(mlflow_gateway.runs.MODEL_ID_TAG),
     )
 
 

@@ -185,7 +185,7 @@ def test_it_returns_the_finished_run_when_the_same_run_key_is_logged_again(pipel
 
 def test_it_replaces_an_unfinished_run_left_by_a_crash(pipeline):
     with (
-        mock.patch.object(mlflow_gateway, "_model_log", side_effect=RuntimeError("worker killed")),
+        mock.patch.object(mlflow_gateway.runs, "_model_log", side_effect=RuntimeError("worker killed")),
         pytest.raises(RuntimeError),
     ):
         _log("run-3", pipeline)
@@ -249,7 +249,7 @@ def test_it_deletes_a_version_that_never_becomes_ready(pipeline):
 
     with (
         mock.patch.object(mlflow.MlflowClient, "create_model_version", pending),
-        mock.patch.object(mlflow_gateway, "_version_wait", side_effect=stuck),
+        mock.patch.object(mlflow_gateway.registry, "_version_wait", side_effect=stuck),
         pytest.raises(mlflow_gateway.RegistryUnavailable),
     ):
         mlflow_gateway.model_register(name="churn", run_id=run_id)

@@ -87,7 +87,7 @@ def test_mlflow_keeps_a_name_that_still_has_versions(staff):
     client.create_registered_model("kept")
     with (
         mock.patch.object(client, "search_model_versions", return_value=["a version"]),
-        mock.patch.object(mlflow_gateway, "_client", return_value=client),
+        mock.patch.object(mlflow_gateway.connection, "client", return_value=client),
     ):
         assert mlflow_gateway.registered_model_delete_if_empty(name="kept") is False
     assert len(client.search_registered_models(filter_string="name = 'kept'")) == 1

@@ -463,3 +463,38 @@ def test_saving_the_shown_gate_unchanged_keeps_the_stored_thresholds(client, adm
     assert response.status_code == 302, response.content.decode()[-2000:]
     churn.refresh_from_db()
     assert churn.min_metrics == {"accuracy": {"min": 0.85}}
+
+
+def test_the_triton_actions_opt_models_in_and_out_through_the_service_which_queues_the_sync(
+    client, admin_user, churn, settings, django_capture_on_commit_callbacks
+):
+    from unittest import mock
+
+    from models_registry import tasks
+
+    settings.TRITON_URL = "http://triton.invalid:8000"
+    other = make_model("other")
+    client.force_login(admin_user)
+    with mock.patch.object(tasks.triton_sync_task, "delay") as delay:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = run_action(
+                client, "models_registry_registeredmodel", "triton_serve", [churn.pk, other.pk]
+            )
+        assert messages_of(response) == [
+            "Triton serves the production version of churn, other once synced (see each model's Triton page)."
+        ]
+        assert set(RegisteredModel.objects.values_list("name", "serve_with_triton")) == {
+            ("churn", True),
+            ("other", True),
+        }
+        assert sorted(c.args[0] for c in delay.call_args_list) == sorted([churn.pk, other.pk])
+        with django_capture_on_commit_callbacks(execute=True):
+            run_action(client, "models_registry_registeredmodel", "triton_stop", [other.pk])
+    assert not RegisteredModel.objects.get(pk=other.pk).serve_with_triton
+    assert delay.call_count == 3
+    # The change page shows the state read-only: only the actions (the service) change it.
+    page = client.get(
+        reverse("admin:models_registry_registeredmodel_change", args=[churn.pk])
+    ).content.decode()
+    assert "Triton version" in page or "triton version" in page.lower()
+    assert 'name="serve_with_triton"' not in page

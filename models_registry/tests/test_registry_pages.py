@@ -510,6 +510,7 @@ def test_train_a_new_version_links_to_the_form_with_the_model_and_its_production
 
     url = f"/training/?model=cancer&amp;dataset_version={trained.dataset_version_id}"
     assert f'href="{url}" data-train>Train a new version</a>' in html
+    assert 'href="/models/cancer/triton" data-triton>Triton serving</a>' in html
 
 
 def test_train_a_new_version_prefers_the_production_versions_dataset(client, staff, churn):

@@ -362,6 +362,13 @@ def test_only_staff_download_repositories(client):
         .status_code
         == 400
     )
+    # An empty parameter is not taken for an absent one (the default).
+    empty = make_api_client(make_user("staff3", staff=True)).get(
+        "/api/models/churn/versions/1/triton/?backend=&max_batch_size="
+    )
+    assert empty.status_code == 400
+    assert "backend" in empty.content.decode()
+    assert "max_batch_size" in empty.content.decode()
 
 
 def test_the_written_files_replace_atomically_and_keep_other_models(tmp_path: Path):

@@ -15,13 +15,12 @@ in MLOPS_TRITON_PYTHONPATH, for onnxruntime: the same onnxruntime the app predic
 
 pytriton itself prepares a backend folder per run the same way: the package's Python backend with the
 stub of the running interpreter's version copied beside it; here the files are linked, not copied.
-The HTTP calls use Triton's KServe v2 JSON protocol with urllib (tritonclient pins protobuf below 5).
+The HTTP calls are client.Client's (KServe v2 with urllib; tritonclient pins protobuf below 5).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -30,16 +29,12 @@ import sys
 import sysconfig
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from models_registry.triton import model_config
+from models_registry.triton import client
+from models_registry.triton.client import TritonError
 
 #: Where requirements-triton.txt is installed (override with TRITON_HOME).
 DEFAULT_HOME = Path(sys.prefix) / "triton"
@@ -49,14 +44,6 @@ STOP_TIMEOUT_S = 10.0
 
 class TritonUnavailable(Exception):
     """The tritonserver binary, its Python stub or the Python library the stub links is not installed."""
-
-
-class TritonError(Exception):
-    """Triton answered a request with an error."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"Triton answered {status}: {message}")
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -105,8 +92,9 @@ def _site_packages() -> list[str]:
     return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
 
 
-class Server:
-    """A running tritonserver on loopback, in explicit model control mode; use `start`."""
+class Server(client.Client):
+    """A running tritonserver on loopback, in explicit model control mode; use `start`; its HTTP API
+    through client.Client."""
 
     def __init__(
         self,
@@ -122,60 +110,7 @@ class Server:
         self.grpc_port = grpc_port
         self.metrics_port = metrics_port
         self.log = log
-        self.url = f"http://127.0.0.1:{http_port}"
-
-    # --- HTTP ------------------------------------------------------------------------------------------
-    def request(self, method: str, path: str, body: Any = None, *, timeout: float = 30.0) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
-        call = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)  # noqa: S310 (loopback)
-        try:
-            with urllib.request.urlopen(call, timeout=timeout) as answer:  # noqa: S310 (loopback)
-                text = answer.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            with contextlib.suppress(ValueError):
-                detail = json.loads(detail).get("error", detail)
-            raise TritonError(exc.code, detail) from None
-        return json.loads(text) if text else None
-
-    def ready(self, model: str | None = None, version: int | None = None) -> bool:
-        path = "/v2/health/ready" if model is None else f"/v2/models/{model}"
-        if version is not None:
-            path += f"/versions/{version}"
-        if model is not None:
-            path += "/ready"
-        try:
-            self.request("GET", path, timeout=2.0)
-        except (TritonError, OSError):
-            return False
-        return True
-
-    def load(self, model: str) -> None:
-        """Load, or reload with the repository's current files, through the repository API."""
-        self.request("POST", f"/v2/repository/models/{model}/load", {}, timeout=START_TIMEOUT_S)
-
-    def unload(self, model: str) -> None:
-        self.request("POST", f"/v2/repository/models/{model}/unload", {})
-
-    def repository_index(self) -> list[dict[str, Any]]:
-        return self.request("POST", "/v2/repository/index", {})
-
-    def infer(
-        self,
-        model: str,
-        inputs: Mapping[str, np.ndarray],
-        *,
-        version: int | None = None,
-        datatypes: Mapping[str, str] | None = None,
-    ) -> dict[str, np.ndarray]:
-        """One inference request; outputs as arrays of their datatype's numpy type (BYTES as str)."""
-        body = {
-            "inputs": [_tensor(name, values, (datatypes or {}).get(name)) for name, values in inputs.items()]
-        }
-        path = f"/v2/models/{model}" + (f"/versions/{version}" if version is not None else "") + "/infer"
-        answer = self.request("POST", path, body)
-        return {o["name"]: _array(o) for o in answer["outputs"]}
+        super().__init__(f"http://127.0.0.1:{http_port}", timeout=30.0)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -191,38 +126,6 @@ class Server:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
-
-
-_NUMPY_DATATYPES = {
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "INT64": np.int64,
-    "INT32": np.int32,
-    "BOOL": np.bool_,
-    "BYTES": object,
-}
-
-
-def _tensor(name: str, values: np.ndarray, datatype: str | None) -> dict[str, Any]:
-    values = np.asarray(values)
-    if datatype is None:
-        if values.dtype.kind in "OUS":
-            datatype = "BYTES"
-        else:
-            datatype = model_config.PROTOCOL_DATATYPES[model_config.ONNX_TO_TRITON[_onnx_type(values.dtype)]]
-    data = [str(v) for v in values.ravel()] if datatype == "BYTES" else values.ravel().tolist()
-    return {"name": name, "shape": list(values.shape), "datatype": datatype, "data": data}
-
-
-def _onnx_type(dtype: np.dtype) -> int:
-    import onnx.helper
-
-    return onnx.helper.np_dtype_to_tensor_dtype(dtype)
-
-
-def _array(output: dict[str, Any]) -> np.ndarray:
-    dtype = _NUMPY_DATATYPES.get(output["datatype"], object)
-    return np.asarray(output["data"], dtype=dtype).reshape(output["shape"])
 
 
 @contextlib.contextmanager

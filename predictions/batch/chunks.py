@@ -1,4 +1,4 @@
-"""A batch job's chunks: the model loaded once, each chunk validated and predicted, then stored in order."""
+"""A batch job's chunks: the model loaded once per worker, each chunk validated, predicted and stored."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 
-from jobs.chunked import StoreThread
 from ml.errors import PredictionInputError
 from ml.pipeline import NUMERIC
 from models_registry.models import ModelVersion
@@ -26,9 +25,9 @@ from predictions import services as prediction_services
 from predictions.batch import files as batch_files
 from predictions.batch import outputs as batch_outputs
 from predictions.batch import rows as batch_rows
-from predictions.batch.attempt import BatchAttempt, BatchRunError
+from predictions.batch.attempt import BatchRunError, ChunkAttempt
 from predictions.batch.table_validation import TableCheck, table_validate
-from predictions.models import PredictionRequest
+from predictions.models import BatchPredictionChunk, BatchPredictionJob, PredictionRequest
 from predictions.validation import NOT_FINITE_OUTPUT, NOT_FINITE_OUTPUT_MESSAGE, not_finite_rows
 
 
@@ -122,9 +121,10 @@ def _outputs_refused(check: TableCheck, unscorable: np.ndarray) -> TableCheck:
     )
 
 
-def chunk_compute(attempt: BatchAttempt, model: Model, *, chunk: batch_files.Chunk) -> Computed:
-    """Validate and predict a chunk, write its errors part, and encode its rows for the database."""
-    job = attempt.job
+def chunk_compute(
+    attempt: ChunkAttempt, model: Model, *, job: BatchPredictionJob, chunk: batch_files.Chunk
+) -> Computed:
+    """Validate and predict a chunk of `job`, write its errors part, and encode its rows for the database."""
     started = time.perf_counter()
     check = table_validate(
         table=chunk.table,
@@ -172,34 +172,34 @@ def chunk_compute(attempt: BatchAttempt, model: Model, *, chunk: batch_files.Chu
     return Computed(chunk=chunk, check=check, labels=labels, probabilities=probabilities, rows=rows)
 
 
-def chunk_store(attempt: BatchAttempt, model: Model, computed: Computed) -> None:
-    """Store a computed chunk's rows, advance the checkpoint and write its result part, in one transaction.
+class JobNotRunning(BatchRunError):
+    """The chunk's job was failed meanwhile (another chunk could not be predicted): the chunk is dropped."""
 
+
+def chunk_store(attempt: ChunkAttempt, model: Model, *, job: BatchPredictionJob, computed: Computed) -> None:
+    """Store a computed chunk's rows, mark it done, add its counts to the job and write its result part,
+    all in one transaction.
+
+    The chunk's fenced SUCCEEDED mark comes first: it locks the chunk's row, so an attempt that lost the
+    chunk stores nothing, and the rows and counts of a chunk are stored once whichever worker stores it.
     The part is written inside the transaction on purpose: the prediction ids it lists exist only once
-    the rows are inserted, and a part written after the commit could be lost to a crash with the
-    checkpoint already past it. The checkpoint's UPDATE comes first and locks the job row, so no other
-    attempt can claim the job (and write this part) until this transaction ends.
+    the rows are inserted. The rows several workers add to (the request, the hourly rollups, the job) come
+    last, always in the same order, so concurrent chunks wait on each other only briefly and never
+    deadlock.
     """
-    job, chunk, rows = attempt.job, computed.chunk, computed.rows
+    chunk, rows = computed.chunk, computed.rows
+    failed = len(chunk) - computed.check.n_valid
     started = time.perf_counter()
     with transaction.atomic():
-        attempt.checkpoint(index=chunk.index, rows=len(chunk), failed=len(chunk) - computed.check.n_valid)
+        attempt.succeed(rows_done=len(chunk), rows_failed=failed)
+        if connection.vendor == "postgresql":
+            # Check the rows' foreign keys as they are copied rather than at the commit: the commit comes
+            # after the shared rows below are locked, and other workers would wait for those checks.
+            with connection.cursor() as cursor:
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         ids = np.zeros(chunk.table.num_rows, dtype="int64")
         if rows is not None:
             batch_rows.rows_insert(rows)
-            PredictionRequest.objects.filter(pk=job.prediction_request_id).update(
-                n_rows=F("n_rows") + rows.count
-            )
-            prediction_services.prediction_hours_add(
-                model_version_id=job.model_version_id, hour=rows.created_at, rows=rows.count
-            )
-            drift_rollups.prediction_features_add(
-                model_version=job.model_version,
-                columns=computed.check.columns,
-                predictions=computed.labels,
-                confidences=computed.probabilities.max(axis=1) if len(computed.probabilities) else None,
-                hour=rows.created_at,
-            )
             ids = batch_rows.ids_read(job, row_indexes=chunk.rows - 1)
         started = attempt.timed("store", started)
         part = batch_outputs.result_part(
@@ -212,21 +212,37 @@ def chunk_store(attempt: BatchAttempt, model: Model, computed: Computed) -> None
         )
         batch_outputs.object_replace(batch_outputs.part_key(job, "result", chunk.index), io.BytesIO(part))
         started = attempt.timed("write", started)
-    # The commit checks the rows' foreign keys (deferred constraints): part of storing them.
+        if rows is not None:
+            # First: it bins the chunk's columns before it locks any row.
+            drift_rollups.prediction_features_add(
+                model_version=job.model_version,
+                columns=computed.check.columns,
+                predictions=computed.labels,
+                confidences=computed.probabilities.max(axis=1) if len(computed.probabilities) else None,
+                hour=rows.created_at,
+            )
+            PredictionRequest.objects.filter(pk=job.prediction_request_id).update(
+                n_rows=F("n_rows") + rows.count
+            )
+            prediction_services.prediction_hours_add(
+                model_version_id=job.model_version_id, hour=rows.created_at, rows=rows.count
+            )
+        counted = BatchPredictionJob.objects.filter(
+            pk=job.pk, status=BatchPredictionJob.Status.RUNNING
+        ).update(
+            chunks_done=F("chunks_done") + 1,
+            rows_done=F("rows_done") + len(chunk),
+            rows_failed=F("rows_failed") + failed,
+        )
+        if counted != 1:
+            raise JobNotRunning(f"{job} is no longer running; chunk {chunk.index} is dropped.")
+        started = attempt.timed("store", started)
+        BatchPredictionChunk.objects.filter(pk=attempt.job.pk).update(timings=attempt.timings_rounded())
+    # The commit (on SQLite, with the rows' deferred foreign key checks) is part of storing them.
     attempt.timed("store", started)
     prometheus.batch_rows_count(
         model=job.model_version.registered_model.name,
         version=job.model_version.version,
         predicted=rows.count if rows is not None else 0,
-        refused=len(chunk) - computed.check.n_valid,
-    )
-
-
-def store_thread(attempt: BatchAttempt, model: Model, *, threaded: bool) -> StoreThread[Computed]:
-    """Stores computed chunks in order on a thread of its own while the main thread computes the next."""
-    return StoreThread(
-        attempt,
-        lambda computed: chunk_store(attempt, model, computed),
-        name=f"batch-job-{attempt.job.pk}-store",
-        threaded=threaded,
+        refused=failed,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -179,6 +180,35 @@ def chunks_read(file: IO[bytes], *, header: list[str], chunk_rows: int) -> Itera
     if count or numbering.ragged:
         table = pa.Table.from_batches(buffered, schema=reader.schema)
         yield cut(table, last=True)
+
+
+def chunk_encode(chunk: Chunk) -> bytes:
+    """The chunk as an Arrow stream, for a worker that did not read the file: its table, then its row
+    numbers as one more (last) column; its index and ragged rows in the schema's metadata."""
+    table = chunk.table.append_column("row", pa.array(chunk.rows, pa.int64()))
+    ragged = [[r.row, r.fields, r.text] for r in chunk.ragged]
+    table = table.replace_schema_metadata({"index": str(chunk.index), "ragged": json.dumps(ragged)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def chunk_decode(data: bytes) -> Chunk:
+    """The chunk chunk_encode stored, exactly as chunks_read cut it."""
+    table = pa.ipc.open_stream(pa.BufferReader(data)).read_all()
+    metadata = table.schema.metadata or {}
+    last = table.num_columns - 1
+    rows = table.column(last).to_numpy().astype("int64", copy=False)
+    ragged = [
+        RaggedRow(row=row, fields=fields, text=text) for row, fields, text in json.loads(metadata[b"ragged"])
+    ]
+    return Chunk(
+        index=int(metadata[b"index"]),
+        table=table.remove_column(last).replace_schema_metadata(None),
+        rows=rows,
+        ragged=ragged,
+    )
 
 
 def csv_part(table: pa.Table) -> bytes:

@@ -74,6 +74,11 @@ def part_key(job: BatchPredictionJob, kind: str, index: int) -> str:
     return f"batch/{job.uuid}/parts/{kind}-{index:06d}.csv"
 
 
+def input_part_key(job: BatchPredictionJob, index: int) -> str:
+    """Where the rows of chunk `index` wait for the worker that predicts them (an Arrow stream)."""
+    return f"batch/{job.uuid}/parts/input-{index:06d}.arrow"
+
+
 def object_replace(key: str, content: IO[bytes]) -> None:
     """Store content under exactly `key`, replacing what an earlier attempt stored there."""
     if storage.exists(key):
@@ -151,7 +156,7 @@ def concatenate(attempt: BatchAttempt, *, key: str, header: bytes, parts: list[s
 def files_assemble(attempt: BatchAttempt, *, header: list[str], classes: list[str] | None) -> list[str]:
     """Write the job's result and errors files from the parts of its chunks; returns the parts used."""
     job = attempt.job
-    chunks = attempt.chunks_done
+    chunks = job.chunks_total or 0
     result_parts = [part_key(job, "result", i) for i in range(chunks)]
     concatenate(
         attempt,

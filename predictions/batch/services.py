@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
+import io
 import os
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
 
 from jobs import engine
 from ml.csv_bytes import scan_bytes, seekable
@@ -22,9 +25,9 @@ from predictions.batch import checks as batch_checks
 from predictions.batch import chunks as batch_chunks
 from predictions.batch import files as batch_files
 from predictions.batch import outputs as batch_outputs
-from predictions.batch.attempt import BatchAttempt, BatchRunError
+from predictions.batch.attempt import BatchAttempt, BatchRunError, ChunkAttempt
 from predictions.errors import BatchUploadInvalid, InputInvalid
-from predictions.models import BatchPredictionJob, Channel, PredictionRequest
+from predictions.models import BatchPredictionChunk, BatchPredictionJob, Channel, PredictionRequest
 
 # Every chunk renews the lease; a job RUNNING with an expired lease was left by a dead worker.
 LEASE_SECONDS = 300
@@ -41,6 +44,46 @@ def _enqueue(job_id: int) -> None:
     batch_prediction_run_task.delay(job_id)
 
 
+def _enqueue_chunk(chunk_id: int) -> None:
+    from predictions.tasks import batch_chunk_run_task
+
+    batch_chunk_run_task.delay(chunk_id)
+
+
+def _chunk_leases_end(job_id: int) -> None:
+    """The job's attempt is gone (its worker process died, or another attempt claimed the job): end the
+    lease of the chunk it was predicting too."""
+    BatchPredictionChunk.objects.filter(
+        job_id=job_id,
+        status=BatchPredictionChunk.Status.RUNNING,
+        claimed_by_job=True,
+        lease_expires_at__gt=timezone.now(),
+    ).update(lease_expires_at=timezone.now())
+
+
+def _job_fail_for_chunk(chunk: BatchPredictionChunk) -> None:
+    """A chunk was failed (it cannot be predicted, or its worker kept dying): its job fails with it.
+
+    Only a job no live attempt of its own holds is marked: one that is waiting for its chunks, or whose
+    lease ran out. An attempt working on the job fails it itself when it meets the failed chunk.
+    """
+    failed = BatchPredictionChunk.objects.filter(pk=chunk.pk).values_list("error_message", flat=True).first()
+    now = timezone.now()
+    BatchPredictionJob.objects.filter(
+        Q(waiting_for_chunks=True) | Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now),
+        pk=chunk.job_id,
+        status__in=[BatchPredictionJob.Status.QUEUED, BatchPredictionJob.Status.RUNNING],
+    ).update(
+        status=BatchPredictionJob.Status.FAILED,
+        error_message=(failed or engine.interrupted_message(CHUNKS, MAX_ATTEMPTS))[
+            : engine.ERROR_MESSAGE_MAX_LENGTH
+        ],
+        finished_at=now,
+        lease_expires_at=None,
+        waiting_for_chunks=False,
+    )
+
+
 JOBS = engine.JobSpec(
     model=BatchPredictionJob,
     label="batch job",
@@ -54,7 +97,30 @@ JOBS = engine.JobSpec(
     transient_errors=TRANSIENT_ERRORS,
     attempt_class=BatchAttempt,
     select_related=("model_version__registered_model",),
+    # A claim by any attempt (the stale sweep's, a retry's) works on the job itself, not waiting.
+    claimed_fields={"waiting_for_chunks": False},
+    failed_fields={"waiting_for_chunks": False},
+    lease_ended=_chunk_leases_end,
 )
+
+# A chunk claimed by its own task, on any worker.
+CHUNKS = engine.JobSpec(
+    model=BatchPredictionChunk,
+    label="batch chunk",
+    noun="chunk",
+    enqueue=lambda chunk_id: _enqueue_chunk(chunk_id),
+    lease_seconds=LEASE_SECONDS,
+    max_attempts=MAX_ATTEMPTS,
+    stale_queued_minutes=STALE_QUEUED_MINUTES,
+    task_name="predictions.tasks.batch_chunk_run_task",
+    transient_errors=TRANSIENT_ERRORS,
+    attempt_class=ChunkAttempt,
+    select_related=("job__model_version__registered_model",),
+    claimed_fields={"claimed_by_job": False},
+    abandon=_job_fail_for_chunk,
+)
+# A chunk claimed by its job's own attempt, which works on the chunks no other worker has taken.
+CHUNKS_IN_JOB = dataclasses.replace(CHUNKS, task_name="", claimed_fields={"claimed_by_job": True})
 
 
 def chunk_rows() -> int:
@@ -147,16 +213,54 @@ def batch_prediction_start(
 
 
 def batch_prediction_run(*, job_id: int) -> engine.JobOutcome:
-    """Claim the job, predict its file chunk by chunk, then assemble the result and errors files.
+    """Claim the job, cut its file into chunks, predict the chunks no other worker took, and finish it.
 
-    Idempotent and crash-safe: the claim is a conditional UPDATE (see jobs.engine), so a duplicate
-    message finds the job busy or finished. Each chunk's predictions are stored in one transaction that
-    also advances the checkpoint (chunks_done, rows_done), and its parts are written under keys of their
-    own (overwritten by a retry); a retry after a crash skips the committed chunks, so no row is predicted
-    into the result or stored twice. Transient errors (storage or the database unreachable) hand the job
-    back and are raised for the task to retry; anything else marks the job FAILED with the reason.
+    The first attempt cuts the file: each chunk's rows are stored as an input part, then a chunk row is
+    committed and its task sent, so every worker can take chunks while the file is still being cut. The
+    attempt then works on the chunks nobody claimed, from the last one backwards (the chunk tasks go
+    forwards). When no chunk is left to claim, it finishes the job if every chunk is stored; otherwise
+    it hands its claim back and leaves the job waiting: the worker that stores the last chunk finishes it
+    (batch_prediction_finish).
+
+    Idempotent and crash-safe: the claims are conditional UPDATEs (see jobs.engine), so a duplicate
+    message finds the job busy or finished; a retry does not cut the chunks that exist again. Each chunk
+    is stored in one transaction that marks it done and adds its counts to the job, so no row is
+    predicted into the result or stored twice. Transient errors (storage or the database unreachable)
+    hand the job back and are raised for the task to retry; anything else marks the job FAILED with the
+    reason.
     """
     return engine.job_run(JOBS, job_id=job_id, work=_run, reason=_failure_reason)
+
+
+def batch_chunk_run(*, chunk_id: int) -> engine.JobOutcome:
+    """Claim one chunk of a batch job and predict it; the worker storing the job's last chunk finishes
+    the job.
+
+    Idempotent: a chunk already stored is skipped, one held by a live attempt is "busy" (the task checks
+    again when that lease runs out). A chunk whose worker died is claimed again and redone whole: nothing
+    of the dead attempt was committed. A chunk that cannot be predicted fails, and its job with it.
+    """
+    return _chunk_run(CHUNKS, chunk_id=chunk_id, model=None)
+
+
+def _chunk_run(
+    spec: engine.JobSpec[BatchPredictionChunk], *, chunk_id: int, model: batch_chunks.Model | None
+) -> engine.JobOutcome:
+    outcome = engine.job_run(
+        spec,
+        job_id=chunk_id,
+        work=lambda attempt: _chunk_work(attempt, model),
+        reason=_failure_reason,
+    )
+    if outcome.status == "failed":
+        chunk = BatchPredictionChunk.objects.filter(pk=chunk_id).first()
+        if chunk is not None:
+            _job_fail_for_chunk(chunk)
+    elif outcome.status == "succeeded" and spec is CHUNKS:
+        job_id = BatchPredictionChunk.objects.filter(pk=chunk_id).values_list("job_id", flat=True).first()
+        if job_id is not None and _finish_due(job_id):
+            batch_prediction_finish(job_id=job_id)
+    return outcome
 
 
 def _failure_reason(exc: Exception) -> str | None:
@@ -167,55 +271,182 @@ def _failure_reason(exc: Exception) -> str | None:
     return None
 
 
-def _run(attempt: BatchAttempt) -> None:
+def _run(attempt: BatchAttempt) -> engine.JobOutcome | None:
     with batch_chunks.collector_paused():
-        _chunks_run(attempt)
+        job = attempt.job
+        started = time.perf_counter()
+        model = batch_chunks.model_load(job.model_version)
+        attempt.timed("load", started)
+        attempt.renew(force=True)
+        if job.chunks_total is None:
+            _cut(attempt)
+        # A chunk the job's attempts claimed and left running belongs to an attempt that is gone (this one
+        # holds the job now): its lease ends, so this attempt redoes it at once.
+        _chunk_leases_end(job.pk)
+        pending = (
+            BatchPredictionChunk.objects.filter(job_id=job.pk)
+            .exclude(status__in=BatchPredictionChunk.TERMINAL)
+            .order_by("-index")
+            .values_list("pk", flat=True)
+        )
+        for chunk_id in list(pending):
+            outcome = _chunk_run(CHUNKS_IN_JOB, chunk_id=chunk_id, model=model)
+            if outcome.status == "failed":
+                raise BatchRunError(outcome.message)
+            attempt.renew()
+        failed = BatchPredictionChunk.objects.filter(job_id=job.pk, status=BatchPredictionChunk.Status.FAILED)
+        message = failed.values_list("error_message", flat=True).first()
+        if message is not None:
+            raise BatchRunError(message or "A chunk of the file failed.")
+        # Chunks other workers still hold: hand the claim back (it was no crash) and wait for them, unless
+        # the last of them was stored meanwhile. This UPDATE and each chunk's count lock the job's row, so
+        # either the job waits before the last chunk is counted (and that chunk's worker finishes it) or
+        # this attempt sees every chunk counted and finishes it.
+        waiting = attempt.mine().filter(chunks_done__lt=F("chunks_total"))
+        if waiting.update(
+            waiting_for_chunks=True,
+            attempts=F("attempts") - 1,
+            lease_expires_at=timezone.now() + timedelta(seconds=JOBS.lease_seconds),
+            timings=attempt.timings_rounded(),
+        ):
+            return engine.JobOutcome("waiting", message="Other workers are predicting its last chunks.")
+        _finish(attempt, model)
+    return None
 
 
-def _chunks_run(attempt: BatchAttempt) -> None:
+def _cut(attempt: BatchAttempt) -> None:
+    """Store each chunk's rows as an input part and commit its chunk row, sending its task on commit.
+
+    A retry after a crash finds the chunks committed before it and only cuts the rest: a part is stored
+    before its chunk row, so an existing row means a complete part.
+    """
     job = attempt.job
-    started = time.perf_counter()
-    model = batch_chunks.model_load(job.model_version)
-    attempt.timed("load", started)
-    attempt.renew(force=True)
+    cut = set(BatchPredictionChunk.objects.filter(job_id=job.pk).values_list("index", flat=True))
+    count = 0
     with storage.open_read(job.input_key) as handle:
         header, _ = batch_files.records_head(handle)
         handle.seek(0)
         chunks = batch_files.chunks_read(handle, header=header or [], chunk_rows=job.chunk_rows)
-        writer = batch_chunks.store_thread(attempt, model, threaded=not connection.in_atomic_block)
-        try:
-            while True:
-                started = time.perf_counter()
-                chunk = next(chunks, None)
-                if chunk is None:
-                    break
-                if chunk.index >= attempt.chunks_done:
-                    attempt.timed("read", started)
-                    writer.submit(batch_chunks.chunk_compute(attempt, model, chunk=chunk))
-        except BaseException:
-            # Let the chunk in flight finish (or fail) before this attempt fails or hands the job back.
-            with contextlib.suppress(Exception):
-                writer.wait()
-            raise
-        writer.wait()
-    _finish(attempt, model, header=header or [])
+        while True:
+            started = time.perf_counter()
+            chunk = next(chunks, None)
+            if chunk is None:
+                break
+            count += 1
+            if chunk.index in cut:
+                continue
+            started = attempt.timed("read", started)
+            attempt.check()
+            batch_outputs.object_replace(
+                batch_outputs.input_part_key(job, chunk.index), io.BytesIO(batch_files.chunk_encode(chunk))
+            )
+            attempt.timed("write", started)
+            with transaction.atomic():
+                unit, created = BatchPredictionChunk.objects.get_or_create(job_id=job.pk, index=chunk.index)
+                if created:
+                    # robust: a broker outage must not undo the chunk; the stale sweep sends it later.
+                    transaction.on_commit(lambda unit_id=unit.pk: _enqueue_chunk(unit_id), robust=True)
+            attempt.renew()
+    attempt.write(chunks_total=count, timings=attempt.timings_rounded())
+    job.chunks_total = count
 
 
-def _finish(attempt: BatchAttempt, model: batch_chunks.Model, *, header: list[str]) -> None:
+def _chunk_work(attempt: ChunkAttempt, model: batch_chunks.Model | None) -> None:
+    unit = attempt.job
+    job = unit.job
+    if job.is_terminal:
+        raise BatchRunError(f"{job} is {job.status}; chunk {unit.index} is not predicted.")
+    started = time.perf_counter()
+    if model is None:
+        model = batch_chunks.model_load(job.model_version)
+    started = attempt.timed("load", started)
+    data = storage.read_bytes(batch_outputs.input_part_key(job, unit.index))
+    if data is None:
+        raise BatchRunError(f"The rows of chunk {unit.index} are missing from object storage.")
+    chunk = batch_files.chunk_decode(data)
+    attempt.timed("read", started)
+    with batch_chunks.collector_paused():
+        computed = batch_chunks.chunk_compute(attempt, model, job=job, chunk=chunk)
+        attempt.check()
+        batch_chunks.chunk_store(attempt, model, job=job, computed=computed)
+
+
+def _finish_due(job_id: int) -> bool:
+    return BatchPredictionJob.objects.filter(
+        pk=job_id,
+        status=BatchPredictionJob.Status.RUNNING,
+        waiting_for_chunks=True,
+        chunks_done=F("chunks_total"),
+    ).exists()
+
+
+def _finish_claim(job_id: int) -> BatchAttempt | engine.JobOutcome:
+    """Claim a job that waits for its chunks once all of them are stored: one conditional UPDATE, so of two
+    workers storing its last chunks (or a worker and the stale sweep) exactly one finishes the job."""
+    now = timezone.now()
+    claimed = BatchPredictionJob.objects.filter(
+        pk=job_id,
+        status=BatchPredictionJob.Status.RUNNING,
+        waiting_for_chunks=True,
+        chunks_total__isnull=False,
+        chunks_done=F("chunks_total"),
+    ).update(
+        waiting_for_chunks=False,
+        attempts=F("attempts") + 1,
+        lease_expires_at=now + timedelta(seconds=JOBS.lease_seconds),
+    )
+    if claimed != 1:
+        return engine.JobOutcome("skipped", message="Another worker finishes the job.")
+    return BatchAttempt(JOBS, JOBS.jobs().get(pk=job_id))
+
+
+def batch_prediction_finish(*, job_id: int) -> engine.JobOutcome:
+    """Finish a job whose chunks are all stored: assemble its result and errors files and mark it
+    SUCCEEDED, exactly once (see _finish_claim). A crash while finishing leaves the job to the stale
+    sweep, whose attempt finishes it."""
+
+    def work(attempt: BatchAttempt) -> None:
+        with batch_chunks.collector_paused():
+            started = time.perf_counter()
+            model = batch_chunks.model_load(attempt.job.model_version)
+            attempt.timed("load", started)
+            _finish(attempt, model)
+
+    return engine.job_run(
+        JOBS, job_id=job_id, work=work, reason=_failure_reason, claim=lambda: _finish_claim(job_id)
+    )
+
+
+def _finish(attempt: BatchAttempt, model: batch_chunks.Model) -> None:
     job = attempt.job
     started = time.perf_counter()
-    parts = batch_outputs.files_assemble(attempt, header=header, classes=model.classes)
+    with storage.open_read(job.input_key) as handle:
+        header, _ = batch_files.records_head(handle)
+    parts = batch_outputs.files_assemble(attempt, header=header or [], classes=model.classes)
     attempt.timed("finish", started)
+    timings = _timings_total(attempt)
     with transaction.atomic():
         attempt.succeed(
             result_key=batch_outputs.result_key(job),
             errors_key=batch_outputs.errors_key(job),
             rows_total=F("rows_done"),
-            timings=attempt.timings_rounded(),
+            timings=timings,
         )
-        model_seconds = attempt.timings.get("validate", 0.0) + attempt.timings.get("predict", 0.0)
+        model_seconds = timings.get("validate", 0.0) + timings.get("predict", 0.0)
         PredictionRequest.objects.filter(pk=job.prediction_request_id).update(latency_ms=model_seconds * 1000)
-    batch_outputs.parts_delete(job, parts)
+    inputs = [batch_outputs.input_part_key(job, index) for index in range(job.chunks_total or 0)]
+    batch_outputs.parts_delete(job, parts + inputs)
+
+
+def _timings_total(attempt: BatchAttempt) -> dict[str, float]:
+    """The job's own seconds per step plus those of its chunks (validate, predict, encode, write, store)."""
+    totals = attempt.timings_rounded()
+    for timings in BatchPredictionChunk.objects.filter(job_id=attempt.job.pk).values_list(
+        "timings", flat=True
+    ):
+        for step in ("validate", "predict", "encode", "write", "store"):
+            totals[step] = round(totals.get(step, 0.0) + float((timings or {}).get(step, 0.0)), 4)
+    return totals
 
 
 def batch_prediction_fail(*, job_id: int, message: str) -> bool:
@@ -226,10 +457,19 @@ def batch_prediction_fail(*, job_id: int, message: str) -> bool:
     return engine.job_fail(JOBS, job_id=job_id, message=message)
 
 
-def batch_prediction_jobs_stale_requeue(*, now: datetime | None = None) -> list[int]:
-    """Send again jobs whose message was lost: QUEUED for long, or RUNNING with an expired lease.
+def batch_chunk_fail(*, chunk_id: int, message: str) -> bool:
+    """Mark a chunk that is not finished and not held by a live attempt FAILED (its task gave up), and
+    its job with it. Returns whether the chunk was marked."""
+    return engine.job_fail(CHUNKS, job_id=chunk_id, message=message)
 
-    A job whose worker died MAX_ATTEMPTS times is failed instead. Safe to run at any time: the worker's
-    conditional claim ignores jobs another attempt holds.
+
+def batch_prediction_jobs_stale_requeue(*, now: datetime | None = None) -> list[int]:
+    """Send again jobs and chunks whose message was lost: QUEUED for long, or RUNNING with an expired lease
+    (a waiting job's lease runs out when no chunk was stored for that long: its attempt then works on
+    the chunks left).
+
+    A job or chunk whose worker died MAX_ATTEMPTS times is failed instead (a chunk with its job). Safe to
+    run at any time: the conditional claims ignore what another attempt holds. Returns the jobs' ids.
     """
+    engine.jobs_stale_requeue(CHUNKS, now=now)
     return engine.jobs_stale_requeue(JOBS, now=now)

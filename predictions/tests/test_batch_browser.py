@@ -27,9 +27,9 @@ def background_worker(monkeypatch):
     """Jobs run on a thread after the upload's response, a chunk every 0.4 s, like a busy worker."""
     original = batch_chunks.chunk_compute
 
-    def slow(attempt, model, *, chunk):
+    def slow(attempt, model, *, job, chunk):
         time.sleep(0.4)
-        return original(attempt, model, chunk=chunk)
+        return original(attempt, model, job=job, chunk=chunk)
 
     def run(job_id: int) -> None:
         try:

@@ -90,3 +90,15 @@ def test_parts_quote_only_when_some_value_needs_it_and_read_back_the_same():
 
 def test_the_header_line_is_quoted_like_csv():
     assert batch_files.header_line(["a", "b,c", 'd"e']) == b'a,"b,c","d""e"\n'
+
+
+def test_a_chunk_stored_for_another_worker_comes_back_exactly_as_it_was_cut():
+    text = 'a,b\n1,x\n\n2,"y, z"\n3\n4,=1+1\n5,\n'
+    for chunk in chunks_of(text, chunk_rows=2):
+        back = batch_files.chunk_decode(batch_files.chunk_encode(chunk))
+
+        assert back.index == chunk.index
+        assert back.table.equals(chunk.table)
+        assert back.table.schema.metadata is None
+        assert back.rows.tolist() == chunk.rows.tolist()
+        assert back.ragged == chunk.ragged

@@ -15,7 +15,13 @@ from predictions.batch import chunks as batch_chunks
 from predictions.batch import outputs as batch_outputs
 from predictions.batch import rows as batch_rows
 from predictions.batch import services as batch_services
-from predictions.models import BatchPredictionJob, Prediction, PredictionHourly, PredictionRequest
+from predictions.models import (
+    BatchPredictionChunk,
+    BatchPredictionJob,
+    Prediction,
+    PredictionHourly,
+    PredictionRequest,
+)
 from predictions.tests.batch_helpers import (
     cancer_rows,
     csv_bytes,
@@ -50,9 +56,10 @@ def crash_once(monkeypatch, module, name: str, *, when) -> dict[str, int]:
 
 
 def lease_expire(job: BatchPredictionJob) -> None:
-    BatchPredictionJob.objects.filter(pk=job.pk).update(
-        lease_expires_at=timezone.now() - dt.timedelta(seconds=1)
-    )
+    """The job's lease runs out, and those of its chunks (their worker died with it)."""
+    expired = timezone.now() - dt.timedelta(seconds=1)
+    BatchPredictionJob.objects.filter(pk=job.pk).update(lease_expires_at=expired)
+    BatchPredictionChunk.objects.filter(job=job, status="running").update(lease_expires_at=expired)
 
 
 def result_without_ids(job: BatchPredictionJob) -> list[dict[str, str]]:
@@ -275,8 +282,8 @@ def test_the_version_resolved_at_submission_predicts_even_after_a_promotion(alic
 @pytest.mark.parametrize(
     ("module", "step", "when"),
     [
-        # Killed after chunk 1 committed, before chunk 2 was read into the model.
-        (batch_chunks, "chunk_compute", lambda attempt, model, *, chunk: chunk.index == 2),
+        # Killed before chunk 1 was read into the model (the job works from its last chunk backwards).
+        (batch_chunks, "chunk_compute", lambda attempt, model, *, job, chunk: chunk.index == 1),
         # Killed inside chunk 1's transaction, after its rows were inserted: the transaction never commits.
         (batch_rows, "ids_read", lambda job, *, row_indexes: row_indexes[0] == 10),
         # Killed while writing chunk 1's result part, inside its transaction.
@@ -285,7 +292,7 @@ def test_the_version_resolved_at_submission_predicts_even_after_a_promotion(alic
         (batch_outputs, "concatenate", lambda attempt, *, key, header, parts: True),
     ],
 )
-def test_a_job_killed_midway_resumes_after_its_last_committed_chunk(
+def test_a_job_killed_midway_redoes_only_the_chunk_it_was_killed_in(
     alice, cancer_v1, monkeypatch, module, step, when
 ):
     rows = cancer_rows(27)
@@ -306,7 +313,10 @@ def test_a_job_killed_midway_resumes_after_its_last_committed_chunk(
 
     assert (job.status, job.attempts) == ("succeeded", 2)
     assert job.chunks_done == 3
-    assert done_before in (1, 2, 3)
+    assert done_before in (1, 3)
+    # Only the chunk the worker died in was claimed twice.
+    redone = 0 if done_before == 3 else 1
+    assert sorted(job.chunks.values_list("attempts", flat=True)) == sorted([1, 1, 1 + redone])
     assert (job.rows_done, job.rows_failed) == (27, 1)
     stored = Prediction.objects.filter(batch_job=job)
     assert stored.count() == 26
@@ -323,7 +333,8 @@ def test_a_transient_storage_error_hands_the_job_back_for_a_retry_that_resumes(a
     calls = {"n": 0}
 
     def flaky(key, content):
-        if key.endswith("result-000002.csv") and not calls["n"]:
+        # Chunk 0 is the job's last: it works from the last chunk backwards.
+        if key.endswith("result-000000.csv") and not calls["n"]:
             calls["n"] += 1
             raise storage.StorageError("storage write of part failed: timeout")
         return original(key, content)
@@ -337,6 +348,8 @@ def test_a_transient_storage_error_hands_the_job_back_for_a_retry_that_resumes(a
     assert (job.status, job.chunks_done, job.attempts) == ("running", 2, 0)
     assert job.lease_expires_at <= timezone.now()
 
+    chunk = job.chunks.get(index=0)
+    assert (chunk.status, chunk.attempts) == ("running", 0)
     job = job_run(job)
     assert (job.status, job.rows_done, job.attempts) == ("succeeded", 25, 1)
     assert Prediction.objects.filter(batch_job=job).count() == 25
@@ -369,24 +382,33 @@ def test_a_job_held_by_a_live_lease_is_not_run_a_second_time(alice, cancer_v1):
     assert not Prediction.objects.filter(batch_job=job).exists()
 
 
-def test_an_attempt_whose_lease_was_taken_stops_without_committing_its_chunk(alice, cancer_v1, monkeypatch):
+def test_an_attempt_whose_chunk_was_taken_stores_nothing_of_it_and_leaves_it_to_the_other(
+    alice, cancer_v1, monkeypatch
+):
     original = batch_chunks.chunk_compute
 
-    def taken_over(attempt, model, *, chunk):
+    def taken_over(attempt, model, *, job, chunk):
         if chunk.index == 1:
-            # Another worker claimed the job meanwhile (this attempt's lease had run out).
-            BatchPredictionJob.objects.filter(pk=attempt.job.pk).update(attempts=attempt.token + 1)
-        return original(attempt, model, chunk=chunk)
+            # Another worker claimed the chunk meanwhile (this attempt's lease had run out) and holds it.
+            BatchPredictionChunk.objects.filter(pk=attempt.job.pk).update(
+                attempts=attempt.token + 1, lease_expires_at=timezone.now() + dt.timedelta(seconds=60)
+            )
+        return original(attempt, model, job=job, chunk=chunk)
 
     monkeypatch.setattr(batch_chunks, "chunk_compute", taken_over)
     job = job_start(alice, csv_bytes(cancer_rows(25)))
 
     outcome = batch_services.batch_prediction_run(job_id=job.pk)
 
-    assert outcome.status == "lost"
+    # The job stored chunks 2 and 0, then waits for the other worker's chunk 1, its claim handed back.
+    assert outcome.status == "waiting"
     job.refresh_from_db()
-    assert (job.status, job.chunks_done, job.rows_done) == ("running", 1, 10)
-    assert Prediction.objects.filter(batch_job=job).count() == 10
+    assert (job.status, job.waiting_for_chunks, job.attempts) == ("running", True, 0)
+    assert (job.chunks_done, job.rows_done) == (2, 15)
+    assert sorted(Prediction.objects.filter(batch_job=job).values_list("row_index", flat=True)) == [
+        *range(10),
+        *range(20, 25),
+    ]
 
 
 def test_a_job_interrupted_too_often_is_given_up(alice, cancer_v1):

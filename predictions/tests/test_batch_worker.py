@@ -1,9 +1,10 @@
-"""Batch jobs outside a test transaction: the store thread beside the main one, and a real Celery worker."""
+"""Batch jobs outside a test transaction: chunk tasks sent on commit, and real Celery workers."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import time
 
@@ -11,6 +12,7 @@ import pytest
 from django.utils import timezone
 from kombu import Connection
 
+from jobs import engine
 from mlops_site.celery import app
 from predictions import tasks
 from predictions.batch import rows as batch_rows
@@ -19,6 +21,8 @@ from predictions.models import BatchPredictionJob, Prediction
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_run, job_start, stored_csv
 from predictions.tests.helpers import make_model_version, trained_model
 
+#: A chunk task's log line when it stored its chunk (not skipped, busy or failed).
+CHUNK_STORED = re.compile(r"batch_chunk_run_task\[[^\]]+\] succeeded in [0-9.e-]+s: 'succeeded'")
 #: Seconds a worker may take to pick the job up and finish it.
 JOB_TIMEOUT = 90
 
@@ -27,28 +31,42 @@ class Killed(BaseException):
     """The worker dying mid-job."""
 
 
+def _worker_storage(settings, tmp_path) -> None:
+    """Without S3, the worker's file storage is the media folder under its DATA_DIR: the test stores the
+    model and the upload there too."""
+    if not settings.AWS_STORAGE_BUCKET_NAME:
+        media = tmp_path / "worker-data" / "media"
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "default": {**settings.STORAGES["default"], "OPTIONS": {"location": str(media)}},
+        }
+        settings.MEDIA_ROOT = media
+
+
 @pytest.fixture
 def no_worker(monkeypatch):
     monkeypatch.setattr(batch_services, "_enqueue", lambda job_id: None)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_store_thread_stores_every_chunk_in_order(alice, cancer_v1, no_worker, monkeypatch):
-    threads: set[str] = set()
-    original = batch_rows.rows_insert
+def test_outside_a_test_transaction_each_chunk_is_sent_to_its_task_and_counted_once(
+    alice, cancer_v1, no_worker, monkeypatch
+):
+    sent: list[int] = []
+    original = batch_services.batch_chunk_run
 
-    def recording(rows):
-        import threading
+    def recording(*, chunk_id):
+        sent.append(chunk_id)
+        return original(chunk_id=chunk_id)
 
-        threads.add(threading.current_thread().name)
-        return original(rows)
-
-    monkeypatch.setattr(batch_rows, "rows_insert", recording)
+    # The chunk tasks run eagerly as each chunk is committed, before the job works on any chunk itself.
+    monkeypatch.setattr(batch_services, "batch_chunk_run", recording)
     rows = cancer_rows(35)
     rows[21]["id"] = "has, a comma"
     job = job_run(job_start(alice, csv_bytes(rows)))
 
-    assert threads == {f"batch-job-{job.pk}-store"}
+    assert sorted(sent) == sorted(job.chunks.values_list("pk", flat=True))
+    assert set(job.chunks.values_list("status", "claimed_by_job", "attempts")) == {("succeeded", False, 1)}
     assert (job.status, job.chunks_done, job.rows_done) == ("succeeded", 4, 35)
     result = stored_csv(job.result_key)
     assert [r["id"] for r in result] == [r["id"] for r in rows]
@@ -58,7 +76,7 @@ def test_the_store_thread_stores_every_chunk_in_order(alice, cancer_v1, no_worke
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_crash_on_the_store_thread_is_raised_and_the_retry_resumes(
+def test_a_crash_inside_a_chunks_transaction_stores_nothing_of_it_and_the_retry_redoes_it(
     alice, cancer_v1, no_worker, monkeypatch
 ):
     original = batch_rows.ids_read
@@ -67,7 +85,7 @@ def test_a_crash_on_the_store_thread_is_raised_and_the_retry_resumes(
     def crashing(job, *, row_indexes):
         if row_indexes[0] == 20 and not state["crashed"]:
             state["crashed"] = True
-            raise Killed("store thread")
+            raise Killed("chunk transaction")
         return original(job, row_indexes=row_indexes)
 
     monkeypatch.setattr(batch_rows, "ids_read", crashing)
@@ -78,9 +96,9 @@ def test_a_crash_on_the_store_thread_is_raised_and_the_retry_resumes(
     job.refresh_from_db()
     assert (job.status, job.chunks_done, job.rows_done) == ("running", 2, 20)
     assert Prediction.objects.filter(batch_job=job).count() == 20
-    BatchPredictionJob.objects.filter(pk=job.pk).update(
-        lease_expires_at=timezone.now() - dt.timedelta(seconds=1)
-    )
+    expired = timezone.now() - dt.timedelta(seconds=1)
+    BatchPredictionJob.objects.filter(pk=job.pk).update(lease_expires_at=expired)
+    job.chunks.filter(status="running").update(lease_expires_at=expired)
 
     job = job_run(job)
 
@@ -97,23 +115,12 @@ def test_a_real_worker_runs_a_job_submitted_through_the_service(
     tmp_path,
     monkeypatch,
 ):
-    if not settings.AWS_STORAGE_BUCKET_NAME:
-        # The worker's file storage is the media folder under its DATA_DIR: store the model and upload there.
-        media = tmp_path / "worker-data" / "media"
-        settings.STORAGES = {
-            **settings.STORAGES,
-            "default": {**settings.STORAGES["default"], "OPTIONS": {"location": str(media)}},
-        }
-        settings.MEDIA_ROOT = media
+    _worker_storage(settings, tmp_path)
     make_model_version(trained=trained_model("cancer"), name="cancer")
     worker = start_celery_worker("filesystem://")
     app.conf.task_always_eager = False
 
-    def send(job_id: int) -> None:
-        with Connection(worker.broker_url, transport_options=worker.transport_options) as conn:
-            tasks.batch_prediction_run_task.apply_async(args=[job_id], connection=conn)
-
-    monkeypatch.setattr(batch_services, "_enqueue", send)
+    _send_to(worker, monkeypatch)
     rows = cancer_rows(23)
     rows[4]["mean radius"] = "wide"
 
@@ -134,6 +141,21 @@ def test_a_real_worker_runs_a_job_submitted_through_the_service(
     assert len(stored_csv(job.result_key)) == 23
 
 
+def _send_to(worker, monkeypatch) -> None:
+    """Send the job's and its chunks' tasks to the worker's broker."""
+
+    def send(task, object_id: int) -> None:
+        with Connection(worker.broker_url, transport_options=worker.transport_options) as conn:
+            task.apply_async(args=[object_id], connection=conn)
+
+    monkeypatch.setattr(
+        batch_services, "_enqueue", lambda job_id: send(tasks.batch_prediction_run_task, job_id)
+    )
+    monkeypatch.setattr(
+        batch_services, "_enqueue_chunk", lambda chunk_id: send(tasks.batch_chunk_run_task, chunk_id)
+    )
+
+
 def _wait_for(job: BatchPredictionJob, worker, done, what: str) -> BatchPredictionJob:
     deadline = time.monotonic() + JOB_TIMEOUT
     while time.monotonic() < deadline:
@@ -152,24 +174,11 @@ def _wait_for(job: BatchPredictionJob, worker, done, what: str) -> BatchPredicti
 def test_a_job_whose_worker_was_killed_is_finished_by_another_without_duplicates(
     start_celery_worker, alice, settings, tmp_path, monkeypatch
 ):
-    if not settings.AWS_STORAGE_BUCKET_NAME:
-        media = tmp_path / "worker-data" / "media"
-        settings.STORAGES = {
-            **settings.STORAGES,
-            "default": {**settings.STORAGES["default"], "OPTIONS": {"location": str(media)}},
-        }
-        settings.MEDIA_ROOT = media
+    _worker_storage(settings, tmp_path)
     make_model_version(trained=trained_model("cancer"), name="cancer")
     app.conf.task_always_eager = False
-    current: dict[str, object] = {}
-
-    def send(job_id: int) -> None:
-        worker = current["worker"]
-        with Connection(worker.broker_url, transport_options=worker.transport_options) as conn:
-            tasks.batch_prediction_run_task.apply_async(args=[job_id], connection=conn)
-
-    monkeypatch.setattr(batch_services, "_enqueue", send)
-    first = current["worker"] = start_celery_worker("filesystem://")
+    first = start_celery_worker("filesystem://")
+    _send_to(first, monkeypatch)
     rows = cancer_rows(2000)
     rows[1234]["mean texture"] = "rough"
     # 200 chunks of 10 rows: long enough to kill the worker in the middle.
@@ -182,9 +191,11 @@ def test_a_job_whose_worker_was_killed_is_finished_by_another_without_duplicates
     assert job.status == "running"
     assert 10 <= job.chunks_done < 200
     assert Prediction.objects.filter(batch_job=job).count() == job.rows_done - job.rows_failed
-    # The dead worker's lease would run out after LEASE_SECONDS; the sweeper then sends the job again.
+    # The dead worker's leases (the job's, the chunk it was predicting) would run out after LEASE_SECONDS;
+    # the sweeper then sends the job and that chunk again.
     BatchPredictionJob.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())
-    second = current["worker"] = start_celery_worker("filesystem://")
+    job.chunks.filter(status="running").update(lease_expires_at=timezone.now())
+    second = start_celery_worker("filesystem://")
     assert batch_services.batch_prediction_jobs_stale_requeue() == [job.pk]
 
     job = _wait_for(job, second, lambda j: j.is_terminal, "end of the job on the second worker")
@@ -199,3 +210,53 @@ def test_a_job_whose_worker_was_killed_is_finished_by_another_without_duplicates
         stored.values_list("pk", flat=True)
     )
     assert [e["row"] for e in stored_csv(job.errors_key)] == ["1235"]
+
+
+@pytest.mark.worker
+def test_two_workers_share_the_chunks_of_one_job_and_store_each_row_once(
+    start_celery_worker, alice, settings, tmp_path, monkeypatch
+):
+    _worker_storage(settings, tmp_path)
+    make_model_version(trained=trained_model("cancer"), name="cancer")
+    app.conf.task_always_eager = False
+    # Both consume the same embedded broker (one DATA_DIR).
+    first = start_celery_worker("filesystem://")
+    second = start_celery_worker("filesystem://")
+    _send_to(first, monkeypatch)
+    monkeypatch.setattr(batch_services, "_enqueue", lambda job_id: None)
+    rows = cancer_rows(1500)
+    rows[777]["mean texture"] = "rough"
+    job = job_start(alice, csv_bytes(rows))
+    # The job's attempt runs here: it cuts the file into 150 chunks of 10 rows and sends their tasks, but
+    # finds every chunk taken (as when the workers are quicker than the cut), so it leaves them all to the
+    # two workers and waits; the worker storing the last chunk finishes the job.
+    original = batch_services._chunk_run
+
+    def taken(spec, *, chunk_id, model):
+        if spec is batch_services.CHUNKS_IN_JOB:
+            return engine.JobOutcome("busy")
+        return original(spec, chunk_id=chunk_id, model=model)
+
+    monkeypatch.setattr(batch_services, "_chunk_run", taken)
+    assert batch_services.batch_prediction_run(job_id=job.pk).status == "waiting"
+
+    job = _wait_for(job, first, lambda j: j.is_terminal, "end of the job")
+
+    assert job.status == "succeeded", job.error_message
+    assert (job.chunks_total, job.chunks_done, job.rows_done, job.rows_failed) == (150, 150, 1500, 1)
+    assert job.attempts == 1  # the finishing worker's claim (the waiting attempt handed its own back)
+    # The finishing worker logs its chunk task's end after the job is finished.
+    deadline = time.monotonic() + 30
+    while sum(stored_by := [len(CHUNK_STORED.findall(w.log())) for w in (first, second)]) < 150:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert all(stored_by), (stored_by, [w.log()[-2000:] for w in (first, second)])
+    assert sum(stored_by) == 150
+    assert set(job.chunks.values_list("status", "attempts", "claimed_by_job")) == {("succeeded", 1, False)}
+    stored = Prediction.objects.filter(batch_job=job)
+    assert stored.count() == 1499
+    assert len(set(stored.values_list("row_index", flat=True))) == 1499
+    result = stored_csv(job.result_key)
+    assert [r["id"] for r in result] == [r["id"] for r in rows]
+    assert [e["row"] for e in stored_csv(job.errors_key)] == ["778"]

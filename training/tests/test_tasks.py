@@ -43,11 +43,13 @@ def queued(cancer):
 
 
 def mlflow_versions(name: str = "cancer") -> list[int]:
-    return sorted(int(v.version) for v in mlflow_gateway._client().search_model_versions(f"name = '{name}'"))
+    return sorted(
+        int(v.version) for v in mlflow_gateway.connection.client().search_model_versions(f"name = '{name}'")
+    )
 
 
 def mlflow_runs_with_key(run: TrainingRun) -> list[str]:
-    client = mlflow_gateway._client()
+    client = mlflow_gateway.connection.client()
     experiment_id = mlflow_gateway.experiment_ensure()
     found = client.search_runs([experiment_id], filter_string=f"tags.`mlops.training_run` = '{run.key}'")
     return [r.info.status for r in found]
