@@ -10,7 +10,7 @@ transaction), and, for the plain approach, its inputs are stored as JSON rows th
 predictions.Prediction.inputs keeps them.
 
 1. Binning cost: `prediction_features_add` per row at batch sizes 1, 100 and 1,000 (in a transaction that
-   is rolled back), and ml.drift.Binner.bin alone per row and feature.
+   is rolled back), and ml.drift_bins.Binner.bin alone per row and feature.
 2. `drift_reports_compute` (median of `--repeats`), against the plain approach in the same run: read the
    window's raw input rows from the database, parse them, and run scipy's tests (KS / chi-square p-values
    or normalised Wasserstein / Jensen-Shannon, chosen the same way) against the raw training rows.
@@ -167,7 +167,7 @@ def _rollups_add(
 def binning_cost(version: Any, pipeline: Any, rng: np.random.Generator) -> dict[str, Any]:
     from django.db import transaction
 
-    from ml import drift
+    from ml import drift_bins
     from ml.pipeline import columns_from_frame, frame_prepare
 
     features = [{"name": c["name"], "kind": c["kind"]} for c in version.feature_schema]
@@ -186,7 +186,7 @@ def binning_cost(version: Any, pipeline: Any, rng: np.random.Generator) -> dict[
                 timings.append(_rollups_add(version, columns, labels, confidences, part=part, hour=hour))
                 transaction.set_rollback(True)
         found[f"batch_{size}_us_per_row"] = round(statistics.median(timings) / size * 1e6, 2)
-    binners = [drift.Binner.of(spec) for spec in version.reference_profile["features"]]
+    binners = [drift_bins.Binner.of(spec) for spec in version.reference_profile["features"]]
     big = frame_prepare(frame_draw(100_000, rng=rng, shifted=False), features)
     big_columns = columns_from_frame(big, version.feature_schema)
     began = time.perf_counter()

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from django.db import connection
 
-from ml import drift
+from ml import drift, drift_bins
 from ml.features import NUMERIC
 from mlops_site import rollups
 from monitoring.models import FeatureHourly
@@ -23,9 +23,9 @@ Source = FeatureHourly.Source
 class _Binners:
     profile: dict[str, Any]
     created_at: Any
-    inputs: list[tuple[str, drift.Binner]]
-    prediction: drift.Binner | None
-    confidence: drift.Binner | None
+    inputs: list[tuple[str, drift_bins.Binner]]
+    prediction: drift_bins.Binner | None
+    confidence: drift_bins.Binner | None
 
 
 # Binners per version id, reused while the version's profile is the same (profiles are written once).
@@ -48,8 +48,8 @@ def _binners(version_id: int, profile: dict[str, Any], *, created_at: Any = None
     built = _Binners(
         profile=profile,
         created_at=created_at,
-        inputs=[(spec["name"], drift.Binner.of(spec)) for spec in profile["features"]],
-        prediction=drift.Binner.of(prediction) if prediction else None,
+        inputs=[(spec["name"], drift_bins.Binner.of(spec)) for spec in profile["features"]],
+        prediction=drift_bins.Binner.of(prediction) if prediction else None,
         confidence=drift.confidence_binner() if profile.get("confidence") else None,
     )
     with _cache_lock:
@@ -62,15 +62,15 @@ def _binners(version_id: int, profile: dict[str, Any], *, created_at: Any = None
 def _deltas_add(
     deltas: dict[tuple[Any, ...], tuple[int, float]],
     key: tuple[Any, ...],
-    binner: drift.Binner,
+    binner: drift_bins.Binner,
     values: np.ndarray | Sequence[Any],
     *,
     count_missing: bool = True,
 ) -> None:
     """Add `values` binned to `deltas` under `key` + bin: (rows, sum of values) per bin that got rows."""
-    if len(values) <= drift.FEW_VALUES:
+    if len(values) <= drift_bins.FEW_VALUES:
         for index, counted in binner.bin_few(values).items():
-            if index != drift.MISSING_BIN or count_missing:
+            if index != drift_bins.MISSING_BIN or count_missing:
                 deltas[(*key, index)] = counted
         return
     histogram = binner.bin(values)
@@ -78,7 +78,7 @@ def _deltas_add(
         total = float(histogram.sums[index]) if histogram.sums is not None else 0.0
         deltas[(*key, index)] = (int(histogram.counts[index]), total)
     if histogram.missing and count_missing:
-        deltas[(*key, drift.MISSING_BIN)] = (histogram.missing, 0.0)
+        deltas[(*key, drift_bins.MISSING_BIN)] = (histogram.missing, 0.0)
 
 
 def prediction_features_add(

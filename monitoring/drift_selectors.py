@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import OuterRef, QuerySet, Subquery, Sum
 
-from ml import drift
+from ml import drift, drift_bins
 from models_registry.models import ModelVersion, Stage
 from monitoring.models import DriftReport, FeatureHourly
 
@@ -73,7 +73,7 @@ def feature_distribution(
     current = [0] * len(spec["counts"])
     missing = 0
     for index, total in rows:
-        if index == drift.MISSING_BIN:
+        if index == drift_bins.MISSING_BIN:
             missing += int(total)
         elif 0 <= index < len(current):
             current[index] += int(total)

@@ -14,7 +14,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from datasets import selectors as dataset_selectors
-from ml import drift, estimate
+from ml import drift, drift_bins, estimate
 from ml import predictor as predictor_module
 from ml.features import category_text, frame_prepare
 from ml.train import seeded_holdout_rows
@@ -64,17 +64,17 @@ def _window_histograms(
     return found
 
 
-def _histogram(spec_counts: int, bins: dict[int, tuple[int, float]] | None) -> drift.Histogram:
+def _histogram(spec_counts: int, bins: dict[int, tuple[int, float]] | None) -> drift_bins.Histogram:
     counts = np.zeros(spec_counts, dtype="int64")
     sums = np.zeros(spec_counts, dtype="float64")
     missing = 0
     for index, (total, value_sum) in (bins or {}).items():
-        if index == drift.MISSING_BIN:
+        if index == drift_bins.MISSING_BIN:
             missing += total
         elif 0 <= index < spec_counts:  # bins of another profile (never written once a profile exists)
             counts[index] += total
             sums[index] += value_sum
-    return drift.Histogram(counts, sums, missing)
+    return drift_bins.Histogram(counts, sums, missing)
 
 
 def drift_report_compute(

@@ -81,7 +81,7 @@ def sparkline_figure(*, hours: Sequence[dt.datetime], counts: Sequence[int]) -> 
 
 
 def volume_figure(*, buckets: Sequence[dt.datetime], series: Sequence[Any]) -> dict[str, Any]:
-    """Predictions per bucket, stacked by version (`series`: page_selectors.VersionSeries)."""
+    """Predictions per bucket, stacked by version (`series`: model_page_selectors.VersionSeries)."""
     if not any(any(s.predicted) for s in series):
         return _empty("No predictions in this period")
     x = _times(buckets)

@@ -13,8 +13,8 @@ from django.views.decorators.http import require_GET, require_safe
 
 from mlops_site import pages
 from models_registry import charts as registry_charts
+from monitoring import model_page_selectors, page_drift, page_selectors, selectors
 from monitoring import page_charts as charts
-from monitoring import page_drift, page_selectors, selectors
 
 
 @never_cache
@@ -58,7 +58,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _model_figures(found: page_selectors.ModelMonitoring) -> dict[str, Any]:
+def _model_figures(found: model_page_selectors.ModelMonitoring) -> dict[str, Any]:
     state = found.challenger
     challenger = None
     if state.comparison is not None and state.champion is not None and state.challenger is not None:
@@ -91,7 +91,7 @@ def model_monitoring(request: HttpRequest, name: str) -> HttpResponse:
     """One model over `?period=`: volume, live score against the threshold, champion against challenger,
     coverage and label delay, drift per feature with one feature's distributions (`?feature=`)."""
     period = page_selectors.period_check(request.GET.get("period"))
-    found = page_selectors.model_monitoring_get(name=name, period=period)
+    found = model_page_selectors.model_monitoring_get(name=name, period=period)
     drift = page_drift.feature_drift(production=found.production, feature=request.GET.get("feature"))
     figures = _model_figures(found)
     if drift is not None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial import distance
 
-from ml import drift
+from ml import drift, drift_bins
 from ml.drift import Binner, column_drift, column_spec
 
 
@@ -22,7 +22,7 @@ def _categorical(values: np.ndarray) -> dict:
     return column_spec(values, name="c", kind="categorical")
 
 
-def _current(spec: dict, values: np.ndarray) -> drift.Histogram:
+def _current(spec: dict, values: np.ndarray) -> drift_bins.Histogram:
     return Binner.of(spec).bin(values)
 
 
@@ -50,7 +50,7 @@ def test_binning_new_values_puts_values_beyond_the_reference_in_the_open_ends() 
     assert histogram.sums[-1] == 1000.0
 
 
-def _as_counted(histogram: drift.Histogram, *, numeric: bool) -> dict[int, tuple[int, float]]:
+def _as_counted(histogram: drift_bins.Histogram, *, numeric: bool) -> dict[int, tuple[int, float]]:
     counted = {
         int(i): (
             int(histogram.counts[i]),
@@ -59,7 +59,7 @@ def _as_counted(histogram: drift.Histogram, *, numeric: bool) -> dict[int, tuple
         for i in np.flatnonzero(histogram.counts)
     }
     if histogram.missing:
-        counted[drift.MISSING_BIN] = (histogram.missing, 0.0)
+        counted[drift_bins.MISSING_BIN] = (histogram.missing, 0.0)
     return counted
 
 
@@ -72,7 +72,7 @@ _EDGES = Binner.of(_numeric(np.array([0.0, 0.0, 1.0, 2.5, 2.5, 7.0, 100.0, 1e9])
             st.floats(allow_nan=True, allow_infinity=True),
             st.sampled_from([0.0, 1.0, 2.5, 7.0, 100.0, 1e9, -0.0]),  # the edges themselves
         ),
-        max_size=drift.FEW_VALUES,
+        max_size=drift_bins.FEW_VALUES,
     )
 )
 def test_a_few_numbers_fall_in_the_bins_and_sums_numpy_gives_them(values: list[float]) -> None:
@@ -83,7 +83,7 @@ def test_a_few_numbers_fall_in_the_bins_and_sums_numpy_gives_them(values: list[f
 _CATEGORIES = Binner.of(_categorical(np.array(["a"] * 5 + ["b"] * 3 + ["c"], dtype=object)))
 
 
-@given(st.lists(st.sampled_from(["a", "b", "c", "", "never seen", "A"]), max_size=drift.FEW_VALUES))
+@given(st.lists(st.sampled_from(["a", "b", "c", "", "never seen", "A"]), max_size=drift_bins.FEW_VALUES))
 def test_a_few_categories_fall_in_the_bins_numpy_gives_them(values: list[str]) -> None:
     texts = np.array(values, dtype=object)
     assert _CATEGORIES.bin_few(texts) == _as_counted(_CATEGORIES.bin(texts), numeric=False)

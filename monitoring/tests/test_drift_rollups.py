@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from django.db.models import Sum
 
-from ml import drift
+from ml import drift_bins
 from monitoring import drift_rollups
 from monitoring.models import FeatureHourly
 from monitoring.tests.drift_helpers import drift_version, traffic, traffic_store, trained
@@ -40,9 +40,9 @@ def test_each_feature_is_counted_in_its_reference_bins_with_missing_values_apart
         hour=HOUR.replace(minute=42),
     )
     for spec in trained().profile["features"]:
-        expected = drift.Binner.of(spec).bin(sent.columns[spec["name"]])
+        expected = drift_bins.Binner.of(spec).bin(sent.columns[spec["name"]])
         found = counts(version, source="input", feature=spec["name"])
-        assert found.pop(drift.MISSING_BIN, 0) == expected.missing
+        assert found.pop(drift_bins.MISSING_BIN, 0) == expected.missing
         assert found == {i: int(n) for i, n in enumerate(expected.counts) if n}
     assert sum(counts(version, source="prediction").values()) == 500
     assert sum(counts(version, source="confidence").values()) == 500

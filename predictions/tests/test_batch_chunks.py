@@ -13,6 +13,7 @@ from django.utils import timezone
 from jobs import engine
 from predictions import tasks
 from predictions.batch import chunks as batch_chunks
+from predictions.batch import finish as batch_finish
 from predictions.batch import outputs as batch_outputs
 from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionChunk, BatchPredictionJob, Prediction
@@ -142,7 +143,7 @@ def test_two_workers_racing_to_finish_the_same_job_assemble_it_once(alice, cance
     # The last chunk is stored, and two workers (say its own and the stale sweep's) both see the job
     # ready to finish.
     the_other_worker_dies(job)
-    monkeypatch.setattr(batch_services, "_finish_due", lambda job_id: False)
+    monkeypatch.setattr(batch_finish, "finish_due", lambda job_id: False)
     assert batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "succeeded"
     assembled: list[str] = []
     original = batch_outputs.files_assemble
