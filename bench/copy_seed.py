@@ -33,7 +33,7 @@ def predictions_copy(
     from django.core.management.color import no_style
     from django.db import connection, transaction
 
-    from predictions import services as prediction_services
+    from predictions import live_rollups
     from predictions.models import Prediction, PredictionRequest
 
     with transaction.atomic(), connection.cursor() as wrapper:
@@ -43,4 +43,4 @@ def predictions_copy(
         for sql in connection.ops.sequence_reset_sql(no_style(), [PredictionRequest, Prediction]):
             wrapper.execute(sql)
         for version_id, hour, rows in hours:
-            prediction_services.prediction_hours_add(model_version_id=version_id, hour=hour, rows=rows)
+            live_rollups.prediction_hours_add(model_version_id=version_id, hour=hour, rows=rows)

@@ -101,7 +101,7 @@ def _instrument(timers: StepTimers) -> None:
     from ml.predictor import OnnxPredictor, SklearnPredictor
     from mlops_site import inserts
     from monitoring import drift_rollups, prometheus
-    from predictions import api, model_cache, services
+    from predictions import api, live_rollups, model_cache, services
 
     timers.wrap(BaseDatabaseWrapper, "connect", "db connect")
     timers.wrap(BaseDatabaseWrapper, "close", "db close")
@@ -114,9 +114,12 @@ def _instrument(timers: StepTimers) -> None:
     timers.wrap(QuerySet, "create", "store: row inserts")
     timers.wrap(QuerySet, "bulk_create", "store: row inserts")
     timers.wrap(inserts, "objects_insert", "store: row inserts")
-    timers.wrap(services, "prediction_hours_add", "store: hourly rollups")
-    timers.wrap(services, "latency_hours_add", "store: hourly rollups")
+    timers.wrap(live_rollups, "prediction_hours_add", "store: hourly rollups")
+    timers.wrap(live_rollups, "latency_hours_add", "store: hourly rollups")
     timers.wrap(drift_rollups, "prediction_features_add", "store: drift rollups")
+    # PREDICTION_ROLLUP_DELAY_SECONDS above 0: the sums kept per process and their writes.
+    timers.wrap(live_rollups.PendingRollups, "add", "store: rollups summed per process")
+    timers.wrap(live_rollups.PendingRollups, "write", "store: rollups summed per process")
     timers.wrap(BaseDatabaseWrapper, "commit", "store: commit")
     timers.wrap(prometheus, "prediction_observed", "metrics")
     for middleware in (PrometheusBeforeMiddleware, PrometheusAfterMiddleware):
@@ -258,6 +261,10 @@ def main() -> int:
             profiler.runcall(lambda: [call() for _ in range(min(args.requests, 1000))])
             profiler.dump_stats(str(args.cprofile))
             print(f"wrote {args.cprofile}")
+        # PREDICTION_ROLLUP_DELAY_SECONDS above 0: the sums not yet written go before the site's folder does.
+        from predictions import live_rollups
+
+        live_rollups.pending.write()
         connections.close_all()
     if args.output:
         args.output.write_text(json.dumps(result, indent=2) + "\n")

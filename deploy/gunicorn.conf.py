@@ -71,3 +71,11 @@ def child_exit(server: object, worker: object) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def worker_exit(server: object, worker: object) -> None:
+    # PREDICTION_ROLLUP_DELAY_SECONDS above 0: the worker's rollup sums not yet written are written as it
+    # stops (a restart after max_requests included). Loaded only if this worker served a prediction.
+    rollups = sys.modules.get("predictions.live_rollups")
+    if rollups is not None:
+        rollups.pending.write()

@@ -1,4 +1,5 @@
-"""Our middleware: chunked request bodies made readable (or refused), no slash redirects under /api/."""
+"""Our middleware: chunked request bodies made readable (or refused), no slash redirects under /api/, and
+message storage made only for requests that use messages."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import tempfile
 from collections.abc import Callable
 
 from django.conf import settings
+from django.contrib.messages import middleware as messages_middleware
+from django.contrib.messages.storage import default_storage
 from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware import common
+from django.utils.functional import SimpleLazyObject, empty
 
 from mlops_site.errors import ErrorAnswer
 from mlops_site.views import API_PREFIX
@@ -85,3 +89,21 @@ class CommonMiddleware(common.CommonMiddleware):
         if request.path_info.startswith(API_PREFIX):
             return False
         return super().should_redirect_with_slash(request)
+
+
+class MessageMiddleware(messages_middleware.MessageMiddleware):
+    """Django's, except that the request's message storage is made when a message is first added or read.
+
+    Making it builds a cookie storage and a session storage with their signers, about 30 µs that an API
+    call or a health check never uses. A storage nobody touched has nothing to save, so the response is
+    left alone then, as Django's own update() would leave it.
+    """
+
+    def process_request(self, request: HttpRequest) -> None:
+        request._messages = SimpleLazyObject(lambda: default_storage(request))  # type: ignore[attr-defined]
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        stored = getattr(request, "_messages", None)
+        if isinstance(stored, SimpleLazyObject) and stored._wrapped is empty:
+            return response
+        return super().process_response(request, response)

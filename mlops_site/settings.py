@@ -17,6 +17,7 @@ from mlops_site.env import (
     email_url_parse,
     env_bool,
     env_email_address,
+    env_float,
     env_int,
     env_list,
     env_secret,
@@ -84,9 +85,10 @@ MIDDLEWARE = [
     "mlops_site.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    # Django's, with the message storage made when a message is first added or read.
+    "mlops_site.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "mlops_site.metrics_middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "mlops_site.urls"
@@ -387,6 +389,10 @@ PREDICTION_MAX_TEXT_CHARS = env_int("PREDICTION_MAX_TEXT_CHARS", 1000)
 # (synchronous_commit=off for that transaction only). A database crash may then lose the predictions of
 # the last few hundred milliseconds; it never corrupts or half-writes them. SQLite ignores it.
 PREDICTION_LOG_DURABLE = env_bool("PREDICTION_LOG_DURABLE", True)
+# 0: page and API predictions add to the hourly rollups in their own transaction (exact at every moment).
+# Above 0: each web process sums them and writes the sums at most this many seconds later; a process
+# killed without warning loses those counts, never the predictions (predictions/live_rollups.py).
+PREDICTION_ROLLUP_DELAY_SECONDS = env_float("PREDICTION_ROLLUP_DELAY_SECONDS", 0.0, low=0.0, high=60.0)
 # Big enough that per-chunk costs (a transaction, two storage writes) vanish, small enough that a
 # chunk stays far below 100 MB in memory.
 BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 50_000)
@@ -502,6 +508,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
+    # DRF's, with the usual Accept headers' answer kept per view (mlops_site/negotiation.py).
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "mlops_site.negotiation.ContentNegotiation",
     "DEFAULT_PAGINATION_CLASS": "mlops_site.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "mlops_site.schema.AutoSchema",

@@ -98,9 +98,21 @@ def multiprocess_dir() -> str:
 # ------------------------------------------------------------------------------
 # Predictions
 # ------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4096)
+def _predictions_child(model: str, version: int, channel: str) -> Any:
+    # labels() checks and converts its values and takes a lock on every call; a single prediction counts
+    # five series, so each child is looked up once per process (model names are bounded: the registry's).
+    return predictions_total.labels(model, str(version), channel)
+
+
+@functools.lru_cache(maxsize=4096)
+def _latency_child(model: str, phase: str) -> Any:
+    return prediction_latency_seconds.labels(model, phase)
+
+
 def predictions_count(*, model: str, version: int, channel: str, rows: int) -> None:
     if rows:
-        predictions_total.labels(model, str(version), channel).inc(rows)
+        _predictions_child(model, version, channel).inc(rows)
 
 
 def triton_fallback_count(*, model: str, reason: str) -> None:
@@ -129,9 +141,10 @@ def prediction_observed(
     """One answered request: its rows per answering version and its seconds per phase."""
     for version, rows in rows_by_version.items():
         predictions_count(model=model, version=version, channel=channel, rows=rows)
-    phases = {"validation": validation, "model": model_call, "storing": storing, "total": total}
-    for phase, seconds in phases.items():
-        prediction_latency_seconds.labels(model, phase).observe(seconds)
+    _latency_child(model, "validation").observe(validation)
+    _latency_child(model, "model").observe(model_call)
+    _latency_child(model, "storing").observe(storing)
+    _latency_child(model, "total").observe(total)
 
 
 #: Names of registered models seen in refusals; a name stays valid label material once it existed.

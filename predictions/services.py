@@ -3,7 +3,6 @@ share, the challenger's), store every row at once."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 import time
@@ -16,17 +15,15 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from ml.errors import PredictionInputError
-from mlops_site import inserts, latency_bins, rollups, storage
+from mlops_site import inserts, storage
 from mlops_site.errors import problem
 from models_registry.models import ModelVersion, Stage
-from monitoring import drift_rollups, prometheus
-from predictions import model_cache, routing, selectors
+from monitoring import prometheus
+from predictions import live_rollups, model_cache, routing, selectors
 from predictions.errors import InputInvalid
 from predictions.models import (
     Channel,
-    LatencyHourly,
     Prediction,
-    PredictionHourly,
     PredictionKey,
     PredictionRequest,
 )
@@ -145,26 +142,6 @@ def _keys_taken(version: ModelVersion, keys: list[str]) -> None:
                 if key in taken
             ]
         )
-
-
-def prediction_hours_add(*, model_version_id: int, hour: dt.datetime, rows: int) -> None:
-    """Count `rows` predicted by a version in an hour; call inside the transaction that stores them."""
-    rollups.counters_add(
-        PredictionHourly,
-        keys=("model_version", "hour"),
-        sums=("n",),
-        deltas={(model_version_id, rollups.hour_of(hour)): (rows,)},
-    )
-
-
-def latency_hours_add(*, model_version_id: int, hour: dt.datetime, latency_ms: float) -> None:
-    """Count one request answered by a version in an hour; call inside the transaction that stores it."""
-    rollups.counters_add(
-        LatencyHourly,
-        keys=("model_version", "hour", "bin"),
-        sums=("n",),
-        deltas={(model_version_id, rollups.hour_of(hour), latency_bins.latency_bin(latency_ms)): (1,)},
-    )
 
 
 def probabilities_of(classes: list[Any] | None, row: list[float] | None) -> dict[str, float] | None:
@@ -296,16 +273,13 @@ def _store(
                 ]
             )
             by_position.update((prediction.row_index, prediction) for prediction in stored)
-            prediction_hours_add(model_version_id=part.version.pk, hour=request.created_at, rows=len(stored))
-            latency_hours_add(
-                model_version_id=part.version.pk, hour=request.created_at, latency_ms=latency_ms
-            )
-            drift_rollups.prediction_features_add(
+            live_rollups.answered_add(
                 model_version=part.version,
+                hour=request.created_at,
+                latency_ms=latency_ms,
                 columns=part.columns,
                 predictions=part.labels,
                 confidences=[max(p.values()) if p else None for p in part.probabilities],
-                hour=request.created_at,
             )
         predictions = [by_position[position] for position in range(n_rows)]
         if keys is not None:

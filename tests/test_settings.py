@@ -116,6 +116,28 @@ def test_env_bool_reads_true_false_and_the_default(monkeypatch):
     assert env.env_bool("SOME_FLAG", True) is True
 
 
+@pytest.mark.parametrize("raw", ["-1", "61", "soon", "nan", "inf", ""])
+def test_env_float_refuses_what_is_not_a_number_in_its_range(monkeypatch, raw):
+    monkeypatch.setenv("SOME_DELAY", raw)
+
+    with pytest.raises(ImproperlyConfigured, match=f"SOME_DELAY must be a number from 0 to 60, not {raw!r}"):
+        env.env_float("SOME_DELAY", 0.0, low=0.0, high=60.0)
+
+
+def test_env_float_reads_the_number_and_the_default(monkeypatch):
+    monkeypatch.setenv("SOME_DELAY", "0.25")
+    assert env.env_float("SOME_DELAY", 0.0, low=0.0, high=60.0) == 0.25
+    monkeypatch.delenv("SOME_DELAY")
+    assert env.env_float("SOME_DELAY", 1.5, low=0.0, high=60.0) == 1.5
+
+
+def test_a_bad_rollup_delay_stops_the_start_with_its_name(tmp_path):
+    result = _settings_in_subprocess(tmp_path, SECRET_KEY=STRONG_KEY, PREDICTION_ROLLUP_DELAY_SECONDS="-2")
+
+    assert result.returncode != 0
+    assert "PREDICTION_ROLLUP_DELAY_SECONDS must be a number from 0 to 60, not '-2'" in result.stderr
+
+
 def test_env_int_names_the_variable_it_cannot_read(monkeypatch):
     monkeypatch.setenv("SOME_NUMBER", "ten")
 

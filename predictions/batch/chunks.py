@@ -20,8 +20,7 @@ from ml.errors import PredictionInputError
 from ml.pipeline import NUMERIC
 from models_registry.models import ModelVersion
 from monitoring import drift_rollups, prometheus
-from predictions import model_cache
-from predictions import services as prediction_services
+from predictions import live_rollups, model_cache
 from predictions.batch import files as batch_files
 from predictions.batch import outputs as batch_outputs
 from predictions.batch import rows as batch_rows
@@ -224,7 +223,7 @@ def chunk_store(attempt: ChunkAttempt, model: Model, *, job: BatchPredictionJob,
             PredictionRequest.objects.filter(pk=job.prediction_request_id).update(
                 n_rows=F("n_rows") + rows.count
             )
-            prediction_services.prediction_hours_add(
+            live_rollups.prediction_hours_add(
                 model_version_id=job.model_version_id, hour=rows.created_at, rows=rows.count
             )
         counted = BatchPredictionJob.objects.filter(
