@@ -42,6 +42,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 #: A client's key for a row: printable ASCII without spaces, so it survives CSV files and URLs unchanged.
 _KEY = re.compile(r"^[!-~]{1,128}\Z")
 KEY_RULE = "1 to 128 printable characters without spaces"
+# Channel.values builds a new list on every read.
+_CHANNELS = frozenset(Channel.values)
 
 
 def max_rows() -> int:
@@ -326,7 +328,7 @@ def prediction_make(
     Raises InputInvalid (every problem per row and field; nothing stored), ModelNotFound, NoVersionInStage,
     model_cache.ModelUnavailable, or storage.StorageError while a model file is first read.
     """
-    if channel not in Channel.values:
+    if channel not in _CHANNELS:
         raise ValueError(f"unknown channel {channel!r}")
     stage = selectors.prediction_target_check(version=version, stage=stage)
     _request_id_check(request_id)

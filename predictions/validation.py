@@ -96,8 +96,20 @@ def _number(value: Any) -> float:
     return number
 
 
+# What a model's answer holds once made plain (ml.predictor): only float labels can be NaN or infinite.
+_PLAIN_LABELS = frozenset({float, int, str, bool})
+
+
 def not_finite_rows(labels: Any, probabilities: Any) -> np.ndarray:
     """0-based positions of rows whose prediction or probabilities are NaN or infinite: never stored."""
+    if isinstance(labels, list) and len(labels) == 1:
+        # One row of plain values (a single prediction): checked in plain Python, the same way, since
+        # numpy's fixed costs were most of this check.
+        label = labels[0]
+        row = probabilities[0] if probabilities is not None and len(probabilities) else []
+        if type(label) in _PLAIN_LABELS and isinstance(row, list) and all(type(p) is float for p in row):
+            finite = (type(label) is not float or math.isfinite(label)) and all(map(math.isfinite, row))
+            return np.empty(0, dtype=np.intp) if finite else np.zeros(1, dtype=np.intp)
     bad = np.zeros(len(labels), dtype=bool)
     if probabilities is not None and len(probabilities):
         bad |= ~np.isfinite(np.asarray(probabilities, dtype="float64")).all(axis=1)
@@ -117,6 +129,15 @@ def too_large_suffix() -> str:
 
 def too_large_message(name: str, shown: str) -> str:
     return f"'{name}' = {shown}{too_large_suffix()}"
+
+
+def _out_of_range(name: str, number: float, low: float | None, high: float | None) -> dict[str, str]:
+    return {
+        "field": name,
+        "code": OUT_OF_RANGE,
+        "message": f"'{name}' = {number:g} is outside the training range ({range_text(low, high)}); the "
+        "prediction is an extrapolation.",
+    }
 
 
 def too_long_message(name: str, length: int, limit: int) -> str:
@@ -206,6 +227,14 @@ def rows_validate(
                 )
                 continue
             if is_numeric:
+                # The usual case first: a JSON number the model can represent (NaN and infinities fail the
+                # comparison and take the checks below).
+                if type(value) is float and -FLOAT32_MAX <= value <= FLOAT32_MAX:
+                    values[index] = value
+                    inputs[index][name] = value
+                    if (low is not None and value < low) or (high is not None and value > high):
+                        warnings[index].append(_out_of_range(name, value, low, high))
+                    continue
                 try:
                     number = _number(value)
                 except TypeError:
@@ -231,14 +260,7 @@ def rows_validate(
                 values[index] = number
                 inputs[index][name] = number
                 if (low is not None and number < low) or (high is not None and number > high):
-                    warnings[index].append(
-                        {
-                            "field": name,
-                            "code": OUT_OF_RANGE,
-                            "message": f"'{name}' = {number:g} is outside the training range "
-                            f"({range_text(low, high)}); the prediction is an extrapolation.",
-                        }
-                    )
+                    warnings[index].append(_out_of_range(name, number, low, high))
             else:
                 if isinstance(value, bool) or not isinstance(value, str | int | float):
                     errors.append(

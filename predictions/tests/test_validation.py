@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from predictions import validation
 from predictions.validation import RowsInvalid, rows_validate
@@ -151,3 +153,40 @@ def test_it_reports_every_problem_of_every_row_in_row_order():
         (3, "extra", "unknown_field"),
         (3, "age", "missing_feature"),
     ]
+
+
+@given(st.one_of(st.floats(), st.integers(min_value=-(10**400), max_value=10**400)))
+@settings(max_examples=300, deadline=None)
+def test_any_json_number_is_kept_exactly_or_refused_with_its_reason(age):
+    try:
+        result = rows_validate(rows=[good_row(age=age)], feature_schema=SCHEMA, max_rows=1)
+    except RowsInvalid as refused:
+        (problem,) = refused.errors
+        assert problem["field"] == "age"
+        # Beyond float64 (a float's NaN or infinity, or an integer float() cannot hold) is "not finite", as
+        # "1e999" is; beyond float32 only, "too large".
+        try:
+            beyond_float64 = not math.isfinite(float(age))
+        except OverflowError:
+            beyond_float64 = True
+        expected = validation.NOT_FINITE if beyond_float64 else validation.TOO_LARGE_NUMBER
+        assert problem["code"] == expected
+        return
+    assert abs(age) <= validation.FLOAT32_MAX
+    assert result.columns["age"].tolist() == [float(age)]
+    assert result.inputs[0]["age"] == float(age)
+    flagged = [w["code"] for w in result.warnings[0] if w["field"] == "age"]
+    assert flagged == ([validation.OUT_OF_RANGE] if not 18.0 <= age <= 80.0 else [])
+
+
+plain_labels = st.one_of(st.floats(), st.integers(), st.text(max_size=5), st.booleans())
+probability_rows = st.one_of(st.none(), st.lists(st.floats(), min_size=1, max_size=4).map(lambda row: [row]))
+
+
+@given(plain_labels, probability_rows)
+@settings(max_examples=300, deadline=None)
+def test_one_row_is_found_finite_or_not_as_numpy_finds_it_for_many(label, probabilities):
+    # A tuple of labels takes the numpy path the batch of many rows takes.
+    expected = validation.not_finite_rows((label,), probabilities).tolist()
+
+    assert validation.not_finite_rows([label], probabilities).tolist() == expected
