@@ -1,12 +1,14 @@
 """Run a command with throwaway PostgreSQL, Redis and S3 (SeaweedFS) servers on loopback ports.
 
-Usage: python deploy/test_services.py [--require] -- CMD [ARGS...]
+Usage: python deploy/test_services.py [--require] [--durable-postgres] -- CMD [ARGS...]
 
 Each service whose variables are already in the environment is used as it is; every other one is
 started in a temporary folder, if its program is installed. CMD runs with DATABASE_URL, REDIS_URL,
 CELERY_BROKER_URL and the AWS_* variables of the services that are up. Everything started here is
 stopped and the folder deleted on exit, Ctrl-C or failure. The exit code is CMD's.
-With --require (or REQUIRE_SERVICES=True) a service that cannot be had is an error.
+With --require (or REQUIRE_SERVICES=True) a service that cannot be had is an error. PostgreSQL runs
+without fsync and synchronous commits, which tests do not need; --durable-postgres keeps PostgreSQL's
+defaults, for benchmarks of what waiting for the disk costs (PREDICTION_LOG_DURABLE).
 """
 
 from __future__ import annotations
@@ -117,8 +119,9 @@ class Started:
 
 
 class Services:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, durable_postgres: bool = False) -> None:
         self.root = root
+        self.durable_postgres = durable_postgres
         self.started: list[Started] = []
         self.env: dict[str, str] = {}
 
@@ -176,10 +179,13 @@ class Services:
         # Trust, but only from this machine: the server listens on 127.0.0.1 and its own socket folder.
         (data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
         port = free_port()
+        # Tests need no crash safety; a benchmark of durability does.
+        speed = [] if self.durable_postgres else [
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"
+        ]  # fmt: skip
         process = self.spawn(
             [*as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=100"],
+             "-c", "listen_addresses=127.0.0.1", *speed, "-c", "max_connections=100"],
             log,
         )  # fmt: skip
 
@@ -386,6 +392,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="fail when a service cannot be started (also REQUIRE_SERVICES=True)",
     )
+    parser.add_argument(
+        "--durable-postgres",
+        action="store_true",
+        help="start PostgreSQL with fsync and synchronous commits on (its defaults), for benchmarks",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command[:1] == ["--"]:
@@ -434,7 +445,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     require = args.require or os.environ.get("REQUIRE_SERVICES") == "True"
     root = Path(tempfile.mkdtemp(prefix="mlops-services-"))
-    services = Services(root)
+    services = Services(root, durable_postgres=args.durable_postgres)
     lines: list[str] = []
     exit_code = 1
     try:

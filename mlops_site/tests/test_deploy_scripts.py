@@ -289,3 +289,33 @@ def test_demo_model_false_skips_the_demo_model_on_start(value, wanted):
     prepare = _load("prepare")
 
     assert prepare.demo_wanted({} if value is None else {"DEMO_MODEL": value}) is wanted
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("durable", "expected"), [(False, "off"), (True, "on")])
+def test_test_services_postgresql_waits_for_the_disk_only_when_asked(durable, expected):
+    import shutil
+    import tempfile
+
+    import psycopg
+
+    sys.path.insert(0, str(ROOT))
+    from deploy import test_services
+
+    # Not under pytest's tmp_path: the postgres account must reach the folder (see Services).
+    root = Path(tempfile.mkdtemp(prefix="mlops-durable-pg-"))
+    services = test_services.Services(root, durable_postgres=durable)
+    try:
+        try:
+            services.start_postgres()
+        except test_services.ServiceUnavailable as exc:
+            pytest.skip(f"PostgreSQL cannot be started here: {exc}")
+        with psycopg.connect(services.env["DATABASE_URL"]) as connection:
+            shown = {
+                name: connection.execute(f"SHOW {name}").fetchone()[0]
+                for name in ("fsync", "synchronous_commit")
+            }
+    finally:
+        services.stop_all()
+        shutil.rmtree(root, ignore_errors=True)
+    assert shown == {"fsync": expected, "synchronous_commit": expected}
