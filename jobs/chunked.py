@@ -38,6 +38,12 @@ class TimedAttempt(engine.Attempt[JobT]):
             self.timings[step] = self.timings.get(step, 0.0) + (now - started)
         return now
 
+    def seconds_add(self, seconds: dict[str, float]) -> None:
+        """Count steps timed before this attempt began (work done ahead for it)."""
+        with self._timings_lock:
+            for step, value in seconds.items():
+                self.timings[step] = self.timings.get(step, 0.0) + value
+
     def timings_rounded(self) -> dict[str, float]:
         with self._timings_lock:
             return {k: round(v, 4) for k, v in self.timings.items()}

@@ -9,6 +9,7 @@ import io
 import os
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import IO, Any
 
@@ -245,12 +246,16 @@ def batch_chunk_run(*, chunk_id: int) -> engine.JobOutcome:
 
 
 def _chunk_run(
-    spec: engine.JobSpec[BatchPredictionChunk], *, chunk_id: int, model: batch_chunks.Model | None
+    spec: engine.JobSpec[BatchPredictionChunk],
+    *,
+    chunk_id: int,
+    model: batch_chunks.Model | None,
+    computed: Future[tuple[batch_chunks.Computed, dict[str, float]]] | None = None,
 ) -> engine.JobOutcome:
     outcome = engine.job_run(
         spec,
         job_id=chunk_id,
-        work=lambda attempt: _chunk_work(attempt, model),
+        work=lambda attempt: _chunk_work(attempt, model, computed),
         reason=_failure_reason,
     )
     if outcome.status == "failed":
@@ -284,17 +289,32 @@ def _run(attempt: BatchAttempt) -> engine.JobOutcome | None:
         # A chunk the job's attempts claimed and left running belongs to an attempt that is gone (this one
         # holds the job now): its lease ends, so this attempt redoes it at once.
         _chunk_leases_end(job.pk)
-        pending = (
+        pending = list(
             BatchPredictionChunk.objects.filter(job_id=job.pk)
             .exclude(status__in=BatchPredictionChunk.TERMINAL)
             .order_by("-index")
-            .values_list("pk", flat=True)
+            .values_list("pk", "index")
         )
-        for chunk_id in list(pending):
-            outcome = _chunk_run(CHUNKS_IN_JOB, chunk_id=chunk_id, model=model)
-            if outcome.status == "failed":
-                raise BatchRunError(outcome.message)
-            attempt.renew()
+        # One chunk computed ahead on a thread while the one before it is stored: onnxruntime, numpy and
+        # the database's statement all run without the GIL. A chunk another worker claims meanwhile is
+        # skipped, its computed rows dropped.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-ahead")
+
+        def ahead(position: int) -> Future[tuple[batch_chunks.Computed, dict[str, float]]] | None:
+            if position >= len(pending):
+                return None
+            return pool.submit(batch_chunks.chunk_compute_ahead, model, job=job, index=pending[position][1])
+
+        try:
+            following = ahead(0)
+            for position, (chunk_id, _index) in enumerate(pending):
+                current, following = following, ahead(position + 1)
+                outcome = _chunk_run(CHUNKS_IN_JOB, chunk_id=chunk_id, model=model, computed=current)
+                if outcome.status == "failed":
+                    raise BatchRunError(outcome.message)
+                attempt.renew()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         failed = BatchPredictionChunk.objects.filter(job_id=job.pk, status=BatchPredictionChunk.Status.FAILED)
         message = failed.values_list("error_message", flat=True).first()
         if message is not None:
@@ -352,7 +372,13 @@ def _cut(attempt: BatchAttempt) -> None:
     job.chunks_total = count
 
 
-def _chunk_work(attempt: ChunkAttempt, model: batch_chunks.Model | None) -> None:
+def _chunk_work(
+    attempt: ChunkAttempt,
+    model: batch_chunks.Model | None,
+    ahead: Future[tuple[batch_chunks.Computed, dict[str, float]]] | None = None,
+) -> None:
+    """Predict and store one claimed chunk, or store it as computed ahead (`ahead`, whose errors are
+    raised here, as the chunk's own)."""
     unit = attempt.job
     job = unit.job
     if job.is_terminal:
@@ -361,13 +387,14 @@ def _chunk_work(attempt: ChunkAttempt, model: batch_chunks.Model | None) -> None
     if model is None:
         model = batch_chunks.model_load(job.model_version)
     started = attempt.timed("load", started)
-    data = storage.read_bytes(batch_outputs.input_part_key(job, unit.index))
-    if data is None:
-        raise BatchRunError(f"The rows of chunk {unit.index} are missing from object storage.")
-    chunk = batch_files.chunk_decode(data)
-    attempt.timed("read", started)
     with batch_chunks.collector_paused():
-        computed = batch_chunks.chunk_compute(attempt, model, job=job, chunk=chunk)
+        if ahead is not None:
+            computed, seconds = ahead.result()
+            attempt.seconds_add(seconds)
+        else:
+            chunk = batch_chunks.chunk_read(job, unit.index)
+            attempt.timed("read", started)
+            computed = batch_chunks.chunk_compute(attempt, model, job=job, chunk=chunk)
         attempt.check()
         batch_chunks.chunk_store(attempt, model, job=job, computed=computed)
 

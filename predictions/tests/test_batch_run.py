@@ -15,6 +15,7 @@ from predictions.batch import chunks as batch_chunks
 from predictions.batch import outputs as batch_outputs
 from predictions.batch import rows as batch_rows
 from predictions.batch import services as batch_services
+from predictions.batch.attempt import ChunkAttempt
 from predictions.models import (
     BatchPredictionChunk,
     BatchPredictionJob,
@@ -385,17 +386,18 @@ def test_a_job_held_by_a_live_lease_is_not_run_a_second_time(alice, cancer_v1):
 def test_an_attempt_whose_chunk_was_taken_stores_nothing_of_it_and_leaves_it_to_the_other(
     alice, cancer_v1, monkeypatch
 ):
-    original = batch_chunks.chunk_compute
+    original = ChunkAttempt.check
 
-    def taken_over(attempt, model, *, job, chunk):
-        if chunk.index == 1:
-            # Another worker claimed the chunk meanwhile (this attempt's lease had run out) and holds it.
+    def taken_over(attempt):
+        if attempt.job.index == 1:
+            # Between computing and storing the chunk, another worker claimed it (this attempt's lease had
+            # run out) and holds it.
             BatchPredictionChunk.objects.filter(pk=attempt.job.pk).update(
                 attempts=attempt.token + 1, lease_expires_at=timezone.now() + dt.timedelta(seconds=60)
             )
-        return original(attempt, model, job=job, chunk=chunk)
+        return original(attempt)
 
-    monkeypatch.setattr(batch_chunks, "chunk_compute", taken_over)
+    monkeypatch.setattr(ChunkAttempt, "check", taken_over)
     job = job_start(alice, csv_bytes(cancer_rows(25)))
 
     outcome = batch_services.batch_prediction_run(job_id=job.pk)
@@ -487,3 +489,34 @@ def test_sqlite_without_json_operators_stores_the_same_rows_one_statement_per_ro
 
     assert stored(job) == stored(reference)
     assert len(stored(job)) == 12
+
+
+def test_a_chunk_that_fails_while_computed_ahead_fails_as_its_own_and_the_job_with_it(
+    alice, cancer_v1, monkeypatch
+):
+    """The job's attempt computes each chunk on a thread before claiming it: an error there is the chunk's
+    when it is claimed, and nothing of that chunk is stored."""
+    original = batch_chunks.chunk_read
+    ahead = []
+
+    def rows_lost(job, index):
+        ahead.append(index)
+        if index == 1:
+            storage.delete(batch_outputs.input_part_key(job, index))
+        return original(job, index)
+
+    monkeypatch.setattr(batch_chunks, "chunk_read", rows_lost)
+    job = job_start(alice, csv_bytes(cancer_rows(25)))
+
+    outcome = batch_services.batch_prediction_run(job_id=job.pk)
+
+    assert outcome.status == "failed"
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error_message == "The rows of chunk 1 are missing from object storage."
+    assert BatchPredictionChunk.objects.get(job=job, index=1).status == "failed"
+    # Chunk 2 went first (the job's attempt works backwards); chunk 0 was never stored.
+    assert ahead[:2] == [2, 1]
+    assert sorted(Prediction.objects.filter(batch_job=job).values_list("row_index", flat=True)) == [
+        *range(20, 25)
+    ]
