@@ -60,40 +60,37 @@ def delay_seconds() -> float:
     return float(settings.PREDICTION_ROLLUP_DELAY_SECONDS)
 
 
-def answered_add(
-    *,
-    model_version: Any,
-    hour: dt.datetime,
-    latency_ms: float,
-    columns: dict[str, np.ndarray],
-    predictions: Sequence[Any],
-    confidences: Sequence[float | None],
-) -> None:
-    """Add one request's rows answered by `model_version` to its rollups; call inside the transaction that
-    stores them. With a delay, the rows are summed in this process once that transaction commits."""
+@dataclass(frozen=True)
+class Answered:
+    """One request's rows answered by one version: what its rollups count."""
+
+    model_version: Any
+    hour: dt.datetime
+    latency_ms: float
+    # The rows' model-ready arrays (predictions.validation.ValidatedRows.columns).
+    columns: dict[str, np.ndarray]
+    predictions: Sequence[Any]
+    # The highest class probability per row, None where there is none.
+    confidences: Sequence[float | None]
+
+
+def answered_add(answered: Answered) -> None:
+    """Add one request's rows answered by a version to its rollups; call inside the transaction that stores
+    them. With a delay, the rows are summed in this process once that transaction commits."""
     if delay_seconds() <= 0:
-        prediction_hours_add(model_version_id=model_version.pk, hour=hour, rows=len(predictions))
-        latency_hours_add(model_version_id=model_version.pk, hour=hour, latency_ms=latency_ms)
+        version, hour = answered.model_version, answered.hour
+        prediction_hours_add(model_version_id=version.pk, hour=hour, rows=len(answered.predictions))
+        latency_hours_add(model_version_id=version.pk, hour=hour, latency_ms=answered.latency_ms)
         drift_rollups.prediction_features_add(
-            model_version=model_version,
-            columns=columns,
-            predictions=predictions,
-            confidences=confidences,
+            model_version=version,
+            columns=answered.columns,
+            predictions=answered.predictions,
+            confidences=answered.confidences,
             hour=hour,
         )
         return
     # On commit only: a rolled-back prediction is counted nowhere.
-    transaction.on_commit(
-        lambda: pending.add(
-            model_version=model_version,
-            hour=hour,
-            latency_ms=latency_ms,
-            columns=columns,
-            predictions=predictions,
-            confidences=confidences,
-        ),
-        robust=True,
-    )
+    transaction.on_commit(lambda: pending.add(answered), robust=True)
 
 
 @dataclass
@@ -128,27 +125,18 @@ class PendingRollups:
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
 
-    def add(
-        self,
-        *,
-        model_version: Any,
-        hour: dt.datetime,
-        latency_ms: float,
-        columns: dict[str, np.ndarray],
-        predictions: Sequence[Any],
-        confidences: Sequence[float | None],
-    ) -> None:
-        key = (model_version.pk, counters.hour_of(hour))
+    def add(self, answered: Answered) -> None:
+        key = (answered.model_version.pk, counters.hour_of(answered.hour))
         with self._lock:
             sums = self._sums.get(key)
             if sums is None:
-                sums = self._sums[key] = _Sums(model_version=model_version)
-            sums.rows += len(predictions)
-            sums.latency[latency_bins.latency_bin(latency_ms)] += 1
-            for name, values in columns.items():
+                sums = self._sums[key] = _Sums(model_version=answered.model_version)
+            sums.rows += len(answered.predictions)
+            sums.latency[latency_bins.latency_bin(answered.latency_ms)] += 1
+            for name, values in answered.columns.items():
                 sums.columns.setdefault(name, []).append(values)
-            sums.predictions.extend(predictions)
-            sums.confidences.extend(confidences)
+            sums.predictions.extend(answered.predictions)
+            sums.confidences.extend(answered.confidences)
             if self._first_added is None:
                 self._first_added = time.monotonic()
             due = time.monotonic() - self._first_added >= delay_seconds()

@@ -276,12 +276,14 @@ def _store(
             )
             by_position.update((prediction.row_index, prediction) for prediction in stored)
             live_rollups.answered_add(
-                model_version=part.version,
-                hour=request.created_at,
-                latency_ms=latency_ms,
-                columns=part.columns,
-                predictions=part.labels,
-                confidences=[max(p.values()) if p else None for p in part.probabilities],
+                live_rollups.Answered(
+                    model_version=part.version,
+                    hour=request.created_at,
+                    latency_ms=latency_ms,
+                    columns=part.columns,
+                    predictions=part.labels,
+                    confidences=[max(p.values()) if p else None for p in part.probabilities],
+                )
             )
         predictions = [by_position[position] for position in range(n_rows)]
         if keys is not None:
