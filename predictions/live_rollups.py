@@ -117,6 +117,9 @@ class PendingRollups:
     """This process's sums not yet written, per (version id, hour), shared by its threads."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._sums: dict[tuple[int, dt.datetime], _Sums] = {}
         self._first_added: float | None = None
@@ -124,6 +127,11 @@ class PendingRollups:
         self._write_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the sums copied from the parent are the parent's to write (counting them here
+        too would count them twice), its locks may have been copied held, and its thread did not follow."""
+        self._reset()
 
     def add(self, answered: Answered) -> None:
         key = (answered.model_version.pk, counters.hour_of(answered.hour))
@@ -246,3 +254,4 @@ def _sums_write(taken: dict[tuple[int, dt.datetime], _Sums]) -> None:
 
 #: This process's sums (PREDICTION_ROLLUP_DELAY_SECONDS above 0).
 pending = PendingRollups()
+os.register_at_fork(after_in_child=pending.forget_after_fork)

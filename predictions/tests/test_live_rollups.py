@@ -3,6 +3,7 @@ give the same counters as rollups written in each prediction's transaction, and 
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import numpy as np
@@ -149,3 +150,32 @@ def test_the_writer_thread_writes_the_sums_when_requests_stop(alice, drifty, del
     assert PredictionHourly.objects.aggregate(n=Sum("n"))["n"] == 1
     assert FeatureHourly.objects.exists()
     assert live_rollups.pending.rows == 0
+
+
+def test_a_forked_child_starts_without_the_parents_sums(settings):
+    """Each process writes its own sums: a child (a worker forked after the app was loaded) that kept
+    the parent's would write them a second time."""
+    import os
+    import types
+
+    settings.PREDICTION_ROLLUP_DELAY_SECONDS = 60
+    version = types.SimpleNamespace(pk=1)
+    answered = live_rollups.Answered(
+        model_version=version,
+        hour=dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC),
+        latency_ms=1.0,
+        columns={"x": np.array([1.0])},
+        predictions=[1],
+        confidences=[None],
+    )
+    try:
+        live_rollups.pending.add(answered)
+        assert live_rollups.pending.rows == 1
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports through its exit code
+            os._exit(0 if live_rollups.pending.rows == 0 else 1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert live_rollups.pending.rows == 1  # the parent's are still the parent's
+    finally:
+        live_rollups.pending.forget_after_fork()  # nothing of this fake version left for the writer
