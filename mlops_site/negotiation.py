@@ -23,7 +23,8 @@ class ContentNegotiation(DefaultContentNegotiation):
     ) -> tuple[Any, str]:
         accept = request.META.get("HTTP_ACCEPT", "*/*")
         override = self.settings.URL_FORMAT_OVERRIDE
-        if format_suffix or accept not in _USUAL_ACCEPT or (override and override in request.query_params):
+        asks_format = override and request.META.get("QUERY_STRING") and override in request.query_params
+        if format_suffix or accept not in _USUAL_ACCEPT or asks_format:
             return super().select_renderer(request, renderers, format_suffix)
         key = (accept, *(type(renderer) for renderer in renderers))
         found = _chosen.get(key)

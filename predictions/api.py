@@ -28,6 +28,7 @@ from predictions.forms import PredictionFilterForm
 from predictions.models import Channel, Prediction
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_META = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
 #: served_by of an answer whose rows a canary split between the champion and the challenger.
 SPLIT = "split"
 
@@ -217,7 +218,8 @@ class ModelPredictView(APIView):
             channel=Channel.API,
             version=data.get("version"),
             stage=data.get("stage"),
-            request_id=data.get("request_id") or request.headers.get(REQUEST_ID_HEADER),
+            # META, not request.headers: that builds the request's whole header table.
+            request_id=data.get("request_id") or request.META.get(_REQUEST_ID_META),
             keys=data.get("keys", [data["key"]] if "key" in data else None),
         )
         keys = data.get("keys") or ([data["key"]] if "key" in data else [None] * len(outcome.predictions))

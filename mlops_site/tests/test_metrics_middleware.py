@@ -46,3 +46,32 @@ def test_each_request_is_counted_once_per_family_with_its_labels(client, monkeyp
 def test_the_middleware_in_use_is_the_one_reusing_children(settings):
     assert "mlops_site.metrics_middleware.PrometheusAfterMiddleware" in settings.MIDDLEWARE
     assert "django_prometheus.middleware.PrometheusAfterMiddleware" not in settings.MIDDLEWARE
+
+
+BODY_BYTES_SUM = "django_http_requests_body_total_bytes_sum"
+BODY_BYTES_COUNT = "django_http_requests_body_total_bytes_count"
+AJAX = "django_http_ajax_requests_total"
+BY_METHOD = "django_http_requests_total_by_method_total"
+
+
+@pytest.mark.django_db
+def test_body_sizes_methods_and_ajax_requests_are_counted_from_the_request(client):
+    before = (
+        sample(BODY_BYTES_SUM, {}),
+        sample(BODY_BYTES_COUNT, {}),
+        sample(AJAX, {}),
+        sample(BY_METHOD, {"method": "POST"}),
+    )
+
+    client.post("/healthz", data=b"x" * 300, content_type="application/octet-stream")
+    client.get("/healthz", HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+    # A length that is no number is counted as 0 bytes, never a server error here.
+    client.get("/healthz", CONTENT_LENGTH="²")
+
+    after = (
+        sample(BODY_BYTES_SUM, {}),
+        sample(BODY_BYTES_COUNT, {}),
+        sample(AJAX, {}),
+        sample(BY_METHOD, {"method": "POST"}),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [300, 3, 1, 1]
