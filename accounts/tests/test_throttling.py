@@ -14,8 +14,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def tiny_rates(monkeypatch):
-    """DRF copies DEFAULT_THROTTLE_RATES onto the class at import, so the settings fixture cannot reach it."""
+def tiny_rates(monkeypatch, throttle_clock_frozen):
+    """DRF copies DEFAULT_THROTTLE_RATES onto the class at import, so the settings fixture cannot reach it.
+    The throttles' clock stands still (throttle_clock_frozen), so no test straddles two windows."""
 
     def apply(**rates: str) -> None:
         monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)

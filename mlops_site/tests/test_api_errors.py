@@ -211,7 +211,7 @@ def test_the_quality_gate_is_a_409_listing_the_failing_metrics(api_client):
     ]
 
 
-def test_throttling_is_a_429_with_retry_after(api_client, monkeypatch):
+def test_throttling_is_a_429_with_retry_after(api_client, monkeypatch, throttle_clock_frozen):
     monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "1/minute", "user": "100/minute"})
 
     api_client.get("/raise/plain/")

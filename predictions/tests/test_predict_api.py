@@ -259,7 +259,7 @@ def test_malformed_json_is_400(client, cancer_v1):
     assert_nothing_stored()
 
 
-def test_predictions_are_throttled_by_the_user_rate(client, cancer_v1, monkeypatch):
+def test_predictions_are_throttled_by_the_user_rate(client, cancer_v1, monkeypatch, throttle_clock_frozen):
     monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "2/minute", "anon": "2/minute"})
 
     answers = [post(client, {"inputs": ROW}) for _ in range(3)]
