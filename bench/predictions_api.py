@@ -240,7 +240,7 @@ def main() -> int:
             "settings": args.settings,
             "cache": "redis" if os.environ.get("REDIS_URL") else "file-based",
             "prediction_log_durable": os.environ.get("PREDICTION_LOG_DURABLE", "True"),
-            "prediction_rollup_delay_seconds": os.environ.get("PREDICTION_ROLLUP_DELAY_SECONDS", "0"),
+            "prediction_rollup_delay_seconds": os.environ.get("PREDICTION_ROLLUP_DELAY_SECONDS", "1"),
             "workers": args.workers,
             "seconds_per_run": args.seconds,
             "rounds": args.rounds,

@@ -1,12 +1,12 @@
 """The hourly rollups of page and API predictions: predictions, latency and feature bins per version.
 
-PREDICTION_ROLLUP_DELAY_SECONDS = 0 (the default) adds them in the transaction that stores the prediction,
-so they count exactly the stored rows at every moment. Above 0, each process sums what its committed
+With PREDICTION_ROLLUP_DELAY_SECONDS above 0 (1 by default), each process sums what its committed
 predictions add and writes the sums in one transaction at most that many seconds after the first of them:
 by the request that finds the sums due, by a background thread when requests stop coming, and when the
 process exits. A request then runs 3 statements fewer, and concurrent requests no longer queue for the
 lock on their hour's counter rows. A process killed without warning loses the sums it had not written
-(at most the delay's worth of counts); the predictions themselves are stored either way.
+(at most the delay's worth of counts); the predictions themselves are stored either way. At 0 they are
+added in the transaction that stores the prediction, so they count exactly the stored rows at every moment.
 
 Batch jobs and shadow scoring add their rollups in their own transactions: they are batched already.
 """
