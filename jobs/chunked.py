@@ -18,8 +18,31 @@ JobT = TypeVar("JobT", bound=Any)
 ItemT = TypeVar("ItemT")
 
 
+class StepSeconds:
+    """Seconds summed per named step; threads may add to the same sums."""
+
+    def __init__(self, seconds: dict[str, float] | None = None) -> None:
+        self._lock = threading.Lock()
+        self.seconds: dict[str, float] = dict(seconds or {})
+
+    def timed(self, step: str, started: float) -> float:
+        """Add the seconds since `started` (a perf_counter reading) to `step`; returns the reading now."""
+        now = time.perf_counter()
+        self.add({step: now - started})
+        return now
+
+    def add(self, seconds: dict[str, float]) -> None:
+        with self._lock:
+            for step, value in seconds.items():
+                self.seconds[step] = self.seconds.get(step, 0.0) + value
+
+    def rounded(self) -> dict[str, float]:
+        with self._lock:
+            return {k: round(v, 4) for k, v in self.seconds.items()}
+
+
 class TimedAttempt(engine.Attempt[JobT]):
-    """An attempt that sums the seconds it spends per step in `timings`, starting from the job's own.
+    """An attempt that sums the seconds it spends per step, starting from the job's own `timings`.
 
     Subclasses name their steps in TIMED_STEPS; the job (or unit) has a `timings` JSON field.
     """
@@ -28,25 +51,18 @@ class TimedAttempt(engine.Attempt[JobT]):
 
     def __init__(self, spec: engine.JobSpec[JobT], job: JobT) -> None:
         super().__init__(spec, job)
-        self._timings_lock = threading.Lock()
-        self.timings: dict[str, float] = dict.fromkeys(self.TIMED_STEPS, 0.0)
-        self.timings.update({k: float(v) for k, v in (job.timings or {}).items()})
+        self.steps = StepSeconds(dict.fromkeys(self.TIMED_STEPS, 0.0))
+        self.steps.add({k: float(v) for k, v in (job.timings or {}).items()})
 
     def timed(self, step: str, started: float) -> float:
-        now = time.perf_counter()
-        with self._timings_lock:
-            self.timings[step] = self.timings.get(step, 0.0) + (now - started)
-        return now
+        return self.steps.timed(step, started)
 
     def seconds_add(self, seconds: dict[str, float]) -> None:
         """Count steps timed before this attempt began (work done ahead for it)."""
-        with self._timings_lock:
-            for step, value in seconds.items():
-                self.timings[step] = self.timings.get(step, 0.0) + value
+        self.steps.add(seconds)
 
     def timings_rounded(self) -> dict[str, float]:
-        with self._timings_lock:
-            return {k: round(v, 4) for k, v in self.timings.items()}
+        return self.steps.rounded()
 
     def released_fields(self, message: str) -> dict[str, Any]:
         return {"timings": self.timings_rounded()}

@@ -36,24 +36,34 @@ from predictions.models import LatencyHourly, PredictionHourly
 logger = logging.getLogger(__name__)
 
 
-def prediction_hours_add(*, model_version_id: int, hour: dt.datetime, rows: int) -> None:
-    """Count `rows` predicted by a version in an hour; call inside the transaction that stores them."""
+def _rows_add(rows: dict[tuple[int, dt.datetime], int]) -> None:
+    """Add rows predicted per (version id, start of the hour)."""
     counters.counters_add(
         PredictionHourly,
         keys=("model_version", "hour"),
         sums=("n",),
-        deltas={(model_version_id, counters.hour_of(hour)): (rows,)},
+        deltas={key: (n,) for key, n in rows.items()},
     )
 
 
-def latency_hours_add(*, model_version_id: int, hour: dt.datetime, latency_ms: float) -> None:
-    """Count one request answered by a version in an hour; call inside the transaction that stores it."""
+def _requests_add(requests: dict[tuple[int, dt.datetime, int], int]) -> None:
+    """Add requests answered per (version id, start of the hour, latency bin)."""
     counters.counters_add(
         LatencyHourly,
         keys=("model_version", "hour", "bin"),
         sums=("n",),
-        deltas={(model_version_id, counters.hour_of(hour), latency_bins.latency_bin(latency_ms)): (1,)},
+        deltas={key: (n,) for key, n in requests.items()},
     )
+
+
+def prediction_hours_add(*, model_version_id: int, hour: dt.datetime, rows: int) -> None:
+    """Count `rows` predicted by a version in an hour; call inside the transaction that stores them."""
+    _rows_add({(model_version_id, counters.hour_of(hour)): rows})
+
+
+def latency_hours_add(*, model_version_id: int, hour: dt.datetime, latency_ms: float) -> None:
+    """Count one request answered by a version in an hour; call inside the transaction that stores it."""
+    _requests_add({(model_version_id, counters.hour_of(hour), latency_bins.latency_bin(latency_ms)): 1})
 
 
 def delay_seconds() -> float:
@@ -226,21 +236,13 @@ class PendingRollups:
 def _sums_write(taken: dict[tuple[int, dt.datetime], _Sums]) -> None:
     ordered = sorted(taken.items(), key=lambda item: (item[0][0], item[0][1]))
     with transaction.atomic():
-        counters.counters_add(
-            PredictionHourly,
-            keys=("model_version", "hour"),
-            sums=("n",),
-            deltas={key: (sums.rows,) for key, sums in ordered},
-        )
-        counters.counters_add(
-            LatencyHourly,
-            keys=("model_version", "hour", "bin"),
-            sums=("n",),
-            deltas={
-                (version_id, hour, index): (n,)
+        _rows_add({key: sums.rows for key, sums in ordered})
+        _requests_add(
+            {
+                (version_id, hour, index): n
                 for (version_id, hour), sums in ordered
                 for index, n in sums.latency.items()
-            },
+            }
         )
         for (_version_id, hour), sums in ordered:
             drift_rollups.prediction_features_add(

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 
+from jobs.chunked import StepSeconds
 from ml.errors import PredictionInputError
 from ml.pipeline import NUMERIC
 from mlops_site import storage
@@ -172,18 +173,6 @@ def chunk_compute(
     return Computed(chunk=chunk, check=check, labels=labels, probabilities=probabilities, rows=rows)
 
 
-class StepSeconds:
-    """Seconds per step of work done before its chunk was claimed: a chunk computed ahead."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    def timed(self, step: str, started: float) -> float:
-        now = time.perf_counter()
-        self.seconds[step] = self.seconds.get(step, 0.0) + (now - started)
-        return now
-
-
 def chunk_read(job: BatchPredictionJob, index: int) -> batch_files.Chunk:
     """The rows of chunk `index`, as the job's first attempt stored them."""
     data = storage.read_bytes(batch_outputs.input_part_key(job, index))
@@ -198,7 +187,7 @@ def chunk_compute_ahead(
     """Read, validate, predict and encode chunk `index` before it is claimed, on a thread beside the one
     storing the chunk before it; no database access. Its errors part is written (a replace: the same
     bytes if the chunk is computed again). Returns the computed chunk and its seconds per step."""
-    times = StepSeconds()
+    times = StepSeconds()  # the chunk is not claimed yet: its attempt adds these seconds once it is
     started = time.perf_counter()
     chunk = chunk_read(job, index)
     times.timed("read", started)

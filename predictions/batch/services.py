@@ -250,12 +250,12 @@ def _chunk_run(
     *,
     chunk_id: int,
     model: batch_chunks.Model | None,
-    computed: Future[tuple[batch_chunks.Computed, dict[str, float]]] | None = None,
+    ahead: Future[tuple[batch_chunks.Computed, dict[str, float]]] | None = None,
 ) -> engine.JobOutcome:
     outcome = engine.job_run(
         spec,
         job_id=chunk_id,
-        work=lambda attempt: _chunk_work(attempt, model, computed),
+        work=lambda attempt: _chunk_work(attempt, model, ahead),
         reason=_failure_reason,
     )
     if outcome.status == "failed":
@@ -309,7 +309,7 @@ def _run(attempt: BatchAttempt) -> engine.JobOutcome | None:
             following = ahead(0)
             for position, (chunk_id, _index) in enumerate(pending):
                 current, following = following, ahead(position + 1)
-                outcome = _chunk_run(CHUNKS_IN_JOB, chunk_id=chunk_id, model=model, computed=current)
+                outcome = _chunk_run(CHUNKS_IN_JOB, chunk_id=chunk_id, model=model, ahead=current)
                 if outcome.status == "failed":
                     raise BatchRunError(outcome.message)
                 attempt.renew()

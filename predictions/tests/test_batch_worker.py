@@ -232,10 +232,10 @@ def test_two_workers_share_the_chunks_of_one_job_and_store_each_row_once(
     # two workers and waits; the worker storing the last chunk finishes the job.
     original = batch_services._chunk_run
 
-    def taken(spec, *, chunk_id, model, computed=None):
+    def taken(spec, *, chunk_id, model, ahead=None):
         if spec is batch_services.CHUNKS_IN_JOB:
             return engine.JobOutcome("busy")
-        return original(spec, chunk_id=chunk_id, model=model, computed=computed)
+        return original(spec, chunk_id=chunk_id, model=model, ahead=ahead)
 
     monkeypatch.setattr(batch_services, "_chunk_run", taken)
     assert batch_services.batch_prediction_run(job_id=job.pk).status == "waiting"
