@@ -30,3 +30,15 @@ class RedisCache(django_redis.RedisCache):
     def __init__(self, server: Any, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = RedisCacheClient
+
+    def incr_expiring(self, key: str, timeout: int, version: int | None = None) -> int:
+        """Add 1 to the count at `key` (from 0 when there is none) and let it expire `timeout` seconds from
+        now; returns the count. One round trip (INCR and EXPIRE in MULTI/EXEC), where `add` and `incr`
+        take three: Django's incr first asks whether the key exists. The count reads back with `get`."""
+        full = self.make_and_validate_key(key, version=version)
+        client = self._cache.get_client(full, write=True)
+        with client.pipeline(transaction=True) as pipe:
+            pipe.incr(full)
+            pipe.expire(full, timeout)
+            count, _ = pipe.execute()
+        return int(count)

@@ -18,7 +18,7 @@ CACHE_ALIAS = "throttle"
 
 
 class FixedWindowMixin:
-    """Counts requests per client in fixed windows (`add` + `incr`: atomic on Redis, O(1) everywhere).
+    """Counts requests per client in fixed windows (one atomic INCR on Redis, `add` + `incr` elsewhere).
 
     DRF's own throttles keep a list of every request time in the window, read, trimmed, pickled and
     written back on every request: at the default 6000/minute that is up to 6000 floats per call, and
@@ -41,13 +41,7 @@ class FixedWindowMixin:
         self.window_ends = (window + 1) * self.duration
         key = f"{self.key}:{window}"
         try:
-            # The window's key outlives it by a second, so incr never meets an expired key mid-window.
-            cache.add(key, 0, self.duration + 1)
-            try:
-                count = cache.incr(key)
-            except ValueError:  # evicted between add and incr
-                cache.set(key, 1, self.duration + 1)
-                count = 1
+            count = _counted(cache, key, self.duration + 1)
         except Exception as exc:
             # A rate limit is not worth an outage: with the cache (Redis) down, requests go unlimited.
             logger.warning("API throttle cache unavailable, request allowed unthrottled: %s", exc)
@@ -56,6 +50,20 @@ class FixedWindowMixin:
 
     def wait(self) -> float:
         return max(1.0, math.ceil(self.window_ends - self.now))
+
+
+def _counted(cache: Any, key: str, timeout: int) -> int:
+    """Count one more request at `key`; the count expires `timeout` seconds after its window opened (or,
+    on Redis, after its latest request), so it never expires mid-window."""
+    incr_expiring = getattr(cache, "incr_expiring", None)
+    if incr_expiring is not None:
+        return incr_expiring(key, timeout)
+    cache.add(key, 0, timeout)
+    try:
+        return cache.incr(key)
+    except ValueError:  # evicted between add and incr
+        cache.set(key, 1, timeout)
+        return 1
 
 
 class AnonRateThrottle(FixedWindowMixin, throttling.AnonRateThrottle):

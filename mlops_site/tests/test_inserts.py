@@ -130,3 +130,91 @@ def test_a_failing_row_inserts_nothing_of_its_statement(version):
     with pytest.raises(IntegrityError), transaction.atomic():
         inserts.objects_insert(rows)
     assert not Prediction.objects.filter(request=request).exists()
+
+
+def _family(version, user, name: str, count: int, *, at: dt.datetime):
+    (request,) = _requests(version, user, name)
+    return request, lambda parent: _predictions(parent, count, at=at)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)  # outside any transaction, as a web request stores
+def test_family_insert_stores_the_request_and_its_rows_as_bulk_create_does(
+    version, django_assert_num_queries
+):
+    user = make_user("ana")
+    at = timezone.now().replace(microsecond=123456)
+    parent, rows = _family(version, user, "ours", 7, at=at)
+    (theirs,) = PredictionRequest.objects.bulk_create(_requests(version, user, "theirs"))
+    before = timezone.now()
+
+    with django_assert_num_queries(1):
+        mine = inserts.family_insert(parent, rows, link="request")
+    other = Prediction.objects.bulk_create(_predictions(theirs, 7, at=at))
+
+    assert parent.pk
+    assert not parent._state.adding
+    assert PredictionRequest.objects.get(pk=parent.pk).created_at == parent.created_at >= before
+    assert all(p.pk and p.request_id == parent.pk and p.request is parent for p in mine)
+    assert [row[1:] for row in _stored([p.pk for p in mine])] == [
+        row[1:] for row in _stored([p.pk for p in other])
+    ]
+    # Each returned id is its own row's.
+    assert [Prediction.objects.get(pk=p.pk).row_index for p in mine] == list(range(7))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_family_insert_stores_neither_the_request_nor_any_row(version):
+    from django.db import IntegrityError
+
+    parent, rows = _family(version, None, "half", 3, at=timezone.now())
+
+    def clashing(request):
+        built = rows(request)
+        built[2].row_index = 0  # the same (request, row_index) twice
+        return built
+
+    with pytest.raises(IntegrityError):
+        inserts.family_insert(parent, clashing, link="request")
+    assert not PredictionRequest.objects.filter(request_id="half").exists()
+    assert not Prediction.objects.filter(request__request_id="half").exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_family_insert_can_commit_without_waiting_for_the_disk_for_its_own_statement_only(version):
+    parent, rows = _family(version, None, "relaxed", 2, at=timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        before = cursor.fetchone()[0]
+        cursor.execute("SET synchronous_commit TO on")
+    try:
+        inserts.family_insert(parent, rows, link="request", synchronous_commit=False)
+        statement = inserts._family_statement(PredictionRequest, Prediction, "request", 2, "default", True)
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            after = cursor.fetchone()[0]
+            # What the statement's own transaction commits with: the setting its CROSS JOIN makes.
+            cursor.execute(
+                "SELECT current_setting('synchronous_commit') "
+                "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS s"
+            )
+            during = cursor.fetchone()[0]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET synchronous_commit TO {before}")
+
+    assert "set_config('synchronous_commit', 'off', true)" in statement
+    assert during == "off"
+    assert after == "on"
+    assert Prediction.objects.filter(request=parent).count() == 2
+
+
+def test_family_insert_needs_postgresql(version):
+    if connection.vendor == "postgresql":
+        pytest.skip("SQLite's answer")
+    parent, rows = _family(version, None, "sqlite", 1, at=timezone.now())
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        inserts.family_insert(parent, rows, link="request")
+    assert not PredictionRequest.objects.filter(request_id="sqlite").exists()

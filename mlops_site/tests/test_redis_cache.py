@@ -50,3 +50,47 @@ def test_threads_share_nothing_they_should_not() -> None:
         thread.join()
     assert len(seen) == 2
     assert seen[0] is not seen[1]
+
+
+def test_incr_expiring_counts_from_nothing_sets_the_expiry_and_reads_back_with_get() -> None:
+    cache = caches["throttle"]
+    key = f"test-{uuid.uuid4().hex}"
+    client = cache._cache.get_client(write=True)
+    full = cache.make_and_validate_key(key)
+
+    assert [cache.incr_expiring(key, 30) for _ in range(3)] == [1, 2, 3]
+    assert cache.get(key) == 3
+    assert 0 < client.ttl(full) <= 30
+    cache.set(key, 10, timeout=None)  # no expiry: the next count gives it one
+    assert cache.incr_expiring(key, 5) == 11
+    assert 0 < client.ttl(full) <= 5
+    cache.delete(key)
+
+
+@pytest.mark.usefixtures("throttle_clock_frozen")
+def test_the_throttle_counts_in_one_round_trip_on_redis(monkeypatch) -> None:
+    from django.contrib.auth.models import AnonymousUser
+    from rest_framework.test import APIRequestFactory
+
+    from mlops_site.throttling import AnonRateThrottle
+
+    cache = caches["throttle"]
+    client = cache._cache.get_client(write=True)
+    sent: list[object] = []
+    original = type(client).execute_command
+
+    def counting(self, *args, **options):
+        sent.append(args[0])
+        return original(self, *args, **options)
+
+    # Single commands go through the client's execute_command; a pipeline sends its own.
+    monkeypatch.setattr(type(client), "execute_command", counting)
+
+    throttle = AnonRateThrottle()
+    throttle.rate, (throttle.num_requests, throttle.duration) = "2/minute", (2, 60)
+    request = APIRequestFactory().get("/", REMOTE_ADDR=f"10.{uuid.uuid4().int % 250}.0.1")
+    request.user = AnonymousUser()
+    allowed = [throttle.allow_request(request, None) for _ in range(3)]
+
+    assert allowed == [True, True, False]
+    assert sent == [], "no single commands: each count goes as one MULTI/EXEC pipeline"
