@@ -54,9 +54,15 @@ class Prediction(models.Model):
 
     # request, user and model_version have no index of their own: each leads a composite index below
     # (prediction_unique_row, prediction_user_keyset, prediction_version_created), which serves the same
-    # lookups and deletes. Every index is written on every stored row; three fewer made storing cheaper.
+    # lookups and deletes. Nor a database constraint, like batch_job: PostgreSQL checks each for every
+    # inserted row, most of the cost of storing a batch (migration 0007). Django performs their on_delete
+    # itself, and only the storing code writes these rows, with the rows they point to.
     request = models.ForeignKey(
-        PredictionRequest, on_delete=models.CASCADE, related_name="predictions", db_index=False
+        PredictionRequest,
+        on_delete=models.CASCADE,
+        related_name="predictions",
+        db_index=False,
+        db_constraint=False,
     )
     row_index = models.PositiveIntegerField()
     user = models.ForeignKey(
@@ -66,15 +72,19 @@ class Prediction(models.Model):
         on_delete=models.SET_NULL,
         related_name="predictions",
         db_index=False,
+        db_constraint=False,
     )
     model_version = models.ForeignKey(
-        "models_registry.ModelVersion", on_delete=models.PROTECT, related_name="predictions", db_index=False
+        "models_registry.ModelVersion",
+        on_delete=models.PROTECT,
+        related_name="predictions",
+        db_index=False,
+        db_constraint=False,
     )
     channel = models.CharField(max_length=8, choices=Channel.choices)
     # Batch rows: the job that predicted them; row_index is then the data row's number in the job's input
     # file minus one (the files show `row`, from 1). Indexed by the unique constraint below. Without a
-    # database constraint: on PostgreSQL each foreign key costs every inserted row a check at commit, the
-    # largest cost of storing a batch (Django still cascades deletes of a job to its predictions).
+    # database constraint, as above (Django still cascades deletes of a job to its predictions).
     batch_job = models.ForeignKey(
         "BatchPredictionJob",
         null=True,
