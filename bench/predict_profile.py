@@ -114,6 +114,9 @@ def _instrument(timers: StepTimers) -> None:
     timers.wrap(QuerySet, "create", "store: row inserts")
     timers.wrap(QuerySet, "bulk_create", "store: row inserts")
     timers.wrap(inserts, "objects_insert", "store: row inserts")
+    # PostgreSQL with the rollups summed per process: the request and its rows in one statement, committed
+    # with it (no transaction around it).
+    timers.wrap(inserts, "family_insert", "store: row inserts")
     timers.wrap(live_rollups, "prediction_hours_add", "store: hourly rollups")
     timers.wrap(live_rollups, "latency_hours_add", "store: hourly rollups")
     timers.wrap(drift_rollups, "prediction_features_add", "store: drift rollups")

@@ -18,7 +18,7 @@ CACHE_ALIAS = "throttle"
 
 
 class FixedWindowMixin:
-    """Counts requests per client in fixed windows (one atomic INCR on Redis, `add` + `incr` elsewhere).
+    """Counts requests per client in fixed windows (one atomic command on Redis, `add` + `incr` elsewhere).
 
     DRF's own throttles keep a list of every request time in the window, read, trimmed, pickled and
     written back on every request: at the default 6000/minute that is up to 6000 floats per call, and
