@@ -127,8 +127,10 @@ def test_a_failed_write_keeps_the_sums_for_the_next_one(alice, drifty, delayed, 
 
 def test_the_request_that_finds_the_sums_due_writes_them(alice, drifty, delayed, monkeypatch):
     delayed.PREDICTION_ROLLUP_DELAY_SECONDS = 0.05
-    # No writer thread: only the request can have written them.
+    # No writer thread: only the request can have written them. Fresh sums too, since the writer thread an
+    # earlier test started keeps running and writes the sums it belongs to when it wakes.
     monkeypatch.setattr(live_rollups.PendingRollups, "_writer_start", lambda self: None)
+    monkeypatch.setattr(live_rollups, "pending", live_rollups.PendingRollups())
     predict(alice, ROWS[:1])
     assert not PredictionHourly.objects.exists()
     time.sleep(0.1)
