@@ -6,6 +6,9 @@ CPU for one request and one prediction row, the largest single cost of a stored 
 middleware. Here the statement is built once per model, row count and database, and each value still goes
 through its field's pre_save and get_db_prep_save, as the ORM's own INSERT does (auto_now_add, JSON
 encoding, time zones). Saving signals are not sent, as with bulk_create.
+
+On PostgreSQL, family_insert writes a row and the rows that point to it (a prediction request and its
+rows) with one statement, which needs no transaction around it to be atomic.
 """
 
 from __future__ import annotations
