@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import connections, router
 from django.db.models import Field, Model
@@ -35,6 +35,28 @@ def _columns(model: type[Model]) -> tuple[Field, ...]:
         for field in model._meta.concrete_fields
         if field is not model._meta.pk or not field.db_returning
     )
+
+
+@functools.cache
+def _child_columns(model: type[Model], link: str) -> tuple[Field, ...]:
+    """The columns of `model` but its primary key and the foreign key `link`, which the parent fills."""
+    link_column = model._meta.get_field(link).column
+    return tuple(field for field in _columns(model) if field.column != link_column)
+
+
+def _values(objects: Sequence[Model], fields: Sequence[Field], connection: Any) -> list[Any]:
+    """Each object's values for `fields`, row after row, as the ORM's own INSERT prepares them."""
+    return [
+        field.get_db_prep_save(field.pre_save(obj, add=True), connection)
+        for obj in objects
+        for field in fields
+    ]
+
+
+def _saved(obj: Model, pk: Any, alias: str) -> None:
+    obj.pk = pk
+    obj._state.adding = False
+    obj._state.db = alias
 
 
 @functools.cache
@@ -70,18 +92,11 @@ def objects_insert(objects: Sequence[ModelT]) -> list[ModelT]:
     columns = _columns(model)
     for start in range(0, len(objects), MAX_ROWS):
         part = objects[start : start + MAX_ROWS]
-        params = [
-            field.get_db_prep_save(field.pre_save(obj, add=True), connection)
-            for obj in part
-            for field in columns
-        ]
         with connection.cursor() as cursor:
-            cursor.execute(_statement(model, len(part), alias), params)
+            cursor.execute(_statement(model, len(part), alias), _values(part, columns, connection))
             ids = cursor.fetchall()
         for obj, (pk,) in zip(part, ids, strict=True):
-            obj.pk = pk
-            obj._state.adding = False
-            obj._state.db = alias
+            _saved(obj, pk, alias)
     return list(objects)
 
 
@@ -93,7 +108,7 @@ def _family_statement(
     quote = connection.ops.quote_name
     parent_columns = _columns(parent_model)
     link_column = child_model._meta.get_field(link).column
-    child_columns = [f for f in _columns(child_model) if f.column != link_column]
+    child_columns = _child_columns(child_model, link)
     parent_pk = quote(parent_model._meta.pk.column)
     # Typed placeholders: the values list's columns then have the table's types (JSON included).
     row = "(" + ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in child_columns) + ")"
@@ -133,30 +148,19 @@ def family_insert(
     if connection.vendor != "postgresql":
         raise ValueError("family_insert needs PostgreSQL (a data-modifying WITH)")
     parent_model = type(parent)
-    params = [
-        field.get_db_prep_save(field.pre_save(parent, add=True), connection)
-        for field in _columns(parent_model)
-    ]
+    params = _values([parent], _columns(parent_model), connection)
     rows = children(parent)
     if not rows:
         raise ValueError("family_insert needs at least one child row")
     child_model = type(rows[0])
-    link_field = child_model._meta.get_field(link)
-    columns = [f for f in _columns(child_model) if f.column != link_field.column]
-    params += [
-        field.get_db_prep_save(field.pre_save(obj, add=True), connection) for obj in rows for field in columns
-    ]
+    params += _values(rows, _child_columns(child_model, link), connection)
     sql = _family_statement(parent_model, child_model, link, len(rows), alias, not synchronous_commit)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         returned = cursor.fetchall()
-    parent.pk = returned[0][1]
-    parent._state.adding = False
-    parent._state.db = alias
+    _saved(parent, returned[0][1], alias)
     # RETURNING gives the rows in the order of the values list (Django's own bulk_create relies on it).
     for obj, (pk, _) in zip(rows, returned, strict=True):
-        obj.pk = pk
-        setattr(obj, link_field.name, parent)  # the parent's id, and the parent kept as the related object
-        obj._state.adding = False
-        obj._state.db = alias
+        _saved(obj, pk, alias)
+        setattr(obj, link, parent)  # the parent's id, and the parent kept as the related object
     return list(rows)
