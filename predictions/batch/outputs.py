@@ -27,7 +27,8 @@ ERRORS_COLUMNS = ("row", "field", "code", "message", "value")
 
 
 # A cell a spreadsheet would run as a formula (=, +, -, @, or a leading tab or carriage return) ...
-_FORMULA_START = r"^[=+\-@\t\r]"
+_FORMULA_FIRST_BYTE = np.zeros(256, dtype=bool)
+_FORMULA_FIRST_BYTE[np.frombuffer(b"=+-@\t\r", dtype=np.uint8)] = True
 # ... unless it is a plain number such as -1.5 or +3e2, which spreadsheets read as a number.
 _PLAIN_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 
@@ -43,12 +44,49 @@ def spreadsheet_safe(table: pa.Table) -> pa.Table:
         if not pa.types.is_string(column.type):
             columns.append(column)
             continue
-        risky = pc.and_(
-            pc.match_substring_regex(column, _FORMULA_START),
-            pc.invert(pc.match_substring_regex(column, _PLAIN_NUMBER)),
-        )
-        columns.append(pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column))
+        risky = _formula_cells(column)
+        if risky is None:
+            columns.append(column)
+        else:
+            columns.append(pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column))
     return pa.table(columns, names=table.column_names)
+
+
+def _first_bytes(array: pa.StringArray) -> np.ndarray:
+    """The first byte of each cell (0 for an empty or null cell), read from Arrow's buffers directly."""
+    _, offsets_buffer, data_buffer = array.buffers()
+    n = len(array)
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[array.offset : array.offset + n + 1]
+    starts = offsets[:-1]
+    filled = offsets[1:] > starts
+    if array.null_count:
+        filled &= ~np.asarray(array.is_null())
+    first = np.zeros(n, dtype=np.uint8)
+    if data_buffer is not None and filled.any():
+        first[filled] = np.frombuffer(data_buffer, dtype=np.uint8)[starts[filled]]
+    return first
+
+
+def _formula_cells(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """Which cells of a text column would start a formula; None when none would (the common case).
+
+    Matching every cell against regular expressions cost more than writing the file. Only cells whose
+    first byte can start a formula are matched: in numeric data, the negative and signed numbers.
+    """
+    masks = []
+    found = False
+    for array in column.chunks:
+        mask = np.zeros(len(array), dtype=bool)
+        candidates = np.flatnonzero(_FORMULA_FIRST_BYTE[_first_bytes(array)])
+        if len(candidates):
+            cells = array.take(pa.array(candidates))
+            risky = pc.invert(pc.match_substring_regex(cells, _PLAIN_NUMBER))
+            mask[candidates] = risky.to_numpy(zero_copy_only=False)
+            found = found or bool(mask.any())
+        masks.append(mask)
+    if not found:
+        return None
+    return pa.chunked_array([pa.array(m) for m in masks], type=pa.bool_())
 
 
 def spreadsheet_safe_names(names: list[str]) -> list[str]:
