@@ -17,6 +17,8 @@ from mlops_site import rollups
 from monitoring.models import FeatureHourly
 
 Source = FeatureHourly.Source
+#: Rows and sums to add per (version, hour, source, feature, bin).
+FeatureDeltas = dict[tuple[Any, ...], tuple[int, float]]
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def _binners(version_id: int, profile: dict[str, Any], *, created_at: Any = None
 
 
 def _deltas_add(
-    deltas: dict[tuple[Any, ...], tuple[int, float]],
+    deltas: FeatureDeltas,
     key: tuple[Any, ...],
     binner: drift_bins.Binner,
     values: np.ndarray | Sequence[Any],
@@ -97,12 +99,33 @@ def prediction_features_add(
     none). Call inside the transaction that stores the rows, like prediction_hours_add: the counters then
     count exactly the stored rows. A version without a reference profile is skipped.
     """
+    feature_deltas_add(
+        prediction_features_binned(
+            model_version=model_version,
+            columns=columns,
+            predictions=predictions,
+            confidences=confidences,
+            hour=hour,
+        )
+    )
+
+
+def prediction_features_binned(
+    *,
+    model_version: Any,
+    columns: Mapping[str, np.ndarray],
+    predictions: Sequence[Any] | np.ndarray,
+    confidences: Sequence[float | None] | np.ndarray | None,
+    hour: dt.datetime,
+) -> FeatureDeltas:
+    """What prediction_features_add adds, binned but not written: a batch chunk bins its rows before its
+    transaction opens and adds them (feature_deltas_add) inside it, so the lock is held only to write."""
     profile = getattr(model_version, "reference_profile", None)
     if not profile:
-        return
+        return {}
     binners = _binners(model_version.pk, profile, created_at=getattr(model_version, "created_at", None))
     key = (model_version.pk, rollups.hour_of(hour))
-    deltas: dict[tuple[Any, ...], tuple[int, float]] = {}
+    deltas: FeatureDeltas = {}
     for name, binner in binners.inputs:
         values = columns.get(name)
         if values is not None and len(values):
@@ -115,17 +138,20 @@ def prediction_features_add(
         )
         _deltas_add(deltas, (*key, Source.PREDICTION, ""), binners.prediction, outputs)
     if binners.confidence is not None and confidences is not None and len(confidences):
-        values = np.asarray([np.nan if c is None else c for c in confidences], dtype="float64")
+        if isinstance(confidences, np.ndarray):
+            values = confidences.astype("float64", copy=False)
+        else:
+            values = np.asarray([np.nan if c is None else c for c in confidences], dtype="float64")
         # A row without probabilities has no confidence: it is not "missing" input, so it is not counted.
         _deltas_add(deltas, (*key, Source.CONFIDENCE, ""), binners.confidence, values, count_missing=False)
-    _bins_add(deltas)
+    return deltas
 
 
 #: Rows per INSERT: 7 parameters each stays far below SQLite's 32,766 and PostgreSQL's 65,535.
 _ROWS_PER_STATEMENT = 1000
 
 
-def _bins_add(deltas: dict[tuple[Any, ...], tuple[int, float]]) -> None:
+def feature_deltas_add(deltas: FeatureDeltas) -> None:
     """Add to the FeatureHourly rows in one INSERT … ON CONFLICT DO UPDATE per 1,000 bins.
 
     What mlops_site.rollups.counters_add does, as one statement rather than one per row: a batch touches

@@ -95,6 +95,8 @@ class Computed:
     labels: list[Any]
     probabilities: np.ndarray
     rows: batch_rows.Rows | None
+    # The rows binned for the drift rollups, added in the transaction that stores them.
+    feature_deltas: drift_rollups.FeatureDeltas = dataclasses.field(default_factory=dict)
 
 
 def _outputs_refused(check: TableCheck, unscorable: np.ndarray) -> TableCheck:
@@ -159,6 +161,7 @@ def chunk_compute(
         )
     started = attempt.timed("write", started)
     rows = None
+    feature_deltas: drift_rollups.FeatureDeltas = {}
     if check.n_valid:
         encoded = batch_rows.probabilities_json(probabilities, model.classes) if model.classes else None
         rows = batch_rows.rows_encode(
@@ -169,8 +172,22 @@ def chunk_compute(
             warnings=check.warnings_json[check.valid],
             confidence=probabilities.max(axis=1) if model.classes and len(probabilities) else None,
         )
+        feature_deltas = drift_rollups.prediction_features_binned(
+            model_version=job.model_version,
+            columns=check.columns,
+            predictions=labels,
+            confidences=probabilities.max(axis=1) if len(probabilities) else None,
+            hour=rows.created_at,
+        )
     attempt.timed("encode", started)
-    return Computed(chunk=chunk, check=check, labels=labels, probabilities=probabilities, rows=rows)
+    return Computed(
+        chunk=chunk,
+        check=check,
+        labels=labels,
+        probabilities=probabilities,
+        rows=rows,
+        feature_deltas=feature_deltas,
+    )
 
 
 def chunk_read(job: BatchPredictionJob, index: int) -> batch_files.Chunk:
@@ -212,7 +229,7 @@ def chunk_store(attempt: ChunkAttempt, model: Model, *, job: BatchPredictionJob,
     chunk, rows = computed.chunk, computed.rows
     failed = len(chunk) - computed.check.n_valid
     started = time.perf_counter()
-    with transaction.atomic():
+    with batch_rows.checkpoints_spaced(), transaction.atomic():
         attempt.succeed(rows_done=len(chunk), rows_failed=failed)
         if connection.vendor == "postgresql":
             # Check the rows' foreign keys as they are copied rather than at the commit: the commit comes
@@ -221,8 +238,10 @@ def chunk_store(attempt: ChunkAttempt, model: Model, *, job: BatchPredictionJob,
                 cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         ids = np.zeros(chunk.table.num_rows, dtype="int64")
         if rows is not None:
-            batch_rows.rows_insert(rows)
-            ids = batch_rows.ids_read(job, row_indexes=chunk.rows - 1)
+            last_id = batch_rows.rows_insert(rows)
+            ids = batch_rows.ids_read(
+                job, row_indexes=chunk.rows - 1, stored=computed.check.valid, last_id=last_id
+            )
         started = attempt.timed("store", started)
         part = batch_outputs.result_part(
             chunk,
@@ -235,14 +254,7 @@ def chunk_store(attempt: ChunkAttempt, model: Model, *, job: BatchPredictionJob,
         batch_outputs.object_replace(batch_outputs.part_key(job, "result", chunk.index), io.BytesIO(part))
         started = attempt.timed("write", started)
         if rows is not None:
-            # First: it bins the chunk's columns before it locks any row.
-            drift_rollups.prediction_features_add(
-                model_version=job.model_version,
-                columns=computed.check.columns,
-                predictions=computed.labels,
-                confidences=computed.probabilities.max(axis=1) if len(computed.probabilities) else None,
-                hour=rows.created_at,
-            )
+            drift_rollups.feature_deltas_add(computed.feature_deltas)
             PredictionRequest.objects.filter(pk=job.prediction_request_id).update(
                 n_rows=F("n_rows") + rows.count
             )

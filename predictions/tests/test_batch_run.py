@@ -6,7 +6,9 @@ import datetime as dt
 import json
 import math
 
+import numpy as np
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from mlops_site import storage
@@ -117,6 +119,52 @@ def test_every_predicted_row_is_stored_once_with_its_job_row_and_version(alice, 
     assert request.latency_ms > 0
     # Feedback coverage counts batch rows too, per version and hour.
     assert sum(PredictionHourly.objects.filter(model_version=cancer_v1).values_list("n", flat=True)) == 12
+
+
+def test_ids_counted_back_from_the_last_insert_match_the_stored_rows_and_a_wrong_count_reads_them(
+    alice, cancer_v1
+):
+    rows = cancer_rows(9)
+    rows[0][FEATURES[0]] = "abc"  # refused: the first row of the file has no id
+    rows[4][FEATURES[0]] = "abc"
+    job = job_run(job_start(alice, csv_bytes(rows)))
+    stored = np.ones(9, dtype=bool)
+    stored[[0, 4]] = False
+    indexes = np.arange(9)
+    read = batch_rows.ids_read(job, row_indexes=indexes)
+    by_row = dict(Prediction.objects.filter(batch_job=job).values_list("row_index", "id"))
+    assert read.tolist() == [by_row.get(i, 0) for i in indexes]
+    assert read[8] == read.max()
+
+    assert batch_rows.ids_read(job, row_indexes=indexes, stored=stored, last_id=int(read[8])).tolist() == (
+        read.tolist()
+    )
+    # A last id that is not the chunk's (another statement's rows, or ids with gaps): the ids are read.
+    for wrong in (int(read[8]) + 1, int(read[8]) - 1):
+        assert batch_rows.ids_read(job, row_indexes=indexes, stored=stored, last_id=wrong).tolist() == (
+            read.tolist()
+        )
+
+
+def test_on_sqlite_the_chunk_ids_come_from_the_insert_and_on_postgresql_they_are_read_back(
+    alice, cancer_v1, monkeypatch
+):
+    read: list[int] = []
+    original = batch_rows.ids_read
+
+    def counting(job, *, row_indexes, stored=None, last_id=None):
+        ids = original(job, row_indexes=row_indexes, stored=stored, last_id=last_id)
+        read.append(last_id)
+        return ids
+
+    monkeypatch.setattr(batch_rows, "ids_read", counting)
+    job = job_run(job_start(alice, csv_bytes(cancer_rows(25))))
+
+    stored = list(Prediction.objects.filter(batch_job=job).order_by("row_index").values_list("id", flat=True))
+    assert [int(r["prediction_id"]) for r in stored_csv(job.result_key)] == stored
+    assert len(read) == job.chunks_total
+    # SQLite's INSERT … SELECT numbers the rows; PostgreSQL's COPY gives no last id.
+    assert all((last_id is not None) == (connection.vendor == "sqlite") for last_id in read)
 
 
 def test_rows_that_fail_validation_are_reported_by_row_number_and_the_rest_predicted(alice, cancer_v1):
@@ -286,7 +334,7 @@ def test_the_version_resolved_at_submission_predicts_even_after_a_promotion(alic
         # Killed before chunk 1 was read into the model (the job works from its last chunk backwards).
         (batch_chunks, "chunk_compute", lambda attempt, model, *, job, chunk: chunk.index == 1),
         # Killed inside chunk 1's transaction, after its rows were inserted: the transaction never commits.
-        (batch_rows, "ids_read", lambda job, *, row_indexes: row_indexes[0] == 10),
+        (batch_rows, "ids_read", lambda job, *, row_indexes, **_: row_indexes[0] == 10),
         # Killed while writing chunk 1's result part, inside its transaction.
         (batch_outputs, "object_replace", lambda key, content: key.endswith("result-000001.csv")),
         # Killed while assembling the files, after every chunk committed.

@@ -82,11 +82,11 @@ def test_a_crash_inside_a_chunks_transaction_stores_nothing_of_it_and_the_retry_
     original = batch_rows.ids_read
     state = {"crashed": False}
 
-    def crashing(job, *, row_indexes):
+    def crashing(job, *, row_indexes, **counted):
         if row_indexes[0] == 20 and not state["crashed"]:
             state["crashed"] = True
             raise Killed("chunk transaction")
-        return original(job, row_indexes=row_indexes)
+        return original(job, row_indexes=row_indexes, **counted)
 
     monkeypatch.setattr(batch_rows, "ids_read", crashing)
     job = job_start(alice, csv_bytes(cancer_rows(35)))
