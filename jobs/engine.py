@@ -265,16 +265,20 @@ class Attempt(Generic[J]):
         return {}
 
 
-def job_claim(spec: JobSpec[J], *, job_id: int) -> Attempt[J] | JobOutcome:
-    """Claim the job for a new attempt, or say why not: finished or missing ("skipped") or "busy"."""
-    model = spec.model
-    now = timezone.now()
-    claimable = (
+def claimable(now: datetime) -> Q:
+    """Jobs a new attempt may claim at `now`: queued, or running under a lease that ended (or never began)."""
+    return (
         Q(status=LeasedJob.Status.QUEUED)
         | Q(status=LeasedJob.Status.RUNNING, lease_expires_at__lt=now)
         | Q(status=LeasedJob.Status.RUNNING, lease_expires_at__isnull=True)
     )
-    claimed = model._default_manager.filter(claimable, pk=job_id).update(
+
+
+def job_claim(spec: JobSpec[J], *, job_id: int) -> Attempt[J] | JobOutcome:
+    """Claim the job for a new attempt, or say why not: finished or missing ("skipped") or "busy"."""
+    model = spec.model
+    now = timezone.now()
+    claimed = model._default_manager.filter(claimable(now), pk=job_id).update(
         status=LeasedJob.Status.RUNNING,
         lease_expires_at=now + timedelta(seconds=spec.lease_seconds),
         attempts=F("attempts") + 1,

@@ -6,9 +6,11 @@ import contextlib
 import csv
 import dataclasses
 import io
+import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import IO, Any
@@ -30,6 +32,8 @@ from predictions.batch import outputs as batch_outputs
 from predictions.batch.attempt import BatchAttempt, BatchRunError, ChunkAttempt
 from predictions.errors import BatchUploadInvalid, InputInvalid
 from predictions.models import BatchPredictionChunk, BatchPredictionJob, Channel, PredictionRequest
+
+logger = logging.getLogger(__name__)
 
 # Every chunk renews the lease; a job RUNNING with an expired lease was left by a dead worker.
 LEASE_SECONDS = 300
@@ -235,14 +239,92 @@ def batch_prediction_run(*, job_id: int) -> engine.JobOutcome:
 
 
 def batch_chunk_run(*, chunk_id: int) -> engine.JobOutcome:
-    """Claim one chunk of a batch job and predict it; the worker storing the job's last chunk finishes
-    the job.
+    """Claim one chunk of a batch job and predict it, then the free chunks after it (_chunks_after); the
+    worker storing the job's last chunk finishes the job.
 
     Idempotent: a chunk already stored is skipped, one held by a live attempt is "busy" (the task checks
     again when that lease runs out). A chunk whose worker died is claimed again and redone whole: nothing
     of the dead attempt was committed. A chunk that cannot be predicted fails, and its job with it.
     """
-    return _chunk_run(CHUNKS, chunk_id=chunk_id, model=None)
+    outcome = _chunk_run(CHUNKS, chunk_id=chunk_id, model=None)
+    if outcome.status == "succeeded":
+        _chunks_after(chunk_id)
+    return outcome
+
+
+def _chunks_after(chunk_id: int) -> None:
+    """Go on with the job's chunks after this one that no attempt holds, as their own tasks would.
+
+    A worker that took one chunk then keeps predicting the next while it stores the one before, like the
+    job's own attempt does from the other end; alone, each chunk task had first predicted and then
+    stored, one core idle at each step. The tasks of the chunks taken here find them stored.
+    """
+    chunk = (
+        BatchPredictionChunk.objects.select_related("job__model_version__registered_model")
+        .filter(pk=chunk_id)
+        .first()
+    )
+    if chunk is None or chunk.job.is_terminal:
+        return
+    model = batch_chunks.model_load(chunk.job.model_version)
+    _chunks_walk(CHUNKS, job=chunk.job, model=model, after=chunk.index, descending=False, renew=lambda: None)
+
+
+def _chunk_claimable_next(job_id: int, *, after: int | None, descending: bool) -> tuple[int, int] | None:
+    """(id, index) of the job's next chunk past `after`, walking down or up, that no live attempt holds."""
+    chunks = BatchPredictionChunk.objects.filter(engine.claimable(timezone.now()), job_id=job_id)
+    if after is not None:
+        chunks = chunks.filter(index__lt=after) if descending else chunks.filter(index__gt=after)
+    return chunks.order_by("-index" if descending else "index").values_list("pk", "index").first()
+
+
+#: A chunk claimed by a walk, and its rows being computed.
+_Reserved = tuple[ChunkAttempt, Future[tuple[batch_chunks.Computed, dict[str, float]]]]
+
+
+def _chunks_walk(
+    spec: engine.JobSpec[BatchPredictionChunk],
+    *,
+    job: BatchPredictionJob,
+    model: batch_chunks.Model,
+    after: int | None,
+    descending: bool,
+    renew: Callable[[], None],
+) -> engine.JobOutcome | None:
+    """Claim and store the job's free chunks one by one, past `after`, down or up; returns the outcome of
+    a chunk that failed (the walk stops there), else None once no free chunk is left.
+
+    The next chunk is claimed and computed on a thread while the one before it is stored: onnxruntime,
+    numpy and the database's statement all run without the GIL. Claiming it first means two walks that
+    meet never compute the same chunk: each steps past the chunks the other holds or stored.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-ahead")
+
+    def reserve(past: int | None) -> _Reserved | None:
+        while (found := _chunk_claimable_next(job.pk, after=past, descending=descending)) is not None:
+            claimed = engine.job_claim(spec, job_id=found[0])
+            if isinstance(claimed, ChunkAttempt):
+                return claimed, pool.submit(batch_chunks.chunk_compute_ahead, model, job=job, index=found[1])
+            past = found[1]  # taken meanwhile: look past it
+        return None
+
+    following: _Reserved | None = None
+    try:
+        current = reserve(after)
+        while current is not None:
+            attempt, computing = current
+            following = reserve(attempt.job.index)
+            outcome = _chunk_run(spec, chunk_id=attempt.job.pk, model=model, ahead=computing, claimed=attempt)
+            if outcome.status == "failed":
+                return outcome
+            renew()
+            current, following = following, None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if following is not None:
+            # The walk stopped with the next chunk claimed: hand it back for its own task to take.
+            following[0].release("Handed back: the worker that claimed it stopped first")
+    return None
 
 
 def _chunk_run(
@@ -251,18 +333,23 @@ def _chunk_run(
     chunk_id: int,
     model: batch_chunks.Model | None,
     ahead: Future[tuple[batch_chunks.Computed, dict[str, float]]] | None = None,
+    claimed: ChunkAttempt | None = None,
 ) -> engine.JobOutcome:
+    """Run one chunk: claimed here, or already (`claimed`), and computed here, or ahead (`ahead`)."""
     outcome = engine.job_run(
         spec,
         job_id=chunk_id,
         work=lambda attempt: _chunk_work(attempt, model, ahead),
         reason=_failure_reason,
+        claim=(lambda: claimed) if claimed is not None else None,
     )
     if outcome.status == "failed":
         chunk = BatchPredictionChunk.objects.filter(pk=chunk_id).first()
         if chunk is not None:
             _job_fail_for_chunk(chunk)
-    elif outcome.status == "succeeded" and spec is CHUNKS:
+    elif outcome.status == "succeeded":
+        logger.info("batch chunk %s stored", chunk_id)
+    if outcome.status == "succeeded" and spec is CHUNKS:
         job_id = BatchPredictionChunk.objects.filter(pk=chunk_id).values_list("job_id", flat=True).first()
         if job_id is not None and batch_finish.finish_due(job_id):
             batch_prediction_finish(job_id=job_id)
@@ -289,32 +376,11 @@ def _run(attempt: BatchAttempt) -> engine.JobOutcome | None:
         # A chunk the job's attempts claimed and left running belongs to an attempt that is gone (this one
         # holds the job now): its lease ends, so this attempt redoes it at once.
         _chunk_leases_end(job.pk)
-        pending = list(
-            BatchPredictionChunk.objects.filter(job_id=job.pk)
-            .exclude(status__in=BatchPredictionChunk.TERMINAL)
-            .order_by("-index")
-            .values_list("pk", "index")
+        outcome = _chunks_walk(
+            CHUNKS_IN_JOB, job=job, model=model, after=None, descending=True, renew=attempt.renew
         )
-        # One chunk computed ahead on a thread while the one before it is stored: onnxruntime, numpy and
-        # the database's statement all run without the GIL. A chunk another worker claims meanwhile is
-        # skipped, its computed rows dropped.
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-ahead")
-
-        def ahead(position: int) -> Future[tuple[batch_chunks.Computed, dict[str, float]]] | None:
-            if position >= len(pending):
-                return None
-            return pool.submit(batch_chunks.chunk_compute_ahead, model, job=job, index=pending[position][1])
-
-        try:
-            following = ahead(0)
-            for position, (chunk_id, _index) in enumerate(pending):
-                current, following = following, ahead(position + 1)
-                outcome = _chunk_run(CHUNKS_IN_JOB, chunk_id=chunk_id, model=model, ahead=current)
-                if outcome.status == "failed":
-                    raise BatchRunError(outcome.message)
-                attempt.renew()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if outcome is not None:
+            raise BatchRunError(outcome.message)
         failed = BatchPredictionChunk.objects.filter(job_id=job.pk, status=BatchPredictionChunk.Status.FAILED)
         message = failed.values_list("error_message", flat=True).first()
         if message is not None:

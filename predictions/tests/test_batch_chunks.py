@@ -266,3 +266,82 @@ def test_when_a_chunk_task_gives_up_the_chunk_and_its_waiting_job_are_failed(
     chunk.refresh_from_db()
     job.refresh_from_db()
     assert (chunk.status, job.status, job.error_message) == ("failed", "failed", "Gave up after 7 attempts")
+
+
+def computed_ahead(monkeypatch) -> list[int]:
+    """The indexes of the chunks walks compute ahead, in order."""
+    indexes: list[int] = []
+    original = batch_chunks.chunk_compute_ahead
+
+    def compute(model, *, job, index):
+        indexes.append(index)
+        return original(model, job=job, index=index)
+
+    monkeypatch.setattr(batch_chunks, "chunk_compute_ahead", compute)
+    return indexes
+
+
+def test_a_chunk_task_goes_on_with_the_free_chunks_after_its_own_and_the_last_one_finishes_the_job(
+    alice, cancer_v1, no_worker, monkeypatch
+):
+    job = waiting_job(alice, monkeypatch, rows=45, held=(0, 1, 2))
+    the_other_worker_dies(job)
+    ahead = computed_ahead(monkeypatch)
+
+    assert batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "succeeded"
+
+    assert ahead == [1, 2]
+    job.refresh_from_db()
+    assert (job.status, job.rows_done) == ("succeeded", 45)
+    assert set(job.chunks.values_list("status", "claimed_by_job")) == {
+        ("succeeded", False),
+        ("succeeded", True),
+    }
+    stored = Prediction.objects.filter(batch_job=job).values_list("row_index", flat=True)
+    assert sorted(stored) == list(range(45))
+    # The messages of the chunks taken along find them stored.
+    assert batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=2).pk).status == "skipped"
+
+
+def test_a_walk_steps_past_a_chunk_another_worker_holds_without_computing_it(
+    alice, cancer_v1, no_worker, monkeypatch
+):
+    job = waiting_job(alice, monkeypatch, rows=45, held=(0, 1, 2, 3))
+    the_other_worker_dies(job)
+    job.chunks.filter(index=2).update(lease_expires_at=timezone.now() + dt.timedelta(seconds=60))
+    ahead = computed_ahead(monkeypatch)
+
+    assert batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "succeeded"
+
+    assert ahead == [1, 3]
+    held = job.chunks.get(index=2)
+    assert (held.status, held.attempts) == ("running", 1)
+    job.refresh_from_db()
+    assert (job.status, job.chunks_done, job.rows_done) == ("running", 4, 35)
+
+
+def test_a_walk_that_stops_at_a_failed_chunk_hands_back_the_chunk_it_had_claimed_next(
+    alice, cancer_v1, no_worker, monkeypatch
+):
+    job = waiting_job(alice, monkeypatch, rows=45, held=(0, 1, 2))
+    the_other_worker_dies(job)
+    original = batch_chunks.chunk_compute
+
+    def broken_at_row_11(attempt, model, *, job, chunk):
+        if chunk.index == 1:
+            raise batch_chunks.BatchRunError("Rows 11 to 20: the model could not score them: boom")
+        return original(attempt, model, job=job, chunk=chunk)
+
+    monkeypatch.setattr(batch_chunks, "chunk_compute", broken_at_row_11)
+
+    assert batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "succeeded"
+
+    job.refresh_from_db()
+    assert (job.status, job.waiting_for_chunks) == ("failed", False)
+    assert "Rows 11 to 20" in job.error_message
+    statuses = dict(job.chunks.values_list("index", "status"))
+    assert (statuses[0], statuses[1]) == ("succeeded", "failed")
+    # Chunk 2 was claimed and computed next; handed back, its lease is over and its claim uncounted.
+    handed_back = job.chunks.filter(engine.claimable(timezone.now()), index=2).first()
+    assert handed_back is not None
+    assert handed_back.attempts == 1  # the claim the other worker made before it died
