@@ -1,7 +1,7 @@
 """Batch prediction benchmark: a 1,000,000-row CSV through a real batch job against plain pandas + sklearn.
 
     python bench/predictions_batch.py [--rows 1000000] [--timeout 900] [--workers 1,2] [--database postgres]
-        [--no-baseline]
+        [--no-baseline] [--result-file-only]
 
 The file: breast-cancer-like rows made with numpy from scikit-learn's bundled data (per class, a
 multivariate normal with that class's feature means and covariances, in the dataset's class proportions,
@@ -20,7 +20,8 @@ mark of resident memory (VmHWM) of the busiest worker process.
 emptied predictions table (the previous run's rows deleted, vacuumed on PostgreSQL), and reports the
 rows/s of each and the ratio of the last to the first (target: 2 workers at least 1.6 times the rows/s
 of 1). `--database postgres` runs on PostgreSQL (DATABASE_URL, or a throwaway server, see
-bench/postgres.py); the default is the embedded SQLite.
+bench/postgres.py); the default is the embedded SQLite. `--result-file-only` submits the jobs with
+store_predictions=False: the result file is their only output, no Prediction row is stored.
 
 The baseline, in a process of its own (so its peak memory is its own too): `pd.read_csv`, the same
 scikit-learn pipeline's `predict`, a `prediction` column added and `to_csv`, timed from the read to the
@@ -167,7 +168,15 @@ def _cpu_ticks() -> tuple[int, int]:
 
 
 def _job_run(
-    *, workers: int, data_dir: Path, env: dict[str, str], model: Any, source: Path, user: Any, timeout: int
+    *,
+    workers: int,
+    data_dir: Path,
+    env: dict[str, str],
+    model: Any,
+    source: Path,
+    user: Any,
+    timeout: int,
+    store_predictions: bool,
 ) -> dict[str, Any]:
     """Submit the file as a batch job, run it on `workers` worker processes, and measure it."""
     from predictions.batch import services as batch_services
@@ -191,7 +200,11 @@ def _job_run(
         upload_started = time.perf_counter()
         with source.open("rb") as handle:
             job = batch_services.batch_prediction_start(
-                registered_model_name=model.name, input_file=handle, filename=source.name, requested_by=user
+                registered_model_name=model.name,
+                input_file=handle,
+                filename=source.name,
+                requested_by=user,
+                store_predictions=store_predictions,
             )
         upload_seconds = time.perf_counter() - upload_started
         busy_before, total_before = _cpu_ticks()
@@ -248,6 +261,11 @@ def main() -> int:
     )
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--no-baseline", action="store_true", help="skip the pandas + scikit-learn baseline")
+    parser.add_argument(
+        "--result-file-only",
+        action="store_true",
+        help="submit the jobs with store_predictions=False: no Prediction rows, the result file only",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--baseline-spec", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -320,6 +338,7 @@ def main() -> int:
                 source=source,
                 user=user,
                 timeout=args.timeout,
+                store_predictions=not args.result_file_only,
             )
             common.say(f"ours ({workers}): {run['seconds']:.1f} s, {run['rows_per_second']:,.0f} rows/s")
             runs.append(run)
@@ -403,6 +422,7 @@ def main() -> int:
         },
         started=started,
         input={"rows": args.rows, "bytes": size, "features": len(model.feature_names)},
+        store_predictions=not args.result_file_only,
         baseline=baseline,
         ours=ours,
         runs=runs,

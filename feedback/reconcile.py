@@ -10,13 +10,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.db.models.functions import TruncHour
 
 from feedback import quality
 from feedback.models import DelayHourly, Feedback, QualityHourly
 from mlops_site import latency_bins, rollups
-from predictions.models import Channel, LatencyHourly, Prediction, PredictionHourly, PredictionRequest
+from predictions.models import (
+    BatchPredictionChunk,
+    Channel,
+    LatencyHourly,
+    Prediction,
+    PredictionHourly,
+    PredictionRequest,
+)
 
 _TABLES: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
     "quality": (
@@ -72,7 +79,10 @@ def _rebuilt() -> dict[str, dict[tuple[Any, ...], tuple[float, ...]]]:
             cell[1] += abs(error)
             cell[2] += error * error
         delays[(version_id, hour, quality.delay_bin((created_at - made_at).total_seconds()))][0] += 1
-    volume = {(version_id, rollups.hour_of(hour)): (n,) for version_id, hour, n in _prediction_hours()}
+    counted: dict[tuple[Any, ...], int] = defaultdict(int)
+    for version_id, hour, n in _prediction_hours():
+        counted[(version_id, rollups.hour_of(hour))] += n
+    volume = {key: (n,) for key, n in counted.items()}
     latencies: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0])
     for version_id, created_at, latency_ms in _request_latencies():
         latencies[(version_id, rollups.hour_of(created_at), latency_bins.latency_bin(latency_ms))][0] += 1
@@ -93,11 +103,23 @@ def _request_latencies() -> Iterator[tuple[Any, ...]]:
 
 
 def _prediction_hours() -> Iterator[tuple[Any, ...]]:
+    """(version id, hour, rows) from the stored predictions, then from the chunks of batch jobs that kept
+    the result file only, whose rows were counted but not stored."""
     yield from (
         Prediction.objects.annotate(bucket=TruncHour("created_at", tzinfo=dt.UTC))
         .values("model_version_id", "bucket")
         .annotate(n=Count("id"))
         .values_list("model_version_id", "bucket", "n")
+        .iterator(chunk_size=10_000)
+    )
+    yield from (
+        BatchPredictionChunk.objects.filter(
+            job__store_predictions=False,
+            status=BatchPredictionChunk.Status.SUCCEEDED,
+            predicted_at__isnull=False,
+        )
+        .annotate(n=F("rows_done") - F("rows_failed"))
+        .values_list("job__model_version_id", "predicted_at", "n")
         .iterator(chunk_size=10_000)
     )
 

@@ -58,11 +58,12 @@ class BatchPredictionJobAdmin(ReadOnlyAdmin):
         "status",
         "rows_done",
         "rows_failed",
+        "store_predictions",
         "attempts",
         "created_at",
         "finished_at",
     ]
-    list_filter = ["status", "created_at"]
+    list_filter = ["status", "store_predictions", "created_at"]
     list_select_related = ["model_version__registered_model", "user"]
     search_fields = ["uuid", "original_filename", "user__username", "model_version__registered_model__name"]
     raw_id_fields = ["user", "registered_model", "model_version", "prediction_request"]

@@ -161,6 +161,18 @@ class BatchUploadForm(forms.Form):
         widget=forms.ClearableFileInput(attrs={"accept": ".csv,text/csv"}),
     )
     version = forms.ChoiceField(label="Model version", required=False)
+    # Two named choices rather than a checkbox: a form sent without the field (a script's POST) stores the
+    # predictions, as an unticked checkbox could not tell apart.
+    store_predictions = forms.ChoiceField(
+        label="Predictions",
+        required=False,
+        initial="yes",
+        choices=[
+            ("yes", "Store each prediction: they can get feedback and show in your history"),
+            ("no", "Result file only: faster for large files, and the rows cannot get feedback"),
+        ],
+        widget=forms.RadioSelect,
+    )
 
     def __init__(self, *args: Any, versions: list[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -173,8 +185,10 @@ class BatchUploadForm(forms.Form):
         self.fields["version"].choices = choices
 
     def target(self) -> dict[str, Any]:
-        """The service's argument: a pinned version or a stage, never both (call after is_valid())."""
+        """The service's arguments: a pinned version or a stage, never both, and whether the predictions
+        are stored (call after is_valid())."""
+        stored = {"store_predictions": self.cleaned_data.get("store_predictions") != "no"}
         chosen = self.cleaned_data.get("version") or "production"
         if chosen in ("production", "staging"):
-            return {"stage": chosen}
-        return {"version": int(chosen)}
+            return {"stage": chosen, **stored}
+        return {"version": int(chosen), **stored}

@@ -251,6 +251,9 @@ class BatchPredictionJob(ChunkedFileJob):
     # Every chunk left is queued or held by another worker: the job's attempt handed its claim back and
     # the worker that stores the last chunk finishes the job.
     waiting_for_chunks = models.BooleanField(default=False)
+    # False: the result file is the only record of the rows (no Prediction rows, so no feedback, history
+    # or label queue for them); the counts, volumes and drift bins still take them in.
+    store_predictions = models.BooleanField(default=True)
 
     class Meta(ChunkedFileJob.Meta):
         indexes = [
@@ -283,6 +286,9 @@ class BatchPredictionChunk(LeasedJob):
     index = models.PositiveIntegerField()
     rows_done = models.PositiveIntegerField(default=0)
     rows_failed = models.PositiveIntegerField(default=0)
+    # When its rows were predicted: their created_at, and the hour the rollups count them in. What the
+    # rollup check rebuilds a result-file-only job's volumes from, its rows having no Prediction rows.
+    predicted_at = models.DateTimeField(null=True, blank=True)
     # Seconds spent per step on this chunk (summed into the job's timings when it finishes).
     timings = models.JSONField(default=dict, blank=True)
     # Claimed by the job's own attempt rather than a chunk task: its lease ends with the job's when the

@@ -9,6 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.fields import empty
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +20,12 @@ from predictions import selectors
 from predictions.batch import services as batch_services
 from predictions.batch import views as batch_views
 from predictions.models import BatchPredictionJob
+
+
+class _FormBoolean(serializers.BooleanField):
+    """A boolean whose absence from a multipart form means its default, not false (DRF's HTML rule)."""
+
+    default_empty_html = empty
 
 
 class BatchSubmitSerializer(serializers.Serializer):
@@ -32,6 +39,12 @@ class BatchSubmitSerializer(serializers.Serializer):
     # would leave drf-spectacular without a clean name for either.
     stage = serializers.CharField(
         required=False, help_text=f"One of: {', '.join(selectors.SERVABLE_STAGES)}. Default: production."
+    )
+    store_predictions = _FormBoolean(
+        required=False,
+        default=True,
+        help_text="false: the result file is the only record of the rows (faster; they cannot get "
+        "feedback, nor show in the prediction list). Default: true.",
     )
 
 
@@ -65,6 +78,7 @@ class BatchJobSerializer(serializers.ModelSerializer):
             "rows_predicted",
             "progress",
             "error_message",
+            "store_predictions",
             "result_url",
             "errors_url",
             "created_at",
@@ -119,6 +133,7 @@ class ModelBatchView(APIView):
             requested_by=request.user,
             # Only what the client gave: the service applies the default and refuses version with stage.
             **{key: data[key] for key in ("version", "stage") if key in data},
+            store_predictions=data["store_predictions"],
         )
         job = selectors.batch_job_get(user=request.user, job_uuid=job.uuid)
         body = BatchJobSerializer(job, context={"request": request}).data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import gc
 import io
 import time
@@ -15,6 +16,7 @@ import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from jobs.chunked import StepSeconds
 from ml.errors import PredictionInputError
@@ -94,7 +96,10 @@ class Computed:
     check: TableCheck
     labels: list[Any]
     probabilities: np.ndarray
+    # The Prediction rows to insert; None when no row was predicted or the job does not store them.
     rows: batch_rows.Rows | None
+    # When the rows were predicted: their created_at, and the hour the rollups count them in.
+    predicted_at: dt.datetime
     # The rows binned for the drift rollups, added in the transaction that stores them.
     feature_deltas: drift_rollups.FeatureDeltas = dataclasses.field(default_factory=dict)
 
@@ -161,23 +166,26 @@ def chunk_compute(
         )
     started = attempt.timed("write", started)
     rows = None
+    predicted_at = timezone.now()
     feature_deltas: drift_rollups.FeatureDeltas = {}
     if check.n_valid:
-        encoded = batch_rows.probabilities_json(probabilities, model.classes) if model.classes else None
-        rows = batch_rows.rows_encode(
-            job,
-            row_indexes=(chunk.rows - 1)[check.valid],
-            predictions=batch_rows.labels_json(labels),
-            probabilities=encoded,
-            warnings=check.warnings_json[check.valid],
-            confidence=probabilities.max(axis=1) if model.classes and len(probabilities) else None,
-        )
+        if job.store_predictions:
+            encoded = batch_rows.probabilities_json(probabilities, model.classes) if model.classes else None
+            rows = batch_rows.rows_encode(
+                job,
+                row_indexes=(chunk.rows - 1)[check.valid],
+                predictions=batch_rows.labels_json(labels),
+                probabilities=encoded,
+                warnings=check.warnings_json[check.valid],
+                confidence=probabilities.max(axis=1) if model.classes and len(probabilities) else None,
+                created_at=predicted_at,
+            )
         feature_deltas = drift_rollups.prediction_features_binned(
             model_version=job.model_version,
             columns=check.columns,
             predictions=labels,
             confidences=probabilities.max(axis=1) if len(probabilities) else None,
-            hour=rows.created_at,
+            hour=predicted_at,
         )
     attempt.timed("encode", started)
     return Computed(
@@ -186,6 +194,7 @@ def chunk_compute(
         labels=labels,
         probabilities=probabilities,
         rows=rows,
+        predicted_at=predicted_at,
         feature_deltas=feature_deltas,
     )
 
@@ -230,7 +239,7 @@ def chunk_store(attempt: ChunkAttempt, model: Model, *, job: BatchPredictionJob,
     failed = len(chunk) - computed.check.n_valid
     started = time.perf_counter()
     with batch_rows.checkpoints_spaced(), transaction.atomic():
-        attempt.succeed(rows_done=len(chunk), rows_failed=failed)
+        attempt.succeed(rows_done=len(chunk), rows_failed=failed, predicted_at=computed.predicted_at)
         if connection.vendor == "postgresql":
             # Check the rows' foreign keys as they are copied rather than at the commit: the commit comes
             # after the shared rows below are locked, and other workers would wait for those checks.
@@ -253,13 +262,14 @@ def chunk_store(attempt: ChunkAttempt, model: Model, *, job: BatchPredictionJob,
         )
         batch_outputs.object_replace(batch_outputs.part_key(job, "result", chunk.index), io.BytesIO(part))
         started = attempt.timed("write", started)
-        if rows is not None:
+        predicted = computed.check.n_valid
+        if predicted:
             drift_rollups.feature_deltas_add(computed.feature_deltas)
             PredictionRequest.objects.filter(pk=job.prediction_request_id).update(
-                n_rows=F("n_rows") + rows.count
+                n_rows=F("n_rows") + predicted
             )
             live_rollups.prediction_hours_add(
-                model_version_id=job.model_version_id, hour=rows.created_at, rows=rows.count
+                model_version_id=job.model_version_id, hour=computed.predicted_at, rows=predicted
             )
         counted = BatchPredictionJob.objects.filter(
             pk=job.pk, status=BatchPredictionJob.Status.RUNNING
@@ -277,6 +287,6 @@ def chunk_store(attempt: ChunkAttempt, model: Model, *, job: BatchPredictionJob,
     prometheus.batch_rows_count(
         model=job.model_version.registered_model.name,
         version=job.model_version.version,
-        predicted=rows.count if rows is not None else 0,
+        predicted=predicted,
         refused=failed,
     )

@@ -145,10 +145,15 @@ def batch_prediction_start(
     requested_by: Any,
     version: int | None = None,
     stage: str | None = None,
+    store_predictions: bool = True,
 ) -> BatchPredictionJob:
     """Check the upload, store it and queue a job predicting it with the pinned version or the one in `stage`.
 
-    `stage` defaults to production; giving both `version` and `stage` is refused.
+    `stage` defaults to production; giving both `version` and `stage` is refused. With
+    `store_predictions=False` the result file is the only record of the rows: no Prediction row is stored
+    for them, so they cannot get feedback or show in the history and the label queue; the job runs
+    faster and the database does not grow with the file. Monitoring still counts them and bins their
+    inputs for drift.
 
     The version is resolved now, so the whole file is predicted by one version even if another is promoted
     meanwhile. The checks are cheap and streamed: size, UTF-8 text, a header naming every feature of the
@@ -208,6 +213,7 @@ def batch_prediction_start(
                 input_size_bytes=scan.size_bytes,
                 chunk_rows=chunk_rows(),
                 rows_total=rows_estimate,
+                store_predictions=store_predictions,
             )
             # robust: a broker outage must not undo the accepted job; the stale sweep sends it later.
             transaction.on_commit(lambda: _enqueue(job.pk), robust=True)

@@ -62,6 +62,21 @@ def test_a_version_or_the_staging_stage_can_be_asked_for(alice, cancer_v1, no_wo
     assert (staging.json()["model_version"], staging.json()["stage"]) == (2, "staging")
 
 
+@pytest.mark.parametrize(
+    ("given", "stored"), [(None, True), ("true", True), ("false", False), ("0", False), ("1", True)]
+)
+def test_a_client_may_ask_for_the_result_file_only(alice, cancer_v1, no_worker, given, stored):
+    data = {"file": upload(csv_bytes(cancer_rows(2)))}
+    if given is not None:
+        data["store_predictions"] = given
+
+    response = client_for(alice).post(URL, data, format="multipart")
+
+    assert response.status_code == 202, response.content
+    assert response.json()["store_predictions"] is stored
+    assert BatchPredictionJob.objects.get().store_predictions is stored
+
+
 def test_a_refused_file_answers_400_naming_each_problem_and_stores_nothing(
     alice, cancer_v1, new_batch_objects
 ):
@@ -92,6 +107,7 @@ def test_a_refused_file_answers_400_naming_each_problem_and_stores_nothing(
             "stage",
             'Give either "version" (pin a version) or "stage", not both.',
         ),
+        ({"store_predictions": "maybe"}, "store_predictions", "Must be a valid boolean."),
     ],
 )
 def test_bad_form_fields_answer_400(alice, cancer_v1, new_batch_objects, data, field, expected):

@@ -84,6 +84,40 @@ def test_uploading_a_file_queues_a_job_and_opens_its_page(
     )
 
 
+def test_the_form_stores_each_prediction_unless_the_result_file_only_is_chosen(alice, cancer_v1, no_worker):
+    client = client_for(alice)
+    form = client.get("/predict/cancer/batch/").content.decode()
+    assert re.search(r'<input[^>]*name="store_predictions"[^>]*value="yes"[^>]*checked', form)
+
+    for choice, stored in ((None, True), ("yes", True), ("no", False)):
+        data = {"file": upload(csv_bytes(cancer_rows(3)))}
+        if choice is not None:
+            data["store_predictions"] = choice
+        response = client.post("/predict/cancer/batch/", data)
+        assert response.status_code == 302
+        job = BatchPredictionJob.objects.get(uuid=response["Location"].split("/")[-2])
+        assert job.store_predictions is stored
+
+        page = client.get(response["Location"]).content.decode()
+        shown = re.search(r'<dd id="batch-stored">([^<]*)</dd>', page).group(1)
+        assert shown.startswith("Each one stored" if stored else "Result file only")
+
+
+def test_an_unknown_choice_for_storing_is_refused_by_the_form_and_nothing_is_stored(
+    alice, cancer_v1, new_batch_objects
+):
+    response = client_for(alice).post(
+        "/predict/cancer/batch/", {"file": upload(csv_bytes(cancer_rows(2))), "store_predictions": "maybe"}
+    )
+
+    assert response.status_code == 400
+    assert response.context["form"].errors["store_predictions"] == [
+        "Select a valid choice. maybe is not one of the available choices."
+    ]
+    assert not BatchPredictionJob.objects.exists()
+    assert new_batch_objects() == set()
+
+
 def test_a_refused_file_shows_every_problem_and_stores_nothing(alice, cancer_v1, new_batch_objects):
     features = [c["name"] for c in trained_model("cancer").feature_schema]
     rows = [{k: v for k, v in row.items() if k != features[0]} for row in cancer_rows(3)]

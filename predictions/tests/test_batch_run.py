@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 from django.db import connection
 from django.utils import timezone
+from sklearn.datasets import load_breast_cancer
 
+from feedback.reconcile import quality_reconcile
+from ml import drift
 from mlops_site import storage
+from models_registry.models import ModelVersion
+from monitoring.models import FeatureHourly
 from predictions.batch import attempt as batch_attempt
 from predictions.batch import chunks as batch_chunks
 from predictions.batch import outputs as batch_outputs
@@ -119,6 +124,46 @@ def test_every_predicted_row_is_stored_once_with_its_job_row_and_version(alice, 
     assert request.latency_ms > 0
     # Feedback coverage counts batch rows too, per version and hour.
     assert sum(PredictionHourly.objects.filter(model_version=cancer_v1).values_list("n", flat=True)) == 12
+
+
+def test_a_result_file_only_job_predicts_and_counts_every_row_but_stores_none(alice, cancer_v1):
+    training = load_breast_cancer(as_frame=True).frame[FEATURES]
+    profile = drift.reference_profile_build(
+        X_train=training,
+        feature_schema=cancer_v1.feature_schema,
+        task="classification",
+        classes=None,
+        holdout_predictions=None,
+        holdout_probabilities=None,
+        y_holdout=None,
+    )
+    ModelVersion.objects.filter(pk=cancer_v1.pk).update(reference_profile=profile)
+    binned = FeatureHourly.objects.filter(source="input", feature=FEATURES[1])
+    rows = cancer_rows(14)
+    rows[3][FEATURES[0]] = "abc"
+    stored_job = job_run(job_start(alice, csv_bytes(rows)))
+    hourly_before = sum(PredictionHourly.objects.values_list("n", flat=True))
+    drift_before = sum(binned.values_list("n", flat=True))
+    assert drift_before == 13
+
+    job = job_run(job_start(alice, csv_bytes(rows), store_predictions=False))
+
+    assert (job.status, job.store_predictions, job.rows_done, job.rows_failed) == ("succeeded", False, 14, 1)
+    assert not Prediction.objects.filter(batch_job=job).exists()
+    result, reference = stored_csv(job.result_key), stored_csv(stored_job.result_key)
+    assert [r["prediction_id"] for r in result] == [""] * 14
+    ignored = {"prediction_id"}
+    assert [{k: v for k, v in r.items() if k not in ignored} for r in result] == [
+        {k: v for k, v in r.items() if k not in ignored} for r in reference
+    ]
+    assert stored_csv(job.errors_key) == stored_csv(stored_job.errors_key)
+    # Volumes and drift still take the rows in; the request counts them.
+    assert sum(PredictionHourly.objects.values_list("n", flat=True)) == hourly_before + 13
+    assert sum(binned.values_list("n", flat=True)) == drift_before + 13
+    assert PredictionRequest.objects.get(pk=job.prediction_request_id).n_rows == 13
+    # The rollup check rebuilds those volumes from the job's chunks, the rows being nowhere else.
+    assert None not in job.chunks.values_list("predicted_at", flat=True)
+    assert quality_reconcile().differences == []
 
 
 def test_ids_counted_back_from_the_last_insert_match_the_stored_rows_and_a_wrong_count_reads_them(
