@@ -10,6 +10,7 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -300,37 +301,49 @@ def _chunks_walk(
     """Claim and store the job's free chunks one by one, past `after`, down or up; returns the outcome of
     a chunk that failed (the walk stops there), else None once no free chunk is left.
 
-    The next chunk is claimed and computed on a thread while the one before it is stored: onnxruntime,
-    numpy and the database's statement all run without the GIL. Claiming it first means two walks that
-    meet never compute the same chunk: each steps past the chunks the other holds or stored.
+    The next chunks are claimed and computed on threads while the one before them is stored: onnxruntime,
+    Arrow, numpy and the database's statement all run without the GIL. Claiming them first means two
+    walks that meet never compute the same chunk: each steps past the chunks the other holds or stored.
     """
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-ahead")
+    depth = _chunks_ahead(job)
+    pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="batch-ahead")
+    ahead: deque[_Reserved] = deque()
+    past = after
 
-    def reserve(past: int | None) -> _Reserved | None:
-        while (found := _chunk_claimable_next(job.pk, after=past, descending=descending)) is not None:
+    def reserve() -> None:
+        """Claim free chunks past the last one claimed, and start computing them, until `depth` are."""
+        nonlocal past
+        while len(ahead) < depth:
+            found = _chunk_claimable_next(job.pk, after=past, descending=descending)
+            if found is None:
+                return
+            past = found[1]
             claimed = engine.job_claim(spec, job_id=found[0])
-            if isinstance(claimed, ChunkAttempt):
-                return claimed, pool.submit(batch_chunks.chunk_compute_ahead, model, job=job, index=found[1])
-            past = found[1]  # taken meanwhile: look past it
-        return None
+            if isinstance(claimed, ChunkAttempt):  # else taken meanwhile: look past it
+                computing = pool.submit(batch_chunks.chunk_compute_ahead, model, job=job, index=found[1])
+                ahead.append((claimed, computing))
 
-    following: _Reserved | None = None
     try:
-        current = reserve(after)
-        while current is not None:
-            attempt, computing = current
-            following = reserve(attempt.job.index)
+        reserve()
+        while ahead:
+            attempt, computing = ahead.popleft()
+            reserve()
             outcome = _chunk_run(spec, chunk_id=attempt.job.pk, model=model, ahead=computing, claimed=attempt)
             if outcome.status == "failed":
                 return outcome
             renew()
-            current, following = following, None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        if following is not None:
-            # The walk stopped with the next chunk claimed: hand it back for its own task to take.
-            following[0].release("Handed back: the worker that claimed it stopped first")
+        # The walk stopped with chunks claimed: hand them back for their own tasks to take.
+        for attempt, _ in ahead:
+            attempt.release("Handed back: the worker that claimed it stopped first")
     return None
+
+
+def _chunks_ahead(job: BatchPredictionJob) -> int:
+    """Chunks a walk computes while it stores one. With every row stored, storing is the slower step and
+    one chunk ahead keeps it busy; with the result file only, computing is, and two threads share it."""
+    return 1 if job.store_predictions else 2
 
 
 def _chunk_run(

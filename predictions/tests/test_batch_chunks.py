@@ -43,9 +43,11 @@ def held_elsewhere(monkeypatch, *indexes: int) -> None:
     monkeypatch.setattr(engine, "job_claim", claim)
 
 
-def waiting_job(alice, monkeypatch, *, rows: int = 25, held: tuple[int, ...] = (0,)) -> BatchPredictionJob:
+def waiting_job(
+    alice, monkeypatch, *, rows: int = 25, held: tuple[int, ...] = (0,), **options
+) -> BatchPredictionJob:
     """A job whose attempt stored every chunk but `held`, which another worker holds: it waits for them."""
-    job = job_start(alice, csv_bytes(cancer_rows(rows)))
+    job = job_start(alice, csv_bytes(cancer_rows(rows)), **options)
     original = engine.job_claim
     held_elsewhere(monkeypatch, *held)
     outcome = batch_services.batch_prediction_run(job_id=job.pk)
@@ -320,11 +322,14 @@ def test_a_walk_steps_past_a_chunk_another_worker_holds_without_computing_it(
     assert (job.status, job.chunks_done, job.rows_done) == ("running", 4, 35)
 
 
-def test_a_walk_that_stops_at_a_failed_chunk_hands_back_the_chunk_it_had_claimed_next(
-    alice, cancer_v1, no_worker, monkeypatch
+@pytest.mark.parametrize(("store_predictions", "computed"), [(True, [1, 2]), (False, [1, 2, 3])])
+def test_a_walk_that_stops_at_a_failed_chunk_hands_back_the_chunks_it_had_claimed_next(
+    alice, cancer_v1, no_worker, monkeypatch, store_predictions, computed
 ):
-    job = waiting_job(alice, monkeypatch, rows=45, held=(0, 1, 2))
+    # With the result file only, a walk computes two chunks while it stores one.
+    job = waiting_job(alice, monkeypatch, rows=55, held=(0, 1, 2, 3), store_predictions=store_predictions)
     the_other_worker_dies(job)
+    ahead = computed_ahead(monkeypatch)
     original = batch_chunks.chunk_compute
 
     def broken_at_row_11(attempt, model, *, job, chunk):
@@ -340,8 +345,9 @@ def test_a_walk_that_stops_at_a_failed_chunk_hands_back_the_chunk_it_had_claimed
     assert (job.status, job.waiting_for_chunks) == ("failed", False)
     assert "Rows 11 to 20" in job.error_message
     statuses = dict(job.chunks.values_list("index", "status"))
-    assert (statuses[0], statuses[1]) == ("succeeded", "failed")
-    # Chunk 2 was claimed and computed next; handed back, its lease is over and its claim uncounted.
-    handed_back = job.chunks.filter(engine.claimable(timezone.now()), index=2).first()
-    assert handed_back is not None
-    assert handed_back.attempts == 1  # the claim the other worker made before it died
+    assert (statuses[0], statuses[1], statuses[4]) == ("succeeded", "failed", "succeeded")
+    # The chunks claimed and computed next, handed back: their leases are over and their claims uncounted
+    # (the one left is the claim the other worker made before it died).
+    assert sorted(ahead) == computed
+    free = job.chunks.filter(engine.claimable(timezone.now()), index__in=[2, 3])
+    assert {c.index: c.attempts for c in free} == {2: 1, 3: 1}
