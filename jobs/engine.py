@@ -102,6 +102,9 @@ class JobSpec(Generic[J]):
     # Called with the job's id when job_lease_end ended its lease (its worker process died): ends the
     # leases of the units the dead attempt held besides the job (a batch job's chunks, say).
     lease_ended: Callable[[int], None] | None = None
+    # Called with the job's id by job_lease_end whether or not the job was still held (it may have
+    # finished before its process died): ends the leases of the jobs its attempt went on to claim.
+    held_along: Callable[[int], None] | None = None
     # The Celery task that runs the job (one id argument): the stale sweep looks for its messages in the
     # broker, and the worker's main process ends the lease of a job whose pool child died.
     task_name: str = ""
@@ -274,8 +277,12 @@ def claimable(now: datetime) -> Q:
     )
 
 
-def job_claim(spec: JobSpec[J], *, job_id: int) -> Attempt[J] | JobOutcome:
-    """Claim the job for a new attempt, or say why not: finished or missing ("skipped") or "busy"."""
+def job_claim(
+    spec: JobSpec[J], *, job_id: int, fields: dict[str, Any] | None = None
+) -> Attempt[J] | JobOutcome:
+    """Claim the job for a new attempt, or say why not: finished or missing ("skipped") or "busy".
+
+    `fields` are written with the claim besides the spec's claimed_fields (and over them)."""
     model = spec.model
     now = timezone.now()
     claimed = model._default_manager.filter(claimable(now), pk=job_id).update(
@@ -283,7 +290,7 @@ def job_claim(spec: JobSpec[J], *, job_id: int) -> Attempt[J] | JobOutcome:
         lease_expires_at=now + timedelta(seconds=spec.lease_seconds),
         attempts=F("attempts") + 1,
         started_at=Coalesce("started_at", now),
-        **spec.claimed_fields,
+        **{**spec.claimed_fields, **(fields or {})},
     )
     job = spec.jobs().filter(pk=job_id).first()
     if job is None:
@@ -389,6 +396,8 @@ def job_lease_end(spec: JobSpec[J], *, job_id: int) -> bool:
     ).update(lease_expires_at=now)
     if ended and spec.lease_ended is not None:
         spec.lease_ended(job_id)
+    if spec.held_along is not None:
+        spec.held_along(job_id)
     return ended == 1
 
 

@@ -294,6 +294,9 @@ class BatchPredictionChunk(LeasedJob):
     # Claimed by the job's own attempt rather than a chunk task: its lease ends with the job's when the
     # worker process running the job dies.
     claimed_by_job = models.BooleanField(default=False)
+    # Claimed by the task of this other chunk, which went on with the free chunks after its own: its lease
+    # ends (and its task is sent again) when that task's worker process dies.
+    walked_from = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta(LeasedJob.Meta):
         ordering = ["job", "index"]

@@ -68,6 +68,24 @@ def _chunk_leases_end(job_id: int) -> None:
     ).update(lease_expires_at=timezone.now())
 
 
+def _walk_leases_end(chunk_id: int) -> None:
+    """The worker process running this chunk's task died: end the leases of the chunks it went on to
+    claim (_chunks_after) and send their tasks, so another worker takes them at once."""
+    now = timezone.now()
+    held = BatchPredictionChunk.objects.filter(
+        walked_from=chunk_id, status=BatchPredictionChunk.Status.RUNNING, lease_expires_at__gt=now
+    )
+    ended = list(held.values_list("pk", flat=True))
+    if not ended:
+        return
+    BatchPredictionChunk.objects.filter(pk__in=ended, walked_from=chunk_id).update(lease_expires_at=now)
+    logger.warning(
+        "batch chunk %s: its worker process died holding chunks %s; sending them again", chunk_id, ended
+    )
+    for held_id in ended:
+        _enqueue_chunk(held_id)
+
+
 def _job_fail_for_chunk(chunk: BatchPredictionChunk) -> None:
     """A chunk was failed (it cannot be predicted, or its worker kept dying): its job fails with it.
 
@@ -123,11 +141,14 @@ CHUNKS = engine.JobSpec(
     transient_errors=TRANSIENT_ERRORS,
     attempt_class=ChunkAttempt,
     select_related=("job__model_version__registered_model",),
-    claimed_fields={"claimed_by_job": False},
+    claimed_fields={"claimed_by_job": False, "walked_from": None},
     abandon=_job_fail_for_chunk,
+    held_along=lambda chunk_id: _walk_leases_end(chunk_id),
 )
 # A chunk claimed by its job's own attempt, which works on the chunks no other worker has taken.
-CHUNKS_IN_JOB = dataclasses.replace(CHUNKS, task_name="", claimed_fields={"claimed_by_job": True})
+CHUNKS_IN_JOB = dataclasses.replace(
+    CHUNKS, task_name="", claimed_fields={"claimed_by_job": True, "walked_from": None}
+)
 
 
 def chunk_rows() -> int:
@@ -274,7 +295,15 @@ def _chunks_after(chunk_id: int) -> None:
     if chunk is None or chunk.job.is_terminal:
         return
     model = batch_chunks.model_load(chunk.job.model_version)
-    _chunks_walk(CHUNKS, job=chunk.job, model=model, after=chunk.index, descending=False, renew=lambda: None)
+    _chunks_walk(
+        CHUNKS,
+        job=chunk.job,
+        model=model,
+        after=chunk.index,
+        descending=False,
+        renew=lambda: None,
+        walked_from=chunk_id,
+    )
 
 
 def _chunk_claimable_next(job_id: int, *, after: int | None, descending: bool) -> tuple[int, int] | None:
@@ -297,9 +326,11 @@ def _chunks_walk(
     after: int | None,
     descending: bool,
     renew: Callable[[], None],
+    walked_from: int | None = None,
 ) -> engine.JobOutcome | None:
     """Claim and store the job's free chunks one by one, past `after`, down or up; returns the outcome of
-    a chunk that failed (the walk stops there), else None once no free chunk is left.
+    a chunk that failed (the walk stops there), else None once no free chunk is left. A chunk task's walk
+    marks the chunks it claims `walked_from` its own, so they are freed at once if its process dies.
 
     The next chunks are claimed and computed on threads while the one before them is stored: onnxruntime,
     Arrow, numpy and the database's statement all run without the GIL. Claiming them first means two
@@ -318,7 +349,7 @@ def _chunks_walk(
             if found is None:
                 return
             past = found[1]
-            claimed = engine.job_claim(spec, job_id=found[0])
+            claimed = engine.job_claim(spec, job_id=found[0], fields={"walked_from": walked_from})
             if isinstance(claimed, ChunkAttempt):  # else taken meanwhile: look past it
                 computing = pool.submit(batch_chunks.chunk_compute_ahead, model, job=job, index=found[1])
                 ahead.append((claimed, computing))

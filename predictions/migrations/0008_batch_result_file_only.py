@@ -17,4 +17,9 @@ class Migration(migrations.Migration):
             name="predicted_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
+        migrations.AddField(
+            model_name="batchpredictionchunk",
+            name="walked_from",
+            field=models.PositiveBigIntegerField(blank=True, null=True),
+        ),
     ]

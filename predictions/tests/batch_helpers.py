@@ -87,3 +87,7 @@ def storage_keys(prefix: str = "batch") -> set[str]:
         return found
 
     return walk(prefix)
+
+
+class Killed(BaseException):
+    """The worker dying mid-job: not an Exception, so no handler of the code under test catches it."""

@@ -16,8 +16,9 @@ from predictions.batch import chunks as batch_chunks
 from predictions.batch import finish as batch_finish
 from predictions.batch import outputs as batch_outputs
 from predictions.batch import services as batch_services
+from predictions.batch.attempt import ChunkAttempt
 from predictions.models import BatchPredictionChunk, BatchPredictionJob, Prediction
-from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_start, stored_csv
+from predictions.tests.batch_helpers import Killed, cancer_rows, csv_bytes, job_start, stored_csv
 
 
 @pytest.fixture
@@ -32,13 +33,13 @@ def held_elsewhere(monkeypatch, *indexes: int) -> None:
     """Another worker claims these chunks (and holds them) just before the job's attempt would."""
     original = engine.job_claim
 
-    def claim(spec, *, job_id):
+    def claim(spec, *, job_id, **claim):
         chunk = BatchPredictionChunk.objects.filter(pk=job_id).first()
         if spec is batch_services.CHUNKS_IN_JOB and chunk is not None and chunk.index in indexes:
             BatchPredictionChunk.objects.filter(pk=job_id).update(
                 status="running", attempts=1, lease_expires_at=timezone.now() + dt.timedelta(seconds=60)
             )
-        return original(spec, job_id=job_id)
+        return original(spec, job_id=job_id, **claim)
 
     monkeypatch.setattr(engine, "job_claim", claim)
 
@@ -322,14 +323,22 @@ def test_a_walk_steps_past_a_chunk_another_worker_holds_without_computing_it(
     assert (job.status, job.chunks_done, job.rows_done) == ("running", 4, 35)
 
 
-@pytest.mark.parametrize(("store_predictions", "computed"), [(True, [1, 2]), (False, [1, 2, 3])])
+@pytest.mark.parametrize(("store_predictions", "claimed"), [(True, [1, 2]), (False, [1, 2, 3])])
 def test_a_walk_that_stops_at_a_failed_chunk_hands_back_the_chunks_it_had_claimed_next(
-    alice, cancer_v1, no_worker, monkeypatch, store_predictions, computed
+    alice, cancer_v1, no_worker, monkeypatch, store_predictions, claimed
 ):
     # With the result file only, a walk computes two chunks while it stores one.
     job = waiting_job(alice, monkeypatch, rows=55, held=(0, 1, 2, 3), store_predictions=store_predictions)
     the_other_worker_dies(job)
-    ahead = computed_ahead(monkeypatch)
+    walked: list[int] = []
+    original_claim = engine.job_claim
+
+    def claim(spec, *, job_id, **fields):
+        if fields:  # the walk's claims name the chunk that walks
+            walked.append(BatchPredictionChunk.objects.get(pk=job_id).index)
+        return original_claim(spec, job_id=job_id, **fields)
+
+    monkeypatch.setattr(engine, "job_claim", claim)
     original = batch_chunks.chunk_compute
 
     def broken_at_row_11(attempt, model, *, job, chunk):
@@ -348,6 +357,67 @@ def test_a_walk_that_stops_at_a_failed_chunk_hands_back_the_chunks_it_had_claime
     assert (statuses[0], statuses[1], statuses[4]) == ("succeeded", "failed", "succeeded")
     # The chunks claimed and computed next, handed back: their leases are over and their claims uncounted
     # (the one left is the claim the other worker made before it died).
-    assert sorted(ahead) == computed
+    assert walked == claimed
     free = job.chunks.filter(engine.claimable(timezone.now()), index__in=[2, 3])
     assert {c.index: c.attempts for c in free} == {2: 1, 3: 1}
+
+
+def test_when_a_walking_task_dies_the_chunks_it_went_on_to_claim_are_freed_and_sent_again(
+    alice, cancer_v1, no_worker, monkeypatch
+):
+    job = waiting_job(alice, monkeypatch, rows=45, held=(0, 1, 2, 3))
+    the_other_worker_dies(job)
+    own = job.chunks.get(index=0)
+    original = batch_services._chunk_run
+    state = {"runs": 0}
+
+    def dies_at_the_second_walked_chunk(spec, **run):
+        state["runs"] += 1
+        if state["runs"] == 3:  # its own chunk, chunk 1, then chunk 2 (with chunk 3 claimed ahead)
+            raise Killed("worker process")
+        return original(spec, **run)
+
+    monkeypatch.setattr(batch_services, "_chunk_run", dies_at_the_second_walked_chunk)
+    # A killed process runs none of its cleanup: the walk cannot hand its chunks back itself.
+    monkeypatch.setattr(ChunkAttempt, "release", lambda attempt, message: None)
+    with pytest.raises(Killed):
+        batch_services.batch_chunk_run(chunk_id=own.pk)
+    monkeypatch.undo()
+    no_worker = {"chunks": []}
+    monkeypatch.setattr(batch_services, "_enqueue_chunk", no_worker["chunks"].append)
+    held = {c.index: c for c in job.chunks.filter(index__in=[2, 3])}
+    assert {(c.status, c.walked_from) for c in held.values()} == {("running", own.pk)}
+    assert all(c.lease_expires_at > timezone.now() for c in held.values())
+
+    # What the worker's main process does when a pool child dies (jobs.policy.LeasedJobRequest).
+    engine.job_lease_end(batch_services.CHUNKS, job_id=own.pk)
+
+    assert sorted(no_worker["chunks"]) == sorted(c.pk for c in held.values())
+    # Their tasks, sent again: the first stores its chunk and goes on with the other.
+    assert [batch_services.batch_chunk_run(chunk_id=held[i].pk).status for i in (2, 3)] == [
+        "succeeded",
+        "skipped",
+    ]
+    job.refresh_from_db()
+    assert (job.status, job.rows_done) == ("succeeded", 45)
+    assert Prediction.objects.filter(batch_job=job).count() == 45
+
+
+def test_a_chunk_claimed_again_by_its_own_task_forgets_the_walk_that_held_it(
+    alice, cancer_v1, no_worker, monkeypatch
+):
+    job = waiting_job(alice, monkeypatch, rows=25, held=(0, 1))
+    job.chunks.filter(index=1).update(walked_from=job.chunks.get(index=0).pk)
+    the_other_worker_dies(job)
+    seen = {}
+    original = batch_services._chunk_work
+
+    def work(attempt, *args):
+        seen[attempt.job.index] = BatchPredictionChunk.objects.get(pk=attempt.job.pk).walked_from
+        return original(attempt, *args)
+
+    monkeypatch.setattr(batch_services, "_chunk_work", work)
+
+    assert batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=1).pk).status == "succeeded"
+
+    assert seen[1] is None

@@ -31,6 +31,7 @@ from predictions.models import (
     PredictionRequest,
 )
 from predictions.tests.batch_helpers import (
+    Killed,
     cancer_rows,
     csv_bytes,
     expected_predictions,
@@ -42,10 +43,6 @@ from predictions.tests.batch_helpers import (
 from predictions.tests.helpers import make_model_version, trained_model
 
 FEATURES = [c["name"] for c in trained_model("cancer").feature_schema]
-
-
-class Killed(BaseException):
-    """The worker dying mid-job: not an Exception, so the service neither catches nor records it."""
 
 
 def crash_once(monkeypatch, module, name: str, *, when) -> dict[str, int]:

@@ -17,17 +17,13 @@ from predictions import tasks
 from predictions.batch import rows as batch_rows
 from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction
-from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_run, job_start, stored_csv
+from predictions.tests.batch_helpers import Killed, cancer_rows, csv_bytes, job_run, job_start, stored_csv
 from predictions.tests.helpers import make_model_version, trained_model
 
 #: A chunk task's log line when it stored its chunk (not skipped, busy or failed).
 CHUNK_STORED = re.compile(r"batch chunk ([0-9]+) stored")
 #: Seconds a worker may take to pick the job up and finish it.
 JOB_TIMEOUT = 90
-
-
-class Killed(BaseException):
-    """The worker dying mid-job."""
 
 
 def _worker_storage(settings, tmp_path) -> None:
