@@ -6,7 +6,10 @@ import json
 import math
 
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from predictions.batch import table_validation
 from predictions.batch.table_validation import table_validate
 
 SCHEMA = [
@@ -131,3 +134,36 @@ def test_long_offending_values_are_cut_in_messages_but_kept_whole():
 
     assert result.errors["message"][0] == f"'age' must be a number; got '{'x' * 37}...'."
     assert result.errors["value"][0] == value
+
+
+number_cells = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(min_value=-(10**40), max_value=10**40).map(str),
+    st.sampled_from(["", "NA", "null", " 40 ", "\t7", "nan", "-inf", "Infinity", "1.#IND", "abc", "1e999"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(cells=st.lists(number_cells, min_size=1, max_size=12))
+def test_a_numeric_column_read_whole_is_checked_as_by_the_general_path(cells):
+    """A column whose every cell Arrow reads as a number skips trimming and the missing-value lookup:
+    the check is the same as the general path's."""
+    table = pa.table({"age": pa.array(cells, pa.string())})
+    schema = [SCHEMA[0]]
+
+    fast = table_validate(table=table, feature_schema=schema)
+    original = table_validation._numbers_as_written
+    table_validation._numbers_as_written = lambda values: None
+    try:
+        general = table_validate(table=table, feature_schema=schema)
+    finally:
+        table_validation._numbers_as_written = original
+
+    assert fast.valid.tolist() == general.valid.tolist()
+    assert [None if math.isnan(v) else v for v in fast.columns["age"].tolist()] == [
+        None if math.isnan(v) else v for v in general.columns["age"].tolist()
+    ]
+    listed = {k: v.tolist() for k, v in general.errors.items()}
+    assert {k: v.tolist() for k, v in fast.errors.items()} == listed
+    assert fast.warnings_json.tolist() == general.warnings_json.tolist()
+    assert fast.warnings_text.tolist() == general.warnings_text.tolist()
