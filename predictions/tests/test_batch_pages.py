@@ -88,6 +88,9 @@ def test_the_form_stores_each_prediction_unless_the_result_file_only_is_chosen(a
     client = client_for(alice)
     form = client.get("/predict/cancer/batch/").content.decode()
     assert re.search(r'<input[^>]*name="store_predictions"[^>]*value="yes"[^>]*checked', form)
+    # A group of radio buttons is named by a fieldset's legend, not a label pointing at no input.
+    assert re.search(r'<fieldset class="field choices">\s*<legend>Predictions</legend>', form)
+    assert 'for=""' not in form
 
     for choice, stored in ((None, True), ("yes", True), ("no", False)):
         data = {"file": upload(csv_bytes(cancer_rows(3)))}
