@@ -105,6 +105,9 @@ def test_the_form_stores_each_prediction_unless_the_result_file_only_is_chosen(a
         shown = re.search(r'<dd id="batch-stored">([^<]*)</dd>', page).group(1)
         assert shown.startswith("Each one stored" if stored else "Result file only")
 
+    listed = client.get("/batch/").content.decode()
+    assert listed.count("(result file only)") == 1
+
 
 def test_an_unknown_choice_for_storing_is_refused_by_the_form_and_nothing_is_stored(
     alice, cancer_v1, new_batch_objects
