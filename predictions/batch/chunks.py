@@ -132,7 +132,8 @@ def _outputs_refused(check: TableCheck, unscorable: np.ndarray) -> TableCheck:
 def chunk_compute(
     attempt: ChunkAttempt | StepSeconds, model: Model, *, job: BatchPredictionJob, chunk: batch_files.Chunk
 ) -> Computed:
-    """Validate and predict a chunk of `job`, write its errors part, and encode its rows for the database."""
+    """Validate and predict a chunk of `job`, write its errors part, encode its rows for the database (when
+    the job stores them) and bin them for the drift rollups."""
     started = time.perf_counter()
     check = table_validate(
         table=chunk.table,
