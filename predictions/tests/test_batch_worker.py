@@ -218,13 +218,16 @@ def test_two_workers_share_the_chunks_of_one_job_and_store_each_row_once(
     first = start_celery_worker("filesystem://")
     second = start_celery_worker("filesystem://")
     _send_to(first, monkeypatch)
+    send_chunk = batch_services._enqueue_chunk
+    cut: list[int] = []
+    monkeypatch.setattr(batch_services, "_enqueue_chunk", cut.append)
     monkeypatch.setattr(batch_services, "_enqueue", lambda job_id: None)
     rows = cancer_rows(1500)
     rows[777]["mean texture"] = "rough"
     job = job_start(alice, csv_bytes(rows))
-    # The job's attempt runs here: it cuts the file into 150 chunks of 10 rows and sends their tasks, but
-    # finds every chunk taken (as when the workers are quicker than the cut), so it leaves them all to the
-    # two workers and waits; the worker storing the last chunk finishes the job.
+    # The job's attempt runs here: it cuts the file into 150 chunks of 10 rows, but finds every chunk
+    # taken (as when the workers are quicker than the cut), so it leaves them all to the two workers and
+    # waits; the worker storing the last chunk finishes the job.
     original = batch_services._chunks_walk
 
     def taken(spec, **walk):
@@ -232,6 +235,12 @@ def test_two_workers_share_the_chunks_of_one_job_and_store_each_row_once(
 
     monkeypatch.setattr(batch_services, "_chunks_walk", taken)
     assert batch_services.batch_prediction_run(job_id=job.pk).status == "waiting"
+    # The tasks of chunks 0 and 75 go first: a worker takes one message at a time, so each worker gets
+    # one of them and walks on from there; the other tasks follow and find their chunks stored. (Sent in
+    # file order, the first worker's walk could store every chunk of 10 rows before the second polled.)
+    assert len(cut) == 150
+    for chunk_id in [cut[0], cut[75], *cut[1:75], *cut[76:]]:
+        send_chunk(chunk_id)
 
     job = _wait_for(job, first, lambda j: j.is_terminal, "end of the job")
 
