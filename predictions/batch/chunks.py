@@ -170,6 +170,8 @@ def chunk_compute(
     predicted_at = timezone.now()
     feature_deltas: drift_rollups.FeatureDeltas = {}
     if check.n_valid:
+        # Empty without classes: the model gives no probabilities, so there is no confidence.
+        confidence = probabilities.max(axis=1) if len(probabilities) else None
         if job.store_predictions:
             encoded = batch_rows.probabilities_json(probabilities, model.classes) if model.classes else None
             rows = batch_rows.rows_encode(
@@ -178,14 +180,14 @@ def chunk_compute(
                 predictions=batch_rows.labels_json(labels),
                 probabilities=encoded,
                 warnings=check.warnings_json[check.valid],
-                confidence=probabilities.max(axis=1) if model.classes and len(probabilities) else None,
+                confidence=confidence,
                 created_at=predicted_at,
             )
         feature_deltas = drift_rollups.prediction_features_binned(
             model_version=job.model_version,
             columns=check.columns,
             predictions=labels,
-            confidences=probabilities.max(axis=1) if len(probabilities) else None,
+            confidences=confidence,
             hour=predicted_at,
         )
     attempt.timed("encode", started)

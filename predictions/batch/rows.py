@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from django.db import connection
-from django.utils import timezone
 
 from predictions.models import BatchPredictionJob, Channel, Prediction
 
@@ -79,7 +78,7 @@ def rows_encode(
     probabilities: np.ndarray | None,
     warnings: np.ndarray,
     confidence: np.ndarray | None = None,
-    created_at: dt.datetime | None = None,
+    created_at: dt.datetime,
 ) -> Rows:
     """Encode one chunk's rows (JSON values already encoded, column-wise) for a single statement.
 
@@ -89,7 +88,7 @@ def rows_encode(
     """
     table = connection.ops.quote_name(Prediction._meta.db_table)
     names = ", ".join(connection.ops.quote_name(c) for c in (*_CONSTANT_COLUMNS, *_ROW_COLUMNS))
-    now = created_at or timezone.now()
+    now = created_at
     constants = [job.prediction_request_id, job.user_id, job.model_version_id, Channel.BATCH.value, job.pk]
     count = len(row_indexes)
     rows_text = row_indexes.astype(str).astype(object)
