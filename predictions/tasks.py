@@ -7,6 +7,8 @@ from celery import shared_task
 
 from jobs.policy import LeasedJobTask
 from predictions import shadow
+from predictions.batch import chunk_runs as batch_chunk_runs
+from predictions.batch import job_specs as batch_job_specs
 from predictions.batch import services as batch_services
 
 
@@ -21,7 +23,7 @@ def batch_prediction_run_task(self: LeasedJobTask, job_id: int) -> str:
     return self.leased_run(
         job_id,
         execute=lambda: batch_services.batch_prediction_run(job_id=job_id),
-        transient_errors=batch_services.TRANSIENT_ERRORS,
+        transient_errors=batch_job_specs.TRANSIENT_ERRORS,
     )
 
 
@@ -35,8 +37,8 @@ def batch_chunk_run_task(self: LeasedJobTask, chunk_id: int) -> str:
     """Predict one chunk of a batch job; a chunk already stored is skipped, one held elsewhere is busy."""
     return self.leased_run(
         chunk_id,
-        execute=lambda: batch_services.batch_chunk_run(chunk_id=chunk_id),
-        transient_errors=batch_services.TRANSIENT_ERRORS,
+        execute=lambda: batch_chunk_runs.batch_chunk_run(chunk_id=chunk_id),
+        transient_errors=batch_job_specs.TRANSIENT_ERRORS,
     )
 
 

@@ -136,9 +136,9 @@ def test_a_file_of_ids_for_a_model_refuses_predictions_of_other_models(cancer_v1
 
 
 def test_a_file_of_batch_rows_names_the_rows_of_a_batch_job(cancer_v1, alice, staff, monkeypatch):
-    from predictions.batch import services as batch_services
+    from predictions.batch import job_specs as batch_job_specs
 
-    monkeypatch.setattr(batch_services, "_enqueue", lambda job_id: None)
+    monkeypatch.setattr(batch_job_specs, "job_enqueue", lambda job_id: None)
     batch = job_run(job_start(alice, batch_csv(cancer_rows(3))))
     rows = [
         [batch.uuid, 1, "benign"],

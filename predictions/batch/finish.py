@@ -14,6 +14,7 @@ from jobs import engine
 from mlops_site import storage
 from predictions.batch import chunks as batch_chunks
 from predictions.batch import files as batch_files
+from predictions.batch import job_specs
 from predictions.batch import outputs as batch_outputs
 from predictions.batch.attempt import BatchAttempt
 from predictions.models import BatchPredictionChunk, BatchPredictionJob, PredictionRequest
@@ -78,3 +79,24 @@ def _timings_total(attempt: BatchAttempt) -> dict[str, float]:
         for step in ("validate", "predict", "encode", "write", "store"):
             totals[step] = round(totals.get(step, 0.0) + float((timings or {}).get(step, 0.0)), 4)
     return totals
+
+
+def batch_prediction_finish(*, job_id: int) -> engine.JobOutcome:
+    """Finish a job whose chunks are all stored: assemble its result and errors files and mark it
+    SUCCEEDED, exactly once (see finish_claim). A crash while finishing leaves
+    the job to the stale sweep, whose attempt finishes it."""
+
+    def work(attempt: BatchAttempt) -> None:
+        with batch_chunks.collector_paused():
+            started = time.perf_counter()
+            model = batch_chunks.model_load(attempt.job.model_version)
+            attempt.timed("load", started)
+            job_finish(attempt, model)
+
+    return engine.job_run(
+        job_specs.JOBS,
+        job_id=job_id,
+        work=work,
+        reason=job_specs.failure_reason,
+        claim=lambda: finish_claim(job_specs.JOBS, job_id),
+    )

@@ -7,7 +7,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from mlops_site.tests.helpers import error_body, messages_of
-from predictions.batch import services as batch_services
+from predictions.batch import job_specs as batch_job_specs
 from predictions.models import BatchPredictionJob
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_run, job_start, upload
 from predictions.tests.helpers import make_model_version, trained_model
@@ -24,7 +24,7 @@ def client_for(user):
 @pytest.fixture
 def no_worker(monkeypatch):
     sent: list[int] = []
-    monkeypatch.setattr(batch_services, "_enqueue", sent.append)
+    monkeypatch.setattr(batch_job_specs, "job_enqueue", sent.append)
     return sent
 
 

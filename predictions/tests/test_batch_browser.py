@@ -12,6 +12,7 @@ import pytest
 from django.db import connection
 
 from predictions.batch import chunks as batch_chunks
+from predictions.batch import job_specs as batch_job_specs
 from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes
@@ -40,7 +41,7 @@ def background_worker(monkeypatch):
 
     monkeypatch.setattr(batch_chunks, "chunk_compute", slow)
     monkeypatch.setattr(
-        batch_services, "_enqueue", lambda job_id: threading.Thread(target=run, args=(job_id,)).start()
+        batch_job_specs, "job_enqueue", lambda job_id: threading.Thread(target=run, args=(job_id,)).start()
     )
 
 

@@ -12,8 +12,10 @@ from django.utils import timezone
 
 from jobs import engine
 from predictions import tasks
+from predictions.batch import chunk_runs as batch_chunk_runs
 from predictions.batch import chunks as batch_chunks
 from predictions.batch import finish as batch_finish
+from predictions.batch import job_specs as batch_job_specs
 from predictions.batch import outputs as batch_outputs
 from predictions.batch import services as batch_services
 from predictions.batch.attempt import ChunkAttempt
@@ -24,8 +26,8 @@ from predictions.tests.batch_helpers import Killed, cancer_rows, csv_bytes, job_
 @pytest.fixture
 def no_worker(monkeypatch):
     sent: dict[str, list[int]] = {"jobs": [], "chunks": []}
-    monkeypatch.setattr(batch_services, "_enqueue", sent["jobs"].append)
-    monkeypatch.setattr(batch_services, "_enqueue_chunk", sent["chunks"].append)
+    monkeypatch.setattr(batch_job_specs, "job_enqueue", sent["jobs"].append)
+    monkeypatch.setattr(batch_job_specs, "chunk_enqueue", sent["chunks"].append)
     return sent
 
 
@@ -35,7 +37,7 @@ def held_elsewhere(monkeypatch, *indexes: int) -> None:
 
     def claim(spec, *, job_id, **claim):
         chunk = BatchPredictionChunk.objects.filter(pk=job_id).first()
-        if spec is batch_services.CHUNKS_IN_JOB and chunk is not None and chunk.index in indexes:
+        if spec is batch_job_specs.CHUNKS_IN_JOB and chunk is not None and chunk.index in indexes:
             BatchPredictionChunk.objects.filter(pk=job_id).update(
                 status="running", attempts=1, lease_expires_at=timezone.now() + dt.timedelta(seconds=60)
             )
@@ -116,8 +118,8 @@ def test_a_chunk_message_for_a_stored_chunk_or_a_chunk_held_elsewhere_changes_no
     job = waiting_job(alice, monkeypatch)
     stored = job.chunks.get(index=2)
 
-    assert batch_services.batch_chunk_run(chunk_id=stored.pk).status == "skipped"
-    assert batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "busy"
+    assert batch_chunk_runs.batch_chunk_run(chunk_id=stored.pk).status == "skipped"
+    assert batch_chunk_runs.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "busy"
 
     job.refresh_from_db()
     assert (job.chunks_done, job.rows_done, job.status) == (2, 15, "running")
@@ -127,7 +129,7 @@ def test_a_chunk_message_for_a_stored_chunk_or_a_chunk_held_elsewhere_changes_no
 def test_of_two_finishers_only_one_assembles_the_files(alice, cancer_v1, no_worker, monkeypatch):
     job = waiting_job(alice, monkeypatch)
     the_other_worker_dies(job)
-    batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk)
+    batch_chunk_runs.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk)
     job.refresh_from_db()
     assert job.status == "succeeded"
     assembled = []
@@ -135,7 +137,7 @@ def test_of_two_finishers_only_one_assembles_the_files(alice, cancer_v1, no_work
 
     # The finish claim is one conditional UPDATE: a second finisher, or the job's own message, finds the
     # job finished.
-    assert batch_services.batch_prediction_finish(job_id=job.pk).status == "skipped"
+    assert batch_finish.batch_prediction_finish(job_id=job.pk).status == "skipped"
     assert batch_services.batch_prediction_run(job_id=job.pk).status == "skipped"
     assert assembled == []
 
@@ -147,7 +149,7 @@ def test_two_workers_racing_to_finish_the_same_job_assemble_it_once(alice, cance
     # ready to finish.
     the_other_worker_dies(job)
     monkeypatch.setattr(batch_finish, "finish_due", lambda job_id: False)
-    assert batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "succeeded"
+    assert batch_chunk_runs.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "succeeded"
     assembled: list[str] = []
     original = batch_outputs.files_assemble
     barrier = threading.Barrier(2)
@@ -163,7 +165,7 @@ def test_two_workers_racing_to_finish_the_same_job_assemble_it_once(alice, cance
     def finisher() -> None:
         try:
             barrier.wait()
-            outcomes.append(batch_services.batch_prediction_finish(job_id=job.pk).status)
+            outcomes.append(batch_finish.batch_prediction_finish(job_id=job.pk).status)
         finally:
             connection.close()
 
@@ -187,7 +189,7 @@ def test_a_chunk_that_cannot_be_predicted_fails_its_waiting_job(alice, cancer_v1
         raise batch_chunks.BatchRunError("Rows 1 to 10: the model could not score them: boom")
 
     monkeypatch.setattr(batch_chunks, "chunk_compute", broken)
-    outcome = batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk)
+    outcome = batch_chunk_runs.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk)
 
     assert outcome.status == "failed"
     job.refresh_from_db()
@@ -200,7 +202,7 @@ def test_a_chunk_of_a_failed_job_is_not_predicted(alice, cancer_v1, no_worker, m
     the_other_worker_dies(job)
     BatchPredictionJob.objects.filter(pk=job.pk).update(status="failed", lease_expires_at=None)
 
-    outcome = batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk)
+    outcome = batch_chunk_runs.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk)
 
     assert outcome.status == "failed"
     assert Prediction.objects.filter(batch_job=job).count() == 15
@@ -217,7 +219,7 @@ def test_when_the_jobs_worker_process_dies_the_lease_of_its_chunk_ends_too(alice
         job=job, index=1, status="running", attempts=1, lease_expires_at=lease
     )
 
-    assert engine.job_lease_end(batch_services.JOBS, job_id=job.pk)
+    assert engine.job_lease_end(batch_job_specs.JOBS, job_id=job.pk)
 
     mine.refresh_from_db()
     other.refresh_from_db()
@@ -291,7 +293,7 @@ def test_a_chunk_task_goes_on_with_the_free_chunks_after_its_own_and_the_last_on
     the_other_worker_dies(job)
     ahead = computed_ahead(monkeypatch)
 
-    assert batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "succeeded"
+    assert batch_chunk_runs.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "succeeded"
 
     assert ahead == [1, 2]
     job.refresh_from_db()
@@ -303,7 +305,7 @@ def test_a_chunk_task_goes_on_with_the_free_chunks_after_its_own_and_the_last_on
     stored = Prediction.objects.filter(batch_job=job).values_list("row_index", flat=True)
     assert sorted(stored) == list(range(45))
     # The messages of the chunks taken along find them stored.
-    assert batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=2).pk).status == "skipped"
+    assert batch_chunk_runs.batch_chunk_run(chunk_id=job.chunks.get(index=2).pk).status == "skipped"
 
 
 def test_a_walk_steps_past_a_chunk_another_worker_holds_without_computing_it(
@@ -314,7 +316,7 @@ def test_a_walk_steps_past_a_chunk_another_worker_holds_without_computing_it(
     job.chunks.filter(index=2).update(lease_expires_at=timezone.now() + dt.timedelta(seconds=60))
     ahead = computed_ahead(monkeypatch)
 
-    assert batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "succeeded"
+    assert batch_chunk_runs.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "succeeded"
 
     assert ahead == [1, 3]
     held = job.chunks.get(index=2)
@@ -348,7 +350,7 @@ def test_a_walk_that_stops_at_a_failed_chunk_hands_back_the_chunks_it_had_claime
 
     monkeypatch.setattr(batch_chunks, "chunk_compute", broken_at_row_11)
 
-    assert batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "succeeded"
+    assert batch_chunk_runs.batch_chunk_run(chunk_id=job.chunks.get(index=0).pk).status == "succeeded"
 
     job.refresh_from_db()
     assert (job.status, job.waiting_for_chunks) == ("failed", False)
@@ -368,7 +370,7 @@ def test_when_a_walking_task_dies_the_chunks_it_went_on_to_claim_are_freed_and_s
     job = waiting_job(alice, monkeypatch, rows=45, held=(0, 1, 2, 3))
     the_other_worker_dies(job)
     own = job.chunks.get(index=0)
-    original = batch_services._chunk_run
+    original = batch_chunk_runs._chunk_run
     state = {"runs": 0}
 
     def dies_at_the_second_walked_chunk(spec, **run):
@@ -377,24 +379,24 @@ def test_when_a_walking_task_dies_the_chunks_it_went_on_to_claim_are_freed_and_s
             raise Killed("worker process")
         return original(spec, **run)
 
-    monkeypatch.setattr(batch_services, "_chunk_run", dies_at_the_second_walked_chunk)
+    monkeypatch.setattr(batch_chunk_runs, "_chunk_run", dies_at_the_second_walked_chunk)
     # A killed process runs none of its cleanup: the walk cannot hand its chunks back itself.
     monkeypatch.setattr(ChunkAttempt, "release", lambda attempt, message: None)
     with pytest.raises(Killed):
-        batch_services.batch_chunk_run(chunk_id=own.pk)
+        batch_chunk_runs.batch_chunk_run(chunk_id=own.pk)
     monkeypatch.undo()
     no_worker = {"chunks": []}
-    monkeypatch.setattr(batch_services, "_enqueue_chunk", no_worker["chunks"].append)
+    monkeypatch.setattr(batch_job_specs, "chunk_enqueue", no_worker["chunks"].append)
     held = {c.index: c for c in job.chunks.filter(index__in=[2, 3])}
     assert {(c.status, c.walked_from) for c in held.values()} == {("running", own.pk)}
     assert all(c.lease_expires_at > timezone.now() for c in held.values())
 
     # What the worker's main process does when a pool child dies (jobs.policy.LeasedJobRequest).
-    engine.job_lease_end(batch_services.CHUNKS, job_id=own.pk)
+    engine.job_lease_end(batch_job_specs.CHUNKS, job_id=own.pk)
 
     assert sorted(no_worker["chunks"]) == sorted(c.pk for c in held.values())
     # Their tasks, sent again: the first stores its chunk and goes on with the other.
-    assert [batch_services.batch_chunk_run(chunk_id=held[i].pk).status for i in (2, 3)] == [
+    assert [batch_chunk_runs.batch_chunk_run(chunk_id=held[i].pk).status for i in (2, 3)] == [
         "succeeded",
         "skipped",
     ]
@@ -410,14 +412,14 @@ def test_a_chunk_claimed_again_by_its_own_task_forgets_the_walk_that_held_it(
     job.chunks.filter(index=1).update(walked_from=job.chunks.get(index=0).pk)
     the_other_worker_dies(job)
     seen = {}
-    original = batch_services._chunk_work
+    original = batch_chunk_runs._chunk_work
 
     def work(attempt, *args):
         seen[attempt.job.index] = BatchPredictionChunk.objects.get(pk=attempt.job.pk).walked_from
         return original(attempt, *args)
 
-    monkeypatch.setattr(batch_services, "_chunk_work", work)
+    monkeypatch.setattr(batch_chunk_runs, "_chunk_work", work)
 
-    assert batch_services.batch_chunk_run(chunk_id=job.chunks.get(index=1).pk).status == "succeeded"
+    assert batch_chunk_runs.batch_chunk_run(chunk_id=job.chunks.get(index=1).pk).status == "succeeded"
 
     assert seen[1] is None

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from mlops_site import errors, storage
-from predictions.batch import services as batch_services
+from predictions.batch import job_specs as batch_job_specs
 from predictions.models import BatchPredictionJob
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_run, job_start, upload
 from predictions.tests.helpers import make_model_version, trained_model
@@ -24,7 +24,7 @@ def client_for(user):
 def no_worker(monkeypatch):
     """Jobs stay queued: the tests run them by hand when they need them finished."""
     sent: list[int] = []
-    monkeypatch.setattr(batch_services, "_enqueue", sent.append)
+    monkeypatch.setattr(batch_job_specs, "job_enqueue", sent.append)
     return sent
 
 

@@ -19,6 +19,7 @@ from models_registry.models import ModelVersion
 from monitoring.models import FeatureHourly
 from predictions.batch import attempt as batch_attempt
 from predictions.batch import chunks as batch_chunks
+from predictions.batch import job_specs as batch_job_specs
 from predictions.batch import outputs as batch_outputs
 from predictions.batch import rows as batch_rows
 from predictions.batch import services as batch_services
@@ -506,7 +507,7 @@ def test_an_attempt_whose_chunk_was_taken_stores_nothing_of_it_and_leaves_it_to_
 def test_a_job_interrupted_too_often_is_given_up(alice, cancer_v1):
     job = job_start(alice, csv_bytes(cancer_rows(5)))
     BatchPredictionJob.objects.filter(pk=job.pk).update(
-        status="running", attempts=batch_services.MAX_ATTEMPTS, lease_expires_at=timezone.now()
+        status="running", attempts=batch_job_specs.MAX_ATTEMPTS, lease_expires_at=timezone.now()
     )
 
     job = job_run(job)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlops_site import storage
-from predictions.batch import services as batch_services
+from predictions.batch import job_specs as batch_job_specs
 from predictions.errors import BatchUploadInvalid, ModelNotFound, NoVersionInStage
 from predictions.models import BatchPredictionJob, PredictionRequest
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_start, storage_keys
@@ -28,7 +28,7 @@ def test_it_stores_the_file_and_queues_a_job_for_the_production_version(
     alice, cancer_v1, django_capture_on_commit_callbacks, monkeypatch
 ):
     sent: list[int] = []
-    monkeypatch.setattr(batch_services, "_enqueue", sent.append)
+    monkeypatch.setattr(batch_job_specs, "job_enqueue", sent.append)
     data = csv_bytes(cancer_rows(25))
     before = storage_keys()
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from jobs import policy as leased_tasks
 from mlops_site import storage
 from predictions import tasks
+from predictions.batch import job_specs as batch_job_specs
 from predictions.batch import outputs as batch_outputs
 from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction
@@ -20,7 +21,7 @@ from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_start, s
 
 @pytest.fixture
 def job(alice, cancer_v1, monkeypatch):
-    monkeypatch.setattr(batch_services, "_enqueue", lambda job_id: None)
+    monkeypatch.setattr(batch_job_specs, "job_enqueue", lambda job_id: None)
     return job_start(alice, csv_bytes(cancer_rows(25)))
 
 
@@ -112,7 +113,7 @@ def test_an_error_escaping_the_service_marks_the_job_failed(job, monkeypatch):
 
 def test_the_stale_requeue_task_sends_lost_jobs_again(job, monkeypatch):
     sent: list[int] = []
-    monkeypatch.setattr(batch_services, "_enqueue", sent.append)
+    monkeypatch.setattr(batch_job_specs, "job_enqueue", sent.append)
     BatchPredictionJob.objects.filter(pk=job.pk).update(status="running", lease_expires_at=timezone.now())
 
     assert tasks.batch_prediction_jobs_stale_requeue_task.delay().get() == 1

@@ -14,6 +14,8 @@ from kombu import Connection
 
 from mlops_site.celery import app
 from predictions import tasks
+from predictions.batch import chunk_runs as batch_chunk_runs
+from predictions.batch import job_specs as batch_job_specs
 from predictions.batch import rows as batch_rows
 from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction
@@ -40,7 +42,7 @@ def _worker_storage(settings, tmp_path) -> None:
 
 @pytest.fixture
 def no_worker(monkeypatch):
-    monkeypatch.setattr(batch_services, "_enqueue", lambda job_id: None)
+    monkeypatch.setattr(batch_job_specs, "job_enqueue", lambda job_id: None)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -48,14 +50,14 @@ def test_outside_a_test_transaction_each_chunk_is_sent_to_its_task_and_counted_o
     alice, cancer_v1, no_worker, monkeypatch
 ):
     sent: list[int] = []
-    original = batch_services.batch_chunk_run
+    original = batch_chunk_runs.batch_chunk_run
 
     def recording(*, chunk_id):
         sent.append(chunk_id)
         return original(chunk_id=chunk_id)
 
     # The chunk tasks run eagerly as each chunk is committed, before the job works on any chunk itself.
-    monkeypatch.setattr(batch_services, "batch_chunk_run", recording)
+    monkeypatch.setattr(batch_chunk_runs, "batch_chunk_run", recording)
     rows = cancer_rows(35)
     rows[21]["id"] = "has, a comma"
     job = job_run(job_start(alice, csv_bytes(rows)))
@@ -144,10 +146,10 @@ def _send_to(worker, monkeypatch) -> None:
             task.apply_async(args=[object_id], connection=conn)
 
     monkeypatch.setattr(
-        batch_services, "_enqueue", lambda job_id: send(tasks.batch_prediction_run_task, job_id)
+        batch_job_specs, "job_enqueue", lambda job_id: send(tasks.batch_prediction_run_task, job_id)
     )
     monkeypatch.setattr(
-        batch_services, "_enqueue_chunk", lambda chunk_id: send(tasks.batch_chunk_run_task, chunk_id)
+        batch_job_specs, "chunk_enqueue", lambda chunk_id: send(tasks.batch_chunk_run_task, chunk_id)
     )
 
 
@@ -218,22 +220,22 @@ def test_two_workers_share_the_chunks_of_one_job_and_store_each_row_once(
     first = start_celery_worker("filesystem://")
     second = start_celery_worker("filesystem://")
     _send_to(first, monkeypatch)
-    send_chunk = batch_services._enqueue_chunk
+    send_chunk = batch_job_specs.chunk_enqueue
     cut: list[int] = []
-    monkeypatch.setattr(batch_services, "_enqueue_chunk", cut.append)
-    monkeypatch.setattr(batch_services, "_enqueue", lambda job_id: None)
+    monkeypatch.setattr(batch_job_specs, "chunk_enqueue", cut.append)
+    monkeypatch.setattr(batch_job_specs, "job_enqueue", lambda job_id: None)
     rows = cancer_rows(1500)
     rows[777]["mean texture"] = "rough"
     job = job_start(alice, csv_bytes(rows))
     # The job's attempt runs here: it cuts the file into 150 chunks of 10 rows, but finds every chunk
     # taken (as when the workers are quicker than the cut), so it leaves them all to the two workers and
     # waits; the worker storing the last chunk finishes the job.
-    original = batch_services._chunks_walk
+    original = batch_chunk_runs.chunks_walk
 
     def taken(spec, **walk):
-        return None if spec is batch_services.CHUNKS_IN_JOB else original(spec, **walk)
+        return None if spec is batch_job_specs.CHUNKS_IN_JOB else original(spec, **walk)
 
-    monkeypatch.setattr(batch_services, "_chunks_walk", taken)
+    monkeypatch.setattr(batch_chunk_runs, "chunks_walk", taken)
     assert batch_services.batch_prediction_run(job_id=job.pk).status == "waiting"
     # The tasks of chunks 0 and 75 go first: a worker takes one message at a time, so each worker gets
     # one of them and walks on from there; the other tasks follow and find their chunks stored. (Sent in

@@ -24,7 +24,7 @@ from kombu import Connection
 
 from jobs import engine
 from mlops_site.celery import app, queue_lengths
-from predictions.batch import services as batch_services
+from predictions.batch import job_specs as batch_job_specs
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_start
 from predictions.tests.helpers import make_model_version, trained_model
 from tests.faults.conftest import SERVER_START_TIMEOUT, free_port, pool_children, require_program, wait_for
@@ -454,7 +454,7 @@ def test_on_rabbitmq_a_killed_worker_s_running_and_queued_jobs_go_back_to_the_qu
     # Nothing is left to end the dead worker's leases (the job's and the chunk its attempt was predicting):
     # they run out after LEASE_SECONDS. Here they are ended as a worker ends those of a dead pool child, so
     # the message RabbitMQ delivers again claims the job at once.
-    assert engine.job_lease_end(batch_services.JOBS, job_id=running.pk)
+    assert engine.job_lease_end(batch_job_specs.JOBS, job_id=running.pk)
     second = start_celery_worker(url)
 
     for job in [running, *queued]:

@@ -13,6 +13,7 @@ from datasets.models import Dataset, DatasetVersion
 from datasets.tests.helpers import unique_csv
 from mlops_site import storage
 from predictions import model_cache
+from predictions.batch import job_specs as batch_job_specs
 from predictions.batch import outputs as batch_outputs
 from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction, PredictionRequest
@@ -130,7 +131,7 @@ def test_a_batch_job_whose_output_fails_on_s3_is_handed_back_and_finished_once_s
     settings, s3_proxy, alice, monkeypatch, figures
 ):
     settings.BATCH_CHUNK_ROWS = 10
-    monkeypatch.setattr(batch_services, "_enqueue", lambda job_id: None)
+    monkeypatch.setattr(batch_job_specs, "job_enqueue", lambda job_id: None)
     make_model_version(trained=trained_model("cancer"), name="cancer")
     rows = cancer_rows(35)
     job = job_start(alice, csv_bytes(rows))

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 
 from mlops_site.celery import waiting_job_ids
 from models_registry.models import ModelVersion
+from predictions.batch import job_specs as batch_job_specs
 from predictions.batch import services as batch_services
 from predictions.models import BatchPredictionJob, Prediction
 from predictions.tests.batch_helpers import cancer_rows, csv_bytes, job_start, stored_csv, upload
@@ -220,7 +221,7 @@ def test_a_job_that_kills_its_worker_every_time_is_failed_after_a_bounded_number
 
     assert poison.status == "failed"
     assert "interrupted 3 times" in poison.error_message
-    assert poison.attempts == batch_services.MAX_ATTEMPTS + 1
+    assert poison.attempts == batch_job_specs.MAX_ATTEMPTS + 1
     assert not Prediction.objects.filter(batch_job=poison).exists()
     healthy = job_start(alice, csv_bytes(rows))
     healthy = wait_for(
