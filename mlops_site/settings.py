@@ -122,6 +122,8 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's, but the threads of a process take turns to write instead of polling SQLite's lock.
+    DATABASES["default"]["ENGINE"] = "mlops_site.db.sqlite3"
     # WAL lets the web process read while the worker writes; the timeout rides out short write locks.
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,

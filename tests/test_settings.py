@@ -148,7 +148,7 @@ def test_env_int_names_the_variable_it_cannot_read(monkeypatch):
 def test_with_no_variables_everything_is_embedded(tmp_path):
     shown = _settings(tmp_path)
 
-    assert shown["engine"] == "django.db.backends.sqlite3"
+    assert shown["engine"] == "mlops_site.db.sqlite3"
     assert shown["db_name"] == str(tmp_path / "data" / "db.sqlite3")
     assert shown["cache"].endswith("FileBasedCache")
     assert shown["broker"] == "filesystem://"
