@@ -4,6 +4,7 @@ own, so it runs the same on either test database."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -183,3 +184,20 @@ def test_past_the_busy_timeout_sqlite_decides_as_without_the_lock(open_connectio
 def test_each_database_file_has_a_lock_of_its_own(tmp_path):
     assert write_lock(str(tmp_path / "a.sqlite3")) is write_lock(str(tmp_path / "a.sqlite3"))
     assert write_lock(str(tmp_path / "a.sqlite3")) is not write_lock(str(tmp_path / "b.sqlite3"))
+
+
+def test_a_process_forked_while_a_thread_writes_starts_with_the_lock_free(open_connection):
+    """A Celery pool forks its processes from a parent whose other threads may be inside a transaction."""
+    writer = open_connection()
+    _begin(writer)
+    name = writer.settings_dict["NAME"]
+    try:
+        assert write_lock(name).locked()
+        child = os.fork()
+        if child == 0:  # pragma: no cover (the child only reports through its exit code)
+            os._exit(0 if write_lock(name).acquire(timeout=0) else 1)
+        _, status = os.waitpid(child, 0)
+    finally:
+        writer.rollback()
+        writer.set_autocommit(True)
+    assert os.waitstatus_to_exitcode(status) == 0

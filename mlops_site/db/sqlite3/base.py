@@ -10,6 +10,7 @@ processes (the other web workers, the Celery worker) still meet the busy handler
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -26,6 +27,17 @@ def write_lock(name: str) -> threading.Lock:
     """The process's lock for writing to the database file `name`."""
     with _locks_guard:
         return _locks.setdefault(name, threading.Lock())
+
+
+def _locks_forget() -> None:
+    # A child forked while one of the parent's threads was writing (a Celery pool replacing a process)
+    # would inherit that lock held, with no thread of its own to release it.
+    global _locks_guard
+    _locks.clear()
+    _locks_guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_locks_forget)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
