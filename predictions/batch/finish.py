@@ -83,8 +83,8 @@ def _timings_total(attempt: BatchAttempt) -> dict[str, float]:
 
 def batch_prediction_finish(*, job_id: int) -> engine.JobOutcome:
     """Finish a job whose chunks are all stored: assemble its result and errors files and mark it
-    SUCCEEDED, exactly once (see finish_claim). A crash while finishing leaves
-    the job to the stale sweep, whose attempt finishes it."""
+    SUCCEEDED, exactly once (see finish_claim). A crash while finishing leaves the job to the stale
+    sweep, whose attempt finishes it."""
 
     def work(attempt: BatchAttempt) -> None:
         with batch_chunks.collector_paused():

@@ -88,7 +88,6 @@ def rows_encode(
     """
     table = connection.ops.quote_name(Prediction._meta.db_table)
     names = ", ".join(connection.ops.quote_name(c) for c in (*_CONSTANT_COLUMNS, *_ROW_COLUMNS))
-    now = created_at
     constants = [job.prediction_request_id, job.user_id, job.model_version_id, Channel.BATCH.value, job.pk]
     count = len(row_indexes)
     rows_text = row_indexes.astype(str).astype(object)
@@ -98,7 +97,7 @@ def rows_encode(
     )
     if connection.vendor == "postgresql":
         prefix = "\t".join("\\N" if v is None else str(v) for v in constants)
-        prefix += "\t{}\t" + now.isoformat() + "\t"
+        prefix += "\t{}\t" + created_at.isoformat() + "\t"
         column = _copy_escaped(probabilities) if probabilities is not None else np.array("\\N")
         lines = (
             prefix
@@ -115,12 +114,12 @@ def rows_encode(
         payload = ("\n".join(lines) + "\n").encode("utf-8")
         return Rows(
             count=count,
-            created_at=now,
+            created_at=created_at,
             method="copy",
             sql=f"COPY {table} ({names}) FROM STDIN",
             params=payload,
         )
-    created_at = connection.ops.adapt_datetimefield_value(now)
+    created_value = connection.ops.adapt_datetimefield_value(created_at)
     if connection.vendor == "sqlite" and sqlite_json_arrows():
         column = probabilities if probabilities is not None else np.array("null")
         scores = confidence_text if confidence_text is not None else np.array("null")
@@ -132,15 +131,15 @@ def rows_encode(
         )
         return Rows(
             count=count,
-            created_at=now,
+            created_at=created_at,
             method="execute",
             sql=sql,
-            params=[*constants, "{}", created_at, "[" + ",".join(items) + "]"],
+            params=[*constants, "{}", created_value, "[" + ",".join(items) + "]"],
         )
     placeholders = ", ".join(["%s"] * (len(_CONSTANT_COLUMNS) + len(_ROW_COLUMNS)))
     values = list(
         zip(
-            *([value] * count for value in [*constants, "{}", created_at]),
+            *([value] * count for value in [*constants, "{}", created_value]),
             row_indexes.tolist(),
             predictions.tolist(),
             probabilities.tolist() if probabilities is not None else [None] * count,
@@ -151,7 +150,7 @@ def rows_encode(
     )
     return Rows(
         count=count,
-        created_at=now,
+        created_at=created_at,
         method="executemany",
         sql=f"INSERT INTO {table} ({names}) VALUES ({placeholders})",  # noqa: S608
         params=values,
